@@ -1,0 +1,26 @@
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+N ?= 2
+
+.PHONY: setup test unit certify bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+# The project's own tests: unit tables, then integration tests on real local clusters.
+test: setup
+	$(PYTEST) -n $(N) -q tests
+
+unit: setup
+	$(PYTEST) -q tests/unit
+
+# The conformance suite against the embedded reference cluster; prints the report.
+certify: setup
+	.venv/bin/ambient-conformance run -n $(N) --report out/conformance-report.yaml
+
+bench: setup
+	$(PY) bench/cluster_up.py
+
+clean:
+	.venv/bin/ambient-conformance cluster down --all || true
+	rm -rf out
