@@ -1,0 +1,229 @@
+"""XdsServer and XdsClient over a real Unix socket: versions, acks, reconnects, CSRs, debug."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+import pytest
+
+from reference_impl.xds import (CsrRefused, CsrRejected, XdsClient, XdsServer, XdsUnavailable,
+                                debug_query)
+
+
+@pytest.fixture
+def sock_path():
+    # pytest's tmp_path can exceed the 108-byte limit of a Unix socket path.
+    with tempfile.TemporaryDirectory(prefix="tp-xds-") as directory:
+        yield os.path.join(directory, "istiod.sock")
+
+
+class Mesh:
+    """A mutable config the server derives from, standing in for the store-backed cache."""
+
+    def __init__(self):
+        self.workloads = ["a"]
+
+    def config_for(self, stream):
+        return {"workloads": list(self.workloads), "node": stream.hello.node}
+
+
+def node_signer(stream, identity, csr_pem):
+    if not identity.endswith(f"/sa/{stream.hello.node}"):
+        raise CsrRefused(f"identity {identity} has no workload on node {stream.hello.node}")
+    return [f"chain-for-{identity}"], "root"
+
+
+async def poll(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached within the deadline")
+        await asyncio.sleep(0.01)
+
+
+def client_for(path, node="node-0", **kwargs):
+    return XdsClient(path, proxy="ztunnel", node=node, pod=f"ztunnel-{node}",
+                     namespace="istio-system", max_backoff=0.2, **kwargs)
+
+
+def test_snapshot_versions_only_change_with_the_config_and_acks_are_recorded(sock_path):
+    async def scenario():
+        mesh = Mesh()
+        server = XdsServer(sock_path, mesh.config_for)
+        await server.start()
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            first = await client.wait_version(timeout=5)
+            assert client.config == {"workloads": ["a"], "node": "node-0"}
+            stream = server.streams["ztunnel/istio-system/ztunnel-node-0"]
+            await poll(lambda: stream.acked_version == first)
+
+            await server.push()  # nothing changed: no new version
+            assert stream.sent_version == first
+
+            mesh.workloads.append("b")
+            await server.push()
+            second = await client.wait_version(newer_than=first, timeout=5)
+            assert second > first
+            assert client.config["workloads"] == ["a", "b"]
+            await poll(lambda: stream.acked_version == second)
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_client_keeps_last_config_while_server_is_down_and_resyncs_with_higher_version(sock_path):
+    async def scenario():
+        mesh = Mesh()
+        server = XdsServer(sock_path, mesh.config_for)
+        await server.start()
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            before = await client.wait_version(timeout=5)
+            await server.close()
+            await poll(lambda: not client.connected.is_set())
+            assert client.config["workloads"] == ["a"] and client.version == before
+
+            mesh.workloads = ["a", "created-while-down"]
+            restarted = XdsServer(sock_path, mesh.config_for)  # fresh counter, as after a restart
+            await restarted.start()
+            try:
+                after = await client.wait_version(newer_than=before, timeout=5)
+                assert after > before
+                assert client.config["workloads"] == ["a", "created-while-down"]
+                assert client.connects == 2
+            finally:
+                await restarted.close()
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_client_started_before_server_connects_with_backoff(sock_path):
+    async def scenario():
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await client.wait_version(timeout=0.3)
+            server = XdsServer(sock_path, Mesh().config_for)
+            await server.start()
+            try:
+                assert await client.wait_version(timeout=5) >= 1
+            finally:
+                await server.close()
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_rejected_snapshot_is_nacked_and_previous_config_kept(sock_path):
+    async def scenario():
+        mesh = Mesh()
+        server = XdsServer(sock_path, mesh.config_for)
+        await server.start()
+
+        def apply(config, version):
+            if "poison" in config["workloads"]:
+                raise ValueError("workload 'poison' has no address")
+
+        client = client_for(sock_path, on_snapshot=apply)
+        await client.start()
+        try:
+            good = await client.wait_version(timeout=5)
+            stream = server.streams["ztunnel/istio-system/ztunnel-node-0"]
+            mesh.workloads.append("poison")
+            await server.push()
+            await poll(lambda: stream.nacked is not None)
+            assert "no address" in stream.nacked["error"]
+            assert client.version == good and "poison" not in client.config["workloads"]
+            assert stream.acked_version == good
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_csr_is_signed_for_own_node_and_refused_with_a_reason_for_another(sock_path):
+    async def scenario():
+        server = XdsServer(sock_path, Mesh().config_for, signer=node_signer)
+        await server.start()
+        client = client_for(sock_path, node="node-1")
+        await client.start()
+        try:
+            chain, root = await client.sign("spiffe://cluster.local/ns/a/sa/node-1", "CSR")
+            assert chain == ["chain-for-spiffe://cluster.local/ns/a/sa/node-1"] and root == "root"
+            with pytest.raises(CsrRejected, match="no workload on node node-1"):
+                await client.sign("spiffe://cluster.local/ns/a/sa/node-0", "CSR")
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_sign_without_istiod_fails_within_its_timeout(sock_path):
+    async def scenario():
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            with pytest.raises(XdsUnavailable):
+                await client.sign("spiffe://cluster.local/ns/a/sa/b", "CSR", timeout=0.3)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_debug_query_lists_connected_proxies_with_versions(sock_path):
+    async def scenario():
+        server = XdsServer(sock_path, Mesh().config_for)
+        await server.start()
+        client = client_for(sock_path, node="node-3")
+        await client.start()
+        try:
+            version = await client.wait_version(timeout=5)
+            stream = server.streams["ztunnel/istio-system/ztunnel-node-3"]
+            await poll(lambda: stream.acked_version == version)
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, debug_query, sock_path, "proxies")
+            [proxy] = result["proxies"]
+            assert (proxy["node"], proxy["sentVersion"], proxy["ackedVersion"]) == ("node-3", version, version)
+            assert proxy["peerPid"] == os.getpid()
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_debug_query_without_istiod_says_so(sock_path):
+    with pytest.raises(XdsUnavailable, match="not reachable"):
+        debug_query(sock_path, "proxies", timeout=1)
+
+
+def test_large_snapshot_crosses_the_stream(sock_path):
+    async def scenario():
+        mesh = Mesh()
+        mesh.workloads = [f"workload-{i:05d}-" + "x" * 400 for i in range(3000)]  # ~1.3 MB
+        server = XdsServer(sock_path, mesh.config_for)
+        await server.start()
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            await client.wait_version(timeout=10)
+            assert len(client.config["workloads"]) == 3000
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
