@@ -1,0 +1,76 @@
+"""Sockets of the node proxy: listeners inside pod namespaces, marked upstream sockets,
+the original destination of a redirected connection, and resets."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from .capture import PROXY_MARK
+from .podns import entered
+
+SO_ORIGINAL_DST = 80
+BUFFER_BYTES = 1 << 20
+
+
+def listener(netns: str | None, port: int, host: str = "0.0.0.0", backlog: int = 1024) -> socket.socket:
+    """A non-blocking listening socket created inside netns. SO_REUSEPORT lets a replacement
+    proxy bind the same port while the old one drains (ISTIO-SEMANTICS section 12)."""
+    with entered(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, = struct.unpack_from("!H", raw, 2)
+    return socket.inet_ntoa(raw[4:8]), port
+
+
+def tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def marked_socket(netns: str | None, mark: int = PROXY_MARK) -> socket.socket:
+    """A socket in netns whose traffic bypasses the capture rules and leaves with the pod's IP."""
+    with entered(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    tune(sock)
+    sock.setblocking(False)
+    return sock
+
+
+async def connect_marked(netns: str | None, addr: tuple[str, int], timeout: float = 10.0) -> socket.socket:
+    sock = marked_socket(netns)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reset(sock_or_transport) -> None:
+    """Close so that the peer sees RST, as ztunnel does for denied or failed connections."""
+    sock = sock_or_transport
+    if hasattr(sock_or_transport, "get_extra_info"):
+        sock = sock_or_transport.get_extra_info("socket")
+    try:
+        if sock is not None and sock.fileno() >= 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    if hasattr(sock_or_transport, "abort"):
+        sock_or_transport.abort()
+    elif sock is not None:
+        sock.close()

@@ -1,0 +1,169 @@
+"""Capture rules and pod-namespace sockets on scratch namespaces (no cluster needed).
+
+Topology: `tz-<id>-n` plays the node (10.250.0.1), `tz-<id>-p` the pod (10.250.0.2, eth0).
+The proxy side runs in this test process: its listeners and upstream sockets are created inside
+the pod namespace with setns, exactly as ztunnel does.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from reference_impl.ztunnel import capture, pipe, sockets
+from reference_impl.ztunnel.listeners import Listener
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft"),
+]
+
+NODE_IP, POD_IP = "10.250.0.1", "10.250.0.2"
+
+
+def sh(*argv, check=True, timeout=15, **kw):
+    return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture
+def scratch():
+    tag = f"tz-{os.getpid() % 100000}"
+    node, pod = f"{tag}-n", f"{tag}-p"
+    for ns in (node, pod):
+        sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "netns", "add", ns)
+    procs = []
+    try:
+        sh("ip", "-n", node, "link", "add", "veth-p", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        sh("ip", "-n", node, "addr", "add", f"{NODE_IP}/24", "dev", "veth-p")
+        sh("ip", "-n", pod, "addr", "add", f"{POD_IP}/24", "dev", "eth0")
+        for ns, dev in ((node, "veth-p"), (pod, "eth0"), (node, "lo"), (pod, "lo")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", pod, "route", "add", "default", "via", NODE_IP)
+        for ns, bind, port in ((node, NODE_IP, 8080), (pod, "0.0.0.0", 8081)):
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "http.server",
+                                           str(port), "--bind", bind],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield node, pod
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
+        for ns in (node, pod):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+class PassthroughProxy:
+    """Outbound 15001 → original destination, inbound 15006 → the local app, both from sockets
+    made inside the pod namespace and marked so they bypass capture."""
+
+    def __init__(self, pod: str):
+        self.pod = pod
+        self.seen: list[tuple[str, tuple, tuple]] = []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self):
+        self.listeners = [Listener(self.pod, 15001, self._relay("outbound")).start(),
+                          Listener(self.pod, 15006, self._relay("inbound")).start()]
+
+    def _relay(self, direction):
+        async def handle(conn, peer):
+            dst = sockets.original_dst(conn)
+            self.seen.append((direction, peer, dst))
+            if dst[1] in capture.PROXY_PORTS:
+                sockets.reset(conn)
+                return
+            upstream = await sockets.connect_marked(self.pod, dst)
+            await pipe.splice(conn, upstream)
+        return handle
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        async def stop():
+            for listener in self.listeners:
+                listener.stop_accepting()
+            await asyncio.sleep(0)
+            self.loop.stop()
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(stop()))
+        self.thread.join(10)
+
+
+def curl(ns, url, timeout=5):
+    return sh("ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+              "--max-time", str(timeout), url, check=False, timeout=timeout + 5)
+
+
+def wait_http(ns, url, deadline_s=10):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if curl(ns, url, 2).stdout == "200":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered from {ns}")
+
+
+def test_capture_redirects_both_ways_and_keeps_the_pod_ip(scratch):
+    node, pod = scratch
+    wait_http(pod, f"http://{NODE_IP}:8080/")
+    wait_http(node, f"http://{POD_IP}:8081/")
+    capture.install(pod)
+    capture.install(pod)  # idempotent
+    assert capture.installed(pod)
+    with PassthroughProxy(pod) as proxy:
+        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+        assert curl(node, f"http://{POD_IP}:8081/").stdout == "200"
+        outbound = [s for s in proxy.seen if s[0] == "outbound"]
+        inbound = [s for s in proxy.seen if s[0] == "inbound"]
+        assert outbound and outbound[0][2] == (NODE_IP, 8080)
+        assert outbound[0][1][0] == POD_IP  # the app's own address, inside the pod
+        assert inbound and inbound[0][2] == (POD_IP, 8081) and inbound[0][1][0] == NODE_IP
+
+
+def test_pod_cannot_call_its_own_proxy_ports(scratch):
+    node, pod = scratch
+    capture.install(pod)
+    with PassthroughProxy(pod):
+        for target in (f"http://{POD_IP}:15001/", "http://127.0.0.1:15006/", f"http://{POD_IP}:15008/"):
+            r = curl(pod, target)
+            assert r.stdout == "000" and r.returncode == 7, (target, r)  # 7 = connection refused
+
+
+def test_removing_rules_stops_capture_without_touching_the_app(scratch):
+    node, pod = scratch
+    wait_http(pod, f"http://{NODE_IP}:8080/")
+    wait_http(node, f"http://{POD_IP}:8081/")
+    capture.install(pod)
+    with PassthroughProxy(pod) as proxy:
+        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+        before = len(proxy.seen)
+        capture.remove(pod)
+        capture.remove(pod)  # idempotent
+        assert not capture.installed(pod)
+        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+        assert curl(node, f"http://{POD_IP}:8081/").stdout == "200"
+        assert len(proxy.seen) == before
+
+
+def test_captured_traffic_fails_when_no_proxy_listens(scratch):
+    node, pod = scratch
+    wait_http(pod, f"http://{NODE_IP}:8080/")
+    capture.install(pod)
+    assert curl(pod, f"http://{NODE_IP}:8080/").returncode == 7

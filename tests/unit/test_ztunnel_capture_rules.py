@@ -1,0 +1,40 @@
+"""The capture rule batch: what it redirects, what it exempts, and that it is idempotent."""
+from reference_impl.ztunnel import capture
+
+
+def test_batch_recreates_one_table_atomically():
+    text = capture.rules_text()
+    lines = text.splitlines()
+    # declare-then-delete makes the batch work whether or not the table exists
+    assert lines[0] == "table inet ztunnel" and lines[1] == "delete table inet ztunnel"
+    assert text.count("table inet ztunnel {") == 1
+
+
+def test_outbound_redirects_unmarked_tcp_to_15001_and_exempts_loopback():
+    text = capture.rules_text()
+    outbound = text.split("chain outbound {", 1)[1].split("}", 1)[0]
+    assert "meta mark 0x539 return" in outbound
+    assert 'oifname "lo" return' in outbound
+    assert outbound.strip().splitlines()[-1].strip() == "meta l4proto tcp redirect to :15001"
+
+
+def test_inbound_redirects_to_15006_except_hbone():
+    text = capture.rules_text(capture.CaptureConfig(interface="eth7"))
+    inbound = text.split("chain inbound {", 1)[1].split("}", 1)[0]
+    assert 'iifname != "eth7" return' in inbound
+    assert inbound.index("tcp dport 15008 return") < inbound.index("redirect to :15006")
+
+
+def test_pod_may_not_call_its_own_proxy_ports():
+    guard = capture.rules_text().split("chain guard {", 1)[1]
+    assert "priority -200" in guard  # before NAT rewrites the port
+    assert "{ 15001, 15006, 15008, 15080 } reject with tcp reset" in guard
+
+
+def test_custom_mark_is_used_everywhere():
+    text = capture.rules_text(capture.CaptureConfig(mark=0x1234))
+    assert text.count("meta mark 0x1234 return") == 2 and "0x539" not in text
+
+
+def test_removal_tolerates_a_missing_table():
+    assert capture.removal_text() == "table inet ztunnel\ndelete table inet ztunnel\n"
