@@ -1,0 +1,622 @@
+"""Validation of one Kubernetes-shaped object: the rules the API server and Istio's webhook apply.
+
+`validate` returns a normalized deep copy or raises ManifestError for the first problem.
+Normalization is deliberately small (what the API server itself does before storing):
+namespaced objects get `metadata.namespace: default` when it is missing, and cluster-scoped
+objects lose a `metadata.namespace` (Kubernetes ignores it). Field defaults (replicas 1,
+targetPort = port, ...) are applied by the typed objects in `resources`, not written back.
+"""
+
+from __future__ import annotations
+
+import copy
+from urllib.parse import urlparse
+
+from .checker import Checker, describe
+from .kinds import KINDS, known_kinds
+from .selectors import OPERATORS, is_label_selector, selector_matches
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+AUTHZ_ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+GATEWAY_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP", "HBONE")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+PATH_MATCH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
+TARGET_REF_KINDS = ("Gateway", "GatewayClass", "Service", "ServiceEntry")
+
+# AuthorizationPolicy `when` keys, as Istio's validation accepts them
+# (istio/istio pkg/config/security/security.go ValidateAttribute).
+WHEN_KEYS = ("source.ip", "source.namespace", "source.principal", "source.serviceAccount",
+             "remote.ip", "destination.ip", "destination.port", "connection.sni",
+             "request.auth.principal", "request.auth.audiences", "request.auth.presenter")
+WHEN_MAP_KEYS = ("request.headers", "request.experimental.inline.headers", "request.auth.claims")
+WHEN_PREFIX_KEYS = ("experimental.envoy.filters.",)
+_WHEN_REJECTED = {
+    "destination.namespace": "it is replaced by the policy's metadata.namespace",
+    "destination.name": "it was only supported in v1alpha1",
+    "destination.user": "it was only supported in v1alpha1",
+}
+
+_SOURCE_FIELDS = ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+                  "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
+                  "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
+_OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods",
+                     "paths", "notPaths")
+
+
+def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) -> dict:
+    """A normalized deep copy of `obj`, or ManifestError for the first problem found."""
+    document = index if isinstance(index, str) else f"document {index}"
+    check = Checker(source, document, node)
+    if not isinstance(obj, dict):
+        check.fail((), f"expected a mapping (a Kubernetes object), got {describe(obj)}",
+                   "each YAML document must be one object with apiVersion, kind and metadata")
+    obj = copy.deepcopy(obj)
+    kind = check.get(obj, "kind", (), str, required=True,
+                     hint=f"add kind: one of {', '.join(known_kinds())}")
+    info = KINDS.get(kind)
+    if info is None:
+        check.fail(("kind",), f"unknown kind {kind!r}", f"use one of {', '.join(known_kinds())}")
+    check.kind = kind
+    meta = check.get(obj, "metadata", (), dict, required=True,
+                     hint="add metadata with at least a name")
+    name = meta.get("name")
+    if isinstance(name, str):
+        check.name = name
+    namespace = meta.get("namespace")
+    if info.namespaced and isinstance(namespace, str):
+        check.namespace = namespace
+    elif info.namespaced and namespace is None:
+        check.namespace = "default"
+
+    api_version = check.get(obj, "apiVersion", (), str, required=True,
+                            hint=f"add apiVersion: {info.preferred_version}")
+    if api_version not in info.api_versions:
+        check.fail(("apiVersion",), f"{api_version!r} is not served for {kind}",
+                   f"use {' or '.join(info.api_versions)}")
+
+    _validate_metadata(check, meta, info)
+    spec = check.get(obj, "spec", (), dict)
+    _VALIDATORS[kind](check, obj, spec)
+    return obj
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+def _validate_metadata(check: Checker, meta: dict, info) -> None:
+    path = ("metadata",)
+    name = check.get(meta, "name", path, str, required=True, hint="give the object a name")
+    {"label": check.dns_label, "label1035": check.dns_1035_label,
+     "subdomain": check.dns_subdomain}[info.name_rule](name, (*path, "name"))
+    if info.namespaced:
+        namespace = check.get(meta, "namespace", path, str)
+        if namespace is None:
+            meta["namespace"] = "default"
+        else:
+            check.dns_label(namespace, (*path, "namespace"))
+    else:
+        meta.pop("namespace", None)
+    labels = check.string_map(meta, "labels", path)
+    for key, value in labels.items():
+        check.label_key(key, (*path, "labels", key))
+        check.label_value(value, (*path, "labels", key))
+    annotations = check.string_map(meta, "annotations", path)
+    for key in annotations:
+        check.label_key(key, (*path, "annotations", key))
+
+
+def _require_spec(check: Checker, spec, what: str) -> dict:
+    if spec is None:
+        check.fail(("spec",), "required field is missing", f"add a spec with {what}")
+    return spec
+
+
+# -- selectors --------------------------------------------------------------------------------
+
+def _label_selector(check: Checker, mapping: dict, key: str, path, *, required: bool) -> dict | None:
+    """A Kubernetes LabelSelector (Deployment, DaemonSet)."""
+    selector = check.get(mapping, key, path, dict, required=required,
+                         hint="add selector.matchLabels with the pod template's labels")
+    if selector is None:
+        return None
+    field = (*path, key)
+    if selector and not is_label_selector(selector):
+        extra = sorted(set(selector) - {"matchLabels", "matchExpressions"})
+        check.fail(field, f"unexpected field(s) {', '.join(map(str, extra))}",
+                   "put labels under matchLabels (selector: {matchLabels: {app: x}})")
+    for k, v in check.string_map(selector, "matchLabels", field).items():
+        check.label_key(k, (*field, "matchLabels", k))
+        check.label_value(v, (*field, "matchLabels", k))
+    for epath, expr in check.items(selector, "matchExpressions", field):
+        check.get(expr, "key", epath, str, required=True, hint="name the label key")
+        op = check.enum(expr, "operator", epath, OPERATORS, required=True)
+        values = check.strings(expr, "values", epath)
+        if op in ("In", "NotIn") and not values:
+            check.fail((*epath, "values"), f"operator {op} needs at least one value",
+                       "list the label values to match")
+        if op in ("Exists", "DoesNotExist") and values:
+            check.fail((*epath, "values"), f"operator {op} takes no values", "remove values")
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        check.fail(field, "an empty selector selects every pod and is not allowed here",
+                   "add matchLabels with the pod template's labels")
+    return selector
+
+
+def _workload_selector(check: Checker, spec: dict, path=("spec",)) -> dict | None:
+    """Istio's WorkloadSelector: matchLabels only."""
+    selector = check.get(spec, "selector", path, dict)
+    if selector is None:
+        return None
+    field = (*path, "selector")
+    extra = sorted(set(selector) - {"matchLabels"})
+    if extra:
+        check.fail((*field, extra[0]), "Istio workload selectors only support matchLabels",
+                   "select workloads with matchLabels: {label: value}")
+    for k, v in check.string_map(selector, "matchLabels", field).items():
+        check.label_key(k, (*field, "matchLabels", k))
+    return selector
+
+
+def _target_refs(check: Checker, obj: dict, spec: dict) -> None:
+    path = ("spec",)
+    refs = []
+    single = check.get(spec, "targetRef", path, dict)
+    if single is not None:
+        refs.append(((*path, "targetRef"), single))
+    refs += check.items(spec, "targetRefs", path)
+    if single is not None and spec.get("targetRefs"):
+        check.fail((*path, "targetRefs"), "targetRef and targetRefs cannot both be set",
+                   "move targetRef into the targetRefs list")
+    if refs and spec.get("selector") is not None:
+        check.fail((*path, "selector"), "selector and targetRef(s) cannot both be set",
+                   "use selector for workloads or targetRefs for a waypoint/gateway, not both")
+    own_ns = obj["metadata"]["namespace"]
+    for rpath, ref in refs:
+        kind = check.enum(ref, "kind", rpath, TARGET_REF_KINDS, required=True)
+        check.get(ref, "group", rpath, str)
+        name = check.get(ref, "name", rpath, str, required=True, hint=f"name the {kind}")
+        check.dns_subdomain(name, (*rpath, "name"))
+        ns = check.get(ref, "namespace", rpath, str)
+        if ns is not None and ns != own_ns:
+            check.fail((*rpath, "namespace"),
+                       f"targets namespace {ns!r} but the policy is in {own_ns!r}",
+                       "create the policy in the target's namespace")
+
+
+# -- core kinds -------------------------------------------------------------------------------
+
+def _no_spec_rules(check: Checker, obj: dict, spec) -> None:
+    pass
+
+
+def _node(check: Checker, obj: dict, spec) -> None:
+    if spec is None:
+        return
+    cidr = check.get(spec, "podCIDR", ("spec",), str)
+    if cidr is not None:
+        if "/" not in cidr:
+            check.fail(("spec", "podCIDR"), f"{cidr!r} is not a CIDR range",
+                       "write a range such as 10.244.0.0/24")
+        check.ip_or_cidr(cidr, ("spec", "podCIDR"))
+
+
+def _service(check: Checker, obj: dict, spec) -> None:
+    spec = _require_spec(check, spec, "ports and a selector")
+    path = ("spec",)
+    service_type = check.enum(spec, "type", path, SERVICE_TYPES, default="ClusterIP")
+    cluster_ip = check.get(spec, "clusterIP", path, str,
+                           hint="write None (headless) or leave it out to get an address")
+    if cluster_ip not in (None, "", "None"):
+        check.ip_or_cidr(cluster_ip, (*path, "clusterIP"))
+        if "/" in cluster_ip:
+            check.fail((*path, "clusterIP"), f"{cluster_ip!r} is a range, not an address",
+                       "write one address, None for headless, or leave it out")
+    selector = spec.get("selector")
+    if isinstance(selector, dict) and "matchLabels" in selector:
+        check.fail((*path, "selector"), "a Service selector is a plain label map",
+                   "write selector: {app: name} without matchLabels")
+    for k, v in check.string_map(spec, "selector", path).items():
+        check.label_key(k, (*path, "selector", k))
+        check.label_value(v, (*path, "selector", k))
+    ports = check.items(spec, "ports", path)
+    if not ports and cluster_ip != "None" and service_type != "ExternalName":
+        check.fail((*path, "ports"), "a Service needs at least one port",
+                   "add ports: [{name: http, port: 80}] (or clusterIP: None for a headless "
+                   "service without ports)")
+    seen_names, seen_ports = {}, {}
+    for ppath, port in ports:
+        number = check.port(port, "port", ppath, required=True)
+        protocol = check.enum(port, "protocol", ppath, PROTOCOLS, default="TCP")
+        name = check.get(port, "name", ppath, str)
+        if name is not None:
+            check.dns_label(name, (*ppath, "name"))
+            if name in seen_names:
+                check.fail((*ppath, "name"), f"duplicate port name {name!r}",
+                           "give each port its own name")
+            seen_names[name] = True
+        elif len(ports) > 1:
+            check.fail((*ppath, "name"), "required when a Service has more than one port",
+                       "name every port (e.g. name: http)")
+        if (number, protocol) in seen_ports:
+            check.fail((*ppath, "port"), f"duplicate port {number}/{protocol}",
+                       "list each port once")
+        seen_ports[(number, protocol)] = True
+        target = port.get("targetPort")
+        if target is not None:
+            if isinstance(target, str):
+                check.port_name(target, (*ppath, "targetPort"))
+            elif isinstance(target, int) and not isinstance(target, bool):
+                check.port(port, "targetPort", ppath)
+            else:
+                check.fail((*ppath, "targetPort"),
+                           f"expected a port number or a port name, got {describe(target)}",
+                           "write the container port number (80) or its name (http)")
+        check.get(port, "appProtocol", ppath, str)
+
+
+def _pod_spec(check: Checker, spec: dict, path) -> None:
+    containers = check.items(spec, "containers", path, required=True, non_empty=True,
+                             hint="add at least one container with a name and an image")
+    names = set()
+    for cpath, container in containers:
+        name = check.get(container, "name", cpath, str, required=True,
+                         hint="name the container (e.g. name: app)")
+        check.dns_label(name, (*cpath, "name"))
+        if name in names:
+            check.fail((*cpath, "name"), f"duplicate container name {name!r}",
+                       "give each container its own name")
+        names.add(name)
+        image = check.get(container, "image", cpath, str, required=True,
+                          hint="add the container image")
+        if not image.strip():
+            check.fail((*cpath, "image"), "image is empty", "add the container image")
+        check.strings(container, "command", cpath, hint='write the command as a list of strings, '
+                                                         'e.g. ["/bin/sleep", "3650d"]')
+        check.strings(container, "args", cpath, hint="write args as a list of strings")
+        check.enum(container, "imagePullPolicy", cpath, PULL_POLICIES)
+        port_names = set()
+        for ppath, port in check.items(container, "ports", cpath):
+            check.port(port, "containerPort", ppath, required=True)
+            check.enum(port, "protocol", ppath, PROTOCOLS)
+            pname = check.get(port, "name", ppath, str)
+            if pname is not None:
+                check.port_name(pname, (*ppath, "name"))
+                if pname in port_names:
+                    check.fail((*ppath, "name"), f"duplicate port name {pname!r}",
+                               "give each container port its own name")
+                port_names.add(pname)
+        for epath, env in check.items(container, "env", cpath):
+            check.get(env, "name", epath, str, required=True, hint="name the variable")
+            check.get(env, "value", epath, str,
+                      hint=f'quote the value: value: "{env.get("value")}"')
+    sa = check.get(spec, "serviceAccountName", path, str)
+    if sa is not None:
+        check.dns_subdomain(sa, (*path, "serviceAccountName"))
+    check.get(spec, "nodeName", path, str)
+    check.string_map(spec, "nodeSelector", path)
+    check.get(spec, "hostNetwork", path, bool)
+    grace = check.get(spec, "terminationGracePeriodSeconds", path, int)
+    if grace is not None and grace < 0:
+        check.fail((*path, "terminationGracePeriodSeconds"), f"{grace} is negative",
+                   "use 0 or more seconds")
+    check.enum(spec, "restartPolicy", path, RESTART_POLICIES)
+
+
+def _pod(check: Checker, obj: dict, spec) -> None:
+    spec = _require_spec(check, spec, "containers")
+    _pod_spec(check, spec, ("spec",))
+
+
+def _template(check: Checker, spec: dict) -> dict:
+    path = ("spec",)
+    template = check.get(spec, "template", path, dict, required=True,
+                         hint="add a pod template with metadata.labels and spec.containers")
+    tpath = (*path, "template")
+    tmeta = check.get(template, "metadata", tpath, dict) or {}
+    for k, v in check.string_map(tmeta, "labels", (*tpath, "metadata")).items():
+        check.label_key(k, (*tpath, "metadata", "labels", k))
+        check.label_value(v, (*tpath, "metadata", "labels", k))
+    check.string_map(tmeta, "annotations", (*tpath, "metadata"))
+    tspec = check.get(template, "spec", tpath, dict, required=True,
+                      hint="add the pod spec with containers")
+    _pod_spec(check, tspec, (*tpath, "spec"))
+    return tmeta.get("labels") or {}
+
+
+def _workload_controller(check: Checker, obj: dict, spec, *, replicas: bool) -> None:
+    spec = _require_spec(check, spec, "a selector and a pod template")
+    path = ("spec",)
+    if replicas:
+        count = check.get(spec, "replicas", path, int, hint="write a number such as replicas: 2")
+        if count is not None and count < 0:
+            check.fail((*path, "replicas"), f"{count} is negative", "use 0 or more replicas")
+    selector = _label_selector(check, spec, "selector", path, required=True)
+    labels = _template(check, spec)
+    if not selector_matches(selector, labels):
+        check.fail((*path, "selector"), "does not match the pod template's labels "
+                   f"({', '.join(f'{k}={v}' for k, v in labels.items()) or 'none'})",
+                   "make spec.selector.matchLabels a subset of spec.template.metadata.labels")
+
+
+def _deployment(check: Checker, obj: dict, spec) -> None:
+    _workload_controller(check, obj, spec, replicas=True)
+
+
+def _daemonset(check: Checker, obj: dict, spec) -> None:
+    _workload_controller(check, obj, spec, replicas=False)
+
+
+# -- Gateway API ------------------------------------------------------------------------------
+
+def _gateway_protocol(check: Checker, value: str, field) -> None:
+    # Gateway API also allows domain-prefixed implementation protocols (example.com/proto).
+    if value in GATEWAY_PROTOCOLS or ("/" in value and value.split("/")[-1].isalnum()):
+        return
+    check.fail(field, f"unknown protocol {value!r}",
+               f"use one of {', '.join(GATEWAY_PROTOCOLS)} (HBONE for a waypoint)")
+
+
+def _gateway(check: Checker, obj: dict, spec) -> None:
+    spec = _require_spec(check, spec, "gatewayClassName and listeners")
+    path = ("spec",)
+    cls = check.get(spec, "gatewayClassName", path, str, required=True,
+                    hint="add gatewayClassName (istio-waypoint for a waypoint)")
+    check.dns_subdomain(cls, (*path, "gatewayClassName"))
+    listeners = check.items(spec, "listeners", path, required=True, non_empty=True,
+                            hint="add listeners (a waypoint has {name: mesh, port: 15008, "
+                                 "protocol: HBONE})")
+    names = set()
+    for lpath, listener in listeners:
+        name = check.get(listener, "name", lpath, str, required=True, hint="name the listener")
+        check.dns_subdomain(name, (*lpath, "name"))
+        if name in names:
+            check.fail((*lpath, "name"), f"duplicate listener name {name!r}",
+                       "give each listener its own name")
+        names.add(name)
+        check.port(listener, "port", lpath, required=True)
+        protocol = check.get(listener, "protocol", lpath, str, required=True,
+                             hint=f"use one of {', '.join(GATEWAY_PROTOCOLS)}")
+        _gateway_protocol(check, protocol, (*lpath, "protocol"))
+        check.get(listener, "hostname", lpath, str)
+        check.get(listener, "allowedRoutes", lpath, dict)
+        check.get(listener, "tls", lpath, dict)
+    for apath, address in check.items(spec, "addresses", path):
+        check.get(address, "value", apath, str, required=True, hint="give the address value")
+    infra = check.get(spec, "infrastructure", path, dict)
+    if infra is not None:
+        check.string_map(infra, "labels", (*path, "infrastructure"))
+        check.string_map(infra, "annotations", (*path, "infrastructure"))
+
+
+def _httproute(check: Checker, obj: dict, spec) -> None:
+    spec = spec if spec is not None else {}
+    path = ("spec",)
+    for ppath, ref in check.items(spec, "parentRefs", path):
+        check.get(ref, "name", ppath, str, required=True, hint="name the parent Gateway/Service")
+        for key in ("group", "kind", "namespace", "sectionName"):
+            check.get(ref, key, ppath, str)
+        check.port(ref, "port", ppath)
+    check.strings(spec, "hostnames", path)
+    for rpath, rule in check.items(spec, "rules", path):
+        for mpath, match in check.items(rule, "matches", rpath):
+            match_path = check.get(match, "path", mpath, dict)
+            if match_path is not None:
+                kind = check.enum(match_path, "type", (*mpath, "path"), PATH_MATCH_TYPES,
+                                  default="PathPrefix")
+                value = check.get(match_path, "value", (*mpath, "path"), str)
+                if value is not None and kind != "RegularExpression" and not value.startswith("/"):
+                    check.fail((*mpath, "path", "value"), f"{value!r} does not start with '/'",
+                               "write an absolute path such as /ip")
+            check.enum(match, "method", mpath, HTTP_METHODS)
+            for hpath, header in check.items(match, "headers", mpath):
+                check.get(header, "name", hpath, str, required=True, hint="name the header")
+                check.get(header, "value", hpath, str, required=True, hint="give the value")
+            check.items(match, "queryParams", mpath)
+        for bpath, backend in check.items(rule, "backendRefs", rpath):
+            check.get(backend, "name", bpath, str, required=True, hint="name the backend Service")
+            kind = check.get(backend, "kind", bpath, str) or "Service"
+            check.get(backend, "group", bpath, str)
+            check.get(backend, "namespace", bpath, str)
+            check.port(backend, "port", bpath, required=kind == "Service")
+            weight = check.get(backend, "weight", bpath, int)
+            if weight is not None and weight < 0:
+                check.fail((*bpath, "weight"), f"{weight} is negative", "use 0 or more")
+        check.items(rule, "filters", rpath)
+        check.get(rule, "timeouts", rpath, dict)
+
+
+# -- Istio security ---------------------------------------------------------------------------
+
+def _when_key(check: Checker, key: str, field) -> None:
+    if key in WHEN_KEYS:
+        return
+    for prefix in WHEN_MAP_KEYS:
+        if key.startswith(prefix + "["):
+            if not key.endswith("]") or len(key) <= len(prefix) + 2:
+                check.fail(field, f"bad key {key!r}", f"write it as {prefix}[name]")
+            return
+        if key == prefix:
+            check.fail(field, f"bad key {key!r}", f"write it as {prefix}[name]")
+    if any(key.startswith(p) for p in WHEN_PREFIX_KEYS):
+        return
+    if key in _WHEN_REJECTED:
+        check.fail(field, f"attribute {key!r} is not supported: {_WHEN_REJECTED[key]}",
+                   "remove this condition")
+    if key.startswith("destination.labels"):
+        check.fail(field, f"attribute {key!r} is not supported: it is replaced by the "
+                   "workload selector", "select the destination with spec.selector instead")
+    known = ", ".join((*WHEN_KEYS, *(f"{k}[...]" for k in WHEN_MAP_KEYS)))
+    check.fail(field, f"unknown attribute {key!r}", f"use one of {known}")
+
+
+def _service_account_values(check: Checker, values, field) -> None:
+    if len(values) > 16:
+        check.fail(field, "may not have more than 16 values", "split the rule")
+    for i, value in enumerate(values):
+        if "*" in value:
+            check.fail((*field, i), "wildcards are not allowed in service accounts",
+                       "list each service account")
+        parts = value.split("/")
+        if len(parts) > 2 or not all(parts):
+            check.fail((*field, i), f"{value!r} is not 'serviceAccount' or "
+                       "'namespace/serviceAccount'", "write e.g. ambient-apps/sleep-ambient")
+
+
+def _condition(check: Checker, cond: dict, cpath) -> None:
+    key = check.get(cond, "key", cpath, str, required=True,
+                    hint="name the attribute, e.g. key: request.auth.claims[iss]")
+    _when_key(check, key, (*cpath, "key"))
+    values = check.strings(cond, "values", cpath, non_empty_values=True)
+    not_values = check.strings(cond, "notValues", cpath, non_empty_values=True)
+    if not values and not not_values:
+        check.fail(cpath, f"condition {key!r} has neither values nor notValues",
+                   "add values: [...] or notValues: [...]")
+    for field_name, items in (("values", values), ("notValues", not_values)):
+        for i, value in enumerate(items):
+            field = (*cpath, field_name, i)
+            if key in ("source.ip", "remote.ip", "destination.ip"):
+                check.ip_or_cidr(value, field)
+            elif key == "destination.port":
+                check.port_string(value, field)
+        if key == "source.serviceAccount":
+            _service_account_values(check, items, (*cpath, field_name))
+
+
+def _no_unknown_fields(check: Checker, mapping: dict, path, known) -> None:
+    for key in mapping:
+        if key not in known:
+            check.fail((*path, key), f"unknown field {key!r}", f"use one of {', '.join(known)}")
+
+
+def _authorization_policy(check: Checker, obj: dict, spec) -> None:
+    spec = spec if spec is not None else {}
+    path = ("spec",)
+    _workload_selector(check, spec)
+    _target_refs(check, obj, spec)
+    action = check.enum(spec, "action", path, AUTHZ_ACTIONS, default="ALLOW")
+    provider = check.get(spec, "provider", path, dict)
+    if action == "CUSTOM" and provider is None:
+        check.fail((*path, "provider"), "action CUSTOM needs a provider",
+                   "add provider: {name: <extension provider>}")
+    if provider is not None:
+        if action != "CUSTOM":
+            check.fail((*path, "provider"), f"provider is only allowed with action CUSTOM, "
+                       f"not {action}", "remove provider or set action: CUSTOM")
+        check.get(provider, "name", (*path, "provider"), str, required=True,
+                  hint="name the extension provider")
+    for rpath, rule in check.items(spec, "rules", path):
+        for fpath, entry in check.items(rule, "from", rpath):
+            source = check.get(entry, "source", fpath, dict, required=True,
+                               hint="add source: {principals: [...]} (or remove this entry)")
+            spath = (*fpath, "source")
+            _no_unknown_fields(check, source, spath, _SOURCE_FIELDS)
+            if not any(source.get(f) for f in _SOURCE_FIELDS):
+                check.fail(spath, "source is empty", "set at least one of "
+                           + ", ".join(_SOURCE_FIELDS))
+            for name in _SOURCE_FIELDS:
+                values = check.strings(source, name, spath, non_empty_values=True)
+                if name in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
+                    for i, value in enumerate(values):
+                        check.ip_or_cidr(value, (*spath, name, i))
+                if name in ("serviceAccounts", "notServiceAccounts"):
+                    _service_account_values(check, values, (*spath, name))
+            if source.get("serviceAccounts") or source.get("notServiceAccounts"):
+                for other in ("principals", "notPrincipals", "namespaces", "notNamespaces"):
+                    if source.get(other):
+                        check.fail((*spath, other), "cannot be combined with serviceAccounts",
+                                   "use either serviceAccounts or principals/namespaces")
+        for tpath, entry in check.items(rule, "to", rpath):
+            operation = check.get(entry, "operation", tpath, dict, required=True,
+                                  hint="add operation: {paths: [...]} (or remove this entry)")
+            opath = (*tpath, "operation")
+            _no_unknown_fields(check, operation, opath, _OPERATION_FIELDS)
+            if not any(operation.get(f) for f in _OPERATION_FIELDS):
+                check.fail(opath, "operation is empty", "set at least one of "
+                           + ", ".join(_OPERATION_FIELDS))
+            for name in _OPERATION_FIELDS:
+                hint = ('write ports as quoted strings, e.g. ports: ["8000"]'
+                        if name in ("ports", "notPorts") else None)
+                values = check.strings(operation, name, opath, hint=hint, non_empty_values=True)
+                if name in ("ports", "notPorts"):
+                    for i, value in enumerate(values):
+                        check.port_string(value, (*opath, name, i))
+        for cpath, cond in check.items(rule, "when", rpath):
+            _condition(check, cond, cpath)
+
+
+def _jwks_uri(check: Checker, uri: str, field) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        check.fail(field, f"{uri!r} is not an http(s) URL", "write an http:// or https:// URL")
+
+
+def _request_authentication(check: Checker, obj: dict, spec) -> None:
+    spec = spec if spec is not None else {}
+    path = ("spec",)
+    _workload_selector(check, spec)
+    _target_refs(check, obj, spec)
+    for jpath, rule in check.items(spec, "jwtRules", path):
+        issuer = check.get(rule, "issuer", jpath, str, required=True,
+                           hint="add the issuer (the token's iss claim)")
+        if not issuer.strip():
+            check.fail((*jpath, "issuer"), "issuer is empty", "add the issuer")
+        check.strings(rule, "audiences", jpath)
+        uri = check.get(rule, "jwksUri", jpath, str)
+        if uri is not None:
+            _jwks_uri(check, uri, (*jpath, "jwksUri"))
+        check.get(rule, "jwks", jpath, str, hint="inline JWKS is a JSON string: use a | block")
+        for hpath, header in check.items(rule, "fromHeaders", jpath):
+            check.get(header, "name", hpath, str, required=True, hint="name the header")
+            check.get(header, "prefix", hpath, str)
+        check.strings(rule, "fromParams", jpath)
+        check.strings(rule, "fromCookies", jpath)
+        check.get(rule, "forwardOriginalToken", jpath, bool)
+        check.get(rule, "outputPayloadToHeader", jpath, str)
+        for opath, out in check.items(rule, "outputClaimToHeaders", jpath):
+            check.get(out, "header", opath, str, required=True, hint="name the header")
+            check.get(out, "claim", opath, str, required=True, hint="name the claim")
+        check.get(rule, "timeout", jpath, str, hint='write a duration string such as "5s"')
+
+
+def _peer_authentication(check: Checker, obj: dict, spec) -> None:
+    spec = spec if spec is not None else {}
+    path = ("spec",)
+    selector = _workload_selector(check, spec)
+    mtls = check.get(spec, "mtls", path, dict)
+    if mtls is not None:
+        check.enum(mtls, "mode", (*path, "mtls"), MTLS_MODES, default="UNSET")
+    port_level = check.get(spec, "portLevelMtls", path, dict)
+    if port_level:
+        if selector is None:
+            check.fail((*path, "portLevelMtls"), "portLevelMtls needs a workload selector",
+                       "add spec.selector.matchLabels or move the port rules to a "
+                       "workload-specific policy")
+        for port, setting in port_level.items():
+            ppath = (*path, "portLevelMtls", port)
+            text = str(port)
+            if isinstance(port, bool) or not text.isdigit() or not 1 <= int(text) <= 65535:
+                check.fail(ppath, f"{port!r} is not a port number", "use ports 1 to 65535")
+            if not isinstance(setting, dict):
+                check.fail(ppath, f"expected a mapping, got {describe(setting)}",
+                           "write {mode: STRICT|PERMISSIVE|DISABLE}")
+            check.enum(setting, "mode", ppath, MTLS_MODES, default="UNSET")
+
+
+_VALIDATORS = {
+    "Namespace": _no_spec_rules,
+    "ServiceAccount": _no_spec_rules,
+    "Node": _node,
+    "Service": _service,
+    "Pod": _pod,
+    "Deployment": _deployment,
+    "DaemonSet": _daemonset,
+    "Gateway": _gateway,
+    "HTTPRoute": _httproute,
+    "AuthorizationPolicy": _authorization_policy,
+    "RequestAuthentication": _request_authentication,
+    "PeerAuthentication": _peer_authentication,
+}
+assert set(_VALIDATORS) == set(KINDS)
