@@ -1,0 +1,281 @@
+"""The HBONE server: mutual TLS 1.3 + HTTP/2 CONNECT on port 15008 (ztunnel's inbound role).
+
+It knows nothing of policy: each CONNECT goes to an injected ``authorize_and_connect`` callback
+that either returns an upstream connection (→ ``200`` and bytes piped both ways) or a status
+(``400``/``401``/``503``) with a reason that is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h2.events
+import h2.exceptions
+from h2.errors import ErrorCodes
+
+from ..identity import (Identity, PeerVerificationError, SERVER, verify_client_trust_domain)
+from .headers import BAGGAGE, FORWARDED, TRACEPARENT, BadAuthority, parse_authority
+from .pipe import pipe
+from .session import H2Session
+from .stream import HboneStream
+
+log = logging.getLogger(__name__)
+
+TLS_HANDSHAKE_TIMEOUT = 10.0
+ContextProvider = Callable[[Identity, str], Awaitable[ssl.SSLContext]]
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    authority: tuple[str, int]
+    peer_identity: Identity
+    peer_address: tuple[str, int]
+    local_identity: Identity
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baggage(self) -> str | None:
+        return self.headers.get(BAGGAGE)
+
+    @property
+    def forwarded(self) -> str | None:
+        return self.headers.get(FORWARDED)
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.headers.get(TRACEPARENT)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``authorize_and_connect`` decided: an upstream (reader, writer) or a refusal status."""
+
+    status: int
+    reason: str = ""
+    upstream: tuple | None = None
+
+    @classmethod
+    def connected(cls, reader, writer) -> Outcome:
+        return cls(200, "connected", (reader, writer))
+
+    @classmethod
+    def refused(cls, status: int, reason: str) -> Outcome:
+        if status == 200:
+            raise ValueError("a refusal needs a non-200 status (400, 401, 503)")
+        return cls(status, reason)
+
+
+Authorizer = Callable[[ConnectRequest], Awaitable[Outcome]]
+
+
+def describe_tls_failure(exc: BaseException) -> str:
+    """One sentence for a failed server-side handshake, for the log."""
+    reason = getattr(exc, "reason", None) or ""
+    if reason in ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
+                  "RECORD_LENGTH_MISMATCH", "UNEXPECTED_RECORD"):
+        return f"plaintext (not TLS) sent to the HBONE port ({reason})"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "client presented no certificate"
+    if reason == "CERTIFICATE_VERIFY_FAILED":
+        return f"client certificate rejected: {getattr(exc, 'verify_message', '') or exc}"
+    if reason in ("UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "TLSV1_ALERT_PROTOCOL_VERSION",
+                  "VERSION_TOO_LOW"):
+        return f"client did not offer TLS 1.3 ({reason})"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "TLS handshake timed out"
+    if isinstance(exc, (ConnectionError, EOFError)) or not reason:
+        return f"connection closed during the TLS handshake ({exc.__class__.__name__}: {exc})"
+    return f"TLS handshake failed: {exc}"
+
+
+class _ServerSession(H2Session):
+    client_side = False
+
+    def __init__(self, server: HboneServer, listener: Listener):
+        super().__init__()
+        self.server = server
+        self.listener = listener
+        self.peer_identity: Identity | None = None
+        self.peer_address: tuple[str, int] = ("", 0)
+        self.tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is not None:
+            return
+        transport.pause_reading()  # no byte may reach h2 before the TLS layer is in place
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer_address = (peer[0], peer[1])
+        task = self.loop.create_task(self._handshake(transport))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        identity = self.listener.identity
+        try:
+            ctx = await self.server.tls_context(identity, SERVER)
+            tls = await self.loop.start_tls(raw, self, ctx, server_side=True,
+                                            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+            ssl_object = tls.get_extra_info("ssl_object")
+            self.peer_identity = verify_client_trust_domain(ssl_object, identity.trust_domain)
+        except PeerVerificationError as exc:
+            self.server._refuse(self.peer_address, str(exc))
+            raw.abort()
+            self._shutdown(str(exc))
+            return
+        except Exception as exc:  # any handshake failure is a refused connection, never a crash
+            self.server._refuse(self.peer_address, describe_tls_failure(exc))
+            raw.abort()
+            self._shutdown("TLS handshake failed")
+            return
+        self.listener.sessions.add(self)
+        self.server.connections_accepted += 1
+        self.start_h2(tls)
+        self.replay_early_data()
+
+    def on_closed(self, reason: str) -> None:
+        self.listener.sessions.discard(self)
+        for task in list(self.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def on_event(self, event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._on_request(event)
+
+    def _respond(self, stream_id: int, status: int, end: bool) -> None:
+        try:
+            self.conn.send_headers(stream_id, [(":status", str(status))], end_stream=end)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.flush()
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            name = name.decode() if isinstance(name, bytes) else name
+            value = value.decode() if isinstance(value, bytes) else value
+            headers[name] = f"{headers[name]},{value}" if name in headers and not name.startswith(":") else value
+        sid = event.stream_id
+        method = headers.get(":method")
+        if method != "CONNECT":
+            self.server._refuse_stream(self.peer_address, 400, f"method {method!r} is not CONNECT")
+            self._respond(sid, 400, end=True)
+            return
+        try:
+            authority = parse_authority(headers.get(":authority"))
+        except BadAuthority as exc:
+            self.server._refuse_stream(self.peer_address, 400, str(exc))
+            self._respond(sid, 400, end=True)
+            return
+        stream = HboneStream(self, sid)
+        self.register(stream)
+        request = ConnectRequest(authority=authority, peer_identity=self.peer_identity,
+                                 peer_address=self.peer_address, local_identity=self.listener.identity,
+                                 headers={k: v for k, v in headers.items() if not k.startswith(":")})
+        task = self.loop.create_task(self._serve(stream, request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, stream: HboneStream, request: ConnectRequest) -> None:
+        try:
+            outcome = await self.server.authorize_and_connect(request)
+        except Exception as exc:
+            log.exception("authorize_and_connect failed for %s", request)
+            outcome = Outcome.refused(503, f"authorize_and_connect raised {exc.__class__.__name__}: {exc}")
+        if not isinstance(outcome, Outcome):
+            outcome = Outcome.refused(503, f"authorize_and_connect returned {outcome!r}, not an Outcome")
+        if outcome.status != 200 or outcome.upstream is None:
+            self.server._refuse_stream(self.peer_address, outcome.status, outcome.reason, request)
+            if not stream.finished:
+                self._respond(stream.stream_id, outcome.status, end=True)
+                stream._on_local_end()
+                if not stream.finished:  # discard whatever the client still sends on it
+                    self.reset_stream(stream, ErrorCodes.NO_ERROR)
+            return
+        up_reader, up_writer = outcome.upstream
+        if stream.finished:  # client gave up while we were connecting
+            up_writer.close()
+            return
+        self._respond(stream.stream_id, 200, end=False)
+        self.server.streams_connected += 1
+        try:
+            await pipe(stream, stream, up_reader, up_writer)
+        except (ConnectionError, OSError) as exc:
+            log.debug("HBONE stream %s from %s ended with %s", request.authority, self.peer_address, exc)
+
+
+class Listener:
+    """One listening socket presenting one identity (ztunnel's in-pod model: one per pod)."""
+
+    def __init__(self, identity: Identity, server: asyncio.base_events.Server):
+        self.identity = identity
+        self._server = server
+        self.sessions: set[_ServerSession] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def close(self, drain: bool = False) -> None:
+        """Stop accepting; with ``drain`` keep live connections, else close them."""
+        self._server.close()
+        if not drain:
+            for session in list(self.sessions):
+                session.close("listener closed")
+        await self._server.wait_closed()
+
+
+class HboneServer:
+    def __init__(self, authorize_and_connect: Authorizer, tls_context: ContextProvider):
+        self.authorize_and_connect = authorize_and_connect
+        self.tls_context = tls_context
+        self.listeners: list[Listener] = []
+        self.refusals: deque[tuple[tuple[str, int], int | None, str]] = deque(maxlen=1000)
+        self.connections_accepted = 0
+        self.streams_connected = 0
+
+    async def listen(self, address: tuple[str, int] | None = None, identity: Identity | None = None,
+                     *, sock: socket.socket | None = None, backlog: int = 512) -> Listener:
+        """Listen on ``address`` (or an already-bound ``sock``, e.g. opened in a pod's netns)."""
+        if identity is None:
+            raise ValueError("HboneServer.listen needs the identity whose certificate the listener presents")
+        loop = asyncio.get_running_loop()
+        holder: list[Listener] = []
+        factory = lambda: _ServerSession(self, holder[0])  # noqa: E731 - closes over the listener
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock, backlog=backlog)
+        else:
+            host, port = address
+            try:
+                server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
+            except OSError as exc:
+                raise OSError(exc.errno, f"HBONE listener cannot bind {host}:{port}: {exc.strerror}; "
+                                         f"free the port or pick another") from None
+        listener = Listener(identity, server)
+        holder.append(listener)
+        self.listeners.append(listener)
+        return listener
+
+    async def close(self) -> None:
+        for listener in self.listeners:
+            await listener.close()
+        self.listeners.clear()
+
+    def _refuse(self, peer: tuple[str, int], reason: str) -> None:
+        self.refusals.append((peer, None, reason))
+        log.warning("HBONE refused connection from %s: %s", _fmt_peer(peer), reason)
+
+    def _refuse_stream(self, peer, status: int, reason: str, request: ConnectRequest | None = None) -> None:
+        self.refusals.append((peer, status, reason))
+        target = f" to {request.authority[0]}:{request.authority[1]} as {request.peer_identity}" if request else ""
+        log.warning("HBONE CONNECT from %s%s answered %d: %s", _fmt_peer(peer), target, status, reason)
+
+
+def _fmt_peer(peer) -> str:
+    return f"{peer[0]}:{peer[1]}" if peer and peer[0] else "unknown peer"

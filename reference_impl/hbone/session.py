@@ -1,0 +1,262 @@
+"""An HTTP/2 connection (the `h2` state machine) on an asyncio TLS transport, shared by client and server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from .stream import DRAIN_LOW_WATER, HboneStream
+
+log = logging.getLogger(__name__)
+
+# Large windows and frames keep Python's per-frame work low (ztunnel: 4 MiB stream window, 1 MiB frames).
+STREAM_WINDOW = 4 * 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+MAX_FRAME_SIZE = 1024 * 1024
+MAX_STREAMS = 100
+_TRANSPORT_HIGH_WATER = 1024 * 1024
+
+
+class StreamReset(ConnectionResetError):
+    """The peer reset the stream (RST_STREAM) or the whole connection went away."""
+
+
+class H2Session(asyncio.Protocol):
+    """Drives h2 from transport callbacks; subclasses handle requests (server) or responses (client)."""
+
+    client_side = False
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=self.client_side, header_encoding="utf-8", validate_inbound_headers=True))
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, HboneStream] = {}
+        self.write_paused = False
+        self.closed = False
+        self.close_reason: str | None = None
+        self.goaway_received = False
+        self._closed_event = asyncio.Event()
+        self._pre_tls: list[bytes] | None = None
+
+    # ---- lifecycle ----
+    def start_h2(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_TRANSPORT_HIGH_WATER)
+        self.conn.initiate_connection()
+        self.conn.update_settings({
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        } if self.client_side else {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+        })
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - self.conn.inbound_flow_control_window)
+        self.flush()
+
+    def get_extra_info(self, name: str, default=None):
+        return self.transport.get_extra_info(name, default) if self.transport else default
+
+    def close(self, reason: str = "closed", error_code: int = ErrorCodes.NO_ERROR) -> None:
+        if self.closed:
+            return
+        try:
+            self.conn.close_connection(error_code=error_code)
+            self.flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        self._shutdown(reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        self._shutdown(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def _shutdown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for stream in list(self.streams.values()):
+            stream._on_reset(StreamReset(f"HBONE connection closed: {reason}"))
+        self.streams.clear()
+        self._closed_event.set()
+        self.on_closed(reason)
+
+    def on_closed(self, reason: str) -> None:
+        pass
+
+    # ---- asyncio.Protocol ----
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # TLS finished but our post-handshake checks have not run yet
+            if self._pre_tls is None:
+                self._pre_tls = []
+            self._pre_tls.append(data)
+            return
+        if self.closed:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("HTTP/2 protocol error from %s: %s", self.get_extra_info("peername"), exc)
+            self.flush()
+            self.abort(f"HTTP/2 protocol error: {exc}")
+            return
+        for event in events:
+            self._dispatch(event)
+        self.flush()
+
+    def replay_early_data(self) -> None:
+        early, self._pre_tls = self._pre_tls, None
+        for chunk in early or ():
+            self.data_received(chunk)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shutdown(f"connection lost ({exc})" if exc else "peer closed the connection")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            stream._wake_writer()
+
+    def eof_received(self):
+        return False
+
+    # ---- h2 plumbing ----
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _dispatch(self, event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                self.return_window(event.stream_id, event.flow_controlled_length)
+            else:
+                stream._feed(event.data, event.flow_controlled_length)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream._feed_eof()
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                self.on_stream_reset(stream, event.error_code)
+                stream._on_reset(StreamReset(f"HBONE stream reset by peer ({_code_name(event.error_code)})"))
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id == 0:
+                for stream in list(self.streams.values()):
+                    self.send_pending(stream)
+            elif event.stream_id in self.streams:
+                self.send_pending(self.streams[event.stream_id])
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            for stream in list(self.streams.values()):
+                self.send_pending(stream)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway_received = True
+            self.on_goaway(event)
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.on_ping_ack(event)
+        else:
+            self.on_event(event)
+
+    def on_event(self, event) -> None:
+        pass
+
+    def on_stream_reset(self, stream: HboneStream, error_code: int) -> None:
+        pass
+
+    def on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id > last:
+                stream._on_reset(StreamReset("HBONE connection is going away (GOAWAY)"))
+        if event.error_code != ErrorCodes.NO_ERROR or not self.streams:
+            self.close(f"peer sent GOAWAY ({_code_name(event.error_code)})")
+
+    def on_ping_ack(self, event) -> None:
+        pass
+
+    def register(self, stream: HboneStream) -> None:
+        self.streams[stream.stream_id] = stream
+
+    def stream_finished(self, stream: HboneStream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        if self.goaway_received and not self.streams:
+            self.close("GOAWAY and no streams left")
+
+    def return_window(self, stream_id: int, size: int) -> None:
+        if self.closed:
+            return
+        try:
+            self.conn.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush()
+
+    def send_pending(self, stream: HboneStream) -> None:
+        """Move as much of the stream's queued data into HTTP/2 frames as the send windows allow."""
+        if self.closed or stream._reset is not None:
+            return
+        conn, sid, queue = self.conn, stream.stream_id, stream._send
+        try:
+            while queue:
+                window = conn.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                chunk = queue[0]
+                size = min(window, len(chunk), conn.max_outbound_frame_size)
+                if size == len(chunk):
+                    queue.popleft()
+                    conn.send_data(sid, chunk)
+                else:
+                    queue[0] = chunk[size:]
+                    conn.send_data(sid, chunk[:size])
+                stream._send_bytes -= size
+                stream.bytes_sent += size
+            if not queue and stream._eof_wanted and not stream._local_done:
+                conn.end_stream(sid)
+                if stream._reset_after_eof and not stream._recv_eof:
+                    conn.reset_stream(sid, ErrorCodes.CANCEL)
+                    stream._on_reset(StreamReset("HBONE stream closed locally"))
+                stream._on_local_end()
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            stream._on_reset(StreamReset(f"HBONE stream {sid} can no longer send: {exc}"))
+        self.flush()
+        if stream._send_bytes <= DRAIN_LOW_WATER or stream._reset is not None:
+            stream._wake_writer()
+
+    def reset_stream(self, stream: HboneStream, error_code: int) -> None:
+        if not self.closed:
+            try:
+                self.conn.reset_stream(stream.stream_id, error_code)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                pass
+            self.flush()
+        stream._on_reset(StreamReset(f"HBONE stream reset locally ({_code_name(error_code)})"))
+
+
+def _code_name(code) -> str:
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return str(code)

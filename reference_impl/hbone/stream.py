@@ -1,0 +1,182 @@
+"""One HBONE tunnel: an HTTP/2 CONNECT stream with a reader/writer interface.
+
+Reading hands out whole DATA payloads and only then returns their bytes to the peer's flow
+control window, so a slow consumer holds the sender at the window (bounded memory). Writing hands
+bytes to HTTP/2 as far as the send window allows; ``drain()`` waits for the rest and for the TLS
+transport's own back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from h2.errors import ErrorCodes
+
+if TYPE_CHECKING:
+    from .session import H2Session
+
+# drain() lets this much wait for the peer's window, so the pipe keeps the next chunk in flight.
+DRAIN_LOW_WATER = 256 * 1024
+
+
+class HboneStream:
+    def __init__(self, session: H2Session, stream_id: int):
+        self._session = session
+        self.stream_id = stream_id
+        self._recv: deque[list] = deque()  # [payload, flow-controlled bytes not yet returned]
+        self._recv_eof = False
+        self._reset: BaseException | None = None
+        self._read_waiter: asyncio.Future | None = None
+        self._send: deque[bytes] = deque()
+        self._send_bytes = 0
+        self._eof_wanted = False
+        self._reset_after_eof = False
+        self._local_done = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._finished = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.response: asyncio.Future | None = None  # client side: the CONNECT's :status
+
+    # ---- reader side ----
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: one whole DATA payload); ``b''`` at END_STREAM; raises on reset."""
+        while not self._recv:
+            if self._reset is not None:
+                raise self._reset
+            if self._recv_eof:
+                return b""
+            self._read_waiter = self._session.loop.create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        entry = self._recv[0]
+        data = entry[0]
+        if n < 0 or len(data) <= n:
+            self._recv.popleft()
+            owed = entry[1]
+        else:
+            entry[0] = data[n:]
+            data = data[:n]
+            owed = min(n, entry[1])
+            entry[1] -= owed
+        if owed:
+            self._session.return_window(self.stream_id, owed)
+        return data
+
+    def at_eof(self) -> bool:
+        return self._recv_eof and not self._recv
+
+    # ---- writer side ----
+    def write(self, data: bytes) -> None:
+        if self._reset is not None:
+            raise self._reset
+        if self._eof_wanted or self._local_done:
+            raise BrokenPipeError(f"HBONE stream {self.stream_id}: write after write_eof()")
+        if data:
+            self._send.append(bytes(data))
+            self._send_bytes += len(data)
+            self._session.send_pending(self)
+
+    async def drain(self) -> None:
+        while self._reset is None and (self._send_bytes > DRAIN_LOW_WATER or self._session.write_paused):
+            self._drain_waiter = self._session.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self._reset is not None:
+            raise self._reset
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: END_STREAM once everything written so far has been sent."""
+        if self._eof_wanted or self._local_done or self._reset is not None:
+            return
+        self._eof_wanted = True
+        self._session.send_pending(self)
+
+    def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
+        """Abort both directions with RST_STREAM."""
+        if self._finished:
+            return
+        self._session.reset_stream(self, error_code)
+
+    def close(self) -> None:
+        """Finish gracefully if the peer already finished, else reset once our data is out."""
+        if self._finished:
+            return
+        if self._recv_eof:
+            self.write_eof()
+        elif self._send_bytes:
+            self._reset_after_eof = True
+            self.write_eof()
+        else:
+            self.reset()
+
+    def is_closing(self) -> bool:
+        return self._finished or self._eof_wanted or self._local_done
+
+    async def wait_closed(self) -> None:
+        return None
+
+    def get_extra_info(self, name: str, default=None):
+        return self._session.get_extra_info(name, default)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    # ---- called by the session ----
+    def _feed(self, data: bytes, flow_length: int) -> None:
+        self.bytes_received += len(data)
+        self._recv.append([data, flow_length])
+        self._wake_reader()
+
+    def _feed_eof(self) -> None:
+        self._recv_eof = True
+        self._wake_reader()
+        self._maybe_finished()
+
+    def _on_reset(self, exc: BaseException) -> None:
+        if self._reset is None:
+            self._reset = exc
+        if self.response is not None and not self.response.done():
+            self.response.set_exception(exc)
+        owed = sum(entry[1] for entry in self._recv)
+        self._recv.clear()
+        if owed:
+            self._session.return_window(self.stream_id, owed)
+        self._send.clear()
+        self._send_bytes = 0
+        self._wake_reader()
+        self._wake_writer()
+        self._mark_finished()
+
+    def _on_local_end(self) -> None:
+        self._local_done = True
+        self._maybe_finished()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _maybe_finished(self) -> None:
+        if self._recv_eof and self._local_done:
+            self._mark_finished()
+
+    def _mark_finished(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._session.stream_finished(self)
