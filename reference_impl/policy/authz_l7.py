@@ -1,0 +1,205 @@
+"""AuthorizationPolicy at the waypoint (L7): HTTP request matching and the ALLOW/DENY decision.
+
+Follows the Envoy RBAC that Istio generates (is:pilot/pkg/security/authz/builder, model,
+matcher): within a rule `from`, `to` and every `when` must match; within `from`/`to` any
+entry; within an entry every field; within a field any value, and no `not*` value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .authz_model import (
+    AuthorizationPolicy, Condition, Decision, Operation, Rule, Source,
+    parse_authorization_policy)
+from .match import (
+    Identity, IPAddress, StringMatch, ip_in, parse_cidr, parse_identity, parse_ip, parse_port,
+    positive_negative, strip_spiffe)
+
+# Envoy's jwt_authn turns these space-separated string claims into lists (Istio configures it).
+SPACE_DELIMITED_CLAIMS = ("scope", "permission")
+
+
+@dataclass
+class L7Request:
+    """One HTTP request as the waypoint sees it.
+
+    `source_*` describe the HBONE peer (its mTLS identity); `remote_ip` is the original client
+    (X-Forwarded-For), defaulting to `source_ip`. `request_principal` is `iss/sub` of a verified
+    JWT and `claims` its payload; pass `auth=` (a jwt_authn.AuthnResult) to fill both.
+    """
+
+    method: str = "GET"
+    path: str = "/"
+    host: str = ""
+    port: int = 0
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = field(default_factory=dict)
+    source_principal: str | None = None
+    source_namespace: str | None = None
+    source_ip: IPAddress | str | None = None
+    remote_ip: IPAddress | str | None = None
+    dest_ip: IPAddress | str | None = None
+    sni: str | None = None
+    request_principal: str | None = None
+    claims: Mapping[str, Any] | None = None
+    auth: Any = None   # a jwt_authn.AuthnResult; when it is "ok" it fills the two fields above
+
+    def __post_init__(self) -> None:
+        if self.auth is not None and getattr(self.auth, "status", None) == "ok":
+            self.request_principal = self.request_principal or self.auth.principal
+            self.claims = self.claims if self.claims is not None else self.auth.claims
+        self.source_ip = parse_ip(self.source_ip)
+        self.remote_ip = parse_ip(self.remote_ip) or self.source_ip
+        self.dest_ip = parse_ip(self.dest_ip)
+        pairs = self.headers.items() if isinstance(self.headers, Mapping) else self.headers
+        merged: dict[str, str] = {}
+        for name, value in pairs:
+            key = name.lower()
+            # Envoy matches a repeated header against its values joined with commas.
+            merged[key] = f"{merged[key]},{value}" if key in merged else str(value)
+        self._headers = merged
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    @property
+    def path_only(self) -> str:
+        return self.path.split("?", 1)[0].split("#", 1)[0]
+
+    @property
+    def principal(self) -> str | None:
+        return strip_spiffe(self.source_principal)
+
+    @property
+    def identity(self) -> Identity | None:
+        return parse_identity(self.source_principal)
+
+    @property
+    def namespace(self) -> str | None:
+        if self.principal is None:
+            return None
+        ident = self.identity
+        return ident.namespace if ident else self.source_namespace
+
+
+def _claim_values(claims: Mapping[str, Any] | None, path: list[str]) -> list[str]:
+    """The string values of a (nested) claim; a list claim gives all its string elements."""
+    value: Any = claims
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return []
+        value = value[part]
+    if isinstance(value, str):
+        if path[-1] in SPACE_DELIMITED_CLAIMS and len(path) == 1:
+            return value.split()
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _bracket_path(key: str, prefix: str) -> list[str]:
+    """`request.auth.claims[a][b]` → ["a", "b"]."""
+    inner = key[len(prefix):-1]
+    return inner.split("][")
+
+
+def _condition_candidates(key: str, req: L7Request) -> tuple[str, list[Any]]:
+    """(how to compare, the request's value(s)) for one `when` key."""
+    if key.startswith("request.headers["):
+        value = req.header(_bracket_path(key, "request.headers[")[0])
+        return "str", [] if value is None else [value]
+    if key.startswith("request.auth.claims["):
+        return "str", _claim_values(req.claims, _bracket_path(key, "request.auth.claims["))
+    simple: dict[str, tuple[str, Any]] = {
+        "source.ip": ("ip", req.source_ip), "remote.ip": ("ip", req.remote_ip),
+        "destination.ip": ("ip", req.dest_ip), "destination.port": ("port", req.port),
+        "source.namespace": ("str", req.namespace), "source.principal": ("str", req.principal),
+        "request.auth.principal": ("str", req.request_principal),
+        "request.auth.presenter": ("str", (req.claims or {}).get("azp")),
+        "connection.sni": ("str", req.sni),
+    }
+    if key == "request.auth.audiences":
+        return "str", _claim_values(req.claims, ["aud"])
+    kind, value = simple[key]
+    return kind, [] if value is None or value == "" else [value]
+
+
+def _condition_matches(cond: Condition, req: L7Request) -> bool:
+    kind, candidates = _condition_candidates(cond.key, req)
+
+    def pred(pattern: str) -> bool:
+        if kind == "ip":
+            net = parse_cidr(pattern, cond.key)
+            return any(ip_in(net, c) for c in candidates)
+        if kind == "port":
+            return any(parse_port(pattern, cond.key) == c for c in candidates)
+        return any(StringMatch.parse(pattern).matches(c) for c in candidates)
+
+    return positive_negative(cond.values, cond.not_values, pred)
+
+
+def _field(values: tuple, negatives: tuple, pred) -> bool:
+    return positive_negative(values, negatives, pred)
+
+
+def _source_matches(src: Source, req: L7Request) -> bool:
+    ident, principal, namespace = req.identity, req.principal, req.namespace
+    g = src.get
+    return (
+        _field(g("principals"), g("notPrincipals"), lambda m: m.matches(principal))
+        and _field(g("requestPrincipals"), g("notRequestPrincipals"),
+                   lambda m: m.matches(req.request_principal))
+        and _field(g("namespaces"), g("notNamespaces"), lambda m: m.matches(namespace))
+        and _field(g("ipBlocks"), g("notIpBlocks"), lambda n: ip_in(n, req.source_ip))
+        and _field(g("remoteIpBlocks"), g("notRemoteIpBlocks"), lambda n: ip_in(n, req.remote_ip))
+        and _field(g("serviceAccounts"), g("notServiceAccounts"),
+                   lambda sa: ident is not None and (sa.namespace, sa.name)
+                   == (ident.namespace, ident.service_account))
+        and _field(g("trustDomains"), g("notTrustDomains"),
+                   lambda m: m.matches(ident.trust_domain if ident else None)))
+
+
+def _operation_matches(op: Operation, req: L7Request) -> bool:
+    g = op.get
+    return (
+        _field(g("hosts"), g("notHosts"), lambda m: m.matches(req.host, ignore_case=True))
+        and _field(g("methods"), g("notMethods"), lambda m: m.matches(req.method))
+        and _field(g("paths"), g("notPaths"), lambda m: m.matches(req.path_only))
+        and _field(g("ports"), g("notPorts"), lambda p: p == req.port))
+
+
+def rule_matches(rule: Rule, req: L7Request) -> bool:
+    if rule.sources and not any(_source_matches(s, req) for s in rule.sources):
+        return False
+    if rule.operations and not any(_operation_matches(o, req) for o in rule.operations):
+        return False
+    return all(_condition_matches(c, req) for c in rule.conditions)
+
+
+def policy_matches(policy: AuthorizationPolicy, req: L7Request) -> bool:
+    return any(rule_matches(r, req) for r in policy.rules)
+
+
+def evaluate_l7(policies: Iterable[Mapping[str, Any] | AuthorizationPolicy],
+                request: L7Request) -> Decision:
+    """Decide an HTTP request against the policies bound to this waypoint (the caller selects them).
+
+    DENY first (an explicit DENY wins), then: no ALLOW policy → allow; an ALLOW matches → allow;
+    else deny (403 at the waypoint). CUSTOM (ext-authz) and AUDIT policies are not enforced by
+    the reference waypoint and are skipped, as are dry-run policies.
+    """
+    parsed = [parse_authorization_policy(p) for p in policies]
+    parsed = [p for p in parsed if not p.dry_run and p.action in ("ALLOW", "DENY")]
+    for p in parsed:
+        if p.action == "DENY" and policy_matches(p, request):
+            return Decision(False, f"denied by DENY policy {p.key}", p.key)
+    allows = [p for p in parsed if p.action == "ALLOW"]
+    if not allows:
+        return Decision(True, "allowed: no ALLOW policy applies")
+    for p in allows:
+        if policy_matches(p, request):
+            return Decision(True, f"allowed by ALLOW policy {p.key}", p.key)
+    return Decision(False, "denied: no ALLOW policy matched "
+                           f"({', '.join(p.key for p in allows)})")
