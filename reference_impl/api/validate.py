@@ -595,7 +595,7 @@ def _peer_authentication(check: Checker, obj: dict, spec) -> None:
                        "add spec.selector.matchLabels or move the port rules to a "
                        "workload-specific policy")
         for port, setting in port_level.items():
-            ppath = (*path, "portLevelMtls", port)
+            ppath = (*path, "portLevelMtls", str(port))
             text = str(port)
             if isinstance(port, bool) or not text.isdigit() or not 1 <= int(text) <= 65535:
                 check.fail(ppath, f"{port!r} is not a port number", "use ports 1 to 65535")
