@@ -1,0 +1,179 @@
+"""Controllers: Deployment, DaemonSet and the scheduler. Each `reconcile` is idempotent and is run
+by the daemon after every batch of store changes.
+
+Pods of a Deployment are named `<deploy>-<10 char template hash>-<5 random>` and carry the
+`pod-template-hash` label and an owner reference to the (implicit) ReplicaSet `<deploy>-<hash>`,
+as Kubernetes does. A deleted pod is replaced at once: terminating pods do not count.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+
+from .store import Store, now_iso
+
+# Kubernetes' own alphabet for generated name suffixes (no vowels, no look-alikes).
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def _suffix(n: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def template_hash(template: dict) -> str:
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
+    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:10])
+
+
+def is_terminating(pod: dict) -> bool:
+    return "deletionTimestamp" in pod["metadata"]
+
+
+def is_ready(pod: dict) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def owner_of(pod: dict) -> tuple[str, str] | None:
+    """(kind, name) of the workload that owns a pod: ("Deployment", d) or ("DaemonSet", ds)."""
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == "ReplicaSet":
+            return "Deployment", ref["name"].rsplit("-", 1)[0]
+        if ref.get("kind") == "DaemonSet":
+            return "DaemonSet", ref["name"]
+    return None
+
+
+def _pod_from_template(template: dict, namespace: str, name: str, owner_ref: dict,
+                       extra_labels: dict) -> dict:
+    template = copy.deepcopy(template)
+    meta = template.get("metadata") or {}
+    labels = dict(meta.get("labels") or {}, **extra_labels)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                     "annotations": dict(meta.get("annotations") or {}),
+                     "ownerReferences": [owner_ref]},
+        "spec": template.get("spec") or {},
+        "status": {"phase": "Pending"},
+    }
+
+
+def _owned(store: Store, namespace: str, kind: str, name: str) -> list[dict]:
+    return [p for p in store.list("Pod", namespace) if owner_of(p) == (kind, name)]
+
+
+def _pick_victims(pods: list[dict], count: int) -> list[dict]:
+    """Scale-down order as Kubernetes: unscheduled, then not ready, then the youngest."""
+    youngest_first = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""),
+                            reverse=True)
+    ranked = sorted(youngest_first, key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p)))
+    return ranked[:max(0, count)]
+
+
+def reconcile_deployments(store: Store) -> None:
+    for deploy in store.list("Deployment"):
+        meta, spec = deploy["metadata"], deploy.get("spec") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        replicas = int(spec.get("replicas", 1))
+        template = spec.get("template") or {}
+        phash = template_hash(template)
+        pods = [p for p in _owned(store, namespace, "Deployment", name) if not is_terminating(p)]
+        current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == phash]
+        old = [p for p in pods if p not in current]
+        for _ in range(replicas - len(current)):
+            ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-{phash}",
+                   "controller": True, "uid": meta.get("uid")}
+            store.create(_pod_from_template(template, namespace, f"{name}-{phash}-{_suffix(5)}",
+                                            ref, {"pod-template-hash": phash}))
+        for pod in _pick_victims(current, len(current) - replicas):
+            store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+        # Rolling update: old pods go once the new ones serve.
+        if old and sum(is_ready(p) for p in current) >= replicas:
+            for pod in old:
+                store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+        all_pods = _owned(store, namespace, "Deployment", name)
+        live = [p for p in all_pods if not is_terminating(p)]
+        ready = sum(is_ready(p) for p in live)
+        updated = sum(p["metadata"]["labels"].get("pod-template-hash") == phash for p in live)
+        status = {"observedGeneration": meta.get("generation", 1), "replicas": len(live),
+                  "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
+                  "unavailableReplicas": max(0, replicas - ready),
+                  "conditions": [{"type": "Available",
+                                  "status": "True" if ready >= replicas else "False"}]}
+        store.set_status("Deployment", namespace, name, status)
+
+
+def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:
+    for ds in store.list("DaemonSet"):
+        meta, spec = ds["metadata"], ds.get("spec") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        template = spec.get("template") or {}
+        selector = ((template.get("spec") or {}).get("nodeSelector") or {})
+        wanted = [n for n in nodes
+                  if selector.get(HOSTNAME_LABEL, n) == n]
+        pods = [p for p in _owned(store, namespace, "DaemonSet", name) if not is_terminating(p)]
+        by_node = {p["spec"].get("nodeName"): p for p in pods}
+        for node in wanted:
+            if node not in by_node:
+                ref = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name,
+                       "controller": True, "uid": meta.get("uid")}
+                pod = _pod_from_template(template, namespace, f"{name}-{_suffix(5)}", ref,
+                                         {"controller-revision-hash": template_hash(template)})
+                pod["spec"]["nodeName"] = node
+                store.create(pod)
+        for node, pod in by_node.items():
+            if node not in wanted:
+                store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+        live = [p for p in _owned(store, namespace, "DaemonSet", name) if not is_terminating(p)]
+        status = {"desiredNumberScheduled": len(wanted), "currentNumberScheduled": len(live),
+                  "numberReady": sum(is_ready(p) for p in live),
+                  "numberAvailable": sum(is_ready(p) for p in live),
+                  "observedGeneration": meta.get("generation", 1)}
+        store.set_status("DaemonSet", namespace, name, status)
+
+
+def schedule(store: Store, nodes: list[str]) -> None:
+    """Give every unscheduled pod a node: its nodeSelector decides, else spread by owner, then load."""
+    pods = store.list("Pod")
+    load = {n: 0 for n in nodes}
+    by_owner: dict[tuple, dict[str, int]] = {}
+    for pod in pods:
+        node = pod["spec"].get("nodeName")
+        if node in load and not is_terminating(pod):
+            load[node] += 1
+            owner = (pod["metadata"]["namespace"], owner_of(pod))
+            by_owner.setdefault(owner, {n: 0 for n in nodes})[node] += 1
+    for pod in pods:
+        if pod["spec"].get("nodeName") or is_terminating(pod):
+            continue
+        selector = pod["spec"].get("nodeSelector") or {}
+        fits = [n for n in nodes if all(
+            (k == HOSTNAME_LABEL and v == n) for k, v in selector.items())]
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if not fits:
+            message = (f"0/{len(nodes)} nodes are available: no node matches the pod's "
+                       f"nodeSelector {selector}")
+
+            def unschedulable(p: dict, message=message) -> None:
+                p.setdefault("status", {})["phase"] = "Pending"
+                p["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                              "reason": "Unschedulable", "message": message}]
+            store.update("Pod", namespace, name, unschedulable)
+            continue
+        owner = (namespace, owner_of(pod))
+        spread = by_owner.setdefault(owner, {n: 0 for n in nodes})
+        node = min(fits, key=lambda n: (spread[n], load[n], nodes.index(n)))
+        spread[node] += 1
+        load[node] += 1
+
+        def bind(p: dict, node=node) -> None:
+            p["spec"]["nodeName"] = node
+            p.setdefault("status", {})["conditions"] = [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()}]
+        store.update("Pod", namespace, name, bind)
