@@ -1,0 +1,298 @@
+"""HBONE client ↔ server on loopback: tunnels, statuses, headers, pooling, flow control, resets."""
+
+import asyncio
+import hashlib
+import os
+import re
+import socket
+import time
+
+import pytest
+
+from reference_impl.hbone import (HboneClient, abort, HboneError, HboneServer, Outcome, format_forwarded,
+                                  parse_baggage, parse_forwarded, parse_traceparent, workload_baggage)
+from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
+from reference_impl.identity import Identity
+
+CLIENT_ID = Identity.for_workload("th-client", "sleep")
+SERVER_ID = Identity.for_workload("th-server", "httpbin")
+TIMEOUT = 60
+
+
+def run(coro):
+    async def bounded():
+        return await asyncio.wait_for(coro, TIMEOUT)
+    return asyncio.run(bounded())
+
+
+async def poll(predicate, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Mesh:
+    """A PKI, a TCP echo upstream, an HBONE server listener and a client, all on loopback."""
+
+    def __init__(self, authorize=None, host="127.0.0.2", **client_options):
+        self.authorize = authorize
+        self.host = host
+        self.client_options = client_options
+        self.requests = []
+
+    async def __aenter__(self):
+        self.pki = LocalPKI()
+        self.echo, self.echo_port = await start_echo(self.host)
+        connect = tcp_connector()
+
+        async def authorize_and_connect(request):
+            self.requests.append(request)
+            if self.authorize is not None:
+                return await self.authorize(request)
+            return await connect(request)
+
+        self.server = HboneServer(authorize_and_connect, self.pki.context)
+        self.listener = await self.server.listen((self.host, 0), SERVER_ID)
+        self.client = HboneClient(self.pki.context, **self.client_options)
+        return self
+
+    async def connect(self, authority=None, headers=None, **kw):
+        return await self.client.connect(CLIENT_ID, self.listener.address, [SERVER_ID],
+                                         authority or (self.host, self.echo_port), headers, **kw)
+
+    async def __aexit__(self, *exc):
+        await self.client.close()
+        await self.server.close()
+        self.echo.close()
+
+
+async def read_all(stream):
+    chunks = []
+    while data := await stream.read():
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_bytes_round_trip_through_the_tunnel_with_half_close():
+    async def scenario():
+        async with Mesh() as mesh:
+            stream = await mesh.connect()
+            payload = os.urandom(8 * 1024 * 1024 + 17)  # > window: flow control must kick in
+
+            async def send():
+                for i in range(0, len(payload), 100_000):
+                    stream.write(payload[i:i + 100_000])
+                    await stream.drain()
+                stream.write_eof()
+
+            sender = asyncio.ensure_future(send())
+            echoed = await read_all(stream)  # EOF only comes after our FIN went through
+            await sender
+            assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+            await poll(lambda: stream.finished, what="stream closed in both directions")
+            request = mesh.requests[0]
+            assert request.peer_identity == CLIENT_ID
+            assert request.local_identity == SERVER_ID
+            assert request.authority == (mesh.host, mesh.echo_port)
+    run(scenario())
+
+
+@pytest.mark.parametrize("status,reason", [
+    (401, "RBAC: denied by policy th-deny"),
+    (503, "unknown port"),
+    (400, "authority IP is not this pod"),
+])
+def test_refusal_status_surfaces_as_hbone_error(status, reason):
+    async def refuse(request):
+        return Outcome.refused(status, reason)
+
+    async def scenario():
+        async with Mesh(authorize=refuse) as mesh:
+            with pytest.raises(HboneError) as caught:
+                await mesh.connect()
+            assert caught.value.status == status
+            assert any(s == status and r == reason for _, s, r in mesh.server.refusals)
+            # the connection survives a refused stream and carries the next one
+            mesh.authorize = None
+            stream = await mesh.connect()
+            stream.write(b"ping")
+            stream.write_eof()
+            assert await read_all(stream) == b"ping"
+            assert mesh.server.connections_accepted == 1
+    run(scenario())
+
+
+def test_upstream_connect_failure_is_503():
+    async def scenario():
+        async with Mesh() as mesh:
+            closed = socket.socket()
+            closed.bind((mesh.host, 0))
+            port = closed.getsockname()[1]
+            closed.close()  # nothing listens there now
+            with pytest.raises(HboneError) as caught:
+                await mesh.connect(authority=(mesh.host, port))
+            assert caught.value.status == 503
+    run(scenario())
+
+
+@pytest.mark.parametrize("authority", ["httpbin.ambient-apps:8000", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:http"])
+def test_authority_that_is_not_ip_port_is_400_before_authorization(authority):
+    async def scenario():
+        async with Mesh() as mesh:
+            with pytest.raises(HboneError) as caught:
+                await mesh.connect(authority=authority)
+            assert caught.value.status == 400
+            assert mesh.requests == []  # never reached authorize_and_connect
+    run(scenario())
+
+
+def test_headers_arrive_in_hbone_formats():
+    async def scenario():
+        async with Mesh() as mesh:
+            baggage = workload_baggage("th-client", "sleep", service="sleep", version="v1")
+            forwarded = format_forwarded("127.0.0.9", 41234, host="httpbin.th-server.svc.cluster.local")
+            stream = await mesh.connect(headers={"baggage": baggage, "forwarded": forwarded},
+                                        source_ip="127.0.0.3")
+            stream.write_eof()
+            await read_all(stream)
+            request = mesh.requests[0]
+            assert parse_baggage(request.baggage) == {
+                "k8s.namespace.name": "th-client", "k8s.deployment.name": "sleep",
+                "service.name": "sleep", "service.version": "v1"}
+            assert request.forwarded == 'for="127.0.0.9:41234";host=httpbin.th-server.svc.cluster.local'
+            assert parse_forwarded(request.forwarded)["for"] == "127.0.0.9:41234"
+            assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", request.traceparent)
+            assert parse_traceparent(request.traceparent) is not None
+            assert request.peer_address[0] == "127.0.0.3"  # the pool's source IP is the socket's
+    run(scenario())
+
+
+def test_two_streams_share_one_connection_and_the_101st_opens_a_second():
+    async def scenario():
+        async with Mesh() as mesh:
+            first, second = await asyncio.gather(mesh.connect(), mesh.connect())
+            assert mesh.server.connections_accepted == 1 and len(mesh.client.connections()) == 1
+            held = [first, second] + list(await asyncio.gather(*(mesh.connect() for _ in range(98))))
+            assert mesh.server.connections_accepted == 1
+            extra = await mesh.connect()
+            assert mesh.server.connections_accepted == 2 and len(mesh.client.connections()) == 2
+            # every tunnel still works, on whichever connection it rides
+            for stream in held[:3] + [extra]:
+                stream.write(b"x")
+                stream.write_eof()
+                assert await read_all(stream) == b"x"
+            # a different source identity never shares a pooled connection
+            other = Identity.for_workload("th-client", "rogue")
+            await mesh.client.connect(other, mesh.listener.address, [SERVER_ID], (mesh.host, mesh.echo_port))
+            assert mesh.server.connections_accepted == 3
+            for stream in held:
+                stream.close()
+    run(scenario())
+
+
+def test_slow_reader_holds_the_sender_at_the_flow_control_window():
+    total = 48 * 1024 * 1024
+    produced = []
+
+    async def blaster(request):
+        # an upstream app that writes as fast as the tunnel lets it
+        a, b = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        app_reader, app_writer = await asyncio.open_connection(sock=b)
+
+        async def produce():
+            chunk = b"z" * 65536
+            sent = 0
+            while sent < total:
+                app_writer.write(chunk)
+                await app_writer.drain()
+                sent += len(chunk)
+                produced.append(sent)
+            app_writer.write_eof()
+        asyncio.ensure_future(produce())
+        return Outcome.connected(reader, writer)
+
+    async def scenario():
+        async with Mesh(authorize=blaster) as mesh:
+            stream = await mesh.connect()
+            await poll(lambda: produced, what="upstream started")
+            last, stable_since = -1, time.monotonic()
+            while time.monotonic() - stable_since < 0.5:  # wait until the producer is stuck
+                if produced[-1] != last:
+                    last, stable_since = produced[-1], time.monotonic()
+                await asyncio.sleep(0.05)
+            assert produced[-1] < total / 2, f"{produced[-1]} bytes left the app without a reader"
+            assert stream.bytes_received <= 4 * 1024 * 1024
+            stream.write_eof()
+            assert len(await read_all(stream)) == total
+    run(scenario())
+
+
+def test_upstream_reset_resets_the_stream_and_client_reset_reaches_upstream():
+    async def scenario():
+        accepted = asyncio.Queue()
+
+        async def app(reader, writer):
+            await accepted.put((reader, writer))
+
+        app_server = await asyncio.start_server(app, "127.0.0.2", 0)
+        app_port = app_server.sockets[0].getsockname()[1]
+        async with Mesh() as mesh:
+            stream = await mesh.connect(authority=("127.0.0.2", app_port))
+            _, app_writer = await accepted.get()
+            abort(app_writer)  # the app's TCP RST ...
+            with pytest.raises(ConnectionResetError):  # ... is a reset of the tunnel, not an EOF
+                while await stream.read():
+                    pass
+
+            stream = await mesh.connect(authority=("127.0.0.2", app_port))
+            app_reader, _ = await accepted.get()
+            stream.write(b"partial")
+            assert await app_reader.readexactly(7) == b"partial"
+            stream.reset()  # RST_STREAM from the client ...
+            with pytest.raises(ConnectionResetError):  # ... is a TCP RST at the app
+                await asyncio.wait_for(app_reader.read(), 5)
+        app_server.close()
+    run(scenario())
+
+
+def test_pings_are_acknowledged_and_idle_connections_are_released():
+    async def scenario():
+        async with Mesh(ping_interval=0.1, idle_timeout=0.5) as mesh:
+            stream = await mesh.connect()
+            session = mesh.client.connections()[0]
+            await poll(lambda: session.pings_acked >= 2, what="two PING acks")
+            stream.write_eof()
+            await read_all(stream)
+            assert not session.closed  # in use moments ago
+            await poll(lambda: session.closed, 5, "idle release")
+            assert mesh.client.connections() == []
+            await mesh.connect()  # a fresh connection replaces it
+            assert mesh.server.connections_accepted == 2
+    run(scenario())
+
+
+def test_client_uses_an_injected_socket_factory():
+    made = []
+
+    async def marked_socket(dest):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x539)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, dest)
+        made.append(sock)
+        return sock
+
+    async def scenario():
+        async with Mesh(sock_factory=marked_socket) as mesh:
+            stream = await mesh.connect()
+            stream.write(b"marked")
+            stream.write_eof()
+            assert await read_all(stream) == b"marked"
+            assert len(made) == 1
+            assert made[0].getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == 0x539
+    if os.geteuid() != 0:
+        pytest.skip("SO_MARK needs CAP_NET_ADMIN (run as root)")
+    run(scenario())
