@@ -1,0 +1,111 @@
+"""The named features a mesh implementation can support, and the profiles that group them.
+
+Modelled on the Gateway API conformance suite: a test declares the features it exercises with
+`@pytest.mark.features(...)`; a target declares the features it supports; a profile is certified
+when its core features all pass (extended ones are reported per feature).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CORE, EXTENDED = "core", "extended"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    level: str            # CORE or EXTENDED
+    profiles: tuple[str, ...]
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile("AMBIENT-L4", "Sidecar-less L4: namespace enrollment, node-proxy mTLS identity, L4 "
+                          "AuthorizationPolicy and PeerAuthentication enforced by ztunnel."),
+    Profile("AMBIENT-L7", "Waypoint proxies: provisioning from a Gateway, L7 AuthorizationPolicy, "
+                          "RequestAuthentication (JWT). Not yet populated."),
+    Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE. "
+                               "Not yet populated."),
+    Profile("SEED-WALKTHROUGH", "The seed article's walkthrough, step by step, with its own manifests."),
+]}
+
+_L4 = ("AMBIENT-L4",)
+
+FEATURES: dict[str, Feature] = {f.name: f for f in [
+    Feature("AmbientEnrollmentByNamespaceLabel",
+            "Labelling a namespace `istio.io/dataplane-mode=ambient` captures its running pods without "
+            "restarting them or adding containers; removing the label releases them.", CORE, _L4),
+    Feature("MeshMutualTLSIdentity",
+            "Traffic between ambient pods on different nodes carries the client workload's SPIFFE "
+            "identity, so an L4 policy can tell two clients apart.", CORE, _L4),
+    Feature("MeshMutualTLSOnTheWire",
+            "Between nodes, captured traffic is only TLS to port 15008; no request plaintext is visible "
+            "on the wire. Needs a target that can capture packets.", EXTENDED, _L4),
+    Feature("L4AuthorizationPrincipals",
+            "AuthorizationPolicy `source.principals` / `notPrincipals` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationNamespaces",
+            "AuthorizationPolicy `source.namespaces` / `notNamespaces` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationIPBlocks",
+            "AuthorizationPolicy `source.ipBlocks` / `notIpBlocks` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationPorts",
+            "AuthorizationPolicy `to.operation.ports` / `notPorts` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationDenyOverAllow",
+            "A matching DENY policy wins over a matching ALLOW policy.", CORE, _L4),
+    Feature("L4AuthorizationAllowNothing",
+            "An AuthorizationPolicy with an empty spec (`spec: {}`) denies every connection.", CORE, _L4),
+    Feature("L4AuthorizationL7FieldsAtZtunnel",
+            "At ztunnel, an ALLOW rule holding L7 fields is dropped (so it denies) and a DENY rule holding "
+            "L7 fields is reduced to its L4 part.", CORE, _L4),
+    Feature("PeerAuthenticationStrict",
+            "PeerAuthentication STRICT makes ztunnel drop plaintext from uncaptured clients.", CORE, _L4),
+    Feature("PeerAuthenticationPermissive",
+            "PeerAuthentication PERMISSIVE (and no policy) lets plaintext from uncaptured clients in.",
+            CORE, _L4),
+    Feature("HeadlessService",
+            "A headless service's pods are reached by pod IP with mesh identity and policy.", CORE, _L4),
+    Feature("ServiceLoadBalancing",
+            "Connections to a service's VIP are spread over all its ready endpoints.", CORE, _L4),
+    Feature("PolicyUpdateWithoutRestart",
+            "A new or changed AuthorizationPolicy applies to running pods without restarting them.",
+            CORE, _L4),
+    Feature("LiveConnectionRevocation",
+            "A policy change closes established connections that the new policy denies.", CORE, _L4),
+    Feature("UncapturedInterop",
+            "Ambient pods and pods outside the mesh call each other; plaintext has no identity.", CORE, _L4),
+    Feature("SeedWalkthroughL4",
+            "The seed article's Steps 1-2 and its L4 policy step, with fixtures/seed/ manifests as written.",
+            CORE, ("AMBIENT-L4", "SEED-WALKTHROUGH")),
+]}
+
+
+class UnknownFeature(ValueError):
+    pass
+
+
+def check_names(names, where: str) -> list[str]:
+    """The names, or UnknownFeature naming `where` and the nearest valid names."""
+    names = [n.strip() for n in names if n and n.strip()]
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise UnknownFeature(f"{where}: unknown feature(s) {', '.join(unknown)}; known features are "
+                             f"listed in docs/CONFORMANCE.md (conformance/features.py)")
+    return names
+
+
+def level_of(feature_names) -> str:
+    """A test is core when every feature it exercises is core, else extended."""
+    return CORE if all(FEATURES[n].level == CORE for n in feature_names) else EXTENDED
+
+
+def profiles_of(feature_names) -> list[str]:
+    return sorted({p for n in feature_names for p in FEATURES[n].profiles})
+
+
+def features_in(profile: str) -> list[Feature]:
+    return [f for f in FEATURES.values() if profile in f.profiles]

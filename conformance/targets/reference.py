@@ -1,0 +1,225 @@
+"""The `reference` target: the embedded local cluster running the reference mesh.
+
+It talks to the cluster only through the public client API (`reference_impl.cluster.client`:
+`up`, `ClusterClient`, `ClusterError`), never through the mesh's internals, and it brings up
+one 2-node cluster per session (per xdist worker), named `cf-<worker>`.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from conformance import features as registry
+from conformance import manifests as mf
+from conformance.targets.base import Capture, ExecResult, Info, Pod, PodRef, Target, TargetError
+from conformance.targets.base import selector_matches, wait_until
+
+NODES = 2
+UP_TIMEOUT = 180
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+    #: everything the reference mesh implements, in one place
+    SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4"))
+
+    def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
+        self.cluster = cluster
+        self.keep = keep
+        self.node_count = nodes
+        self._client = None
+        self._created = False
+
+    @classmethod
+    def from_options(cls, config, worker: str) -> "ReferenceTarget":
+        return cls(cluster=f"cf-{worker}"[:20], keep=config.getoption("keep_cluster"))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from reference_impl.cluster import client as api
+        try:
+            self._client = api.ClusterClient(self.cluster)
+            self._client.list("Node")
+        except api.ClusterError:
+            self._client = None
+        if self._client is None:
+            try:
+                self._client = api.up(name=self.cluster, nodes=self.node_count, timeout=UP_TIMEOUT)
+            except api.ClusterError as e:
+                raise TargetError(f"the reference cluster {self.cluster} did not start: {e}") from None
+            self._created = True
+
+    def stop(self) -> None:
+        if self._client is not None and not self.keep:
+            self._client.down()
+            self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            raise TargetError("the reference target is not started")
+        return self._client
+
+    def info(self) -> Info:
+        from importlib import metadata
+        try:
+            version = metadata.version("ambient-conformance")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return Info("ambient-conformance-reference", version)
+
+    # -- objects -----------------------------------------------------------------------------
+    def apply(self, manifests) -> None:
+        self._call(self.client.apply, mf.load(manifests))
+
+    def delete(self, manifests) -> None:
+        self._call(self.client.delete, mf.load(manifests))
+
+    def get(self, kind, namespace, name):
+        return self._call(self.client.get, kind, namespace, name)
+
+    def objects(self, kind: str, namespace: str | None = None) -> list[dict]:
+        return self._call(self.client.list, kind, namespace=namespace) or []
+
+    def delete_namespace(self, namespace: str) -> None:
+        doomed = []
+        for kind in ("AuthorizationPolicy", "PeerAuthentication", "Deployment", "Service",
+                     "ServiceAccount", "Pod"):
+            doomed += [o for o in self.objects(kind, namespace)]
+        if doomed:
+            self.delete(doomed)
+        self.delete([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
+
+    def label_namespace(self, namespace, labels) -> None:
+        current = self.get("Namespace", None, namespace)
+        if current is None:
+            raise TargetError(f"namespace {namespace} does not exist")
+        meta = current.get("metadata") or {}
+        new_labels = dict(meta.get("labels") or {})
+        for k, v in labels.items():
+            if v is None:
+                new_labels.pop(k, None)
+            else:
+                new_labels[k] = v
+        obj = {"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": namespace, "labels": new_labels,
+                            "annotations": dict(meta.get("annotations") or {})}}
+        self.apply([obj])
+
+    def wait_ready(self, namespace=None, timeout=120) -> None:
+        wait_until(lambda: self._ready(namespace), timeout, 0.3,
+                   f"the workloads of namespace {namespace or '(all)'} to become Ready")
+
+    def _ready(self, namespace) -> bool:
+        pods = self.pods(namespace) if namespace else []
+        for dep in self.objects("Deployment", namespace):
+            want = int((dep.get("spec") or {}).get("replicas", 1))
+            sel = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            ns = dep["metadata"].get("namespace")
+            ready = [p for p in (pods if namespace else self.pods(ns))
+                     if selector_matches(p.labels, sel) and p.ready]
+            if len(ready) < want:
+                return False
+        return all(p.ready for p in pods)
+
+    # -- pods and nodes ----------------------------------------------------------------------
+    def pods(self, namespace, selector=None) -> list[Pod]:
+        nodes_by_ip = None
+        result = []
+        for obj in self.objects("Pod", namespace):
+            meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+            if meta.get("deletionTimestamp") or not selector_matches(meta.get("labels") or {}, selector):
+                continue
+            node = spec.get("nodeName") or ""
+            if not node and status.get("hostIP"):
+                nodes_by_ip = nodes_by_ip or self._nodes_by_ip()
+                node = nodes_by_ip.get(status["hostIP"], "")
+            result.append(Pod(
+                namespace=meta.get("namespace", namespace), name=meta["name"], node=node,
+                ip=status.get("podIP", ""), uid=meta.get("uid", ""), labels=dict(meta.get("labels") or {}),
+                containers=tuple(c.get("name", "") for c in spec.get("containers") or []),
+                restarts=sum(int(cs.get("restartCount", 0)) for cs in status.get("containerStatuses") or []),
+                ready=status.get("phase") == "Running" and any(
+                    c.get("type") == "Ready" and str(c.get("status")) == "True"
+                    for c in status.get("conditions") or []),
+                phase=status.get("phase", "")))
+        return sorted(result, key=lambda p: p.name)
+
+    def _nodes_by_ip(self) -> dict[str, str]:
+        out = {}
+        for node in self.objects("Node"):
+            for addr in (node.get("status") or {}).get("addresses") or []:
+                out[addr.get("address")] = node["metadata"]["name"]
+        return out
+
+    def nodes(self) -> list[str]:
+        return sorted(n["metadata"]["name"] for n in self.objects("Node"))
+
+    def exec(self, pod: PodRef, argv, timeout=30) -> ExecResult:
+        done = self._call(self.client.exec, pod.namespace, pod.name, list(argv), timeout=timeout)
+        return ExecResult(done.returncode, _text(done.stdout), _text(done.stderr))
+
+    def delete_pod(self, pod: PodRef, grace_period=None) -> None:
+        self._call(self.client.delete_pod, pod.namespace, pod.name, grace_period=grace_period)
+
+    def scale(self, namespace, deployment, replicas) -> None:
+        self._call(self.client.scale, namespace, deployment, replicas)
+
+    # -- the mesh ----------------------------------------------------------------------------
+    def metrics(self, node: str) -> str:
+        zt = self.ztunnel_pod(node)
+        result = self.exec(zt, ["curl", "-s", "--max-time", "5", f"http://{zt.ip}:15020/metrics"])
+        if result.returncode != 0:
+            raise TargetError(f"could not read ztunnel metrics on node {node}: curl exit {result.returncode}")
+        return result.stdout
+
+    def capture(self, node: str, bpf_filter: str) -> Capture:
+        return _TcpdumpCapture(self._call(self.client.node_netns, node), bpf_filter)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _call(self, fn, *args, **kwargs):
+        from reference_impl.cluster.client import ClusterError
+        try:
+            return fn(*args, **kwargs)
+        except ClusterError as e:
+            raise TargetError(str(e)) from None
+
+
+def _text(x) -> str:
+    return x.decode(errors="replace") if isinstance(x, (bytes, bytearray)) else (x or "")
+
+
+class _TcpdumpCapture(Capture):
+    """tcpdump in a node's network namespace, writing a pcap file until stopped."""
+
+    def __init__(self, netns: str, bpf_filter: str):
+        self._dir = tempfile.TemporaryDirectory(prefix="cf-capture-")
+        self.path = Path(self._dir.name) / "capture.pcap"
+        self._err = open(Path(self._dir.name) / "stderr", "w+")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "-s", "0",
+             "-w", str(self.path), bpf_filter], stdout=subprocess.DEVNULL, stderr=self._err)
+        deadline = time.monotonic() + 10
+        while "listening on" not in self._stderr():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise TargetError(f"tcpdump did not start in {netns}: {self._stderr().strip()[:300]}")
+            time.sleep(0.05)
+
+    def _stderr(self) -> str:
+        self._err.flush()
+        return Path(self._err.name).read_text()
+
+    def stop(self) -> bytes:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        data = self.path.read_bytes() if self.path.exists() else b""
+        self._err.close()
+        self._dir.cleanup()
+        return data

@@ -1,0 +1,14 @@
+"""Fixtures of the AMBIENT-L4 tests; the workloads themselves are in l4world.py."""
+import pytest
+
+from conformance.tests.l4world import L4World, build_l4_world
+
+
+@pytest.fixture
+def l4(scenario) -> L4World:
+    return build_l4_world(scenario)
+
+
+@pytest.fixture
+def l4_two_ports(scenario) -> L4World:
+    return build_l4_world(scenario, alt_port=True)

@@ -1,0 +1,83 @@
+"""AMBIENT-L4: joining the mesh by namespace label, PeerAuthentication, and pods outside the mesh."""
+from __future__ import annotations
+
+import pytest
+
+from conformance import workloads as w
+from conformance.tests.l4world import build_l4_world, spread_nodes
+
+
+def _pod_identity(pods):
+    return {p.name: (p.uid, p.containers, p.restarts) for p in pods}
+
+
+@pytest.mark.features("AmbientEnrollmentByNamespaceLabel")
+def test_namespace_label_enrolls_running_pods_without_restart(scenario):
+    """Labelling a namespace `istio.io/dataplane-mode=ambient` MUST bring its running pods under
+    ztunnel policy without restarting them or adding containers, and removing the label MUST
+    release them."""
+    world = build_l4_world(scenario, server_ambient=False)
+    srv = world.server_ns
+    scenario.apply([w.authorization_policy(srv, "allow-nothing", {})])
+    # Outside the mesh nobody enforces the policy: the pod keeps answering.
+    scenario.expect_allowed(world.a, world.url, "server namespace not enrolled, allow-nothing present")
+    before = _pod_identity(scenario.target.pods(srv))
+
+    scenario.target.label_namespace(srv, w.AMBIENT_LABEL)
+    scenario.expect_denied(world.a, world.url, "server namespace enrolled: allow-nothing now enforced")
+    after = _pod_identity(scenario.target.pods(srv))
+    assert after == before, "enrolling the namespace restarted, replaced or changed its pods"
+    assert all(len(c) == 1 for _, c, _ in after.values()), "enrolment added containers to the pods"
+
+    scenario.target.label_namespace(srv, {"istio.io/dataplane-mode": None})
+    scenario.expect_allowed(world.a, world.url, "label removed: pod released from the mesh")
+    assert _pod_identity(scenario.target.pods(srv)) == before, "un-enrolling restarted or replaced pods"
+
+
+def _uncaptured_client(scenario, node):
+    ns = scenario.namespace("out", ambient=False)
+    scenario.deploy(w.client(ns, "outsider", node=node), ns)
+    return scenario.pod(ns, "outsider")
+
+
+@pytest.mark.features("PeerAuthenticationStrict")
+def test_strict_rejects_plaintext_from_uncaptured_client(l4):
+    """With PeerAuthentication STRICT on the server's namespace, ztunnel MUST drop plaintext from a
+    pod outside the mesh while mesh clients (mTLS) keep working."""
+    outsider = _uncaptured_client(l4.sc, spread_nodes(l4.sc)[1])
+    l4.sc.expect_allowed(outsider, l4.url, "plaintext, no PeerAuthentication")
+    l4.sc.apply([w.peer_authentication(l4.server_ns, "default", "STRICT")])
+    l4.sc.expect_denied(outsider, l4.url, "plaintext under STRICT")
+    l4.sc.expect_allowed(l4.a, l4.url, "mTLS client under STRICT")
+
+
+@pytest.mark.features("PeerAuthenticationPermissive", "PeerAuthenticationStrict")
+def test_permissive_accepts_plaintext_from_uncaptured_client(l4):
+    """With PeerAuthentication PERMISSIVE, ztunnel MUST accept plaintext from a pod outside the mesh
+    (after STRICT had been rejecting it)."""
+    outsider = _uncaptured_client(l4.sc, spread_nodes(l4.sc)[1])
+    l4.sc.apply([w.peer_authentication(l4.server_ns, "default", "STRICT")])
+    l4.sc.expect_denied(outsider, l4.url, "plaintext under STRICT")
+    l4.sc.apply([w.peer_authentication(l4.server_ns, "default", "PERMISSIVE")])
+    l4.sc.expect_allowed(outsider, l4.url, "plaintext under PERMISSIVE")
+    l4.sc.expect_allowed(l4.a, l4.url, "mTLS client under PERMISSIVE")
+
+
+@pytest.mark.features("UncapturedInterop")
+def test_ambient_and_uncaptured_pods_call_each_other(l4):
+    """An ambient pod MUST reach a pod outside the mesh and vice versa; plaintext from outside the
+    mesh MUST carry no identity, so it fails a `principals` rule and passes a `notPrincipals` rule."""
+    sc = l4.sc
+    outsider = _uncaptured_client(sc, spread_nodes(sc)[1])
+    plain_ns = sc.namespace("plain", ambient=False)
+    sc.deploy(w.httpbin(plain_ns), plain_ns)
+    plain_url = w.service_url("httpbin", plain_ns)
+    sc.expect_allowed(l4.a, plain_url, "ambient client -> uncaptured server")
+    sc.expect_allowed(outsider, l4.url, "uncaptured client -> ambient server")
+
+    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
+    sc.expect_denied(outsider, l4.url, "plaintext vs principals rule")
+    sc.expect_allowed(l4.a, l4.url, "listed identity vs principals rule")
+    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"notPrincipals": [l4.principal_a]}}]}]})
+    sc.expect_allowed(outsider, l4.url, "plaintext vs notPrincipals rule")
+    sc.expect_denied(l4.a, l4.url, "listed identity vs notPrincipals rule")

@@ -1,0 +1,91 @@
+"""Manifests for the workloads and policies the conformance tests use, as plain dicts.
+
+Images are the ones the seed article uses, so the manifests run unchanged on a real cluster:
+`docker.io/kennethreitz/httpbin` (listens on 80) and `curlimages/curl` kept alive by sleep.
+"""
+from __future__ import annotations
+
+HTTPBIN_IMAGE = "docker.io/kennethreitz/httpbin"
+CURL_IMAGE = "curlimages/curl"
+HTTP_PORT = 8000        # service port, as in the seed
+HTTP_TARGET_PORT = 80   # httpbin's container port
+ALT_PORT = 8080         # a second port on the same pod, for port-based policy
+AMBIENT_LABEL = {"istio.io/dataplane-mode": "ambient"}
+TRUST_DOMAIN = "cluster.local"
+
+
+def principal(namespace: str, service_account: str) -> str:
+    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+def namespace(name: str, ambient: bool, labels: dict | None = None) -> dict:
+    all_labels = dict(AMBIENT_LABEL if ambient else {})
+    all_labels.update(labels or {})
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": all_labels}}
+
+
+def service_account(ns: str, name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}}
+
+
+def _placement(node: str | None) -> dict:
+    return {"nodeSelector": {"kubernetes.io/hostname": node}} if node else {}
+
+
+def httpbin(ns: str, name: str = "httpbin", replicas: int = 1, node: str | None = None,
+            alt_port: bool = False, headless: bool = False) -> list[dict]:
+    """ServiceAccount, Service (port 8000 -> 80, plus 8080 with alt_port) and Deployment."""
+    labels = {"app": name}
+    containers = [{"name": "httpbin", "image": HTTPBIN_IMAGE, "ports": [{"containerPort": HTTP_TARGET_PORT}]}]
+    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": HTTP_TARGET_PORT}]
+    if alt_port:
+        containers.append({"name": "httpbin-alt", "image": HTTPBIN_IMAGE,
+                           "command": ["gunicorn", "-b", f"0.0.0.0:{ALT_PORT}", "httpbin:app"],
+                           "ports": [{"containerPort": ALT_PORT}]})
+        ports.append({"name": "http-alt", "port": ALT_PORT, "targetPort": ALT_PORT})
+    if headless:
+        # A headless service is addressed by pod IP, so clients use the container port itself.
+        ports = [{"name": "http", "port": HTTP_TARGET_PORT, "targetPort": HTTP_TARGET_PORT}]
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": ns, "labels": labels},
+               "spec": {"selector": labels, "ports": ports}}
+    if headless:
+        service["spec"]["clusterIP"] = "None"
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"serviceAccountName": name, "containers": containers,
+                                       **_placement(node)}}}}
+    return [service_account(ns, name), service, deployment]
+
+
+def client(ns: str, name: str, node: str | None = None) -> list[dict]:
+    """A curl client with its own ServiceAccount (and therefore its own identity)."""
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "curl", "image": CURL_IMAGE,
+                                                       "command": ["/bin/sleep", "3650d"]}],
+                                       **_placement(node)}}}}
+    return [service_account(ns, name), deployment]
+
+
+def authorization_policy(ns: str, name: str, spec: dict, selector_app: str | None = None) -> dict:
+    spec = dict(spec)
+    if selector_app:
+        spec["selector"] = {"matchLabels": {"app": selector_app}}
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def peer_authentication(ns: str, name: str, mode: str) -> dict:
+    return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": name, "namespace": ns}, "spec": {"mtls": {"mode": mode}}}
+
+
+def service_url(name: str, ns: str, port: int = HTTP_PORT, path: str = "/get") -> str:
+    return f"http://{name}.{ns}:{port}{path}"
