@@ -6,6 +6,7 @@ ManifestError naming the file, the document, the object, the field path and what
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from typing import NoReturn
@@ -187,6 +188,16 @@ class Checker:
             self.fail((*path, key), f"port {value} is out of range",
                       "use a port number from 1 to 65535")
         return value
+
+    def known(self, mapping: dict, path, fields) -> None:
+        """Refuse fields the schema does not have, as kubectl's strict validation does:
+        a misspelt field would otherwise be ignored silently."""
+        for key in mapping:
+            if key in fields:
+                continue
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known fields: {', '.join(fields)}"
+            self.fail((*path, key), "unknown field", hint)
 
     # -- names ----------------------------------------------------------------------------------
     def dns_label(self, value: str, field) -> None:

@@ -16,9 +16,20 @@ from .kinds import object_key
 from .validate import validate
 
 
+class _KubernetesLoader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings, as Kubernetes' YAML-to-JSON does (a
+    datetime in an object would not survive JSON to the store)."""
+
+
+_KubernetesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _yaml_documents(text: str, source: str):
     """[(document number, node, data)] for every document, empty ones included."""
-    loader = yaml.SafeLoader(text)
+    loader = _KubernetesLoader(text)
     documents = []
     try:
         while loader.check_node():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from urllib.parse import urlparse
 
+from . import fields as F
 from .checker import Checker, describe
 from .kinds import KINDS, known_kinds
 from .selectors import OPERATORS, is_label_selector, selector_matches
@@ -78,6 +79,7 @@ def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) 
         check.fail(("apiVersion",), f"{api_version!r} is not served for {kind}",
                    f"use {' or '.join(info.api_versions)}")
 
+    check.known(obj, (), F.TOP + F.TOP_EXTRA.get(kind, ()))
     _validate_metadata(check, meta, info)
     spec = check.get(obj, "spec", (), dict)
     _VALIDATORS[kind](check, obj, spec)
@@ -88,6 +90,7 @@ def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) 
 
 def _validate_metadata(check: Checker, meta: dict, info) -> None:
     path = ("metadata",)
+    check.known(meta, path, F.METADATA)
     name = check.get(meta, "name", path, str, required=True, hint="give the object a name")
     {"label": check.dns_label, "label1035": check.dns_1035_label,
      "subdomain": check.dns_subdomain}[info.name_rule](name, (*path, "name"))
@@ -131,6 +134,7 @@ def _label_selector(check: Checker, mapping: dict, key: str, path, *, required: 
         check.label_key(k, (*field, "matchLabels", k))
         check.label_value(v, (*field, "matchLabels", k))
     for epath, expr in check.items(selector, "matchExpressions", field):
+        check.known(expr, epath, F.LABEL_SELECTOR_REQUIREMENT)
         check.get(expr, "key", epath, str, required=True, hint="name the label key")
         op = check.enum(expr, "operator", epath, OPERATORS, required=True)
         values = check.strings(expr, "values", epath)
@@ -175,6 +179,7 @@ def _target_refs(check: Checker, obj: dict, spec: dict) -> None:
                    "use selector for workloads or targetRefs for a waypoint/gateway, not both")
     own_ns = obj["metadata"]["namespace"]
     for rpath, ref in refs:
+        check.known(ref, rpath, F.TARGET_REF)
         kind = check.enum(ref, "kind", rpath, TARGET_REF_KINDS, required=True)
         check.get(ref, "group", rpath, str)
         name = check.get(ref, "name", rpath, str, required=True, hint=f"name the {kind}")
@@ -195,6 +200,7 @@ def _no_spec_rules(check: Checker, obj: dict, spec) -> None:
 def _node(check: Checker, obj: dict, spec) -> None:
     if spec is None:
         return
+    check.known(spec, ("spec",), F.NODE_SPEC)
     cidr = check.get(spec, "podCIDR", ("spec",), str)
     if cidr is not None:
         if "/" not in cidr:
@@ -206,6 +212,7 @@ def _node(check: Checker, obj: dict, spec) -> None:
 def _service(check: Checker, obj: dict, spec) -> None:
     spec = _require_spec(check, spec, "ports and a selector")
     path = ("spec",)
+    check.known(spec, path, F.SERVICE_SPEC)
     service_type = check.enum(spec, "type", path, SERVICE_TYPES, default="ClusterIP")
     cluster_ip = check.get(spec, "clusterIP", path, str,
                            hint="write None (headless) or leave it out to get an address")
@@ -228,6 +235,7 @@ def _service(check: Checker, obj: dict, spec) -> None:
                    "service without ports)")
     seen_names, seen_ports = {}, {}
     for ppath, port in ports:
+        check.known(port, ppath, F.SERVICE_PORT)
         number = check.port(port, "port", ppath, required=True)
         protocol = check.enum(port, "protocol", ppath, PROTOCOLS, default="TCP")
         name = check.get(port, "name", ppath, str)
@@ -258,10 +266,12 @@ def _service(check: Checker, obj: dict, spec) -> None:
 
 
 def _pod_spec(check: Checker, spec: dict, path) -> None:
+    check.known(spec, path, F.POD_SPEC)
     containers = check.items(spec, "containers", path, required=True, non_empty=True,
                              hint="add at least one container with a name and an image")
     names = set()
     for cpath, container in containers:
+        check.known(container, cpath, F.CONTAINER)
         name = check.get(container, "name", cpath, str, required=True,
                          hint="name the container (e.g. name: app)")
         check.dns_label(name, (*cpath, "name"))
@@ -279,6 +289,7 @@ def _pod_spec(check: Checker, spec: dict, path) -> None:
         check.enum(container, "imagePullPolicy", cpath, PULL_POLICIES)
         port_names = set()
         for ppath, port in check.items(container, "ports", cpath):
+            check.known(port, ppath, F.CONTAINER_PORT)
             check.port(port, "containerPort", ppath, required=True)
             check.enum(port, "protocol", ppath, PROTOCOLS)
             pname = check.get(port, "name", ppath, str)
@@ -289,6 +300,7 @@ def _pod_spec(check: Checker, spec: dict, path) -> None:
                                "give each container port its own name")
                 port_names.add(pname)
         for epath, env in check.items(container, "env", cpath):
+            check.known(env, epath, F.ENV_VAR)
             check.get(env, "name", epath, str, required=True, hint="name the variable")
             check.get(env, "value", epath, str,
                       hint=f'quote the value: value: "{env.get("value")}"')
@@ -315,6 +327,7 @@ def _template(check: Checker, spec: dict) -> dict:
     template = check.get(spec, "template", path, dict, required=True,
                          hint="add a pod template with metadata.labels and spec.containers")
     tpath = (*path, "template")
+    check.known(template, tpath, F.POD_TEMPLATE)
     tmeta = check.get(template, "metadata", tpath, dict) or {}
     for k, v in check.string_map(tmeta, "labels", (*tpath, "metadata")).items():
         check.label_key(k, (*tpath, "metadata", "labels", k))
@@ -329,6 +342,7 @@ def _template(check: Checker, spec: dict) -> dict:
 def _workload_controller(check: Checker, obj: dict, spec, *, replicas: bool) -> None:
     spec = _require_spec(check, spec, "a selector and a pod template")
     path = ("spec",)
+    check.known(spec, path, F.DEPLOYMENT_SPEC if replicas else F.DAEMONSET_SPEC)
     if replicas:
         count = check.get(spec, "replicas", path, int, hint="write a number such as replicas: 2")
         if count is not None and count < 0:
@@ -362,6 +376,7 @@ def _gateway_protocol(check: Checker, value: str, field) -> None:
 def _gateway(check: Checker, obj: dict, spec) -> None:
     spec = _require_spec(check, spec, "gatewayClassName and listeners")
     path = ("spec",)
+    check.known(spec, path, F.GATEWAY_SPEC)
     cls = check.get(spec, "gatewayClassName", path, str, required=True,
                     hint="add gatewayClassName (istio-waypoint for a waypoint)")
     check.dns_subdomain(cls, (*path, "gatewayClassName"))
@@ -370,6 +385,7 @@ def _gateway(check: Checker, obj: dict, spec) -> None:
                                  "protocol: HBONE})")
     names = set()
     for lpath, listener in listeners:
+        check.known(listener, lpath, F.LISTENER)
         name = check.get(listener, "name", lpath, str, required=True, hint="name the listener")
         check.dns_subdomain(name, (*lpath, "name"))
         if name in names:
@@ -394,14 +410,18 @@ def _gateway(check: Checker, obj: dict, spec) -> None:
 def _httproute(check: Checker, obj: dict, spec) -> None:
     spec = spec if spec is not None else {}
     path = ("spec",)
+    check.known(spec, path, F.HTTPROUTE_SPEC)
     for ppath, ref in check.items(spec, "parentRefs", path):
+        check.known(ref, ppath, F.PARENT_REF)
         check.get(ref, "name", ppath, str, required=True, hint="name the parent Gateway/Service")
         for key in ("group", "kind", "namespace", "sectionName"):
             check.get(ref, key, ppath, str)
         check.port(ref, "port", ppath)
     check.strings(spec, "hostnames", path)
     for rpath, rule in check.items(spec, "rules", path):
+        check.known(rule, rpath, F.HTTPROUTE_RULE)
         for mpath, match in check.items(rule, "matches", rpath):
+            check.known(match, mpath, F.HTTPROUTE_MATCH)
             match_path = check.get(match, "path", mpath, dict)
             if match_path is not None:
                 kind = check.enum(match_path, "type", (*mpath, "path"), PATH_MATCH_TYPES,
@@ -416,6 +436,7 @@ def _httproute(check: Checker, obj: dict, spec) -> None:
                 check.get(header, "value", hpath, str, required=True, hint="give the value")
             check.items(match, "queryParams", mpath)
         for bpath, backend in check.items(rule, "backendRefs", rpath):
+            check.known(backend, bpath, F.BACKEND_REF)
             check.get(backend, "name", bpath, str, required=True, hint="name the backend Service")
             kind = check.get(backend, "kind", bpath, str) or "Service"
             check.get(backend, "group", bpath, str)
@@ -466,6 +487,7 @@ def _service_account_values(check: Checker, values, field) -> None:
 
 
 def _condition(check: Checker, cond: dict, cpath) -> None:
+    check.known(cond, cpath, F.CONDITION)
     key = check.get(cond, "key", cpath, str, required=True,
                     hint="name the attribute, e.g. key: request.auth.claims[iss]")
     _when_key(check, key, (*cpath, "key"))
@@ -485,15 +507,10 @@ def _condition(check: Checker, cond: dict, cpath) -> None:
             _service_account_values(check, items, (*cpath, field_name))
 
 
-def _no_unknown_fields(check: Checker, mapping: dict, path, known) -> None:
-    for key in mapping:
-        if key not in known:
-            check.fail((*path, key), f"unknown field {key!r}", f"use one of {', '.join(known)}")
-
-
 def _authorization_policy(check: Checker, obj: dict, spec) -> None:
     spec = spec if spec is not None else {}
     path = ("spec",)
+    check.known(spec, path, F.AUTHZ_SPEC)
     _workload_selector(check, spec)
     _target_refs(check, obj, spec)
     action = check.enum(spec, "action", path, AUTHZ_ACTIONS, default="ALLOW")
@@ -508,11 +525,13 @@ def _authorization_policy(check: Checker, obj: dict, spec) -> None:
         check.get(provider, "name", (*path, "provider"), str, required=True,
                   hint="name the extension provider")
     for rpath, rule in check.items(spec, "rules", path):
+        check.known(rule, rpath, F.AUTHZ_RULE)
         for fpath, entry in check.items(rule, "from", rpath):
+            check.known(entry, fpath, F.AUTHZ_FROM)
             source = check.get(entry, "source", fpath, dict, required=True,
                                hint="add source: {principals: [...]} (or remove this entry)")
             spath = (*fpath, "source")
-            _no_unknown_fields(check, source, spath, _SOURCE_FIELDS)
+            check.known(source, spath, _SOURCE_FIELDS)
             if not any(source.get(f) for f in _SOURCE_FIELDS):
                 check.fail(spath, "source is empty", "set at least one of "
                            + ", ".join(_SOURCE_FIELDS))
@@ -529,10 +548,11 @@ def _authorization_policy(check: Checker, obj: dict, spec) -> None:
                         check.fail((*spath, other), "cannot be combined with serviceAccounts",
                                    "use either serviceAccounts or principals/namespaces")
         for tpath, entry in check.items(rule, "to", rpath):
+            check.known(entry, tpath, F.AUTHZ_TO)
             operation = check.get(entry, "operation", tpath, dict, required=True,
                                   hint="add operation: {paths: [...]} (or remove this entry)")
             opath = (*tpath, "operation")
-            _no_unknown_fields(check, operation, opath, _OPERATION_FIELDS)
+            check.known(operation, opath, _OPERATION_FIELDS)
             if not any(operation.get(f) for f in _OPERATION_FIELDS):
                 check.fail(opath, "operation is empty", "set at least one of "
                            + ", ".join(_OPERATION_FIELDS))
@@ -556,9 +576,11 @@ def _jwks_uri(check: Checker, uri: str, field) -> None:
 def _request_authentication(check: Checker, obj: dict, spec) -> None:
     spec = spec if spec is not None else {}
     path = ("spec",)
+    check.known(spec, path, F.REQUEST_AUTHN_SPEC)
     _workload_selector(check, spec)
     _target_refs(check, obj, spec)
     for jpath, rule in check.items(spec, "jwtRules", path):
+        check.known(rule, jpath, F.JWT_RULE)
         issuer = check.get(rule, "issuer", jpath, str, required=True,
                            hint="add the issuer (the token's iss claim)")
         if not issuer.strip():
@@ -584,9 +606,11 @@ def _request_authentication(check: Checker, obj: dict, spec) -> None:
 def _peer_authentication(check: Checker, obj: dict, spec) -> None:
     spec = spec if spec is not None else {}
     path = ("spec",)
+    check.known(spec, path, F.PEER_AUTHN_SPEC)
     selector = _workload_selector(check, spec)
     mtls = check.get(spec, "mtls", path, dict)
     if mtls is not None:
+        check.known(mtls, (*path, "mtls"), F.MTLS)
         check.enum(mtls, "mode", (*path, "mtls"), MTLS_MODES, default="UNSET")
     port_level = check.get(spec, "portLevelMtls", path, dict)
     if port_level:
@@ -602,6 +626,7 @@ def _peer_authentication(check: Checker, obj: dict, spec) -> None:
             if not isinstance(setting, dict):
                 check.fail(ppath, f"expected a mapping, got {describe(setting)}",
                            "write {mode: STRICT|PERMISSIVE|DISABLE}")
+            check.known(setting, ppath, F.MTLS)
             check.enum(setting, "mode", ppath, MTLS_MODES, default="UNSET")
 
 

@@ -1,5 +1,7 @@
 """Typed objects: defaults, normalization and the small public helpers of reference_impl.api."""
 
+import json
+
 import pytest
 
 from reference_impl.api import (
@@ -174,3 +176,10 @@ items:
 ---
 """)
     assert [o["metadata"]["name"] for o in objects] == ["a", "b"]
+
+
+def test_timestamps_stay_strings_so_objects_stay_json():
+    [obj] = load_text("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n"
+                      "  creationTimestamp: 2024-05-01T10:00:00Z\n")
+    assert obj["metadata"]["creationTimestamp"] == "2024-05-01T10:00:00Z"
+    assert json.loads(json.dumps(obj)) == obj
