@@ -15,6 +15,8 @@ class KindInfo:
     # Name rule Kubernetes applies: "label" (DNS-1123 label), "label1035" (must start with a
     # letter: Service) or "subdomain" (DNS-1123 subdomain).
     name_rule: str = "subdomain"
+    # False: the cluster itself owns these objects (Node); users read them but do not apply them.
+    writable: bool = True
 
     @property
     def preferred_version(self) -> str:
@@ -26,7 +28,7 @@ _ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
 KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     KindInfo("Namespace", ("v1",), namespaced=False, name_rule="label"),
-    KindInfo("Node", ("v1",), namespaced=False),
+    KindInfo("Node", ("v1",), namespaced=False, writable=False),
     KindInfo("ServiceAccount", ("v1",), namespaced=True),
     KindInfo("Service", ("v1",), namespaced=True, name_rule="label1035"),
     KindInfo("Pod", ("v1",), namespaced=True),

@@ -59,19 +59,20 @@ def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) 
     kind = check.get(obj, "kind", (), str, required=True,
                      hint=f"add kind: one of {', '.join(known_kinds())}")
     info = KINDS.get(kind)
+    check.kind = kind
+    # Name the object in messages as early as possible, even when its kind is unknown.
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if isinstance(meta.get("name"), str):
+        check.name = meta["name"]
+    namespace = meta.get("namespace")
+    if (info is None or info.namespaced) and isinstance(namespace, str):
+        check.namespace = namespace
+    elif info is not None and info.namespaced and namespace is None:
+        check.namespace = "default"
     if info is None:
         check.fail(("kind",), f"unknown kind {kind!r}", f"use one of {', '.join(known_kinds())}")
-    check.kind = kind
     meta = check.get(obj, "metadata", (), dict, required=True,
                      hint="add metadata with at least a name")
-    name = meta.get("name")
-    if isinstance(name, str):
-        check.name = name
-    namespace = meta.get("namespace")
-    if info.namespaced and isinstance(namespace, str):
-        check.namespace = namespace
-    elif info.namespaced and namespace is None:
-        check.namespace = "default"
 
     api_version = check.get(obj, "apiVersion", (), str, required=True,
                             hint=f"add apiVersion: {info.preferred_version}")

@@ -33,7 +33,8 @@ def test_cluster_scoped_kinds_have_no_namespace():
 def test_kind_info_and_object_key():
     assert kind_info("Gateway").api_versions == ("gateway.networking.k8s.io/v1",
                                                  "gateway.networking.k8s.io/v1beta1")
-    assert kind_info("Node").namespaced is False
+    assert kind_info("Node").namespaced is False and kind_info("Node").writable is False
+    assert kind_info("Deployment").writable is True
     assert kind_info("PeerAuthentication").namespaced is True
     with pytest.raises(ManifestError, match="unknown kind 'Ingress'; use one of"):
         kind_info("Ingress")

@@ -369,6 +369,13 @@ def test_list_items_are_numbered_within_their_document():
     assert raised.value.field == "spec.ports[0].port"
 
 
+def test_unknown_kind_message_still_names_the_object():
+    with pytest.raises(ManifestError, match=r"^x.yaml: document 1 \(Ingress web, line 2\): kind: "
+                                            r"unknown kind 'Ingress'; use one of "):
+        load_text("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n",
+                  source="x.yaml")
+
+
 def test_validate_on_a_dict_reports_api_source():
     with pytest.raises(ManifestError, match=r"^<api>: document 1 \(Deployment ambient-apps/httpbin\)"
                                             r": spec.replicas: "):
