@@ -85,9 +85,12 @@ class XdsClient:
             await asyncio.wait_for(self._changed.wait_for(ready), timeout)
         return self.version
 
-    async def sign(self, identity: str, csr_pem: str, timeout: float = 10.0) -> tuple[list[str], str]:
-        """Ask istiod's CA for a certificate; (chain PEMs leaf first, root PEM)."""
-        reply = await self.request(protocol.csr("", identity, csr_pem), timeout)
+    async def sign(self, identity, csr_pem: str, timeout: float = 10.0,
+                   ttl_seconds: int | None = None) -> tuple[list[str], str]:
+        """Ask istiod's CA for a certificate; (chain PEMs leaf first, root PEM).
+
+        `identity` is a SPIFFE URI or anything whose str() is one (identity.Identity)."""
+        reply = await self.request(protocol.csr("", str(identity), csr_pem, ttl_seconds), timeout)
         if reply["type"] == "error":
             raise CsrRejected(reply.get("message") or "istiod refused the CSR")
         return reply["chain"], reply["root"]

@@ -79,8 +79,11 @@ def nack(version: int, error: str) -> dict:
     return {"type": "nack", "version": version, "error": error}
 
 
-def csr(request_id: str, identity: str, csr_pem: str) -> dict:
-    return {"type": "csr", "id": request_id, "identity": identity, "csr": csr_pem}
+def csr(request_id: str, identity: str, csr_pem: str, ttl_seconds: int | None = None) -> dict:
+    message = {"type": "csr", "id": request_id, "identity": identity, "csr": csr_pem}
+    if ttl_seconds is not None:
+        message["ttlSeconds"] = ttl_seconds  # tests ask for short-lived certs to see rotation
+    return message
 
 
 def cert(request_id: str, chain: list[str], root: str) -> dict:

@@ -2,7 +2,8 @@
 
 The server knows nothing of Kubernetes objects. The control plane injects:
 - `config_for(stream) -> dict`: the whole config that proxy should hold now;
-- `signer(stream, identity, csr_pem) -> (chain, root)`: raises CsrRefused with a sentence;
+- `signer(stream, identity, csr_pem, ttl_seconds or None) -> (chain, root)`: raises CsrRefused
+  with a sentence;
 - `debug(stream_or_None, request) -> JSON-able`: answers `{"type": "debug"}` requests.
 It pushes a new versioned snapshot to a proxy only when that proxy's config changed.
 """
@@ -73,7 +74,7 @@ def peer_pid(writer: asyncio.StreamWriter) -> int | None:
 
 
 ConfigFor = Callable[[ProxyStream], dict]
-Signer = Callable[[ProxyStream, str, str], tuple[list[str], str]]
+Signer = Callable[[ProxyStream, str, str, "int | None"], tuple[list[str], str]]
 Debug = Callable[["ProxyStream | None", dict], object]
 
 
@@ -125,12 +126,14 @@ class XdsServer:
         if stream.writer is None or stream.writer.is_closing():
             return
         try:
-            config = self.config_for(stream)
+            config = self.config_for(stream)  # None: nothing to send yet
         except Exception:
             # A derivation bug must not tear down the stream: the proxy keeps its last config.
             log.exception("could not derive config for %s; it keeps version %d", stream.key,
                           stream.sent_version)
             return
+        if config is None:
+            return  # not ready (e.g. istiod has not read the store yet): never send an empty mesh
         config_json = json.dumps(config, sort_keys=True, separators=(",", ":"))
         if config_json == stream.sent_config_json:
             return
@@ -214,15 +217,19 @@ class XdsServer:
     async def _answer_csr(self, message: dict, stream: ProxyStream, writer) -> None:
         request_id = message.get("id")
         identity, csr_pem = message.get("identity"), message.get("csr")
+        ttl = message.get("ttlSeconds")
         if self.signer is None:
             await self._reply(writer, protocol.error(request_id, "this server has no CA"))
             return
         if not isinstance(identity, str) or not isinstance(csr_pem, str):
             await self._reply(writer, protocol.error(request_id, "csr needs string 'identity' and 'csr'"))
             return
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            await self._reply(writer, protocol.error(request_id, f"csr ttlSeconds must be a whole number >= 1, got {ttl!r}"))
+            return
         try:
             chain, root = await asyncio.get_running_loop().run_in_executor(
-                None, self.signer, stream, identity, csr_pem)
+                None, self.signer, stream, identity, csr_pem, ttl)
         except CsrRefused as exc:
             log.warning("refused CSR from %s: %s", stream.key, exc)
             await self._reply(writer, protocol.error(request_id, str(exc)))

@@ -1,0 +1,269 @@
+"""Pure derivation: the store's objects -> what each proxy is sent.
+
+`derive_mesh(objects)` computes everything once per change; `ztunnel_config(mesh)` and
+`waypoint_config(mesh, namespace, name)` cut it per proxy. Field names follow ztunnel's
+Workload / Service / GatewayAddress (camelCase, as ztunnel's own config_dump); policies are
+`reference_impl.policy`'s CompiledPolicy.to_dict(). docs/INTERNALS.md describes the shapes.
+Every ztunnel gets the whole mesh's workloads and services (it routes to remote workloads), so
+the ztunnel config does not depend on the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, MeshIndex,
+                    dataplane_mode, labels_of, meta, ns_name, pod_host_network, pod_identity,
+                    pod_ip, pod_node, pod_ready, pod_service_account, pod_workload_name,
+                    workload_uid)
+from .policies import ZtunnelPolicy, selects, slim, ztunnel_policies
+from .waypoints import (Waypoint, find_waypoints, service_waypoint, workload_waypoint)
+
+HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
+
+
+@dataclass
+class Mesh:
+    """The derived state of the whole mesh at one moment."""
+
+    index: MeshIndex
+    workloads: dict[str, dict] = field(default_factory=dict)     # uid -> Workload
+    services: dict[str, dict] = field(default_factory=dict)      # ns/hostname -> Service
+    waypoints: dict[tuple[str, str], Waypoint] = field(default_factory=dict)
+    policies: list[ZtunnelPolicy] = field(default_factory=list)
+    # Selector policies enforced by a legacy (1.18) waypoint instead of ztunnel: key -> waypoint key
+    moved_to_waypoint: dict[str, str] = field(default_factory=dict)
+    trust_bundle: list[str] = field(default_factory=list)
+
+
+def mesh_config(trust_bundle: list[str]) -> dict:
+    return {"trustDomain": TRUST_DOMAIN, "rootNamespace": ROOT_NAMESPACE, "clusterId": CLUSTER_ID,
+            "trustBundle": list(trust_bundle)}
+
+
+def _workload(pod: dict, index: MeshIndex, waypoint: Waypoint | None) -> dict:
+    namespace, name = ns_name(pod)
+    mode = dataplane_mode(pod, index.namespace_labels(namespace))
+    workload_name, workload_type = pod_workload_name(pod)
+    labels = labels_of(pod)
+    return {
+        "uid": workload_uid(pod),
+        "name": name,
+        "namespace": namespace,
+        "workloadIps": [pod_ip(pod)],
+        "node": pod_node(pod),
+        "serviceAccount": pod_service_account(pod),
+        "trustDomain": TRUST_DOMAIN,
+        "identity": pod_identity(pod),
+        # HBONE: the destination terminates HBONE itself (captured by ztunnel, or a sidecar).
+        "protocol": "HBONE" if mode in ("ambient", "sidecar") else "TCP",
+        "dataplaneMode": mode,
+        "networkMode": "HostNetwork" if pod_host_network(pod) else "Standard",
+        "status": HEALTHY if pod_ready(pod) else UNHEALTHY,
+        "waypoint": waypoint.gateway_address() if waypoint else None,
+        "workloadName": workload_name,
+        "workloadType": workload_type,
+        "canonicalName": labels.get("service.istio.io/canonical-name")
+        or labels.get("app.kubernetes.io/name") or labels.get("app") or workload_name,
+        "canonicalRevision": labels.get("service.istio.io/canonical-revision")
+        or labels.get("app.kubernetes.io/version") or labels.get("version") or "latest",
+        "clusterId": CLUSTER_ID,
+        "labels": dict(labels),
+        "netns": (meta(pod).get("annotations") or {}).get(NETNS_ANNOTATION),
+        "podUid": meta(pod).get("uid"),
+        "authorizationPolicies": [],
+        "services": [],
+    }
+
+
+def _container_port(pod: dict, port_name: str) -> int | None:
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        for port in container.get("ports") or ():
+            if port.get("name") == port_name:
+                return port.get("containerPort")
+    return None
+
+
+def _is_headless(spec: dict) -> bool:
+    ip = spec.get("clusterIP")
+    return ip is None or ip == "None"
+
+
+def _service(service: dict, index: MeshIndex, workloads: dict, waypoints: dict,
+             workload_waypoints: dict[str, Waypoint | None]) -> dict:
+    namespace, name = ns_name(service)
+    spec = service.get("spec") or {}
+    hostname = f"{name}.{namespace}.svc.cluster.local"
+    ports, named = {}, {}
+    for port in spec.get("ports") or ():
+        number = port.get("port")
+        target = port.get("targetPort", number)
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        if isinstance(target, str):
+            named[number] = target
+            ports[str(number)] = 0  # resolved per endpoint, as Istio does for named targetPorts
+        else:
+            ports[str(number)] = target
+    endpoints, endpoint_waypoints = {}, []
+    selector = spec.get("selector")
+    if selector:
+        for pod in index.pods_by_namespace.get(namespace, ()):
+            uid = workload_uid(pod)
+            if uid not in workloads or not all(labels_of(pod).get(k) == v for k, v in selector.items()):
+                continue
+            port_map = {}
+            for number_text, target in ports.items():
+                number = int(number_text)
+                if number in named:
+                    resolved = _container_port(pod, named[number])
+                    if resolved is None:
+                        continue  # this pod does not expose the named port: not an endpoint for it
+                    port_map[number_text] = resolved
+                else:
+                    port_map[number_text] = target
+            workload = workloads[uid]
+            endpoints[uid] = {"workloadUid": uid, "port": port_map, "status": workload["status"]}
+            workload["services"].append(f"{namespace}/{hostname}")
+            endpoint_waypoints.append(workload_waypoints[uid])
+    waypoint = service_waypoint(service, index, waypoints, endpoint_waypoints)
+    headless = _is_headless(spec)
+    return {
+        "name": name,
+        "namespace": namespace,
+        "hostname": hostname,
+        "vips": [] if headless else [spec["clusterIP"]],
+        "ports": ports,
+        "portNames": {str(p.get("port")): p.get("name") or "" for p in spec.get("ports") or ()},
+        "endpoints": endpoints,
+        "headless": headless,
+        "subjectAltNames": [],
+        "waypoint": waypoint.gateway_address() if waypoint else None,
+    }
+
+
+def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
+    index = MeshIndex.build(objects)
+    mesh = Mesh(index=index, trust_bundle=list(trust_bundle or ()))
+    mesh.waypoints = find_waypoints(index)
+    workload_waypoints = {}
+    for pod in index.kind("Pod"):
+        if not pod_ip(pod):
+            continue  # not scheduled/started yet: nothing can address it
+        waypoint = workload_waypoint(pod, index, mesh.waypoints)
+        workload = _workload(pod, index, waypoint)
+        mesh.workloads[workload["uid"]] = workload
+        workload_waypoints[workload["uid"]] = waypoint
+    for service in index.kind("Service"):
+        derived = _service(service, index, mesh.workloads, mesh.waypoints, workload_waypoints)
+        mesh.services[f"{derived['namespace']}/{derived['hostname']}"] = derived
+
+    mesh.policies = ztunnel_policies(index.kind("AuthorizationPolicy"))
+    selector_policies = [(p, p.compiled["scope"], p.compiled["namespace"]) for p in mesh.policies
+                         if p.compiled["scope"] == "WORKLOAD_SELECTOR"]
+    selected_by: dict[str, list[dict]] = {}
+    for uid, workload in mesh.workloads.items():
+        for policy, scope, policy_ns in selector_policies:
+            if selects(policy, scope, policy_ns, workload["namespace"], workload["labels"]):
+                workload["authorizationPolicies"].append(policy.key)
+                selected_by.setdefault(policy.key, []).append(workload)
+    # Istio 1.18: a legacy waypoint enforces the selector policies of the workloads it serves.
+    for key, selected in selected_by.items():
+        legacy = {w["waypoint"]["destination"]["hostname"] if w["waypoint"] else None for w in selected}
+        if None in legacy or len(legacy) != 1:
+            continue
+        waypoint = next((wp for wp in mesh.waypoints.values() if wp.hostname in legacy), None)
+        if waypoint is not None and waypoint.legacy:
+            mesh.moved_to_waypoint[key] = waypoint.key
+            for workload in selected:
+                workload["authorizationPolicies"].remove(key)
+    return mesh
+
+
+def ztunnel_config(mesh: Mesh) -> dict:
+    """What every node proxy holds: the mesh's workloads and services, L4 policies, PeerAuthentication."""
+    return {
+        "meshConfig": mesh_config(mesh.trust_bundle),
+        "workloads": sorted(mesh.workloads.values(), key=lambda w: w["uid"]),
+        "services": sorted(mesh.services.values(), key=lambda s: (s["namespace"], s["hostname"])),
+        "policies": [p.to_dict() for p in mesh.policies if p.key not in mesh.moved_to_waypoint],
+        "peerAuthentications": [slim(pa) for pa in mesh.index.kind("PeerAuthentication")],
+    }
+
+
+def _targets(policy: dict, waypoint: Waypoint, fronted_services: set[tuple[str, str]]) -> bool:
+    spec = policy.get("spec") or {}
+    refs = list(spec.get("targetRefs") or ())
+    if spec.get("targetRef"):
+        refs.append(spec["targetRef"])
+    policy_ns, _ = ns_name(policy)
+    for ref in refs:
+        kind, name = ref.get("kind"), ref.get("name")
+        ref_ns = ref.get("namespace") or policy_ns
+        if kind == "Gateway" and (ref_ns, name) == (waypoint.namespace, waypoint.name):
+            return True
+        if kind == "Service" and (ref_ns, name) in fronted_services:
+            return True
+        if kind == "GatewayClass" and name == "istio-waypoint" and policy_ns == ROOT_NAMESPACE:
+            return True
+    return False
+
+
+def _selected_workloads(policy: dict, workloads: list[dict]) -> list[str]:
+    spec = policy.get("spec") or {}
+    policy_ns, _ = ns_name(policy)
+    selector = (spec.get("selector") or {}).get("matchLabels") if spec.get("selector") else None
+    out = []
+    for workload in workloads:
+        if policy_ns not in (workload["namespace"], ROOT_NAMESPACE):
+            continue
+        if selector is None or all(workload["labels"].get(k) == v for k, v in selector.items()):
+            out.append(workload["uid"])
+    return out
+
+
+def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
+    """What one waypoint holds: the services/workloads it fronts and the L7 policies bound to it.
+
+    Policies bound by targetRefs (Gateway, a fronted Service, GatewayClass in the root
+    namespace) apply to all its traffic. For a legacy (1.18) waypoint, selector policies and
+    RequestAuthentications of the workloads it serves come too, with `appliesToWorkloads`.
+    """
+    waypoint = mesh.waypoints.get((namespace, name))
+    hostname = waypoint.hostname if waypoint else None
+
+    def bound(obj):
+        return obj.get("waypoint") and obj["waypoint"]["destination"]["hostname"] == hostname
+
+    fronted_services = sorted((s for s in mesh.services.values() if bound(s)),
+                              key=lambda s: (s["namespace"], s["hostname"]))
+    fronted_workloads = sorted((w for w in mesh.workloads.values() if bound(w)),
+                               key=lambda w: w["uid"])
+    fronted_keys = {(s["namespace"], s["name"]) for s in fronted_services}
+    bound_policies = {"AuthorizationPolicy": [], "RequestAuthentication": []}
+    if waypoint is not None:
+        for kind, out in bound_policies.items():
+            for policy in mesh.index.kind(kind):
+                spec = policy.get("spec") or {}
+                if spec.get("targetRefs") or spec.get("targetRef"):
+                    if _targets(policy, waypoint, fronted_keys):
+                        out.append({**slim(policy), "appliesToWorkloads": None})
+                elif waypoint.legacy:
+                    uids = _selected_workloads(policy, fronted_workloads)
+                    if uids:
+                        out.append({**slim(policy), "appliesToWorkloads": uids})
+    return {
+        "meshConfig": mesh_config(mesh.trust_bundle),
+        "waypoint": None if waypoint is None else {
+            "namespace": waypoint.namespace, "name": waypoint.name, "hostname": waypoint.hostname,
+            "address": waypoint.address, "waypointFor": waypoint.waypoint_for,
+            "legacy": waypoint.legacy, "forServiceAccount": waypoint.for_service_account,
+            "identity": f"spiffe://{TRUST_DOMAIN}/ns/{waypoint.namespace}/sa/{waypoint.name}"},
+        "services": [f"{s['namespace']}/{s['hostname']}" for s in fronted_services],
+        "workloadUids": [w["uid"] for w in fronted_workloads],
+        "authorizationPolicies": bound_policies["AuthorizationPolicy"],
+        "requestAuthentications": bound_policies["RequestAuthentication"],
+        # A waypoint opens new HBONE connections to any destination, so it needs the mesh too.
+        "workloads": sorted(mesh.workloads.values(), key=lambda w: w["uid"]),
+        "allServices": sorted(mesh.services.values(), key=lambda s: (s["namespace"], s["hostname"])),
+    }
