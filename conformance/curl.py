@@ -24,7 +24,7 @@ _EXIT_OUTCOMES = {
     35: RESET,     # TLS handshake failed (the peer went away during it)
 }
 
-_MARK = "@@ac@@"
+_MARK = "ac-outcome:"  # must not start with "@": curl reads `-w @file` from a file
 _WRITE_OUT = _MARK + " %{http_code} %{exitcode} %{size_download} %{time_total} %{errormsg}\\n"
 
 DEFAULT_MAX_TIME = 3.0

@@ -84,10 +84,9 @@ class ReferenceTarget(Target):
         return self._call(self.client.list, kind, namespace=namespace) or []
 
     def delete_namespace(self, namespace: str) -> None:
-        doomed = []
-        for kind in ("AuthorizationPolicy", "PeerAuthentication", "Deployment", "Service",
-                     "ServiceAccount", "Pod"):
-            doomed += [o for o in self.objects(kind, namespace)]
+        # The store does not cascade: delete what is in the namespace, then the namespace.
+        doomed = [o for o in self._call(self.client.list, None, namespace=namespace)
+                  if o.get("kind") != "Namespace"]
         if doomed:
             self.delete(doomed)
         self.delete([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
@@ -128,7 +127,7 @@ class ReferenceTarget(Target):
     def pods(self, namespace, selector=None) -> list[Pod]:
         nodes_by_ip = None
         result = []
-        for obj in self.objects("Pod", namespace):
+        for obj in self._call(self.client.list, "Pod", namespace=namespace, selector=selector or None):
             meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
             if meta.get("deletionTimestamp") or not selector_matches(meta.get("labels") or {}, selector):
                 continue
@@ -183,7 +182,7 @@ class ReferenceTarget(Target):
         from reference_impl.cluster.client import ClusterError
         try:
             return fn(*args, **kwargs)
-        except ClusterError as e:
+        except (ClusterError, ValueError) as e:  # the client's ManifestError is a ValueError
             raise TargetError(str(e)) from None
 
 
@@ -199,7 +198,7 @@ class _TcpdumpCapture(Capture):
         self.path = Path(self._dir.name) / "capture.pcap"
         self._err = open(Path(self._dir.name) / "stderr", "w+")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "-s", "0",
+            ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-s", "0",
              "-w", str(self.path), bpf_filter], stdout=subprocess.DEVNULL, stderr=self._err)
         deadline = time.monotonic() + 10
         while "listening on" not in self._stderr():
