@@ -10,4 +10,5 @@ from .authz import (  # noqa: F401
     select_policies, target_refs, translate_for_ztunnel, ztunnel_translation)
 from .errors import PolicyError  # noqa: F401
 from .jwt_authn import AuthnResult, JwtRule, authenticate, parse_jwt_rules  # noqa: F401
-from .peerauth import EffectiveMode, effective_mtls_mode, plaintext_allowed  # noqa: F401
+from .peerauth import (  # noqa: F401
+    EffectiveMode, effective_mtls_mode, plaintext_allowed, translate_peer_authentication_for_ztunnel)

@@ -134,6 +134,8 @@ class Match:
                               f"use {', '.join(MATCH_FIELDS)}")
         m = cls()
         for f, values in data.items():
+            if not isinstance(values, list):
+                raise PolicyError(f"{path}.{f} must be a list")
             if f in _STRING_FIELDS:
                 parsed = [StringMatch.from_dict(v) for v in values]
             elif f in _SA_FIELDS:

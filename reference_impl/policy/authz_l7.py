@@ -61,7 +61,11 @@ class L7Request:
         self._headers = merged
 
     def header(self, name: str) -> str | None:
-        return self._headers.get(name.lower())
+        name = name.lower()
+        pseudo = {":method": self.method, ":path": self.path, ":authority": self.host}
+        if name in pseudo:
+            return pseudo[name] or None
+        return self._headers.get(name)
 
     @property
     def path_only(self) -> str:

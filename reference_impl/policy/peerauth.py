@@ -18,11 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .authz_l4 import Clause, CompiledPolicy, CompiledRule, Match
 from .authz_model import DEFAULT_ROOT_NAMESPACE, parse_match_labels
 from .errors import PolicyError, where
-from .match import parse_port
+from .match import StringMatch, parse_port
 
 MODES = ("UNSET", "STRICT", "PERMISSIVE", "DISABLE")
+# Istio names its converted policies with `_`, which Kubernetes names cannot contain.
+STRICT_POLICY_PREFIX = "istio_converted_peer_authentication_"
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,10 @@ def _oldest(objs: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return min(objs, key=_age_key) if objs else None
 
 
-def effective_mtls_mode(peer_authentications: Iterable[Mapping[str, Any]],
-                        workload_namespace: str, workload_labels: Mapping[str, str] | None,
-                        port: int, root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> EffectiveMode:
+def _select(peer_authentications: Iterable[Mapping[str, Any]], workload_namespace: str,
+            workload_labels: Mapping[str, str] | None, root_namespace: str
+            ) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """The governing policy at each level (mesh, namespace, workload); None where there is none."""
     mesh, namespace, workload = [], [], []
     labels = workload_labels or {}
     for pa in peer_authentications:
@@ -73,15 +77,32 @@ def effective_mtls_mode(peer_authentications: Iterable[Mapping[str, Any]],
         elif ns == workload_namespace and ns != root_namespace and all(
                 labels.get(k) == v for k, v in selector.items()):
             workload.append(pa)
+    return [("mesh", _oldest(mesh)), ("namespace", _oldest(namespace)),
+            ("workload", _oldest(workload))]
 
+
+def _port_modes(pa: Mapping[str, Any]) -> dict[int, str]:
+    port_level = (pa.get("spec") or {}).get("portLevelMtls") or {}
+    if not isinstance(port_level, Mapping):
+        raise PolicyError(f"{where(pa)}: spec.portLevelMtls must map port numbers to {{mode: ...}}")
+    return {parse_port(raw, f"{where(pa)}: spec.portLevelMtls[{raw}]"):
+            _mode(block, where(pa), f"spec.portLevelMtls[{raw}]")
+            for raw, block in port_level.items()}
+
+
+def effective_mtls_mode(peer_authentications: Iterable[Mapping[str, Any]],
+                        workload_namespace: str, workload_labels: Mapping[str, str] | None,
+                        port: int | None, root_namespace: str = DEFAULT_ROOT_NAMESPACE
+                        ) -> EffectiveMode:
+    """The mode governing plaintext to `port` (None: the workload's default, ignoring portLevelMtls)."""
     result = EffectiveMode("PERMISSIVE", None, "default")
 
     def key(obj: Mapping[str, Any]) -> str:
         meta = obj.get("metadata") or {}
         return f"{meta.get('namespace')}/{meta.get('name')}"
 
-    for level, chosen in (("mesh", _oldest(mesh)), ("namespace", _oldest(namespace)),
-                          ("workload", _oldest(workload))):
+    for level, chosen in _select(peer_authentications, workload_namespace, workload_labels,
+                                 root_namespace):
         if chosen is None:
             continue
         spec = chosen.get("spec") or {}
@@ -91,18 +112,10 @@ def effective_mtls_mode(peer_authentications: Iterable[Mapping[str, Any]],
                                    level)
         if level != "workload":
             continue
-        port_level = spec.get("portLevelMtls") or {}
-        if not isinstance(port_level, Mapping):
-            raise PolicyError(f"{where(chosen)}: spec.portLevelMtls must map port numbers to "
-                              "{mode: ...}")
-        for raw_port, block in port_level.items():
-            path = f"spec.portLevelMtls[{raw_port}]"
-            if parse_port(raw_port, f"{where(chosen)}: {path}") != port:
-                continue
-            port_mode = _mode(block, where(chosen), path)
-            if port_mode != "UNSET":
-                result = EffectiveMode("STRICT" if port_mode == "STRICT" else "PERMISSIVE",
-                                       key(chosen), "port")
+        port_mode = _port_modes(chosen).get(port, "UNSET") if port is not None else "UNSET"
+        if port_mode != "UNSET":
+            result = EffectiveMode("STRICT" if port_mode == "STRICT" else "PERMISSIVE",
+                                   key(chosen), "port")
     return result
 
 
@@ -112,3 +125,35 @@ def plaintext_allowed(peer_authentications: Iterable[Mapping[str, Any]], workloa
     """True unless the effective mode for this workload's port is STRICT."""
     return effective_mtls_mode(peer_authentications, workload_namespace, workload_labels, port,
                                root_namespace).mode != "STRICT"
+
+
+def translate_peer_authentication_for_ztunnel(
+        peer_authentications: Iterable[Mapping[str, Any]], workload_namespace: str,
+        workload_name: str, workload_labels: Mapping[str, str] | None,
+        root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> CompiledPolicy | None:
+    """The workload's effective PeerAuthentication as a ztunnel DENY policy, as Istio ships it.
+
+    STRICT is "deny any connection without a peer principal" (`not_principals: [presence]`),
+    limited to the ports that are STRICT. None when plaintext is allowed on every port. The
+    policy is named after the workload and carries its labels as selector; since another
+    workload with more labels could match that selector, evaluate it for this workload only
+    (pass it to evaluate_l4 next to the workload's AuthorizationPolicies).
+    """
+    peer_authentications = list(peer_authentications)
+    args = (peer_authentications, workload_namespace, workload_labels)
+    default = effective_mtls_mode(*args, None, root_namespace).mode
+    workload_pa = _select(*args, root_namespace)[2][1]
+    exceptions = sorted(
+        p for p in (_port_modes(workload_pa) if workload_pa else {})
+        if effective_mtls_mode(*args, p, root_namespace).mode != default)
+    no_identity = StringMatch("presence")
+    if default == "STRICT":
+        match = Match(not_principals=[no_identity], not_destination_ports=exceptions)
+    elif exceptions:
+        match = Match(not_principals=[no_identity], destination_ports=exceptions)
+    else:
+        return None
+    return CompiledPolicy(
+        name=f"{STRICT_POLICY_PREFIX}{workload_name}", namespace=workload_namespace,
+        scope="WORKLOAD_SELECTOR", action="DENY",
+        rules=[CompiledRule([Clause([match])])], selector=dict(workload_labels or {}))

@@ -98,6 +98,8 @@ CASES = [
     ("header-missing-not-values", [allow(when("request.headers[x-other]", not_values=["bad"]))], req(), True),
     ("header-repeated-joined", [allow(when("request.headers[x-v]", ["a,b"]))],
      req(headers=[("x-v", "a"), ("X-V", "b")]), True),
+    ("header-pseudo-authority", [allow(when("request.headers[:authority]", ["httpbin*"]))], req(), True),
+    ("header-pseudo-method", [allow(when("request.headers[:method]", ["POST"]))], req(), False),
     ("claim-iss", [allow(when("request.auth.claims[iss]", ["issuer@example.com"]))], jwt_req(), True),
     ("claim-no-token", [allow(when("request.auth.claims[iss]", ["issuer@example.com"]))], req(), False),
     ("claim-nested", [allow(when("request.auth.claims[org][team]", ["billing"]))], jwt_req(), True),

@@ -2,7 +2,11 @@
 
 import pytest
 
-from reference_impl.policy import PolicyError, effective_mtls_mode, plaintext_allowed
+import json
+
+from reference_impl.policy import (
+    CompiledPolicy, PolicyError, effective_mtls_mode, evaluate_l4, plaintext_allowed,
+    translate_peer_authentication_for_ztunnel)
 
 LABELS = {"app": "httpbin"}
 
@@ -87,3 +91,17 @@ def test_effective_mode_names_its_source():
 def test_bad_mode_is_a_clear_error():
     with pytest.raises(PolicyError, match=r"PeerAuthentication apps/default: spec.mtls.mode 'STRICTER'"):
         plaintext_allowed([pa("apps", "STRICTER")], "apps", LABELS, 8000)
+
+
+@pytest.mark.parametrize("policies, port, allowed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_ztunnel_deny_policy_enforces_the_same(policies, port, allowed):
+    compiled = translate_peer_authentication_for_ztunnel(policies, "apps", "httpbin-0", LABELS)
+    wired = [] if compiled is None else [CompiledPolicy.from_dict(json.loads(json.dumps(compiled.to_dict())))]
+    plaintext = {"source_principal": None, "source_ip": "10.244.0.5", "dest_ip": "10.244.1.7",
+                 "dest_port": port}
+    mtls = {**plaintext, "source_principal": "spiffe://cluster.local/ns/other/sa/x"}
+    assert evaluate_l4(wired, plaintext).allowed is allowed
+    assert evaluate_l4(wired, mtls).allowed, "PeerAuthentication never denies mTLS"
+    # A port nobody configured follows the workload's default mode.
+    assert evaluate_l4(wired, {**plaintext, "dest_port": 12345}).allowed is plaintext_allowed(
+        policies, "apps", LABELS, 12345)
