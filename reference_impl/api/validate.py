@@ -10,6 +10,7 @@ targetPort = port, ...) are applied by the typed objects in `resources`, not wri
 from __future__ import annotations
 
 import copy
+import json
 from urllib.parse import urlparse
 
 from . import fields as F
@@ -574,6 +575,16 @@ def _jwks_uri(check: Checker, uri: str, field) -> None:
         check.fail(field, f"{uri!r} is not an http(s) URL", "write an http:// or https:// URL")
 
 
+def _inline_jwks(check: Checker, text: str, field) -> None:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        check.fail(field, f"is not JSON ({exc.msg} at line {exc.lineno})",
+                   'paste the JWKS document, {"keys": [...]}')
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        check.fail(field, "is not a JWKS document", 'it must be {"keys": [...]}')
+
+
 def _request_authentication(check: Checker, obj: dict, spec) -> None:
     spec = spec if spec is not None else {}
     path = ("spec",)
@@ -590,7 +601,10 @@ def _request_authentication(check: Checker, obj: dict, spec) -> None:
         uri = check.get(rule, "jwksUri", jpath, str)
         if uri is not None:
             _jwks_uri(check, uri, (*jpath, "jwksUri"))
-        check.get(rule, "jwks", jpath, str, hint="inline JWKS is a JSON string: use a | block")
+        jwks = check.get(rule, "jwks", jpath, str,
+                         hint="inline JWKS is a JSON string: use a | block")
+        if jwks is not None:
+            _inline_jwks(check, jwks, (*jpath, "jwks"))
         for hpath, header in check.items(rule, "fromHeaders", jpath):
             check.get(header, "name", hpath, str, required=True, hint="name the header")
             check.get(header, "prefix", hpath, str)

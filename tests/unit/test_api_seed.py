@@ -79,3 +79,22 @@ def test_demo_jwt_is_signed_by_the_key_in_jwks_json():
     key = next(k for k in keys.keys if k.key_id == header["kid"])
     claims = jwt.decode(token, key.key, algorithms=["RS256"])
     assert claims["iss"] == claims["sub"] == ISSUER
+
+
+def test_command_line_check_lists_objects_and_warnings(capsys):
+    from reference_impl.api.__main__ import main
+
+    assert main([str(SEED / "waypoint.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "ok  Gateway ambient-apps/httpbin-ambient-waypoint" in out
+    assert "warning: Gateway ambient-apps/httpbin-ambient-waypoint uses gatewayClassName 'istio'" in out
+
+
+def test_command_line_check_reports_the_error(tmp_path, capsys):
+    from reference_impl.api.__main__ import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 8000}\n")
+    assert main([str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: document 1 (Service default/s, line 4): spec.ports: ")
