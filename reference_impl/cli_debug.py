@@ -1,0 +1,86 @@
+"""`cluster describe pod NAME -n NS` and `cluster proxy-config NODE`, in the spirit of istioctl.
+
+Both ask istiod over its socket (`{"type": "debug"}` requests, reference_impl.xds): what it
+derived for a pod, and what it last sent to / had acknowledged by a node's ztunnel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from reference_impl.cluster import naming
+from reference_impl.cluster.client import ClusterClient
+from reference_impl.cluster.errors import ClusterError
+from reference_impl.xds import XdsUnavailable, debug_query
+
+
+def _ask(cluster: str, what: str, **params) -> dict:
+    # Attaching first gives the cluster's own "no such cluster" sentence.
+    ClusterClient(cluster).close()
+    sock = os.path.join(naming.run_dir(cluster), "istiod.sock")
+    try:
+        return debug_query(sock, what, timeout=10, **params)
+    except XdsUnavailable as exc:
+        raise ClusterError(f"cluster {cluster!r}: {exc}") from None
+    except LookupError as exc:
+        raise ClusterError(str(exc.args[0] if exc.args else exc)) from None
+
+
+def format_describe(d: dict) -> str:
+    lines = [f"Pod:             {d['pod']}",
+             f"Node:            {d['node'] or '(not scheduled)'}",
+             f"Data-plane mode: {d['dataplaneMode']}"
+             + (f" (protocol {d['protocol']})" if d.get("protocol") else ""),
+             f"Identity:        {d.get('identity') or '-'}",
+             f"Status:          {d.get('status') or '-'}",
+             f"ztunnel:         {('istio-system/' + d['ztunnel']) if d.get('ztunnel') else '(none on this node)'}"]
+    waypoint = d.get("waypoint")
+    lines.append(f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none)'}")
+    for binding in d.get("serviceWaypoints") or ():
+        lines.append(f"  service waypoint: {binding}")
+    lines.append(f"Services:        {', '.join(d.get('services') or ()) or '(none)'}")
+    if d.get("policies"):
+        lines.append("Policies:")
+        for p in d["policies"]:
+            note = f"  FAIL-CLOSED: {p['error']}" if p.get("error") else ""
+            lines.append(f"  {p['name']:<40} {p['action']:<6} {p['scope']:<18} enforced by {p['enforcedBy']}{note}")
+    else:
+        lines.append("Policies:        (none: all traffic allowed at L4)")
+    return "\n".join(lines)
+
+
+def format_proxy_config(d: dict) -> str:
+    head = [f"ztunnel {d['namespace']}/{d['pod']} on node {d['node']}",
+            f"sent version {d['sentVersion']}, acknowledged version {d['ackedVersion']}"
+            + (f", REJECTED {d['nack']}" if d.get("nack") else "")]
+    return "\n".join(head) + "\n" + json.dumps(d.get("config"), indent=2, sort_keys=True)
+
+
+def cmd_describe_pod(args) -> int:
+    result = _ask(args.name, "describe_pod", namespace=args.namespace, name=args.pod)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_describe(result))
+    return 0
+
+
+def cmd_proxy_config(args) -> int:
+    result = _ask(args.name, "proxy_config", node=args.node)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_proxy_config(result))
+    return 0
+
+
+def register(cli) -> None:
+    describe = cli.cluster.add_parser("describe", help="describe a pod as the mesh sees it")
+    kinds = describe.add_subparsers(dest="describe_kind", required=True)
+    pod = kinds.add_parser("pod", help="data-plane mode, node, ztunnel, waypoint and policies of a pod")
+    pod.add_argument("pod", metavar="NAME")
+    pod.add_argument("-n", "--namespace", default="default")
+    pod.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    cli.add_name(pod)
+    pod.set_defaults(func=cmd_describe_pod)
+
+    proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
+    proxy.add_argument("node", metavar="NODE")
+    proxy.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    cli.add_name(proxy)
+    proxy.set_defaults(func=cmd_proxy_config)
