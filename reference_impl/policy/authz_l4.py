@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from .authz_model import (
     DEFAULT_ROOT_NAMESPACE, AuthorizationPolicy, Condition, Decision, Rule, ServiceAccount,
-    applies_to, parse_authorization_policy)
+    parse_authorization_policy)
 from .errors import PolicyError
 from .match import (
     Identity, IPAddress, IPNetwork, StringMatch, ip_in, parse_cidr, parse_identity, parse_ip,

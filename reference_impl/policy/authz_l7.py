@@ -7,6 +7,7 @@ entry; within an entry every field; within a field any value, and no `not*` valu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -46,6 +47,7 @@ class L7Request:
     auth: Any = None   # a jwt_authn.AuthnResult; when it is "ok" it fills the two fields above
 
     def __post_init__(self) -> None:
+        self.port = int(self.port or 0)
         if self.auth is not None and getattr(self.auth, "status", None) == "ok":
             self.request_principal = self.request_principal or self.auth.principal
             self.claims = self.claims if self.claims is not None else self.auth.claims
@@ -130,16 +132,21 @@ def _condition_candidates(key: str, req: L7Request) -> tuple[str, list[Any]]:
     return kind, [] if value is None or value == "" else [value]
 
 
+# `when` values stay strings in the model; parse each distinct one once, not per request.
+_pattern = functools.lru_cache(maxsize=4096)(StringMatch.parse)
+_cidr = functools.lru_cache(maxsize=4096)(parse_cidr)
+
+
 def _condition_matches(cond: Condition, req: L7Request) -> bool:
     kind, candidates = _condition_candidates(cond.key, req)
 
     def pred(pattern: str) -> bool:
         if kind == "ip":
-            net = parse_cidr(pattern, cond.key)
+            net = _cidr(pattern, cond.key)
             return any(ip_in(net, c) for c in candidates)
         if kind == "port":
             return any(parse_port(pattern, cond.key) == c for c in candidates)
-        return any(StringMatch.parse(pattern).matches(c) for c in candidates)
+        return any(_pattern(pattern).matches(c) for c in candidates)
 
     return positive_negative(cond.values, cond.not_values, pred)
 
@@ -192,7 +199,8 @@ def evaluate_l7(policies: Iterable[Mapping[str, Any] | AuthorizationPolicy],
 
     DENY first (an explicit DENY wins), then: no ALLOW policy → allow; an ALLOW matches → allow;
     else deny (403 at the waypoint). CUSTOM (ext-authz) and AUDIT policies are not enforced by
-    the reference waypoint and are skipped, as are dry-run policies.
+    the reference waypoint and are skipped, as are dry-run policies. A proxy deciding many
+    requests should pass policies already parsed with `parse_authorization_policy`.
     """
     parsed = [parse_authorization_policy(p) for p in policies]
     parsed = [p for p in parsed if not p.dry_run and p.action in ("ALLOW", "DENY")]

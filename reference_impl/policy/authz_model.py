@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import PolicyError, where
-from .match import IPNetwork, StringMatch, parse_cidr, parse_port
+from .match import StringMatch, parse_cidr, parse_port
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
