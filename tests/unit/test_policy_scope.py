@@ -59,3 +59,10 @@ def test_target_refs_normalised():
     assert target_refs(policy) == (
         {"group": "", "kind": "Service", "name": "httpbin", "namespace": "apps"},
         {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "wp", "namespace": "apps"})
+
+
+def test_applies_to_request_authentication_too():
+    ra = {"kind": "RequestAuthentication", "metadata": {"name": "jwt", "namespace": "apps"},
+          "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "jwtRules": []}}
+    assert applies_to(ra, "apps", HTTPBIN)
+    assert not applies_to(ra, "apps", {"app": "sleep"})
