@@ -41,6 +41,7 @@ async def _main(run_dir: str, api_sock: str, ttl: int) -> None:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("AC_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per store request is noise
     run_dir, api_sock = os.environ.get("AC_RUN_DIR"), os.environ.get("AC_API_SOCK")
     if not run_dir or not api_sock:
         sys.exit("istiod: AC_RUN_DIR and AC_API_SOCK must be set (the cluster's kubelet sets them "

@@ -59,6 +59,7 @@ def _workload(pod: dict, index: MeshIndex, waypoint: Waypoint | None) -> dict:
         "protocol": "HBONE" if mode in ("ambient", "sidecar") else "TCP",
         "dataplaneMode": mode,
         "networkMode": "HostNetwork" if pod_host_network(pod) else "Standard",
+        "hostNetwork": pod_host_network(pod),
         "status": HEALTHY if pod_ready(pod) else UNHEALTHY,
         "waypoint": waypoint.gateway_address() if waypoint else None,
         "workloadName": workload_name,
