@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 
 import h2.config
@@ -10,6 +11,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from h2.errors import ErrorCodes
 
 from .stream import DRAIN_LOW_WATER, HboneStream
@@ -22,6 +24,19 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_FRAME_SIZE = 1024 * 1024
 MAX_STREAMS = 100
 _TRANSPORT_HIGH_WATER = 1024 * 1024
+
+
+def _short_raw_data_repr(data) -> str:
+    if not data:
+        return "None"
+    text = binascii.hexlify(data[:10]).decode("ascii")
+    return "<hex:" + (text + "..." if len(data) > 10 else text) + ">"
+
+
+# h2 builds repr(frame) for a trace log on every received frame, even with logging off, and
+# hyperframe's repr hex-encodes the WHOLE payload before keeping 20 characters: with 1 MiB DATA
+# frames that was 40% of the server's CPU. Same output, from the first 10 bytes only.
+hyperframe.frame._raw_data_repr = _short_raw_data_repr
 
 
 class StreamReset(ConnectionResetError):
