@@ -179,9 +179,7 @@ def cmd_get(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    argv = list(args.cmd)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    argv = list(args.cmd) + list(args.after_dashes or [])
     if not argv:
         raise ClusterError("give the command after `--`, e.g. `cluster exec POD -- curl -s URL`")
     with _connect(args) as c:
@@ -254,7 +252,7 @@ def build_parser() -> CLI:
     p.add_argument("pod")
     p.add_argument("-c", "--container", help="accepted for kubectl compatibility")
     p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+    p.add_argument("cmd", nargs="*", metavar="-- CMD")
     p = sub("logs", cmd_logs, "print a container's log", namespaced=True)
     p.add_argument("pod")
     p.add_argument("-c", "--container")
@@ -288,7 +286,11 @@ def _load_plugins(cli: CLI) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         cli = build_parser()
-        args = cli.parser.parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        # Everything after `--` is a command to run (exec), never options of ours.
+        after = argv[argv.index("--") + 1:] if "--" in argv else None
+        args = cli.parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+        args.after_dashes = after
         if not getattr(args, "func", None):
             cli.parser.print_help()
             return 2
