@@ -162,6 +162,13 @@ class _ServerSession(H2Session):
             value = value.decode() if isinstance(value, bytes) else value
             headers[name] = f"{headers[name]},{value}" if name in headers and not name.startswith(":") else value
         sid = event.stream_id
+        if self.goaway_sent:  # draining: the client must retry on a new connection
+            try:
+                self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.flush()
+            return
         method = headers.get(":method")
         if method != "CONNECT":
             self.server._refuse_stream(self.peer_address, 400, f"method {method!r} is not CONNECT")
@@ -217,18 +224,34 @@ class Listener:
         self.identity = identity
         self._server = server
         self.sessions: set[_ServerSession] = set()
+        self.address: tuple[str, int] = server.sockets[0].getsockname()[:2]
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.sockets[0].getsockname()[:2]
+    def stop_accepting(self) -> None:
+        self._server.close()
 
     async def close(self, drain: bool = False) -> None:
-        """Stop accepting; with ``drain`` keep live connections, else close them."""
+        """Stop accepting. ``drain``: send GOAWAY and let open streams finish (each connection
+        closes after its last stream); otherwise close every connection now."""
         self._server.close()
-        if not drain:
-            for session in list(self.sessions):
+        for session in list(self.sessions):
+            if drain:
+                session.send_goaway()
+            else:
                 session.close("listener closed")
         await self._server.wait_closed()
+
+    async def drain(self, grace: float) -> int:
+        """Graceful shutdown (ztunnel's drain): stop accepting, send GOAWAY so clients open no new
+        streams here, let open streams finish for up to ``grace`` seconds, then reset what is left.
+        Returns how many connections had to be cut at the deadline."""
+        await self.close(drain=True)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        cut = len(self.sessions)
+        for session in list(self.sessions):
+            session.abort(f"drain deadline of {grace:g}s passed")
+        return cut
 
 
 class HboneServer:

@@ -8,6 +8,7 @@ import logging
 
 import h2.config
 import h2.connection
+from h2.connection import ConnectionState
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -39,6 +40,23 @@ def _short_raw_data_repr(data) -> str:
 hyperframe.frame._raw_data_repr = _short_raw_data_repr
 
 
+def _open_state(client_side: bool) -> ConnectionState:
+    return ConnectionState.CLIENT_OPEN if client_side else ConnectionState.SERVER_OPEN
+
+
+class _GracefulGoawayConnection(h2.connection.H2Connection):
+    """h2 treats any GOAWAY as the end of the connection: its state machine goes to CLOSED and
+    refuses every later frame, while RFC 9113 6.8 lets streams up to last_stream_id finish.
+    After a NO_ERROR GOAWAY the state goes straight back to open (within the same read, before
+    the frames that follow it); the session opens no new stream once a GOAWAY was seen."""
+
+    def _receive_goaway_frame(self, frame):
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == ErrorCodes.NO_ERROR:
+            self.state_machine.state = _open_state(self.config.client_side)
+        return frames, events
+
+
 class StreamReset(ConnectionResetError):
     """The peer reset the stream (RST_STREAM) or the whole connection went away."""
 
@@ -50,7 +68,7 @@ class H2Session(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.conn = _GracefulGoawayConnection(h2.config.H2Configuration(
             client_side=self.client_side, header_encoding="utf-8", validate_inbound_headers=True))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, HboneStream] = {}
@@ -58,6 +76,7 @@ class H2Session(asyncio.Protocol):
         self.closed = False
         self.close_reason: str | None = None
         self.goaway_received = False
+        self.goaway_sent = False
         self._closed_event = asyncio.Event()
         self._pre_tls: list[bytes] | None = None
 
@@ -205,8 +224,28 @@ class H2Session(asyncio.Protocol):
         for stream_id, stream in list(self.streams.items()):
             if stream_id > last:
                 stream._on_reset(StreamReset("HBONE connection is going away (GOAWAY)"))
-        if event.error_code != ErrorCodes.NO_ERROR or not self.streams:
-            self.close(f"peer sent GOAWAY ({_code_name(event.error_code)})")
+        if event.error_code != ErrorCodes.NO_ERROR:
+            self.abort(f"peer sent GOAWAY ({_code_name(event.error_code)})")
+        elif not self.streams:
+            self.close("peer sent GOAWAY and no streams are open")
+
+    def send_goaway(self) -> None:
+        """Graceful GOAWAY: no new streams on this connection, the open ones run to completion."""
+        if self.closed or self.goaway_sent:
+            return
+        self.goaway_sent = True
+        try:
+            self.conn.close_connection(ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush()
+        if self.streams:
+            self._keep_streams_after_goaway()
+        else:
+            self.close("GOAWAY sent, no open streams")
+
+    def _keep_streams_after_goaway(self) -> None:
+        self.conn.state_machine.state = _open_state(self.client_side)
 
     def on_ping_ack(self, event) -> None:
         pass
@@ -216,7 +255,7 @@ class H2Session(asyncio.Protocol):
 
     def stream_finished(self, stream: HboneStream) -> None:
         self.streams.pop(stream.stream_id, None)
-        if self.goaway_received and not self.streams:
+        if (self.goaway_received or self.goaway_sent) and not self.streams:
             self.close("GOAWAY and no streams left")
 
     def return_window(self, stream_id: int, size: int) -> None:

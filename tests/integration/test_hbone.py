@@ -296,3 +296,33 @@ def test_client_uses_an_injected_socket_factory():
     if os.geteuid() != 0:
         pytest.skip("SO_MARK needs CAP_NET_ADMIN (run as root)")
     run(scenario())
+
+
+def test_drain_finishes_open_streams_and_moves_new_ones_off_the_connection():
+    async def scenario():
+        async with Mesh() as mesh:
+            stream = await mesh.connect()
+            session = mesh.client.connections()[0]
+            drained = asyncio.ensure_future(mesh.listener.drain(grace=20))
+            await poll(lambda: session.goaway_received, what="GOAWAY at the client")
+            stream.write(b"still here")
+            assert await stream.read() == b"still here"  # the open stream keeps working
+            with pytest.raises(HboneError) as caught:  # a new stream needs a new connection: refused
+                await mesh.connect()
+            assert caught.value.status is None and mesh.server.connections_accepted == 1
+            stream.write_eof()
+            assert await read_all(stream) == b""
+            assert await asyncio.wait_for(drained, 5) == 0  # ended with the last stream, not the deadline
+            await poll(lambda: session.closed, what="client connection closed after its last stream")
+    run(scenario())
+
+
+def test_drain_deadline_resets_streams_still_open():
+    async def scenario():
+        async with Mesh() as mesh:
+            stream = await mesh.connect()
+            assert await mesh.listener.drain(grace=0.3) == 1
+            with pytest.raises(ConnectionResetError):
+                while await stream.read():
+                    pass
+    run(scenario())
