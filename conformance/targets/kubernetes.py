@@ -1,0 +1,223 @@
+"""The `kubernetes` target: any cluster reachable from a kubeconfig, with a mesh installed.
+
+Everything goes through the official `kubernetes` client: objects (core kinds and the Istio /
+Gateway API CRDs alike) through the dynamic client with server-side apply, pods and exec through
+CoreV1Api and the stream API (`kubernetes.stream.stream`), ztunnel metrics through the pod proxy.
+"""
+from __future__ import annotations
+
+import json
+
+from conformance import features as registry
+from conformance import manifests as mf
+from conformance.targets.base import ExecResult, Info, Pod, PodRef, Target, TargetError
+from conformance.targets.base import selector_matches, wait_until
+
+FIELD_MANAGER = "ambient-conformance"
+ZTUNNEL_METRICS_PORT = 15020
+
+
+def _selector(labels: dict | None) -> str | None:
+    return ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
+
+
+class KubernetesTarget(Target):
+    name = "kubernetes"
+    #: what a mesh on a real cluster is assumed to support; packet capture on the node link needs
+    #: node access this target does not have. Override with --supported-features.
+    SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
+                                   if f.name != "MeshMutualTLSOnTheWire")
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self._api = api_client
+
+    @classmethod
+    def from_options(cls, config, worker: str) -> "KubernetesTarget":
+        return cls(kubeconfig=config.getoption("kubeconfig"), context=config.getoption("context"))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from kubernetes import client, config, dynamic
+        from kubernetes.config.config_exception import ConfigException
+        if self._api is None:
+            try:
+                self._api = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+            except (ConfigException, OSError) as e:
+                raise TargetError(f"cannot load kubeconfig {self.kubeconfig or '(default)'}"
+                                  f"{' context ' + self.context if self.context else ''}: {e}") from None
+        self.core = client.CoreV1Api(self._api)
+        self.apps = client.AppsV1Api(self._api)
+        try:
+            self.dynamic = dynamic.DynamicClient(self._api)
+        except Exception as e:  # urllib3 / ApiException: the cluster is not reachable
+            raise TargetError(f"the Kubernetes API server at {self._api.configuration.host} is not "
+                              f"reachable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check "
+                              "--kubeconfig/--context") from None
+
+    def info(self) -> Info:
+        try:
+            dep = self.apps.read_namespaced_deployment("istiod", self.MESH_NAMESPACE)
+            image = dep.spec.template.spec.containers[0].image
+            return Info("istio", image.rsplit(":", 1)[-1] if ":" in image else "unknown")
+        except Exception:  # any mesh, not necessarily Istio: the user declares it instead
+            return Info("unknown", "unknown")
+
+    # -- objects -----------------------------------------------------------------------------
+    def _resource(self, obj: dict):
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+        try:
+            return self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        except ResourceNotFoundError:
+            raise TargetError(f"{obj['kind']} {obj['metadata']['name']}: the cluster does not serve "
+                              f"{obj['apiVersion']} {obj['kind']}; install its CRD (is the mesh installed?)") from None
+
+    def apply(self, manifests) -> None:
+        from kubernetes.client.exceptions import ApiException
+        for obj in mf.load(manifests):
+            resource = self._resource(obj)
+            kind, ns, name = mf.ref(obj)
+            try:
+                resource.server_side_apply(body=obj, name=name, namespace=ns or None,
+                                           field_manager=FIELD_MANAGER, force_conflicts=True)
+            except ApiException as e:
+                raise TargetError(f"apply {kind} {ns + '/' if ns else ''}{name}: {_reason(e)}") from None
+
+    def delete(self, manifests) -> None:
+        from kubernetes.client.exceptions import ApiException
+        for obj in mf.load(manifests):
+            kind, ns, name = mf.ref(obj)
+            try:
+                self._resource(obj).delete(name=name, namespace=ns or None)
+            except ApiException as e:
+                if e.status != 404:
+                    raise TargetError(f"delete {kind} {ns + '/' if ns else ''}{name}: {_reason(e)}") from None
+
+    def delete_namespace(self, namespace: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.core.delete_namespace(namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise TargetError(f"delete namespace {namespace}: {_reason(e)}") from None
+
+    def get(self, kind, namespace, name):
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+        from kubernetes.dynamic.resource import ResourceList
+        try:
+            # Any served version will do for reading (a CRD may serve v1 and v1beta1).
+            found = [r for r in self.dynamic.resources.search(kind=kind) if not isinstance(r, ResourceList)]
+            if not found:
+                raise TargetError(f"get {kind} {name}: the cluster does not serve kind {kind}")
+            return found[0].get(name=name, namespace=namespace or None).to_dict()
+        except (ApiException, ResourceNotFoundError) as e:
+            if getattr(e, "status", 404) == 404:
+                return None
+            raise TargetError(f"get {kind} {name}: {_reason(e)}") from None
+
+    def label_namespace(self, namespace, labels) -> None:
+        # A merge patch: a null value removes the label.
+        self.core.patch_namespace(namespace, {"metadata": {"labels": dict(labels)}})
+
+    def wait_ready(self, namespace=None, timeout=120) -> None:
+        wait_until(lambda: self._ready(namespace), timeout, 1.0,
+                   f"the Deployments and pods of namespace {namespace or '(all)'} to become Ready")
+
+    def _ready(self, namespace) -> bool:
+        deployments = (self.apps.list_namespaced_deployment(namespace) if namespace
+                       else self.apps.list_deployment_for_all_namespaces()).items
+        for d in deployments:
+            want = d.spec.replicas if d.spec.replicas is not None else 1
+            status = d.status
+            if (status.observed_generation or 0) < (d.metadata.generation or 0):
+                return False
+            if (status.available_replicas or 0) < want or (status.updated_replicas or 0) < want:
+                return False
+        return all(p.ready or p.phase == "Succeeded" for p in (self.pods(namespace) if namespace else []))
+
+    # -- pods and nodes ----------------------------------------------------------------------
+    def pods(self, namespace, selector=None) -> list[Pod]:
+        items = self.core.list_namespaced_pod(namespace, label_selector=_selector(selector)).items
+        result = []
+        for p in items:
+            if p.metadata.deletion_timestamp or not selector_matches(p.metadata.labels or {}, selector):
+                continue
+            statuses = p.status.container_statuses or []
+            conditions = p.status.conditions or []
+            result.append(Pod(
+                namespace=p.metadata.namespace, name=p.metadata.name, node=p.spec.node_name or "",
+                ip=p.status.pod_ip or "", uid=p.metadata.uid or "", labels=dict(p.metadata.labels or {}),
+                containers=tuple(c.name for c in p.spec.containers),
+                restarts=sum(s.restart_count or 0 for s in statuses),
+                ready=p.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
+                                                         for c in conditions),
+                phase=p.status.phase or ""))
+        return sorted(result, key=lambda p: p.name)
+
+    def nodes(self) -> list[str]:
+        names = []
+        for n in self.core.list_node().items:
+            taints = n.spec.taints or []
+            if any(t.effect == "NoSchedule" for t in taints) or n.spec.unschedulable:
+                continue  # e.g. kind's control-plane node: test workloads cannot run there
+            names.append(n.metadata.name)
+        return sorted(names)
+
+    def pod_node(self, pod: PodRef) -> str:
+        return self.core.read_namespaced_pod(pod.name, pod.namespace).spec.node_name or ""
+
+    def exec(self, pod: PodRef, argv, timeout=30) -> ExecResult:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
+        try:
+            spec = self.core.read_namespaced_pod(pod.name, pod.namespace)
+            annotations = spec.metadata.annotations or {}
+            container = annotations.get("kubectl.kubernetes.io/default-container") or spec.spec.containers[0].name
+            ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+                        command=list(argv), container=container, stdin=False, stdout=True,
+                        stderr=True, tty=False, _preload_content=False)
+        except ApiException as e:
+            raise TargetError(f"exec in pod {pod.namespace}/{pod.name}: {_reason(e)}") from None
+        try:
+            ws.run_forever(timeout=timeout)
+            if ws.is_open():
+                raise TargetError(f"exec in pod {pod.namespace}/{pod.name} took longer than {timeout:g}s: "
+                                  f"{' '.join(argv)[:200]}")
+            stdout, stderr = ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or ""
+            code = ws.returncode
+        finally:
+            ws.close()
+        return ExecResult(code if code is not None else -1, stdout, stderr)
+
+    def delete_pod(self, pod: PodRef, grace_period=None) -> None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.core.delete_namespaced_pod(pod.name, pod.namespace, grace_period_seconds=grace_period)
+        except ApiException as e:
+            if e.status != 404:
+                raise TargetError(f"delete pod {pod.namespace}/{pod.name}: {_reason(e)}") from None
+
+    def scale(self, namespace, deployment, replicas) -> None:
+        self.apps.patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
+
+    # -- the mesh ----------------------------------------------------------------------------
+    def metrics(self, node: str) -> str:
+        from kubernetes.client.exceptions import ApiException
+        zt = self.ztunnel_pod(node)
+        try:
+            return self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics")
+        except ApiException as e:
+            raise TargetError(f"ztunnel metrics of {zt.namespace}/{zt.name}: {_reason(e)}") from None
+
+
+def _reason(e) -> str:
+    body = getattr(e, "body", None)
+    if body:
+        try:
+            return json.loads(body).get("message") or str(body)[:300]
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return f"{getattr(e, 'status', '')} {getattr(e, 'reason', e)}".strip()
