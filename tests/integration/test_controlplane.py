@@ -15,7 +15,9 @@ import time
 
 import pytest
 
+from reference_impl.api import ManifestError
 from reference_impl.cluster import naming
+from reference_impl.cluster.errors import ClusterError
 from reference_impl.xds import XdsClient
 
 CLUSTER = "tp-cp"
@@ -118,6 +120,13 @@ def test_policy_apply_and_delete_reach_the_proxy_as_new_versions(cluster, proxy)
     assert proxy.client.version > before
     cluster.delete([policy("tp-deny-all")])
     proxy.wait_for(lambda c: "tp-deny-all" not in policy_names(c), 10, "the policy's removal")
+
+
+def test_policy_with_unknown_when_key_is_rejected_at_apply_with_the_field_named(cluster, proxy):
+    bad = policy("tp-bad", {"rules": [{"when": [{"key": "request.nonsense", "values": ["x"]}]}]})
+    with pytest.raises((ClusterError, ManifestError), match=r"when\[0\]\.key"):
+        cluster.apply(APP + [bad])
+    assert cluster.get("AuthorizationPolicy", NAMESPACE, "tp-bad") is None
 
 
 def test_scaled_to_zero_proxy_keeps_config_and_resyncs_when_istiod_is_back(cluster, proxy):

@@ -126,13 +126,42 @@ def test_ztunnel_gets_snapshot_and_policy_change_as_a_new_version():
     run(scenario)
 
 
-def test_unknown_when_key_is_rejected_by_the_store_at_apply():
+@pytest.mark.parametrize("condition,complaint", [
+    ({"key": "request.bogus", "values": ["x"]}, "request.bogus"),
+    ({"key": "destination.port", "values": ["http"]}, "not a port number"),
+    ({"key": "source.ip", "values": ["10.0.0.300"]}, "not a valid IP"),
+])
+def test_bad_when_condition_is_rejected_at_apply_and_never_reaches_proxies(condition, complaint):
     async def scenario(h: Harness):
         from reference_impl.api import ManifestError
-        with pytest.raises(ManifestError, match="request.bogus|when"):
+        client = h.ztunnel_client("node-0", "ztunnel-a")
+        await client.start()
+        await client.wait_version(timeout=5)
+        with pytest.raises(ManifestError, match=complaint):
             h.store.apply([{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                             "metadata": {"name": "bad", "namespace": "ambient-apps"},
-                            "spec": {"rules": [{"when": [{"key": "request.bogus", "values": ["x"]}]}]}}])
+                            "spec": {"rules": [{"when": [condition]}]}}])
+        assert h.store.get("AuthorizationPolicy", "ambient-apps", "bad") is None
+        assert client.config["policies"] == []
+
+    run(scenario)
+
+
+def test_labelling_a_namespace_changes_capture_of_running_pods():
+    async def scenario(h: Harness):
+        h.store.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}}])
+        h.store.create(running_pod("later", "app", "node-0", "10.244.0.9"))
+        client = h.ztunnel_client("node-0", "ztunnel-a")
+        await client.start()
+
+        def mode():
+            found = [w for w in (client.config or {"workloads": []})["workloads"] if w["name"] == "app"]
+            return found[0]["dataplaneMode"] if found else None
+
+        await poll(lambda: mode() == "none")
+        h.store.apply([{"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": "later", "labels": {"istio.io/dataplane-mode": "ambient"}}}])
+        await poll(lambda: mode() == "ambient")
 
     run(scenario)
 
@@ -179,6 +208,8 @@ def test_csr_refused_when_the_hello_lies_about_the_pod_or_the_peer_process():
             await impostor.start()
             with pytest.raises(CsrRejected, match="process on this connection .* is not ztunnel pod istio-system/ztunnel-b"):
                 await impostor.sign(identity, csr)
+            # Same pod name: istiod would drop one of two streams claiming one pod, so go one at a time.
+            await impostor.close()
 
             wrong_node = h.ztunnel_client("node-1", "ztunnel-b")
             await wrong_node.start()
