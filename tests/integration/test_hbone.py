@@ -326,3 +326,25 @@ def test_drain_deadline_resets_streams_still_open():
                 while await stream.read():
                     pass
     run(scenario())
+
+
+def test_half_close_keeps_the_reverse_direction_open():
+    async def counter(reader, writer):
+        # answers only after the client's FIN: needs END_STREAM → FIN and the way back still open
+        total = 0
+        while data := await reader.read(65536):
+            total += len(data)
+        writer.write(f"got {total}".encode())
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        app = await asyncio.start_server(counter, "127.0.0.2", 0)
+        port = app.sockets[0].getsockname()[1]
+        async with Mesh() as mesh:
+            stream = await mesh.connect(authority=("127.0.0.2", port))
+            stream.write(b"a" * 300_000)
+            stream.write_eof()
+            assert await read_all(stream) == b"got 300000"
+        app.close()
+    run(scenario())

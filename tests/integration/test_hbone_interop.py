@@ -143,7 +143,8 @@ async def _http_app(reader, writer):
     writer.close()
 
 
-def test_curl_through_nghttpx_to_our_server(tmp_path):
+@pytest.mark.parametrize("with_client_cert", [True, False], ids=["client-cert", "no-client-cert"])
+def test_curl_through_nghttpx_to_our_server(tmp_path, with_client_cert):
     host = "127.0.0.6"
 
     async def scenario():
@@ -164,13 +165,15 @@ def test_curl_through_nghttpx_to_our_server(tmp_path):
         server = HboneServer(authorize_and_connect, pki.context)
         listener = await server.listen((host, 0), Identity.for_workload("th-server", "httpbin"))
         ng_port = free_port(host)
-        # nghttpx verifies hostnames against DNS/IP SANs, which SPIFFE certificates do not carry,
-        # so it checks our chain only as far as its TLS stack allows: --insecure. Our server still
-        # requires and verifies nghttpx's client certificate.
+        # nghttpx matches the backend's certificate against DNS/IP SANs, which SPIFFE certificates
+        # do not carry ("hostname does not match"), so it runs with --insecure and does not verify
+        # our server. What this covers is our server facing a foreign HTTP/2 client: TLS 1.3,
+        # nghttpx's client certificate required and verified, CONNECT framing.
         ng = await spawn([NGHTTPX, "--conf=/dev/null", "--http2-proxy", "--single-process", "--no-ocsp",
                           f"--frontend={host},{ng_port};no-tls",
                           f"--backend={listener.address[0]},{listener.address[1]};;proto=h2;tls",
-                          f"--client-private-key-file={key}", f"--client-cert-file={chain}",
+                          *([f"--client-private-key-file={key}", f"--client-cert-file={chain}"]
+                            if with_client_cert else []),
                           f"--cacert={root}", "--insecure",
                           "--tls-min-proto-version=TLSv1.3", "--tls-max-proto-version=TLSv1.3",
                           "--errorlog-file=/dev/stderr"], tmp_path / "nghttpx.log")
@@ -182,6 +185,11 @@ def test_curl_through_nghttpx_to_our_server(tmp_path):
                 stderr=asyncio.subprocess.PIPE)
             out, err = await curl.communicate()
             log = (tmp_path / "nghttpx.log").read_text()[-2000:]
+            if not with_client_cert:
+                assert curl.returncode != 0 and out == b"", "our server let in a client without a certificate"
+                assert any("client presented no certificate" in r for _, _, r in server.refusals)
+                assert requests == []
+                return
             assert curl.returncode == 0, f"curl failed: {err.decode()} / server refusals {list(server.refusals)} / {log}"
             assert out == b"app saw: GET /th-interop HTTP/1.1"
             assert len(requests) == 1
