@@ -12,7 +12,7 @@ from __future__ import annotations
 from reference_impl.identity.spiffe import Identity, IdentityError
 from reference_impl.xds.server import CsrRefused, ProxyStream
 
-from .index import (GATEWAY_NAME_LABEL, TRUST_DOMAIN, MeshIndex, labels_of, ns_name, pod_identity,
+from .index import (GATEWAY_NAME_LABEL, TRUST_DOMAIN, MeshIndex, labels_of, pod_identity,
                     pod_node, pod_terminating)
 
 ZTUNNEL_IMAGE = "ambient-conformance/ztunnel"
