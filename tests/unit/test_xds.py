@@ -29,7 +29,7 @@ class Mesh:
         return {"workloads": list(self.workloads), "node": stream.hello.node}
 
 
-def node_signer(stream, identity, csr_pem):
+def node_signer(stream, identity, csr_pem, ttl_seconds):
     if not identity.endswith(f"/sa/{stream.hello.node}"):
         raise CsrRefused(f"identity {identity} has no workload on node {stream.hello.node}")
     return [f"chain-for-{identity}"], "root"
