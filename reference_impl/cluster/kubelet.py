@@ -205,9 +205,19 @@ class Kubelet:
             "SERVICE_ACCOUNT": (pod.get("spec") or {}).get("serviceAccountName") or "default",
             "PYTHONUNBUFFERED": "1",
         })
+        fields = {"metadata.name": rt.name, "metadata.namespace": rt.namespace,
+                  "metadata.uid": rt.uid, "spec.nodeName": self.nodes[rt.node_index],
+                  "spec.serviceAccountName": env["SERVICE_ACCOUNT"], "status.podIP": rt.ip,
+                  "status.hostIP": naming.node_ip(rt.node_index)}
         for item in c.spec.get("env") or []:
-            if item.get("name") and "value" in item:
-                env[str(item["name"])] = str(item["value"])
+            name = item.get("name")
+            if not name:
+                continue
+            if "value" in item:
+                env[str(name)] = str(item["value"])
+            field_ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if field_ref in fields:
+                env[str(name)] = fields[field_ref]
         return env
 
     def _start_container(self, rt: PodRuntime, c: Container) -> None:

@@ -42,6 +42,7 @@ class ServiceRouting:
         self.node_count = node_count
         self._ruleset: str | None = None
         self._dns_targets: dict[str, tuple[str | None, tuple[str, str] | None]] = {}
+        self._written: dict[str, str] = {}  # path -> content, so unchanged files are not reread
 
     # -- DNS ----------------------------------------------------------------------------------
     def register_netns(self, netns: str, namespace: str | None,
@@ -54,6 +55,7 @@ class ServiceRouting:
     def unregister_netns(self, netns: str) -> None:
         self._dns_targets.pop(netns, None)
         for name in ("hosts", "resolv.conf"):
+            self._written.pop(os.path.join(naming.ETC_NETNS, netns, name), None)
             try:
                 os.unlink(os.path.join(naming.ETC_NETNS, netns, name))
             except FileNotFoundError:
@@ -78,9 +80,12 @@ class ServiceRouting:
 
     def _write_dns(self, netns: str, namespace: str | None, self_entry, records) -> None:
         base = os.path.join(naming.ETC_NETNS, netns)
-        dns.write_in_place(os.path.join(base, "hosts"),
-                           dns.render_hosts(records, namespace, self_entry))
-        dns.write_in_place(os.path.join(base, "resolv.conf"), dns.render_resolv(namespace))
+        for path, content in ((os.path.join(base, "hosts"),
+                               dns.render_hosts(records, namespace, self_entry)),
+                              (os.path.join(base, "resolv.conf"), dns.render_resolv(namespace))):
+            if self._written.get(path) != content:
+                dns.write_in_place(path, content)
+                self._written[path] = content
 
     # -- kube-proxy ---------------------------------------------------------------------------
     def _service_ports(self) -> list[kubeproxy.ServicePort]:

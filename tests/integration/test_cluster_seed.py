@@ -348,3 +348,34 @@ def test_pod_environment_follows_the_contract(seed_cluster, sleep_pod):
 def test_exec_in_a_missing_pod_is_a_cluster_error(seed_cluster):
     with pytest.raises(ClusterError, match="not found"):
         seed_cluster.exec("ambient-apps", "nope", ["true"])
+
+
+def test_dns_of_running_pods_follows_new_services(pinned, sleep_pod):
+    # The sleep pod started before the pinned services existed: its hosts file was rewritten.
+    code, _, err = curl(pinned, "ambient-apps", sleep_pod, "http://web-1.tc-pinned/get")
+    assert code == "200", err
+
+
+def test_watch_streams_a_sync_then_changes(seed_cluster):
+    import httpx
+    transport = httpx.HTTPTransport(uds=seed_cluster.sock)
+    with httpx.Client(transport=transport, base_url="http://cluster", timeout=10) as http:
+        with http.stream("GET", "/watch") as stream:
+            lines = stream.iter_lines()
+            sync = json.loads(next(lines))
+            assert sync["type"] == "SYNC" and int(sync["resourceVersion"]) > 0
+            assert {"Node", "Namespace", "Pod", "Service", "Deployment"} <= \
+                {o["kind"] for o in sync["objects"]}
+            seed_cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount",
+                                 "metadata": {"name": "tc-watch", "namespace": "default"}}])
+            try:
+                for line in lines:
+                    event = json.loads(line)
+                    if event["object"]["metadata"]["name"] == "tc-watch":
+                        assert event["type"] == "ADDED"
+                        assert int(event["object"]["metadata"]["resourceVersion"]) > \
+                            int(sync["resourceVersion"])
+                        break
+            finally:
+                seed_cluster.delete([{"apiVersion": "v1", "kind": "ServiceAccount",
+                                      "metadata": {"name": "tc-watch", "namespace": "default"}}])
