@@ -201,7 +201,8 @@ class HboneClient:
         """Open a tunnel to ``authority`` through the HBONE server at ``dest_addr``.
 
         Raises HboneError (``.status`` = the non-200 answer, or None) or HboneTLSError."""
-        expected = frozenset(expected_identities)
+        source_identity = _as_identity(source_identity)
+        expected = frozenset(_as_identity(i) for i in expected_identities)
         if not expected:
             raise ValueError("HboneClient.connect needs at least one expected server identity")
         key = PoolKey(source_identity, expected, source_ip, (str(dest_addr[0]), int(dest_addr[1])))
@@ -284,6 +285,10 @@ class HboneClient:
                 raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+
+def _as_identity(value: Identity | str) -> Identity:
+    return value if isinstance(value, Identity) else Identity.parse(value)
 
 
 def _request_headers(authority, headers) -> list[tuple[str, str]]:

@@ -119,6 +119,12 @@ class _ServerSession(H2Session):
         identity = self.listener.identity
         try:
             ctx = await self.server.tls_context(identity, SERVER)
+        except Exception as exc:  # e.g. CertificateUnavailable: nothing to present yet
+            self.server._refuse(self.peer_address, f"no certificate for {identity} to present: {exc}")
+            raw.abort()
+            self._shutdown("no server certificate")
+            return
+        try:
             tls = await self.loop.start_tls(raw, self, ctx, server_side=True,
                                             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
             ssl_object = tls.get_extra_info("ssl_object")

@@ -11,7 +11,7 @@ import pytest
 
 from reference_impl.hbone import HboneClient, HboneError, HboneServer, HboneTLSError
 from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
-from reference_impl.identity import CertificateAuthority, Identity, client_context
+from reference_impl.identity import CertificateAuthority, CertificateUnavailable, Identity, client_context
 
 CLIENT_ID = Identity.for_workload("th-client", "sleep")
 SERVER_ID = Identity.for_workload("th-server", "httpbin")
@@ -218,4 +218,26 @@ def test_client_refuses_a_server_certificate_from_another_ca():
                 await client.connect(CLIENT_ID, server.address, [SERVER_ID], (HOST, server.echo_port))
             await client.close()
             assert server.requests == []
+    run(scenario())
+
+
+def test_server_with_no_certificate_to_present_refuses_and_says_why():
+    async def scenario():
+        pki = LocalPKI()
+
+        async def contexts(identity, role):
+            if role == "server":
+                raise CertificateUnavailable(f"no valid certificate for {identity} after 10s")
+            return await pki.context(identity, role)
+
+        server = HboneServer(tcp_connector(), contexts)
+        listener = await server.listen((HOST, 0), SERVER_ID)
+        client = HboneClient(pki.context)
+        try:
+            with pytest.raises(HboneError):
+                await client.connect(CLIENT_ID, listener.address, [SERVER_ID], (HOST, 9))
+            assert any(f"no certificate for {SERVER_ID} to present" in r for _, _, r in server.refusals)
+        finally:
+            await client.close()
+            await server.close()
     run(scenario())
