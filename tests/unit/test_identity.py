@@ -1,7 +1,5 @@
 """SPIFFE ids, the mesh CA and workload certificates (reference_impl.identity)."""
 
-import asyncio
-import time
 from datetime import datetime, timezone
 
 import pytest
