@@ -177,3 +177,14 @@ def schedule(store: Store, nodes: list[str]) -> None:
             p.setdefault("status", {})["conditions"] = [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()}]
         store.update("Pod", namespace, name, bind)
+
+
+def collect_garbage(store: Store) -> None:
+    """Delete pods whose Deployment or DaemonSet is gone (Kubernetes' owner-reference GC)."""
+    for pod in store.list("Pod"):
+        owner = owner_of(pod)
+        if owner is None or is_terminating(pod):
+            continue
+        namespace = pod["metadata"]["namespace"]
+        if store.get(owner[0], namespace, owner[1]) is None:
+            store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)

@@ -153,6 +153,7 @@ class Daemon:
     def reconcile(self) -> None:
         controllers.reconcile_deployments(self.store)
         controllers.reconcile_daemonsets(self.store, self.nodes)
+        controllers.collect_garbage(self.store)
         controllers.schedule(self.store, self.nodes)
         self.kubelet.sync()
         self.routing.sync()
@@ -184,7 +185,6 @@ class Daemon:
                 self.reconcile()
             except ClusterError as exc:  # e.g. a pod that cannot be wired; keep the rest going
                 log.error("%s", exc)
-            # Several passes settle chains (create pod -> schedule -> start) without waiting a tick.
         await self.api.stop()
         self.shutdown()
 

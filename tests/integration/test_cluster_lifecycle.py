@@ -34,6 +34,11 @@ def test_down_leaves_nothing_behind(cluster_factory, cluster_name):
     pid = pod["status"]["containerStatuses"][0]["pid"]
     assert nothing_left(name)  # sanity: the probe sees a running cluster
     assert teardown.cluster_netns(name)
+    # Nothing in the machine's own namespace: no interface peers into the cluster's namespaces.
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"ac-{name}-" not in host_links
+    assert f"ac-{name}-" in subprocess.run(
+        ["ip", "-n", f"ac-{name}-fabric", "-o", "link"], capture_output=True, text=True).stdout
     c.down()
     assert nothing_left(name) == {}
     assert not os.path.exists(f"/proc/{pid}")

@@ -113,6 +113,14 @@ def test_a_deleted_pod_is_replaced_at_once_and_scale_down_marks_pods(store):
     assert len(live_pods(store)) == 1
 
 
+def test_pods_of_a_deleted_deployment_are_collected(store):
+    store.apply([deployment("web", replicas=2), deployment("keep", replicas=1)])
+    controllers.reconcile_deployments(store)
+    store.delete([deployment("web")])
+    controllers.collect_garbage(store)
+    assert [p["metadata"]["name"].split("-")[0] for p in live_pods(store)] == ["keep"]
+
+
 def test_node_selector_pins_and_an_impossible_one_stays_pending(store):
     store.apply([deployment("pinned", 2, node_selector={"kubernetes.io/hostname": "node-1"}),
                  deployment("lost", 1, node_selector={"kubernetes.io/hostname": "node-7"})])
