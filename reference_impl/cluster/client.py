@@ -147,7 +147,7 @@ class ClusterClient:
         for pod in self.list("Pod"):
             meta, status = pod["metadata"], pod.get("status") or {}
             ident = f"pod {meta['namespace']}/{meta['name']}"
-            if "deletionTimestamp" in meta:
+            if "deletionTimestamp" in meta or status.get("phase") == "Succeeded":
                 continue
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in status.get("conditions") or [])

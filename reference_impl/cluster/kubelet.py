@@ -188,7 +188,12 @@ class Kubelet:
         self.pods[rt.uid] = rt
         if not host_network:
             self.routing.register_netns(netns, rt.namespace, (ip, rt.name))
-            network.add_pod(self.cluster, node_index, netns, f"v{netns.rsplit('-p', 1)[1]}", ip)
+            try:
+                network.add_pod(self.cluster, node_index, netns, f"v{netns.rsplit('-p', 1)[1]}",
+                                ip)
+            except ClusterError as exc:  # this pod stays broken and says why; others go on
+                for c in rt.containers:
+                    c.argv, c.error = None, f"pod {rt.namespace}/{rt.name}: {exc}"
 
         def annotate(p: dict) -> None:
             p["metadata"].setdefault("annotations", {})[NETNS_ANNOTATION] = netns
