@@ -17,7 +17,7 @@ def listener(netns: str | None, port: int, host: str = "0.0.0.0", backlog: int =
     """A non-blocking listening socket created inside netns. SO_REUSEPORT lets a replacement
     proxy bind the same port while the old one drains (ISTIO-SEMANTICS section 12)."""
     with entered(netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -43,7 +43,7 @@ def tune(sock: socket.socket) -> None:
 def marked_socket(netns: str | None, mark: int = PROXY_MARK) -> socket.socket:
     """A socket in netns whose traffic bypasses the capture rules and leaves with the pod's IP."""
     with entered(netns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
     tune(sock)
     sock.setblocking(False)

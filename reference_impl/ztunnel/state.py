@@ -1,0 +1,300 @@
+"""What the node proxy knows from its latest snapshot, and the pure decisions made from it:
+where an outbound connection goes (ISTIO-SEMANTICS section 4) and which policies cover an
+inbound one (sections 5, 6). No sockets here: unit-testable with plain dicts.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..policy.authz_l4 import CompiledPolicy, Connection as AuthzConnection, evaluate_l4, select_policies
+from ..policy.authz_model import Decision
+from ..policy.peerauth import plaintext_allowed
+
+HBONE_PORT = 15008
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+
+class ConfigError(ValueError):
+    """The snapshot does not have the shape the node proxy needs."""
+
+
+def _first(d: Mapping, *keys, default=None):
+    for k in keys:
+        if k in d and d[k] is not None:
+            return d[k]
+    return default
+
+
+def _strip_network(addr: str) -> str:
+    # ztunnel writes addresses as "network/ip"; keep the ip.
+    return addr.rsplit("/", 1)[-1] if isinstance(addr, str) else addr
+
+
+@dataclass(frozen=True)
+class WaypointRef:
+    """A waypoint as named by a workload or service: an address (IP of the waypoint's Service or
+    pod) and the HBONE port."""
+    address: str
+    port: int = HBONE_PORT
+
+    @classmethod
+    def parse(cls, raw: Any) -> "WaypointRef | None":
+        if not raw:
+            return None
+        if isinstance(raw, str):
+            return cls(_strip_network(raw))
+        addr = _first(raw, "address", "ip", "destination")
+        if isinstance(addr, Mapping):
+            addr = _first(addr, "address", "ip")
+        if not addr:
+            return None
+        return cls(_strip_network(addr), int(_first(raw, "hboneMtlsPort", "port", default=HBONE_PORT)))
+
+
+@dataclass
+class Workload:
+    uid: str
+    name: str
+    namespace: str
+    ips: tuple[str, ...]
+    node: str
+    service_account: str = "default"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    captured: bool = False
+    labels: dict = field(default_factory=dict)
+    waypoint: WaypointRef | None = None
+    netns: str | None = None
+    healthy: bool = True
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def identity(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    @property
+    def ip(self) -> str | None:
+        return self.ips[0] if self.ips else None
+
+    @classmethod
+    def parse(cls, raw: Mapping) -> "Workload":
+        name = _first(raw, "name")
+        namespace = _first(raw, "namespace")
+        if not name or not namespace:
+            raise ConfigError(f"snapshot workload {raw.get('uid', raw)!r} lacks name or namespace")
+        ips = tuple(_strip_network(a) for a in _first(raw, "workloadIps", "addresses", "ips", default=[]))
+        if not ips and raw.get("ip"):
+            ips = (raw["ip"],)
+        protocol = str(_first(raw, "tunnelProtocol", "protocol", default="")).upper()
+        mode = str(_first(raw, "dataplaneMode", "captureMode", default="")).lower()
+        captured = bool(_first(raw, "captured", default=False)) or protocol == "HBONE" or mode == "ambient"
+        status = str(_first(raw, "status", default="Healthy"))
+        return cls(
+            uid=str(_first(raw, "uid", default=f"{namespace}/{name}")), name=name, namespace=namespace,
+            ips=ips, node=str(_first(raw, "node", default="")),
+            service_account=str(_first(raw, "serviceAccount", default="default")),
+            trust_domain=str(_first(raw, "trustDomain", default=DEFAULT_TRUST_DOMAIN)),
+            captured=captured, labels=dict(_first(raw, "labels", default={})),
+            waypoint=WaypointRef.parse(raw.get("waypoint")),
+            netns=_first(raw, "netns", "networkNamespace"),
+            healthy=status.lower() in ("healthy", "ready", "true"), raw=dict(raw))
+
+
+@dataclass
+class Endpoint:
+    workload_uid: str
+    ports: dict[int, int] = field(default_factory=dict)   # service port → target port override
+    ready: bool = True
+
+
+@dataclass
+class Service:
+    name: str
+    namespace: str
+    hostname: str
+    vips: tuple[str, ...]
+    ports: dict[int, int]                                  # service port → target port
+    endpoints: list[Endpoint] = field(default_factory=list)
+    waypoint: WaypointRef | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def info(self) -> dict:
+        return {"name": self.name, "namespace": self.namespace, "hostname": self.hostname}
+
+    @classmethod
+    def parse(cls, raw: Mapping) -> "Service":
+        name, namespace = raw.get("name"), raw.get("namespace")
+        if not name or not namespace:
+            raise ConfigError(f"snapshot service {raw!r} lacks name or namespace")
+        vips = tuple(_strip_network(_first(v, "address", "ip") if isinstance(v, Mapping) else v)
+                     for v in _first(raw, "vips", "addresses", default=[]))
+        ports_raw = _first(raw, "ports", default={})
+        ports: dict[int, int] = {}
+        if isinstance(ports_raw, Mapping):
+            ports = {int(k): int(v or k) for k, v in ports_raw.items()}
+        else:
+            for p in ports_raw:
+                sp = int(_first(p, "servicePort", "port"))
+                ports[sp] = int(_first(p, "targetPort", default=sp) or sp)
+        endpoints_raw = _first(raw, "endpoints", default=[])
+        if isinstance(endpoints_raw, Mapping):
+            endpoints_raw = [dict(v, workloadUid=v.get("workloadUid", k)) for k, v in endpoints_raw.items()]
+        endpoints = []
+        for e in endpoints_raw:
+            if isinstance(e, str):
+                endpoints.append(Endpoint(e))
+                continue
+            eports = _first(e, "port", "ports", default={}) or {}
+            endpoints.append(Endpoint(
+                workload_uid=str(_first(e, "workloadUid", "workload_uid", "uid")),
+                ports={int(k): int(v) for k, v in eports.items()} if isinstance(eports, Mapping) else {},
+                ready=str(_first(e, "status", default="Healthy")).lower() in ("healthy", "ready", "true")
+                and bool(_first(e, "ready", default=True))))
+        hostname = _first(raw, "hostname", default=f"{name}.{namespace}.svc.cluster.local")
+        return cls(name, namespace, hostname, vips, ports, endpoints, WaypointRef.parse(raw.get("waypoint")), dict(raw))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an outbound connection goes. kind: 'hbone' | 'passthrough' | 'fail'."""
+    kind: str
+    target: tuple[str, int] | None = None         # TCP peer to dial (pod:15008 for HBONE)
+    authority: str = ""                            # CONNECT :authority
+    expected_identities: tuple[str, ...] = ()
+    dst_workload: Workload | None = None
+    dst_service: Service | None = None
+    via_waypoint: bool = False
+    reason: str = ""
+
+
+class State:
+    def __init__(self, config: Mapping | None = None, node: str = ""):
+        config = config or {}
+        self.node = node
+        self.raw = dict(config)
+        try:
+            self.workloads = [Workload.parse(w) for w in _workload_list(config)]
+            self.services = [Service.parse(s) for s in _service_list(config)]
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"snapshot has a malformed workload or service: {exc!r}") from None
+        self.policies = [p if isinstance(p, CompiledPolicy) else CompiledPolicy.from_dict(p)
+                         for p in _first(config, "policies", "authorizations", "authorizationPolicies", default=[])]
+        self.peer_authentications = list(_first(config, "peerAuthentications", "peer_authentications", default=[]))
+        self.root_namespace = str(_first(config, "rootNamespace", default="istio-system"))
+        self.by_uid = {w.uid: w for w in self.workloads}
+        self.by_ip: dict[str, Workload] = {}
+        for w in self.workloads:
+            for ip in w.ips:
+                # Host-network pods share the node IP; a pod with its own IP must win the lookup.
+                if ip not in self.by_ip or self.by_ip[ip].raw.get("hostNetwork"):
+                    self.by_ip[ip] = w
+        self.by_vip: dict[str, list[Service]] = {}
+        for s in self.services:
+            for vip in s.vips:
+                self.by_vip.setdefault(vip, []).append(s)
+
+    # ---- lookups ----
+    def local_workloads(self) -> list[Workload]:
+        return [w for w in self.workloads if w.node == self.node]
+
+    def captured_local(self) -> list[Workload]:
+        return [w for w in self.local_workloads() if w.captured and w.ip and not w.raw.get("hostNetwork")]
+
+    def service_at(self, ip: str, port: int) -> Service | None:
+        candidates = self.by_vip.get(ip, [])
+        for s in candidates:
+            if port in s.ports:
+                return s
+        return candidates[0] if candidates else None
+
+    def services_of(self, workload: Workload) -> list[Service]:
+        return [s for s in self.services if any(e.workload_uid == workload.uid for e in s.endpoints)]
+
+    # ---- outbound (section 4) ----
+    def route_outbound(self, source: Workload | None, ip: str, port: int,
+                       rng: random.Random | None = None) -> Route:
+        rng = rng or random
+        service = self.service_at(ip, port)
+        if service is not None:
+            if service.waypoint and not self._is_waypoint_itself(source, service.waypoint):
+                return self._to_waypoint(service.waypoint, f"{ip}:{port}", None, service)
+            if port not in service.ports:
+                return Route("fail", dst_service=service,
+                             reason=f"service {service.hostname} has no port {port}")
+            ready = [(e, self.by_uid.get(e.workload_uid)) for e in service.endpoints if e.ready]
+            ready = [(e, w) for e, w in ready if w is not None and w.ip and w.healthy]
+            if not ready:
+                return Route("fail", dst_service=service, reason=f"service {service.hostname} has no ready endpoints")
+            endpoint, workload = rng.choice(ready)
+            target_port = endpoint.ports.get(port, service.ports[port])
+            return self._to_workload(workload, target_port, service)
+        workload = self.by_ip.get(ip)
+        if workload is not None and not workload.raw.get("hostNetwork"):
+            if workload.waypoint and not self._is_waypoint_itself(source, workload.waypoint):
+                return self._to_waypoint(workload.waypoint, f"{ip}:{port}", workload, None)
+            return self._to_workload(workload, port, None)
+        return Route("passthrough", (ip, port), dst_workload=workload, reason="destination not in the mesh")
+
+    def _to_workload(self, workload: Workload, port: int, service: Service | None) -> Route:
+        if workload.captured:
+            return Route("hbone", (workload.ip, HBONE_PORT), f"{workload.ip}:{port}", (workload.identity,),
+                         workload, service)
+        return Route("passthrough", (workload.ip, port), dst_workload=workload, dst_service=service,
+                     reason="destination workload is not captured")
+
+    def _waypoint_workloads(self, ref: WaypointRef) -> list[Workload]:
+        svc = self.service_at(ref.address, ref.port)
+        if svc is not None:
+            found = [self.by_uid.get(e.workload_uid) for e in svc.endpoints if e.ready]
+            return [w for w in found if w is not None and w.ip]
+        w = self.by_ip.get(ref.address)
+        return [w] if w else []
+
+    def _is_waypoint_itself(self, source: Workload | None, ref: WaypointRef) -> bool:
+        return source is not None and any(w.uid == source.uid for w in self._waypoint_workloads(ref))
+
+    def _to_waypoint(self, ref: WaypointRef, authority: str, workload: Workload | None,
+                     service: Service | None, rng=random) -> Route:
+        candidates = self._waypoint_workloads(ref)
+        if not candidates:
+            # Section 4.7: a waypoint with no ready endpoints fails the connection, no fallback.
+            return Route("fail", dst_workload=workload, dst_service=service, via_waypoint=True,
+                         reason=f"waypoint {ref.address} has no ready endpoints")
+        chosen = rng.choice(candidates)
+        identities = tuple(sorted({w.identity for w in candidates}))
+        return Route("hbone", (chosen.ip, ref.port), authority, identities, workload, service, via_waypoint=True)
+
+    # ---- inbound (sections 5, 6) ----
+    def local_workload_at(self, ip: str) -> Workload | None:
+        w = self.by_ip.get(ip)
+        if w is None or w.node != self.node or w.raw.get("hostNetwork"):
+            return None
+        return w
+
+    def authorize(self, dest: Workload, source_ip: str | None, dest_ip: str, dest_port: int,
+                  source_principal: str | None) -> Decision:
+        policies = select_policies(self.policies, dest.namespace, dest.labels, self.root_namespace)
+        conn = AuthzConnection.of({"source_ip": source_ip, "dest_ip": dest_ip, "dest_port": dest_port,
+                                   "source_principal": source_principal})
+        return evaluate_l4(policies, conn, self.root_namespace)
+
+    def plaintext_allowed(self, dest: Workload, port: int) -> bool:
+        return plaintext_allowed(self.peer_authentications, dest.namespace, dest.labels, port, self.root_namespace)
+
+    def dump(self) -> dict:
+        return {"workloads": [w.raw for w in self.workloads], "services": [s.raw for s in self.services],
+                "policies": [p.to_dict() for p in self.policies],
+                "peerAuthentications": self.peer_authentications}
+
+
+def _workload_list(config: Mapping) -> list:
+    ws = _first(config, "workloads", default=[])
+    return list(ws.values()) if isinstance(ws, Mapping) else list(ws)
+
+
+def _service_list(config: Mapping) -> list:
+    ss = _first(config, "services", default=[])
+    return list(ss.values()) if isinstance(ss, Mapping) else list(ss)
