@@ -1,0 +1,77 @@
+"""`python -m reference_impl.waypoint`: the waypoint as its Deployment's pod runs it.
+
+Environment (set by the kubelet, docs/INTERNALS.md): POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT,
+NODE_NAME, INSTANCE_IP (the HBONE listener's address), AC_RUN_DIR (istiod.sock).
+`--config FILE --ca-dir DIR` serves a static snapshot (JSON or YAML) with certificates from a
+local CA instead of istiod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from .run import StartupError, WaypointProcess
+
+
+def _load(path: str) -> dict:
+    import yaml
+
+    with open(path) as f:
+        text = f.read()
+    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_impl.waypoint", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="static snapshot file instead of istiod")
+    parser.add_argument("--ca-dir", help="with --config: directory of the mesh CA that signs the waypoint's certificate")
+    parser.add_argument("--hbone-port", type=int, default=15008)
+    parser.add_argument("--status-port", type=int, default=15021)
+    parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    static = None
+    if args.config:
+        if not args.ca_dir:
+            print("waypoint: --config needs --ca-dir (where the mesh CA lives) to issue its certificate",
+                  file=sys.stderr)
+            return 2
+        try:
+            static = _load(args.config)
+        except (OSError, ValueError) as exc:
+            print(f"waypoint: cannot read --config {args.config}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        proc = WaypointProcess(static_config=static, ca_dir=args.ca_dir, hbone_port=args.hbone_port,
+                               status_port=args.status_port)
+    except StartupError as exc:
+        print(f"waypoint: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(proc))
+
+
+async def _serve(proc: WaypointProcess) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await proc.start()
+    except (StartupError, OSError, ValueError) as exc:
+        logging.getLogger("waypoint").error("waypoint cannot start: %s", exc)
+        await proc.shutdown()
+        return 1
+    await stop.wait()
+    await proc.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

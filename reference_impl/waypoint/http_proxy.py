@@ -1,0 +1,360 @@
+"""HTTP/1.1 over one terminated HBONE tunnel: parse requests, decide, answer or forward, relay.
+
+h11 (the sans-I/O HTTP/1.1 state machine) does the parsing and framing on both sides; this module
+moves bytes between it and the streams. Requests on one downstream connection are handled one at
+a time (HTTP/1.1 has no multiplexing); upstream connections are kept per downstream connection
+and reused while both ends allow keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+
+from ..hbone import abort
+from .config import WaypointConfig
+from .pipeline import Tunnel, Verdict, decide, hop_by_hop
+from .routing import Router, Upstream
+
+log = logging.getLogger("waypoint.http")
+access_log = logging.getLogger("waypoint.access")
+
+CHUNK = 64 * 1024
+# A refused request's body is read and dropped up to this size so the connection stays usable.
+MAX_DISCARD = 1024 * 1024
+DISCARD_TIMEOUT = 10.0
+UPSTREAM_CONNECT_FAILURE = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+UPSTREAM_RESET = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+NO_CONFIG_BODY = b"no configuration received from the control plane yet"
+
+UpstreamOpener = Callable[[Upstream, Tunnel], Awaitable[tuple]]
+
+
+class UpstreamUnavailable(Exception):
+    """The endpoint could not be reached (HBONE CONNECT refused, TCP connect failed, no identity)."""
+
+
+class _Abort(Exception):
+    """The downstream connection must be torn down (a reset after the response began)."""
+
+
+@dataclass
+class AccessRecord:
+    method: str
+    path: str
+    status: int
+    principal: str
+    reason: str
+    upstream: str = "-"
+    request_principal: str | None = None
+    duration_ms: float = 0.0
+
+    def line(self) -> str:
+        return (f'"{self.method} {self.path}" {self.status} src={self.principal} '
+                f'jwt={self.request_principal or "-"} upstream={self.upstream} '
+                f'{self.duration_ms:.1f}ms reason="{self.reason}"')
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+
+
+async def _next_event(conn: h11.Connection, reader) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await reader.read(CHUNK)
+        conn.receive_data(data)   # b"" is EOF, which h11 turns into ConnectionClosed or an error
+
+
+class _UpstreamConnection:
+    def __init__(self, upstream: Upstream, reader, writer):
+        self.upstream = upstream
+        self.reader, self.writer = reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.upstream.workload.uid, *self.upstream.address)
+
+    async def send(self, event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def next_event(self):
+        return await _next_event(self.conn, self.reader)
+
+    def reusable(self) -> bool:
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        at_eof = getattr(self.reader, "at_eof", lambda: False)()
+        return self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE and not at_eof
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:  # closing a half-dead stream must never mask the request's outcome
+            pass
+
+
+class HttpConnection:
+    """Serves one downstream HTTP/1.1 connection until either side closes it."""
+
+    def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], WaypointConfig | None],
+                 router: Router, open_upstream: UpstreamOpener,
+                 on_record: Callable[[AccessRecord], None] | None = None):
+        self.reader, self.writer = reader, writer
+        self.tunnel = tunnel
+        self.get_config = get_config
+        self.router = router
+        self.open_upstream = open_upstream
+        self.on_record = on_record
+        self.down = h11.Connection(h11.SERVER)
+        self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
+        self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                event = await _next_event(self.down, self.reader)
+                if not isinstance(event, h11.Request):
+                    break  # ConnectionClosed: the client is done
+                await self._handle(event)
+                if self.down.our_state is h11.DONE and self.down.their_state is h11.DONE:
+                    self.down.start_next_cycle()
+                else:
+                    break
+        except h11.RemoteProtocolError as exc:
+            await self._bad_request(exc)
+        except (_Abort, ConnectionError, OSError, h11.LocalProtocolError) as exc:
+            log.debug("downstream connection from %s ended: %r", self.principal, exc)
+            self._abort_downstream()
+        finally:
+            for upstream in self.upstreams.values():
+                upstream.close()
+            self.upstreams.clear()
+            self._close_downstream()
+
+    # ---- one request ----
+    async def _handle(self, request: h11.Request) -> None:
+        started = time.monotonic()
+        method, target = _text(request.method), _text(request.target)
+        headers = [(_text(n), _text(v)) for n, v in request.headers]
+        config = self.get_config()
+        if config is None:
+            verdict = Verdict(503, "no configuration from istiod yet", body=NO_CONFIG_BODY)
+        else:
+            verdict = decide(config, self.router, self.tunnel, method, target, headers)
+        record = AccessRecord(method, target.split("?", 1)[0], 0, self.principal, verdict.reason,
+                              request_principal=verdict.request_principal)
+        try:
+            if verdict.forwards:
+                upstream = verdict.upstream
+                record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
+                                  f"{upstream.address[0]}:{upstream.address[1]}"
+                record.status, failure = await self._forward(request, verdict)
+                if failure:
+                    record.reason = f"{verdict.reason}; {failure}"
+            else:
+                record.status = verdict.status
+                await self._local_reply(verdict.status, verdict.body, verdict.reply_headers)
+                await self._discard_request_body()
+        finally:
+            record.duration_ms = (time.monotonic() - started) * 1000
+            if record.status == 0:
+                record.reason = f"{record.reason}; downstream reset"
+            access_log.info("%s", record.line())
+            if self.on_record is not None:
+                self.on_record(record)
+
+    async def _send_down(self, event) -> None:
+        data = self.down.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def _local_reply(self, status: int, body: bytes, extra: list[tuple[str, str]] = ()) -> None:
+        headers = [("content-type", "text/plain"), ("content-length", str(len(body))),
+                   ("date", email.utils.formatdate(usegmt=True)), *extra]
+        if self.down.they_are_waiting_for_100_continue:
+            # The client holds its body back; close rather than guess what it does next.
+            headers.append(("connection", "close"))
+        await self._send_down(h11.Response(status_code=status, headers=_headers(headers)))
+        if body and self.down.our_state is h11.SEND_BODY:
+            await self._send_down(h11.Data(data=body))
+        await self._send_down(h11.EndOfMessage())
+
+    async def _discard_request_body(self) -> None:
+        if self.down.their_state is not h11.SEND_BODY:
+            return
+        dropped = 0
+
+        async def drain() -> None:
+            nonlocal dropped
+            while True:
+                event = await _next_event(self.down, self.reader)
+                if isinstance(event, h11.Data):
+                    dropped += len(event.data)
+                    if dropped > MAX_DISCARD:
+                        raise _Abort(f"refused request's body exceeds {MAX_DISCARD} bytes")
+                elif isinstance(event, h11.EndOfMessage):
+                    return
+                else:
+                    raise _Abort("client closed while sending a refused request's body")
+
+        try:
+            await asyncio.wait_for(drain(), DISCARD_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise _Abort(f"refused request's body not finished within {DISCARD_TIMEOUT:g}s") from None
+
+    async def _upstream_for(self, upstream: Upstream) -> _UpstreamConnection:
+        key = (upstream.workload.uid, *upstream.address)
+        existing = self.upstreams.pop(key, None)
+        if existing is not None:
+            if existing.reusable():
+                self.upstreams[key] = existing
+                return existing
+            existing.close()
+        reader, writer = await self.open_upstream(upstream, self.tunnel)
+        connection = _UpstreamConnection(upstream, reader, writer)
+        self.upstreams[key] = connection
+        return connection
+
+    def _drop_upstream(self, connection: _UpstreamConnection) -> None:
+        if self.upstreams.get(connection.key) is connection:
+            del self.upstreams[connection.key]
+        connection.close()
+
+    async def _forward(self, request: h11.Request, verdict: Verdict) -> tuple[int, str]:
+        """Relay one request and its response; returns (status sent downstream, failure or '')."""
+        try:
+            up = await self._upstream_for(verdict.upstream)
+        except UpstreamUnavailable as exc:
+            await self._local_reply(503, UPSTREAM_CONNECT_FAILURE)
+            await self._discard_request_body()
+            return 503, str(exc)
+        body_task = None
+        status = 0
+        try:
+            await up.send(h11.Request(method=request.method, target=request.target,
+                                      headers=_headers(verdict.forward_headers)))
+            body_task = asyncio.ensure_future(self._copy_request_body(up))
+            status = await self._relay_response(up, body_task)
+        except (ConnectionError, OSError, h11.ProtocolError, _UpstreamClosed) as exc:
+            self._drop_upstream(up)
+            if body_task is not None:
+                body_task.cancel()
+                await asyncio.gather(body_task, return_exceptions=True)
+            if self.down.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not isinstance(exc, _DownstreamGone):
+                await self._local_reply(503, UPSTREAM_RESET)
+                await self._discard_request_body()
+                return 503, f"upstream failed before the response: {exc!r}"
+            raise _Abort(f"upstream or client failed mid-response: {exc!r}") from None
+        # The response is complete; the request body may still be arriving (an early answer).
+        if not body_task.done():
+            body_task.cancel()
+            await asyncio.gather(body_task, return_exceptions=True)
+            self._drop_upstream(up)
+            raise _Abort("upstream answered before the request body was complete")
+        if body_task.exception() is not None:
+            self._drop_upstream(up)
+            raise _Abort(f"request body relay failed: {body_task.exception()!r}")
+        if not up.reusable():
+            self._drop_upstream(up)
+        return status, ""
+
+    async def _copy_request_body(self, up: _UpstreamConnection) -> None:
+        while True:
+            try:
+                event = await _next_event(self.down, self.reader)
+            except (ConnectionError, OSError) as exc:
+                raise _DownstreamGone(str(exc)) from None
+            if isinstance(event, h11.Data):
+                await up.send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await up.send(h11.EndOfMessage())  # trailers dropped: only chunked framing carries them
+                return
+            else:
+                raise _DownstreamGone("client closed before the request body was complete")
+
+    async def _relay_response(self, up: _UpstreamConnection, body_task: asyncio.Future) -> int:
+        status = 0
+        while True:
+            next_event = asyncio.ensure_future(up.next_event())
+            # A failing request-body relay must not leave us waiting for a response forever.
+            done, _ = await asyncio.wait({next_event, body_task}, return_when=asyncio.FIRST_COMPLETED)
+            if next_event not in done:
+                if body_task.exception() is not None:
+                    next_event.cancel()
+                    await asyncio.gather(next_event, return_exceptions=True)
+                    raise body_task.exception()
+                event = await next_event
+            else:
+                event = next_event.result()
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code != 101:
+                    await self._send_down(h11.InformationalResponse(
+                        status_code=event.status_code, headers=_strip_hop_by_hop(event.headers)))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                await self._send_down(h11.Response(status_code=status, reason=event.reason,
+                                                   headers=_strip_hop_by_hop(event.headers)))
+            elif isinstance(event, h11.Data):
+                await self._send_down(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await self._send_down(h11.EndOfMessage())
+                return status
+            else:
+                raise _UpstreamClosed("upstream closed before the response was complete")
+
+    # ---- errors and teardown ----
+    async def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
+        log.info("bad HTTP/1.1 from %s: %s", self.principal, exc)
+        if self.down.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                body = f"bad request: {exc}".encode()
+                await self._send_down(h11.Response(status_code=exc.error_status_hint, headers=_headers(
+                    [("content-type", "text/plain"), ("content-length", str(len(body))),
+                     ("connection", "close")])))
+                await self._send_down(h11.Data(data=body))
+                await self._send_down(h11.EndOfMessage())
+            except (ConnectionError, OSError, h11.ProtocolError):
+                pass
+
+    def _abort_downstream(self) -> None:
+        abort(self.writer)
+
+    def _close_downstream(self) -> None:
+        try:
+            if self.writer.can_write_eof() and not self.writer.is_closing():
+                self.writer.write_eof()
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        self.writer.close()
+
+
+class _UpstreamClosed(ConnectionError):
+    """The upstream closed or reset before its response was complete."""
+
+
+class _DownstreamGone(ConnectionError):
+    """The client went away while its request body was being relayed."""
+
+
+def _strip_hop_by_hop(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    pairs = [(_text(n), _text(v)) for n, v in raw]
+    drop = hop_by_hop(pairs)
+    return [(n, v) for (n, v), (name, _) in zip(raw, pairs) if name not in drop]

@@ -1,0 +1,105 @@
+"""The per-request decision, in Envoy's filter order: pick the endpoint, authenticate the JWT
+(RequestAuthentication), authorize (AuthorizationPolicy), then route or answer locally.
+
+Pure: no sockets. `decide` returns either a local reply (401 / 403 / 503, with Envoy's bodies) or
+the endpoint and the request headers to forward (token removed unless forwardOriginalToken).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from ..identity import Identity
+from ..policy import L7Request, authenticate, evaluate_l7
+from .config import WaypointConfig
+from .routing import Destination, Router, Upstream
+
+RBAC_DENIED_BODY = b"RBAC: access denied"
+NO_HEALTHY_UPSTREAM_BODY = b"no healthy upstream"
+
+# RFC 9110 section 7.6.1 plus the legacy ones; framing headers stay (the HTTP library re-frames).
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+                        "proxy-authenticate", "proxy-authorization"})
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """What is known about the HBONE tunnel a request arrived on."""
+
+    peer_identity: Identity | None
+    client_ip: str | None
+    destination: Destination
+
+
+@dataclass
+class Verdict:
+    status: int | None                 # None: forward to `upstream`; else answer locally
+    reason: str
+    upstream: Upstream | None = None
+    body: bytes = b""
+    reply_headers: list[tuple[str, str]] = field(default_factory=list)
+    forward_headers: list[tuple[str, str]] = field(default_factory=list)
+    request_principal: str | None = None
+
+    @property
+    def forwards(self) -> bool:
+        return self.status is None
+
+
+def hop_by_hop(headers: list[tuple[str, str]]) -> set[str]:
+    """The hop-by-hop header names, including those a Connection header lists."""
+    names = set(HOP_BY_HOP)
+    for name, value in headers:
+        if name == "connection":
+            names.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return names
+
+
+def _host(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if name == "host":
+            return value
+    return ""
+
+
+def decide(config: WaypointConfig, router: Router, tunnel: Tunnel, method: str, target: str,
+           headers: list[tuple[str, str]]) -> Verdict:
+    """``headers`` are (lower-case name, value) pairs as received."""
+    upstream = router.pick(config, tunnel.destination)
+    workload_uid = upstream.workload.uid if upstream else None
+    path, _, query = target.partition("?")
+    host = _host(headers)
+
+    authn = authenticate(config.jwt_rules_for(workload_uid), headers, parse_qs(query),
+                         config.jwks_by_uri)
+    if authn.status == "invalid":
+        realm = f"http://{host}{path}"
+        return Verdict(401, f"authentication failed: {authn.reason}", body=authn.reason.encode(),
+                       reply_headers=[("www-authenticate",
+                                       f'Bearer realm="{realm}", error="invalid_token"')])
+
+    peer = tunnel.peer_identity
+    request = L7Request(method=method, path=target, host=host, port=tunnel.destination.port,
+                        headers=headers, source_principal=peer.uri if peer else None,
+                        source_namespace=peer.namespace if peer else None,
+                        source_ip=tunnel.client_ip, dest_ip=tunnel.destination.ip, auth=authn)
+    decision = evaluate_l7(config.policies_for(workload_uid), request)
+    if not decision.allowed:
+        return Verdict(403, decision.reason, body=RBAC_DENIED_BODY,
+                       request_principal=request.request_principal)
+    if upstream is None:
+        return Verdict(503, f"{decision.reason}; no healthy endpoint for {tunnel.destination}",
+                       body=NO_HEALTHY_UPSTREAM_BODY, request_principal=request.request_principal)
+
+    drop = hop_by_hop(headers) | set(authn.headers_to_remove) | set(authn.headers_to_add)
+    forward = [(name, value) for name, value in headers if name not in drop]
+    forward += list(authn.headers_to_add.items())
+    present = {name for name, _ in forward}
+    if "x-forwarded-proto" not in present:
+        forward.append(("x-forwarded-proto", "http"))
+    if "x-request-id" not in present:
+        forward.append(("x-request-id", str(uuid.uuid4())))
+    return Verdict(None, decision.reason, upstream=upstream, forward_headers=forward,
+                   request_principal=request.request_principal)

@@ -1,0 +1,131 @@
+"""The waypoint: terminates HBONE, runs each tunnel's HTTP/1.1 through the L7 pipeline, and
+forwards allowed requests over NEW HBONE connections that present the waypoint's own identity
+(ISTIO-SEMANTICS section 4, path 6: the destination ztunnel sees the waypoint's principal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+
+from ..hbone import (ConnectRequest, HboneClient, HboneError, HboneServer, HboneTLSError, Listener,
+                     Outcome, parse_forwarded)
+from ..identity import Identity
+from .config import WaypointConfig
+from .http_proxy import AccessRecord, HttpConnection, UpstreamUnavailable
+from .pipeline import Tunnel
+from .routing import Router, Upstream, resolve
+
+log = logging.getLogger("waypoint")
+
+HBONE_PORT = 15008
+UPSTREAM_TCP_TIMEOUT = 10.0
+ContextProvider = Callable[[Identity, str], Awaitable]
+
+
+def _forwarded_ip(value: str | None) -> str | None:
+    """The IP of a `forwarded: for="ip:port"` value (IPv6 in brackets)."""
+    if not value:
+        return None
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Waypoint:
+    def __init__(self, identity: Identity, tls_context: ContextProvider, *, hbone_port: int = HBONE_PORT,
+                 hbone_client: HboneClient | None = None, record_history: int = 1000):
+        self.identity = identity
+        self.hbone_port = hbone_port
+        self.config: WaypointConfig | None = None
+        self.router = Router()
+        self.client = hbone_client or HboneClient(tls_context)
+        self.server = HboneServer(self.authorize_and_connect, tls_context)
+        self.ready = asyncio.Event()
+        self.statuses: Counter[int] = Counter()
+        self.records: deque[AccessRecord] = deque(maxlen=record_history)
+        self._connections: set[asyncio.Task] = set()
+
+    # ---- config ----
+    def apply(self, snapshot: dict, version: int) -> None:
+        """The XdsClient's on_snapshot: a bad snapshot raises (→ NACK) and the last one stays."""
+        config = WaypointConfig.from_snapshot(snapshot, version)
+        if config.is_waypoint and config.identity and config.identity != self.identity:
+            log.warning("snapshot %d names waypoint identity %s but this pod is %s; serving as %s",
+                        version, config.identity, self.identity, self.identity)
+        self.config = config
+        self.ready.set()
+        log.info("config version %d: %d service(s) by VIP, %d workload(s), %d authorization and "
+                 "%d authentication polic(ies)", version, len(config.services_by_vip),
+                 len(config.fronted_workloads_by_ip), len(config.authorization), len(config.authentication))
+
+    # ---- listening ----
+    async def listen(self, address: tuple[str, int]) -> Listener:
+        return await self.server.listen(address, self.identity)
+
+    async def close(self) -> None:
+        await self.server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self.client.close()
+
+    # ---- HBONE in ----
+    async def authorize_and_connect(self, request: ConnectRequest) -> Outcome:
+        config = self.config
+        if config is None:
+            return Outcome.refused(503, "no configuration from istiod yet")
+        if not config.is_waypoint:
+            return Outcome.refused(503, "istiod does not know this pod as a waypoint (no Gateway for it)")
+        destination = resolve(config, request.authority)
+        if destination is None:
+            ip, port = request.authority
+            return Outcome.refused(503, f"{ip}:{port} is neither a service port nor a workload this "
+                                        f"waypoint serves")
+        client_ip = _forwarded_ip(parse_forwarded(request.forwarded).get("for")) or request.peer_address[0]
+        tunnel = Tunnel(request.peer_identity, client_ip, destination)
+        # The HBONE server pipes the tunnel into a (reader, writer); a socket pair hands its other
+        # end to the HTTP handler with ordinary back-pressure and half-close.
+        ours, theirs = socket.socketpair()
+        try:
+            our_reader, our_writer = await asyncio.open_connection(sock=ours, limit=256 * 1024)
+            their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=256 * 1024)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            return Outcome.refused(503, f"cannot set up the HTTP handler: {exc}")
+        connection = HttpConnection(our_reader, our_writer, tunnel, lambda: self.config, self.router,
+                                    self.open_upstream, self._record)
+        task = asyncio.ensure_future(connection.serve())
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        return Outcome.connected(their_reader, their_writer)
+
+    def _record(self, record: AccessRecord) -> None:
+        self.statuses[record.status] += 1
+        self.records.append(record)
+
+    # ---- HBONE (or TCP) out ----
+    async def open_upstream(self, upstream: Upstream, tunnel: Tunnel) -> tuple:
+        workload = upstream.workload
+        ip, port = upstream.address
+        if workload.protocol != "HBONE":
+            try:
+                return await asyncio.wait_for(asyncio.open_connection(ip, port), UPSTREAM_TCP_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise UpstreamUnavailable(f"TCP connect to {ip}:{port} failed: {exc!r}") from None
+        if workload.identity is None:
+            raise UpstreamUnavailable(f"workload {workload.namespace}/{workload.name} has no identity "
+                                      f"to verify its HBONE server against")
+        headers = {}
+        if tunnel.client_ip:
+            headers["forwarded"] = f'for="{tunnel.client_ip}"'
+        try:
+            stream = await self.client.connect(self.identity, (ip, self.hbone_port), [workload.identity],
+                                               (ip, port), headers)
+        except (HboneError, HboneTLSError) as exc:
+            raise UpstreamUnavailable(str(exc)) from None
+        return stream, stream

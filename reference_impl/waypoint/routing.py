@@ -1,0 +1,73 @@
+"""Where a tunnelled request goes: the CONNECT authority names a service VIP or a workload IP.
+
+Service-addressed traffic is balanced round-robin over the service's healthy endpoints (Envoy's
+default is round-robin too); workload-addressed traffic goes to that workload on the same port.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from .config import Service, WaypointConfig, Workload
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What a CONNECT asked for, resolved against the config at CONNECT time."""
+
+    ip: str
+    port: int
+    service: Service | None = None
+    workload: Workload | None = None
+
+    def __str__(self) -> str:
+        what = self.service.hostname if self.service else (self.workload.name if self.workload else "?")
+        return f"{what}({self.ip}:{self.port})"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One chosen endpoint: the workload and the port its app listens on."""
+
+    workload: Workload
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.workload.ip, self.port
+
+
+def resolve(config: WaypointConfig, authority: tuple[str, int]) -> Destination | None:
+    """The service or workload this waypoint fronts at ``authority``, or None if it fronts neither."""
+    ip, port = authority
+    service = config.services_by_vip.get(ip)
+    if service is not None:
+        return Destination(ip, port, service=service) if port in service.ports else None
+    workload = config.fronted_workloads_by_ip.get(ip)
+    if workload is not None:
+        return Destination(ip, port, workload=workload)
+    return None
+
+
+class Router:
+    """Keeps the round-robin position of each service across requests and config versions."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, itertools.count] = {}
+
+    def pick(self, config: WaypointConfig, destination: Destination) -> Upstream | None:
+        if destination.workload is not None:
+            workload = config.workloads.get(destination.workload.uid, destination.workload)
+            return Upstream(workload, destination.port)
+        service = destination.service
+        candidates = []
+        for endpoint in service.endpoints:
+            workload = config.workloads.get(endpoint.workload_uid)
+            target = endpoint.ports.get(destination.port) or service.ports.get(destination.port)
+            if workload is not None and endpoint.healthy and workload.healthy and target:
+                candidates.append(Upstream(workload, target))
+        if not candidates:
+            return None
+        counter = self._counters.setdefault(service.key, itertools.count())
+        return candidates[next(counter) % len(candidates)]

@@ -1,0 +1,161 @@
+"""The waypoint's per-request decision (authn -> authz -> route) on the seed article's policies."""
+
+import base64
+import json
+
+import pytest
+
+from reference_impl.identity import Identity
+from reference_impl.waypoint.config import ConfigError, WaypointConfig
+from reference_impl.waypoint.pipeline import RBAC_DENIED_BODY, Tunnel, decide
+from reference_impl.waypoint.routing import Router, resolve
+from reference_impl.waypoint.testing import (HTTPBIN_UID, SLEEP_IDENTITY_URI, seed_snapshot, seed_token,
+                                             workload)
+
+SLEEP = Identity.parse(SLEEP_IDENTITY_URI)
+ROGUE = Identity.parse("spiffe://cluster.local/ns/ambient-apps/sa/rogue-client")
+VIP, PORT = "10.96.0.50", 8000
+
+
+def tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def run(snapshot, path, token=None, peer=SLEEP, extra=(), router=None):
+    config = WaypointConfig.from_snapshot(snapshot, 1)
+    destination = resolve(config, (VIP, PORT))
+    assert destination is not None
+    headers = [("host", "httpbin-ambient.ambient-apps:8000"), ("user-agent", "curl/8"), *extra]
+    if token:
+        headers.append(("authorization", f"Bearer {token}"))
+    return decide(config, router or Router(), Tunnel(peer, "10.244.0.9", destination), "GET", path, headers)
+
+
+@pytest.mark.parametrize("jwks_inline", [False, True])
+def test_article_l7_step(jwks_inline):
+    snap = seed_snapshot(jwks_inline=jwks_inline)
+    headers_with_token = run(snap, "/headers", seed_token())
+    assert (headers_with_token.status, headers_with_token.body) == (403, RBAC_DENIED_BODY)
+    ip_without_token = run(snap, "/ip")
+    assert (ip_without_token.status, ip_without_token.body) == (403, RBAC_DENIED_BODY)
+    ip_with_token = run(snap, "/ip", seed_token())
+    assert ip_with_token.forwards, ip_with_token.reason
+    assert ip_with_token.upstream.workload.uid == HTTPBIN_UID
+    assert ip_with_token.upstream.address == ("10.244.0.5", 80)
+    assert ip_with_token.request_principal == "testing@secure.istio.io/testing@secure.istio.io"
+
+
+def test_tampered_token_is_401_not_403():
+    verdict = run(seed_snapshot(), "/ip", tampered(seed_token()))
+    assert verdict.status == 401
+    assert verdict.body == b"Jwt verification fails"
+    assert dict(verdict.reply_headers)["www-authenticate"].startswith('Bearer realm="http://')
+
+
+def test_unknown_issuer_and_garbage_are_401():
+    assert run(seed_snapshot(), "/ip", "not-a-jwt").status == 401
+
+
+def test_token_is_stripped_before_forwarding_and_request_id_added():
+    verdict = run(seed_snapshot(), "/ip", seed_token(), extra=[("x-keep", "yes")])
+    names = [name for name, _ in verdict.forward_headers]
+    assert "authorization" not in names
+    assert ("x-keep", "yes") in verdict.forward_headers
+    assert "x-request-id" in names and ("x-forwarded-proto", "http") in verdict.forward_headers
+
+
+def test_forward_original_token_keeps_it():
+    snap = seed_snapshot()
+    snap["requestAuthentications"][0]["spec"]["jwtRules"][0]["forwardOriginalToken"] = True
+    verdict = run(snap, "/ip", seed_token())
+    assert ("authorization", f"Bearer {seed_token()}") in verdict.forward_headers
+
+
+def test_hop_by_hop_headers_are_not_forwarded():
+    verdict = run(seed_snapshot(policies=False), "/ip",
+                  extra=[("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("keep-alive", "5")])
+    names = {name for name, _ in verdict.forward_headers}
+    assert not names & {"connection", "x-secret", "keep-alive"}
+
+
+def test_other_principal_is_denied_even_with_token():
+    assert run(seed_snapshot(), "/ip", seed_token(), peer=ROGUE).status == 403
+
+
+def test_without_policies_everything_is_forwarded():
+    verdict = run(seed_snapshot(policies=False), "/headers")
+    assert verdict.forwards and verdict.reason == "allowed: no ALLOW policy applies"
+
+
+def test_policies_bound_to_other_workloads_do_not_apply():
+    snap = seed_snapshot()
+    for bound in snap["authorizationPolicies"] + snap["requestAuthentications"]:
+        bound["appliesToWorkloads"] = ["ambient-apps/someone-else"]
+    assert run(snap, "/headers", tampered(seed_token())).forwards
+
+
+def test_target_ref_policies_apply_to_all_traffic():
+    snap = seed_snapshot(policies=False)
+    snap["authorizationPolicies"] = [{
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-post", "namespace": "ambient-apps"},
+        "spec": {"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io",
+                                 "name": "httpbin-ambient-waypoint"}],
+                 "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/deny*"]}}]}]},
+        "appliesToWorkloads": None}]
+    assert run(snap, "/deny/x").status == 403
+    assert run(snap, "/ip").forwards
+
+
+def test_allowed_but_no_healthy_endpoint_is_503():
+    snap = seed_snapshot(policies=False)
+    snap["workloads"][0]["status"] = "Unhealthy"
+    verdict = run(snap, "/ip")
+    assert (verdict.status, verdict.body) == (503, b"no healthy upstream")
+
+
+def test_round_robin_over_healthy_endpoints():
+    snap = seed_snapshot(policies=False)
+    service = snap["allServices"][0]
+    for i, status in ((1, "Healthy"), (2, "Unhealthy")):
+        uid = f"ambient-apps/httpbin-ambient-{i}"
+        snap["workloads"].append(workload(uid, f"httpbin-ambient-{i}", f"10.244.1.{i}",
+                                          "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient",
+                                          status=status))
+        service["endpoints"][uid] = {"workloadUid": uid, "port": {"8000": 80}, "status": "Healthy"}
+    router = Router()
+    picked = [run(snap, "/ip", router=router).upstream.workload.ip for _ in range(4)]
+    assert sorted(set(picked)) == ["10.244.0.5", "10.244.1.1"]
+    assert picked[0] != picked[1] and picked[0] == picked[2]
+
+
+def test_resolve_only_what_the_waypoint_fronts():
+    config = WaypointConfig.from_snapshot(seed_snapshot(), 1)
+    assert resolve(config, (VIP, PORT)).service.name == "httpbin-ambient"
+    assert resolve(config, (VIP, 9999)) is None
+    assert resolve(config, ("10.96.0.99", PORT)) is None
+    by_pod = resolve(config, ("10.244.0.5", 80))
+    assert by_pod.workload.uid == HTTPBIN_UID
+    assert Router().pick(config, by_pod).address == ("10.244.0.5", 80)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda s: s.update(services=["ambient-apps/missing.svc"]), "services: 'ambient-apps/missing.svc'"),
+    (lambda s: s.update(workloads="nope"), "`workloads` must be a list"),
+    (lambda s: s["workloads"][0].update(identity="cluster.local/ns/x/sa/y"), "workloads[0].identity"),
+    (lambda s: s["authorizationPolicies"][0]["spec"].update(action="MAYBE"),
+     "authorizationPolicies[0] (ambient-apps/allow-ip-path-with-jwt)"),
+    (lambda s: s.update(jwksByUri={"https://x": {"nokeys": 1}}), "jwksByUri['https://x']"),
+])
+def test_bad_snapshots_name_the_field(mutate, words):
+    snap = seed_snapshot()
+    mutate(snap)
+    with pytest.raises(ConfigError) as err:
+        WaypointConfig.from_snapshot(snap, 7)
+    message = str(err.value)
+    assert "version 7" in message and words in message, message
+    assert "\n" not in message
