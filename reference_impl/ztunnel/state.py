@@ -36,8 +36,9 @@ def _strip_network(addr: str) -> str:
 class WaypointRef:
     """A waypoint as named by a workload or service: an address (IP of the waypoint's Service or
     pod) and the HBONE port."""
-    address: str
+    address: str | None
     port: int = HBONE_PORT
+    hostname: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> "WaypointRef | None":
@@ -45,12 +46,15 @@ class WaypointRef:
             return None
         if isinstance(raw, str):
             return cls(_strip_network(raw))
-        addr = _first(raw, "address", "ip", "destination")
+        addr = _first(raw, "address", "ip")
         if isinstance(addr, Mapping):
             addr = _first(addr, "address", "ip")
-        if not addr:
+        dest = raw.get("destination")
+        hostname = dest.get("hostname") if isinstance(dest, Mapping) else None
+        if not addr and not hostname:
             return None
-        return cls(_strip_network(addr), int(_first(raw, "hboneMtlsPort", "port", default=HBONE_PORT)))
+        return cls(_strip_network(addr) if addr else None,
+                   int(_first(raw, "hboneMtlsPort", "port", default=HBONE_PORT)), hostname)
 
 
 @dataclass
@@ -62,7 +66,8 @@ class Workload:
     node: str
     service_account: str = "default"
     trust_domain: str = DEFAULT_TRUST_DOMAIN
-    captured: bool = False
+    captured: bool = False              # this node's ztunnel proxies it (dataplane mode ambient)
+    hbone: bool = False                 # it terminates HBONE itself (captured, or a sidecar)
     labels: dict = field(default_factory=dict)
     waypoint: WaypointRef | None = None
     netns: str | None = None
@@ -71,7 +76,7 @@ class Workload:
 
     @property
     def identity(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return self.raw.get("identity") or f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
     @property
     def ip(self) -> str | None:
@@ -88,14 +93,18 @@ class Workload:
             ips = (raw["ip"],)
         protocol = str(_first(raw, "tunnelProtocol", "protocol", default="")).upper()
         mode = str(_first(raw, "dataplaneMode", "captureMode", default="")).lower()
-        captured = bool(_first(raw, "captured", default=False)) or protocol == "HBONE" or mode == "ambient"
+        if mode:
+            captured = mode == "ambient"
+        else:
+            captured = bool(_first(raw, "captured", default=protocol == "HBONE"))
+        hbone = protocol == "HBONE" or captured
         status = str(_first(raw, "status", default="Healthy"))
         return cls(
             uid=str(_first(raw, "uid", default=f"{namespace}/{name}")), name=name, namespace=namespace,
             ips=ips, node=str(_first(raw, "node", default="")),
             service_account=str(_first(raw, "serviceAccount", default="default")),
             trust_domain=str(_first(raw, "trustDomain", default=DEFAULT_TRUST_DOMAIN)),
-            captured=captured, labels=dict(_first(raw, "labels", default={})),
+            captured=captured, hbone=hbone, labels=dict(_first(raw, "labels", default={})),
             waypoint=WaypointRef.parse(raw.get("waypoint")),
             netns=_first(raw, "netns", "networkNamespace"),
             healthy=status.lower() in ("healthy", "ready", "true"), raw=dict(raw))
@@ -183,7 +192,8 @@ class State:
         self.policies = [p if isinstance(p, CompiledPolicy) else CompiledPolicy.from_dict(p)
                          for p in _first(config, "policies", "authorizations", "authorizationPolicies", default=[])]
         self.peer_authentications = list(_first(config, "peerAuthentications", "peer_authentications", default=[]))
-        self.root_namespace = str(_first(config, "rootNamespace", default="istio-system"))
+        mesh = config.get("meshConfig") or {}
+        self.root_namespace = str(_first(config, "rootNamespace", default=mesh.get("rootNamespace") or "istio-system"))
         self.by_uid = {w.uid: w for w in self.workloads}
         self.by_ip: dict[str, Workload] = {}
         for w in self.workloads:
@@ -225,7 +235,8 @@ class State:
                 return Route("fail", dst_service=service,
                              reason=f"service {service.hostname} has no port {port}")
             ready = [(e, self.by_uid.get(e.workload_uid)) for e in service.endpoints if e.ready]
-            ready = [(e, w) for e, w in ready if w is not None and w.ip and w.healthy]
+            ready = [(e, w) for e, w in ready if w is not None and w.ip and w.healthy
+                     and (service.ports[port] or port in e.ports)]  # named targetPort: per endpoint
             if not ready:
                 return Route("fail", dst_service=service, reason=f"service {service.hostname} has no ready endpoints")
             endpoint, workload = rng.choice(ready)
@@ -239,18 +250,20 @@ class State:
         return Route("passthrough", (ip, port), dst_workload=workload, reason="destination not in the mesh")
 
     def _to_workload(self, workload: Workload, port: int, service: Service | None) -> Route:
-        if workload.captured:
+        if workload.hbone:
             return Route("hbone", (workload.ip, HBONE_PORT), f"{workload.ip}:{port}", (workload.identity,),
                          workload, service)
         return Route("passthrough", (workload.ip, port), dst_workload=workload, dst_service=service,
                      reason="destination workload is not captured")
 
     def _waypoint_workloads(self, ref: WaypointRef) -> list[Workload]:
-        svc = self.service_at(ref.address, ref.port)
+        svc = self.service_at(ref.address, ref.port) if ref.address else None
+        if svc is None and ref.hostname:
+            svc = next((s for s in self.services if s.hostname == ref.hostname), None)
         if svc is not None:
             found = [self.by_uid.get(e.workload_uid) for e in svc.endpoints if e.ready]
             return [w for w in found if w is not None and w.ip]
-        w = self.by_ip.get(ref.address)
+        w = self.by_ip.get(ref.address) if ref.address else None
         return [w] if w else []
 
     def _is_waypoint_itself(self, source: Workload | None, ref: WaypointRef) -> bool:
@@ -262,7 +275,7 @@ class State:
         if not candidates:
             # Section 4.7: a waypoint with no ready endpoints fails the connection, no fallback.
             return Route("fail", dst_workload=workload, dst_service=service, via_waypoint=True,
-                         reason=f"waypoint {ref.address} has no ready endpoints")
+                         reason=f"waypoint {ref.hostname or ref.address} has no ready endpoints")
         chosen = rng.choice(candidates)
         identities = tuple(sorted({w.identity for w in candidates}))
         return Route("hbone", (chosen.ip, ref.port), authority, identities, workload, service, via_waypoint=True)
