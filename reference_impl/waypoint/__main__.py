@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ca-dir", help="with --config: directory of the mesh CA that signs the waypoint's certificate")
     parser.add_argument("--hbone-port", type=int, default=15008)
     parser.add_argument("--status-port", type=int, default=15021)
+    parser.add_argument("--upstream-hbone-port", type=int, default=15008,
+                        help="the port endpoints' HBONE servers listen on (15008 in a cluster; loopback tests differ)")
     parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
             return 2
     try:
         proc = WaypointProcess(static_config=static, ca_dir=args.ca_dir, hbone_port=args.hbone_port,
-                               status_port=args.status_port)
+                               status_port=args.status_port, upstream_hbone_port=args.upstream_hbone_port)
     except StartupError as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,8 @@ def waypoint_identity(env: Mapping[str, str]) -> Identity:
 
 class WaypointProcess:
     def __init__(self, env: Mapping[str, str] = os.environ, static_config: dict | None = None,
-                 ca_dir: str | None = None, hbone_port: int = HBONE_PORT, status_port: int = READY_PORT):
+                 ca_dir: str | None = None, hbone_port: int = HBONE_PORT, status_port: int = READY_PORT,
+                 upstream_hbone_port: int = HBONE_PORT):
         self.env = env
         self.static_config = static_config
         self.ca_dir = ca_dir
@@ -45,7 +46,7 @@ class WaypointProcess:
         self.identity = waypoint_identity(env)
         self.xds: XdsClient | None = None
         self.certs = CertificateManager(self._sign)
-        self.waypoint = Waypoint(self.identity, self.certs.ssl_context_for)
+        self.waypoint = Waypoint(self.identity, self.certs.ssl_context_for, hbone_port=upstream_hbone_port)
         self._status_server: asyncio.AbstractServer | None = None
         self._prefetch: asyncio.Task | None = None
 
