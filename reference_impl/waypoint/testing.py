@@ -15,7 +15,7 @@ import yaml
 SEED_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "seed"
 NAMESPACE = "ambient-apps"
 WAYPOINT_NAME = "httpbin-ambient-waypoint"
-HTTPBIN_UID = "ambient-apps/httpbin-ambient-0"
+HTTPBIN_UID = "Kubernetes//Pod/ambient-apps/httpbin-ambient-0"
 SLEEP_IDENTITY_URI = "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"
 HTTPBIN_IDENTITY_URI = "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient"
 WAYPOINT_IDENTITY_URI = f"spiffe://cluster.local/ns/{NAMESPACE}/sa/{WAYPOINT_NAME}"
@@ -33,9 +33,10 @@ def seed_token() -> str:
     return (SEED_DIR / "demo.jwt").read_text().strip()
 
 
-def workload(uid: str, name: str, ip: str, identity: str, protocol: str = "HBONE",
+def workload(name: str, ip: str, identity: str, namespace: str = NAMESPACE, protocol: str = "HBONE",
              status: str = "Healthy") -> dict:
-    namespace = uid.split("/", 1)[0]
+    """A Workload as the control plane derives it (uid `Kubernetes//Pod/<ns>/<name>`)."""
+    uid = f"Kubernetes//Pod/{namespace}/{name}"
     return {"uid": uid, "name": name, "namespace": namespace, "workloadIps": [ip],
             "identity": identity, "protocol": protocol, "status": status}
 
@@ -64,7 +65,7 @@ def seed_snapshot(*, vip: str = "10.96.0.50", service_port: int = 8000, httpbin_
         "authorizationPolicies": authz,
         "requestAuthentications": authn,
         "jwksByUri": {} if jwks_inline else {jwt_rule["jwksUri"]: seed_jwks()},
-        "workloads": [workload(HTTPBIN_UID, "httpbin-ambient-0", httpbin_ip, HTTPBIN_IDENTITY_URI)],
+        "workloads": [workload("httpbin-ambient-0", httpbin_ip, HTTPBIN_IDENTITY_URI)],
         "allServices": [{
             "name": "httpbin-ambient", "namespace": NAMESPACE, "hostname": hostname, "vips": [vip],
             "ports": {str(service_port): target_port},

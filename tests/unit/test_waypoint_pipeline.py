@@ -94,7 +94,7 @@ def test_without_policies_everything_is_forwarded():
 def test_policies_bound_to_other_workloads_do_not_apply():
     snap = seed_snapshot()
     for bound in snap["authorizationPolicies"] + snap["requestAuthentications"]:
-        bound["appliesToWorkloads"] = ["ambient-apps/someone-else"]
+        bound["appliesToWorkloads"] = ["Kubernetes//Pod/ambient-apps/someone-else"]
     assert run(snap, "/headers", tampered(seed_token())).forwards
 
 
@@ -122,10 +122,10 @@ def test_round_robin_over_healthy_endpoints():
     snap = seed_snapshot(policies=False)
     service = snap["allServices"][0]
     for i, status in ((1, "Healthy"), (2, "Unhealthy")):
-        uid = f"ambient-apps/httpbin-ambient-{i}"
-        snap["workloads"].append(workload(uid, f"httpbin-ambient-{i}", f"10.244.1.{i}",
+        snap["workloads"].append(workload(f"httpbin-ambient-{i}", f"10.244.1.{i}",
                                           "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient",
                                           status=status))
+        uid = snap["workloads"][-1]["uid"]
         service["endpoints"][uid] = {"workloadUid": uid, "port": {"8000": 80}, "status": "Healthy"}
     router = Router()
     picked = [run(snap, "/ip", router=router).upstream.workload.ip for _ in range(4)]
