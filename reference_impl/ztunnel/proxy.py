@@ -351,14 +351,18 @@ class Ztunnel:
 
     # ------------------------------------------------------------------ drain
     async def drain(self, deadline_s: float) -> None:
-        """Stop accepting at once, let live connections finish until the deadline, then reset them."""
+        """Hand listeners over to a replacement, let live connections finish until the deadline, then reset them."""
         self.draining = True
+        end = time.monotonic() + deadline_s
+        # Keep accepting until a replacement ztunnel has bound the same ports (SO_REUSEPORT), so a
+        # restart loses no new connection; without a replacement, until the deadline.
+        while self.pods and time.monotonic() < end and not self._replacement_listening():
+            await asyncio.sleep(0.05)
         for pod in self.pods.values():
             for listener in pod.listeners:
                 listener.stop_accepting()
             if pod.hbone_listener is not None:
                 await pod.hbone_listener.close(drain=True)
-        end = time.monotonic() + deadline_s
         while self.live and time.monotonic() < end:
             await asyncio.sleep(0.05)
         if self.live:
@@ -370,6 +374,15 @@ class Ztunnel:
         for pod in self.pods.values():
             if pod.client is not None:
                 await pod.client.close()
+
+    def _replacement_listening(self) -> bool:
+        for pod in self.pods.values():
+            try:
+                if sockets.listeners_on(pod.netns, capture.INBOUND_HBONE_PORT) < 2:
+                    return False
+            except OSError:
+                continue  # the pod is gone: nothing to hand over
+        return True
 
     def config_dump(self) -> dict:
         dump = self.state.dump()

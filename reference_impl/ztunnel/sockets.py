@@ -74,3 +74,13 @@ def reset(sock_or_transport) -> None:
         sock_or_transport.abort()
     elif sock is not None:
         sock.close()
+
+
+def listeners_on(netns: str | None, port: int) -> int:
+    """How many sockets listen on TCP `port` in netns (all processes): lets a draining proxy see
+    that its replacement has bound the same port with SO_REUSEPORT."""
+    with entered(netns):
+        with open("/proc/thread-self/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    wanted = f":{port:04X}"
+    return sum(1 for line in lines if (parts := line.split()) and parts[1].endswith(wanted) and parts[3] == "0A")

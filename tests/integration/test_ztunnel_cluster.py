@@ -1,0 +1,373 @@
+"""ztunnel on a real 2-node local cluster: mTLS, the article's L4 step, capture on label change,
+refusals at 15008, metrics/config_dump/readiness, losing and draining a ztunnel.
+
+Clients are pinned to each node so every path is exercised both across nodes and on one node.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from reference_impl.cluster import client as cluster
+from reference_impl.identity import CertificateAuthority, Identity, WorkloadCertificate, make_csr
+from reference_impl.identity.tls import client_context
+from reference_impl.netns import socket_in
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "fixtures" / "seed"
+NS = "ambient-apps"
+URL = "http://httpbin-ambient.ambient-apps:8000/get"
+DENIED_CURL_CODES = {7, 28, 52, 56}   # refused, timeout, empty reply, reset
+
+
+def pinned_pod(name, namespace, node, sa, image="curlimages/curl", labels=None):
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+            "spec": {"serviceAccountName": sa, "nodeSelector": {"kubernetes.io/hostname": node},
+                     "containers": [{"name": "main", "image": image, "command": ["/bin/sleep", "3650d"]}]}}
+
+
+def service_account(name, namespace):
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+
+
+def namespace(name, labels=None):
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+
+
+@pytest.fixture(scope="module")
+def c():
+    name = f"tz{os.getpid() % 10000}"
+    extra = [namespace("tz-plain")]
+    for node in ("node-0", "node-1"):
+        extra += [pinned_pod(f"sleep-{node}", NS, node, "sleep-ambient"),
+                  pinned_pod(f"rogue-{node}", NS, node, "rogue-sa"),
+                  pinned_pod(f"plain-{node}", "tz-plain", node, "default")]
+    manifests = [SEED / f for f in ("namespaces.yaml", "httpbin-ambient.yaml", "sleep-ambient.yaml",
+                                    "rogue-client.yaml")]
+    client = cluster.up(name, nodes=2, manifests=manifests, timeout=120)
+    try:
+        client.apply(extra)
+        client.wait_ready(90)
+        for pod in client.list("Pod", NS):
+            until(lambda: captured(client, NS, pod["metadata"]["name"]), what=f"capture of {pod['metadata']['name']}")
+        yield client
+    finally:
+        client.down()
+
+
+# ---------------------------------------------------------------- helpers
+def curl(c, ns, pod, url=URL, timeout=5, extra=()):
+    r = c.exec(ns, pod, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout),
+                         *extra, url], timeout=timeout + 10)
+    return r.returncode, r.stdout
+
+
+def until(predicate, timeout=20, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def captured(c, ns, pod):
+    netns = c.pod_netns(ns, pod)
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "ztunnel"],
+                          capture_output=True).returncode == 0
+
+
+def ok(c, ns, pod, url=URL):
+    return curl(c, ns, pod, url) == (0, "200")
+
+
+def denied(c, ns, pod, url=URL):
+    rc, code = curl(c, ns, pod, url, timeout=3)
+    return rc in DENIED_CURL_CODES and code == "000"
+
+
+def httpbin(c):
+    pods = c.list("Pod", NS, selector={"app": "httpbin-ambient"})
+    pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    assert pods, "no running httpbin-ambient pod"
+    return pods[0]
+
+
+def ztunnel_on(c, node):
+    for p in c.list("Pod", "istio-system", selector={"app": "ztunnel"}):
+        if p["spec"].get("nodeName") == node and (p.get("status") or {}).get("phase") == "Running" \
+                and not p["metadata"].get("deletionTimestamp"):
+            return p
+    return None
+
+
+def node_get(c, node, port, path, host="127.0.0.1"):
+    r = subprocess.run(["ip", "netns", "exec", c.node_netns(node), "curl", "-s", "--max-time", "5",
+                        f"http://{host}:{port}{path}"], capture_output=True, text=True, timeout=15)
+    return r.stdout
+
+
+def metric_sum(text, name, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if not (line.startswith(name + "{") or line.startswith(name + " ")):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ---------------------------------------------------------------- traffic
+def test_mtls_between_nodes_and_on_one_node(c):
+    dest_node = httpbin(c)["spec"]["nodeName"]
+    for node in ("node-0", "node-1"):
+        until(lambda: ok(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
+    principal = "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"
+    for node in ("node-0", "node-1"):
+        metrics = node_get(c, dest_node, 15020, "/metrics")
+        assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                          source_workload=f"sleep-{node}", source_principal=principal,
+                          connection_security_policy="mutual_tls",
+                          destination_principal="spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient") >= 1
+        assert metric_sum(metrics, "istio_tcp_received_bytes_total", reporter="destination",
+                          source_workload=f"sleep-{node}") > 0
+
+
+def test_article_l4_policy_allows_sleep_and_resets_rogue(c):
+    c.apply([SEED / "l4-policy.yaml"])
+    try:
+        for node in ("node-0", "node-1"):
+            until(lambda: denied(c, NS, f"rogue-{node}"), what=f"rogue on {node} denied")
+            assert ok(c, NS, f"sleep-{node}")
+        # plaintext from an uncaptured pod has no identity: denied by the same ALLOW policy
+        assert denied(c, "tz-plain", "plain-node-0")
+        log = c.logs("istio-system", ztunnel_on(c, httpbin(c)["spec"]["nodeName"])["metadata"]["name"])
+        assert re.search(r'outcome="denied".*require-sleep-identity', log)
+    finally:
+        c.delete([SEED / "l4-policy.yaml"])
+    until(lambda: ok(c, NS, "rogue-node-0"), what="rogue allowed again after the policy is deleted")
+
+
+def test_policy_change_resets_a_live_connection(c):
+    # a long request from the rogue client is in flight when the policy starts denying it
+    netns = c.pod_netns(NS, "rogue-node-0")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             "--max-time", "20", "http://httpbin-ambient.ambient-apps:8000/delay/8"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        hb = ztunnel_on(c, httpbin(c)["spec"]["nodeName"])["metadata"]["name"]
+        node = httpbin(c)["spec"]["nodeName"]
+        until(lambda: metric_sum(node_get(c, node, 15020, "/metrics"), "ztunnel_active_connections") >= 1,
+              what="the long request is being proxied")
+        started = time.monotonic()
+        c.apply([SEED / "l4-policy.yaml"])
+        out, _ = proc.communicate(timeout=25)
+        assert proc.returncode in DENIED_CURL_CODES and out == "000", (proc.returncode, out)
+        assert time.monotonic() - started < 7, "the connection ran to completion instead of being reset"
+        assert "policy changed" in c.logs("istio-system", hb)
+    finally:
+        proc.kill()
+        c.delete([SEED / "l4-policy.yaml"])
+
+
+def test_label_and_unlabel_namespace_starts_and_stops_capture_without_restart(c):
+    pod = c.get("Pod", "tz-plain", "plain-node-1")
+    before = [(s.get("restartCount"), s.get("pid")) for s in pod["status"]["containerStatuses"]]
+
+    def has_rules():
+        return captured(c, "tz-plain", "plain-node-1")
+
+    assert not has_rules()
+    c.apply([namespace("tz-plain", {"istio.io/dataplane-mode": "ambient"})])
+    try:
+        until(has_rules, what="capture rules installed")
+        until(lambda: ok(c, "tz-plain", "plain-node-1"), what="captured pod reaching httpbin")
+        log = c.logs("istio-system", ztunnel_on(c, "node-1")["metadata"]["name"])
+        assert "spiffe://cluster.local/ns/tz-plain/sa/default" in log
+    finally:
+        c.apply([namespace("tz-plain")])
+    until(lambda: not has_rules(), what="capture rules removed")
+    assert ok(c, "tz-plain", "plain-node-1")
+    after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", "tz-plain", "plain-node-1")["status"]["containerStatuses"]]
+    assert after == before
+
+
+def test_pod_calling_its_own_proxy_ports_is_refused(c):
+    ip = c.get("Pod", NS, "sleep-node-0")["status"]["podIP"]
+    for port in (15001, 15006, 15008):
+        rc, _ = curl(c, NS, "sleep-node-0", f"http://{ip}:{port}/", timeout=3)
+        assert rc == 7, (port, rc)
+
+
+# ---------------------------------------------------------------- refusals at 15008
+def _ca(c):
+    return CertificateAuthority.load(Path("/run/ambient-conformance") / c.name / "ca",
+                                     trust_domain_aliases=("evil.local",))
+
+
+def _cert(ca, uri, ttl=3600):
+    ident = Identity.parse(uri)
+    key, csr = make_csr(ident)
+    return WorkloadCertificate.from_pem(ident, key, [ca.sign_csr(csr, ident, ttl)], ca.root_pem)
+
+
+def _context(cert=None, root_pem=None):
+    if cert is not None:
+        return client_context(cert)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=root_pem)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def hbone_request(c, node, ip, ctx, method="CONNECT", authority=None, timeout=5):
+    """One HTTP/2 request to ip:15008 from the node's namespace: the status, or the failure."""
+    sock = socket_in(c.node_netns(node))
+    sock.settimeout(timeout)
+    try:
+        sock.connect((ip, 15008))
+        if ctx is None:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            return f"plaintext answered {sock.recv(100)!r}"
+        tls = ctx.wrap_socket(sock)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        headers = [(":method", method), (":authority", authority or f"{ip}:80")]
+        if method != "CONNECT":
+            headers += [(":scheme", "https"), (":path", "/")]
+        conn.send_headers(1, headers, end_stream=method != "CONNECT")
+        tls.sendall(conn.data_to_send())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = tls.recv(65536)
+            if not data:
+                return "closed"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    return int(dict(event.headers)[b":status"])
+            tls.sendall(conn.data_to_send())
+        return "no answer"
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {exc.__class__.__name__}"
+    finally:
+        sock.close()
+
+
+def test_hbone_port_refusals(c):
+    pod = httpbin(c)
+    node, ip = pod["spec"]["nodeName"], pod["status"]["podIP"]
+    other_ip = c.get("Pod", NS, f"sleep-{node}")["status"]["podIP"]
+    ca = _ca(c)
+    good = _context(_cert(ca, "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"))
+    assert hbone_request(c, node, ip, good) == 200  # the baseline the refusals are measured against
+    assert hbone_request(c, node, ip, good, authority=f"{other_ip}:80") == 400
+    assert hbone_request(c, node, ip, good, authority="10.9.9.9:80") == 400
+    for port in (15001, 15006, 15008):
+        assert hbone_request(c, node, ip, good, authority=f"{ip}:{port}") == 400
+    assert hbone_request(c, node, ip, good, method="GET") == 400
+
+    refused = {
+        "no client certificate": _context(root_pem=ca.root_pem),
+        "another CA": _context(_cert(CertificateAuthority.create(),
+                                     "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient")),
+        "another trust domain": _context(_cert(ca, "spiffe://evil.local/ns/ambient-apps/sa/sleep-ambient")),
+    }
+    expired = _cert(ca, "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient", ttl=1)
+    until(lambda: expired.is_expired(), timeout=5, what="test certificate expiry")
+    refused["expired"] = _context(expired)
+    for case, ctx in refused.items():
+        result = hbone_request(c, node, ip, ctx)
+        assert result != 200 and not isinstance(result, int), (case, result)
+    assert "plaintext answered b''" == hbone_request(c, node, ip, None) or \
+        hbone_request(c, node, ip, None).startswith("refused")
+    log = c.logs("istio-system", ztunnel_on(c, node)["metadata"]["name"])
+    for reason in ("client presented no certificate", "plaintext", "is not in trust domain",
+                   "is not this pod", "not CONNECT", "proxy's own ports"):
+        assert reason in log, reason
+
+
+# ---------------------------------------------------------------- operations
+def test_metrics_config_dump_and_readiness(c):
+    node = httpbin(c)["spec"]["nodeName"]
+    assert node_get(c, node, 15021, "/healthz/ready").strip() == "ready"
+    import json
+    dump = json.loads(node_get(c, node, 15000, "/config_dump"))
+    names = {w["name"] for w in dump["workloads"]}
+    assert httpbin(c)["metadata"]["name"] in names
+    assert any(s["name"] == "httpbin-ambient" for s in dump["services"])
+    assert "policies" in dump and "certificates" in dump
+    assert all("key" not in k.lower() for cert in dump["certificates"] for k in cert)
+    assert any(cert["identity"].endswith("/sa/httpbin-ambient") and "BEGIN CERTIFICATE" in cert["certChain"]
+               for cert in dump["certificates"])
+    assert "PRIVATE KEY" not in json.dumps(dump)
+    metrics = node_get(c, node, 15020, "/metrics", host=None or "172.18.0.10" if node == "node-0" else "172.18.0.11")
+    for name in ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+                 "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total"):
+        assert name in metrics
+
+
+def test_killed_ztunnel_breaks_only_its_node_until_replaced(c):
+    dest = httpbin(c)["spec"]["nodeName"]
+    other = "node-1" if dest == "node-0" else "node-0"
+    # the client node's ztunnel dies; the destination node keeps serving others
+    victim = ztunnel_on(c, other)
+    c.delete_pod("istio-system", victim["metadata"]["name"], grace_period=0)
+    saw_failure = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert ok(c, NS, f"sleep-{dest}"), "traffic from the other node failed"
+        if ok(c, NS, f"sleep-{other}"):
+            if saw_failure:
+                break
+        else:
+            saw_failure = True
+        time.sleep(0.1)
+    assert saw_failure, "captured traffic kept flowing while its ztunnel was dead"
+    until(lambda: ok(c, NS, f"sleep-{other}"), what="recovery after the DaemonSet replaced ztunnel")
+    new = ztunnel_on(c, other)
+    assert new is not None and new["metadata"]["name"] != victim["metadata"]["name"]
+
+
+def test_graceful_delete_drains_and_the_replacement_serves_at_once(c):
+    dest = httpbin(c)["spec"]["nodeName"]
+    netns = c.pod_netns(NS, f"sleep-{dest}")
+    long = subprocess.Popen(["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             "--max-time", "20", "http://httpbin-ambient.ambient-apps:8000/delay/2"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        until(lambda: metric_sum(node_get(c, dest, 15020, "/metrics"), "ztunnel_active_connections") >= 1,
+              what="long request in flight")
+        old = ztunnel_on(c, dest)["metadata"]["name"]
+        c.delete_pod("istio-system", old, grace_period=30)
+        failures = 0
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            if not ok(c, NS, f"sleep-{dest}"):
+                failures += 1
+        out, _ = long.communicate(timeout=25)
+        assert (long.returncode, out) == (0, "200"), "the in-flight request was not drained"
+        assert failures == 0, f"{failures} new requests failed during the restart"
+    finally:
+        long.kill()
+    until(lambda: ok(c, NS, f"sleep-{dest}"), what="traffic after the restart")
