@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from .run import StartupError, WaypointProcess
+from .run import StartupError, WaypointProcess, drain_deadline
 
 
 def _load(path: str) -> dict:
@@ -71,7 +71,7 @@ async def _serve(proc: WaypointProcess) -> int:
         await proc.shutdown()
         return 1
     await stop.wait()
-    await proc.shutdown()
+    await proc.shutdown(drain_deadline(os.environ))
     return 0
 
 

@@ -115,8 +115,10 @@ class HttpConnection:
 
     def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], WaypointConfig | None],
                  router: Router, open_upstream: UpstreamOpener,
-                 on_record: Callable[[AccessRecord], None] | None = None):
+                 on_record: Callable[[AccessRecord], None] | None = None,
+                 draining: Callable[[], bool] = lambda: False):
         self.reader, self.writer = reader, writer
+        self.draining = draining
         self.tunnel = tunnel
         self.get_config = get_config
         self.router = router
@@ -125,11 +127,21 @@ class HttpConnection:
         self.down = h11.Connection(h11.SERVER)
         self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+        self.idle = True   # between requests: safe to close when draining
+
+    def close_if_idle(self) -> bool:
+        """Close a keep-alive connection that waits for its next request (drain)."""
+        if self.idle and self.down.their_state is h11.IDLE:
+            self._close_downstream()
+            return True
+        return False
 
     async def serve(self) -> None:
         try:
             while True:
+                self.idle = True
                 event = await _next_event(self.down, self.reader)
+                self.idle = False
                 if not isinstance(event, h11.Request):
                     break  # ConnectionClosed: the client is done
                 await self._handle(event)
@@ -189,8 +201,8 @@ class HttpConnection:
     async def _local_reply(self, status: int, body: bytes, extra: list[tuple[str, str]] = ()) -> None:
         headers = [("content-type", "text/plain"), ("content-length", str(len(body))),
                    ("date", email.utils.formatdate(usegmt=True)), *extra]
-        if self.down.they_are_waiting_for_100_continue:
-            # The client holds its body back; close rather than guess what it does next.
+        if self.down.they_are_waiting_for_100_continue or self.draining():
+            # Waiting for 100-continue: the client holds its body back; close rather than guess.
             headers.append(("connection", "close"))
         await self._send_down(h11.Response(status_code=status, headers=_headers(headers)))
         if body and self.down.our_state is h11.SEND_BODY:
@@ -310,8 +322,10 @@ class HttpConnection:
                         status_code=event.status_code, headers=_strip_hop_by_hop(event.headers)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
-                await self._send_down(h11.Response(status_code=status, reason=event.reason,
-                                                   headers=_strip_hop_by_hop(event.headers)))
+                headers = _strip_hop_by_hop(event.headers)
+                if self.draining():  # like Envoy draining: finish this response, then the client reconnects
+                    headers.append((b"connection", b"close"))
+                await self._send_down(h11.Response(status_code=status, reason=event.reason, headers=headers))
             elif isinstance(event, h11.Data):
                 await self._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):

@@ -47,7 +47,8 @@ class Waypoint:
         self.ready = asyncio.Event()
         self.statuses: Counter[int] = Counter()
         self.records: deque[AccessRecord] = deque(maxlen=record_history)
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, HttpConnection] = {}
+        self.draining = False
 
     # ---- config ----
     def apply(self, snapshot: dict, version: int) -> None:
@@ -66,11 +67,25 @@ class Waypoint:
     async def listen(self, address: tuple[str, int]) -> Listener:
         return await self.server.listen(address, self.identity)
 
+    async def drain(self, deadline_seconds: float) -> None:
+        """Answer with `connection: close` from now on and wait (bounded) for in-flight connections."""
+        self.draining = True
+        for connection in list(self._connections.values()):
+            connection.close_if_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_seconds
+        while self._connections and loop.time() < deadline:
+            await asyncio.wait(set(self._connections), timeout=max(0.0, deadline - loop.time()))
+        if self._connections:
+            log.info("drain deadline of %gs passed with %d connection(s) open; closing them",
+                     deadline_seconds, len(self._connections))
+
     async def close(self) -> None:
         await self.server.close()
-        for task in list(self._connections):
+        tasks = list(self._connections)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.close()
 
     # ---- HBONE in ----
@@ -98,10 +113,10 @@ class Waypoint:
             theirs.close()
             return Outcome.refused(503, f"cannot set up the HTTP handler: {exc}")
         connection = HttpConnection(our_reader, our_writer, tunnel, lambda: self.config, self.router,
-                                    self.open_upstream, self._record)
+                                    self.open_upstream, self._record, lambda: self.draining)
         task = asyncio.ensure_future(connection.serve())
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        self._connections[task] = connection
+        task.add_done_callback(lambda t: self._connections.pop(t, None))
         return Outcome.connected(their_reader, their_writer)
 
     def _record(self, record: AccessRecord) -> None:

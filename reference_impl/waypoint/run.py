@@ -16,6 +16,16 @@ from .proxy import HBONE_PORT, Waypoint
 log = logging.getLogger("waypoint")
 
 TRUST_DOMAIN = "cluster.local"
+DEFAULT_DRAIN_SECONDS = 5.0
+
+
+def drain_deadline(env: Mapping[str, str]) -> float:
+    """As ztunnel and Envoy's drain: 5 s, or TERMINATION_GRACE_PERIOD_SECONDS-5 when above 10."""
+    try:
+        grace = float(env.get("TERMINATION_GRACE_PERIOD_SECONDS") or 0)
+    except ValueError:
+        return DEFAULT_DRAIN_SECONDS
+    return grace - 5 if grace > 10 else DEFAULT_DRAIN_SECONDS
 
 
 class StartupError(RuntimeError):
@@ -99,9 +109,11 @@ class WaypointProcess:
             except Exception as exc:  # keep trying: the manager backs off; readiness stays false
                 log.warning("no certificate for %s yet: %s", self.identity, exc)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, drain_seconds: float = 0.0) -> None:
         if self._prefetch is not None:
             self._prefetch.cancel()
+        if drain_seconds > 0:
+            await self.waypoint.drain(drain_seconds)
         await self.waypoint.close()
         if self._status_server is not None:
             self._status_server.close()

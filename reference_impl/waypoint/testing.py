@@ -92,7 +92,10 @@ class MemoryEnd:
     def write(self, data: bytes) -> None:
         if self._closed:
             raise BrokenPipeError("write after close")
-        self._peer_inbox.feed_data(data)
+        try:
+            self._peer_inbox.feed_data(data)
+        except AssertionError:  # the peer closed its end: StreamReader refuses data after EOF
+            raise BrokenPipeError("peer closed") from None
 
     async def drain(self) -> None:
         return None
@@ -109,7 +112,10 @@ class MemoryEnd:
         return self._closed
 
     def close(self) -> None:
+        """Like closing a socket transport: the peer sees EOF and so do our own pending reads."""
         self.write_eof()
+        if not self._inbox.at_eof() and self._inbox.exception() is None:
+            self._inbox.feed_eof()
 
     def reset(self) -> None:
         """Like RST_STREAM: the peer's reads fail."""

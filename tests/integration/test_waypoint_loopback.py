@@ -255,3 +255,24 @@ def test_waypoint_process_with_static_config(httpbin_port, tmp_path):
         assert b'"GET /ip" 200 src=spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient' in stderr
 
     asyncio.run(main())
+
+
+def test_drain_closes_idle_keep_alive_tunnels_quickly(httpbin_port):
+    async def main():
+        mesh = await Mesh(httpbin_port).start(seed(httpbin_port, policies=False))
+        try:
+            stream = await mesh.tunnel()
+            conn = h11.Connection(h11.CLIENT)
+            stream.write(conn.send(h11.Request(method="GET", target="/get", headers=[("host", "x")]))
+                         + conn.send(h11.EndOfMessage()))
+            while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await asyncio.wait_for(stream.read(65536), TIMEOUT))
+            started = time.monotonic()
+            await mesh.waypoint.drain(10)
+            assert time.monotonic() - started < 5, "an idle keep-alive tunnel must not hold the drain"
+            assert await asyncio.wait_for(stream.read(65536), TIMEOUT) == b""
+        finally:
+            await mesh.close()
+
+    asyncio.run(main())

@@ -77,8 +77,9 @@ class Harness:
         self.client = client_end
         config = self.config or WaypointConfig.from_snapshot(seed_snapshot(), 1)
         tunnel = Tunnel(Identity.parse(SLEEP_IDENTITY_URI), "10.244.0.9", resolve(config, ("10.96.0.50", 8000)))
+        self.draining = False
         self.connection = HttpConnection(server_end, server_end, tunnel, lambda: self.config, Router(),
-                                         self.open_upstream, self.records.append)
+                                         self.open_upstream, self.records.append, lambda: self.draining)
         self.served = asyncio.ensure_future(self.connection.serve())
         self.h11 = h11.Connection(h11.CLIENT)
 
@@ -235,5 +236,24 @@ def test_malformed_request_gets_400():
             data += chunk
         assert data.startswith(b"HTTP/1.1 400 ")
         await asyncio.wait_for(h.served, TIMEOUT)
+
+    asyncio.run(main())
+
+
+def test_draining_closes_after_the_current_response_and_closes_idle_connections():
+    async def main():
+        h = Harness(seed_snapshot(policies=False))
+        assert (await h.request("/get"))[0] == 200
+        assert not h.served.done()
+        assert h.connection.close_if_idle(), "an idle keep-alive connection is closed on drain"
+        await asyncio.wait_for(h.served, TIMEOUT)
+
+        h = Harness(seed_snapshot(policies=False))
+        h.draining = True
+        status, headers, _ = await h.request("/get")
+        assert status == 200 and headers.get("connection") == "close"
+        await asyncio.wait_for(h.served, TIMEOUT)
+        status, headers, _ = await Harness(seed_snapshot(), ).request("/ip")
+        assert status == 403 and "connection" not in headers
 
     asyncio.run(main())
