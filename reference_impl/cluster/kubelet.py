@@ -5,8 +5,9 @@
   the daemon's death via PR_SET_PDEATHSIG).
 - Restart: an exited container is started again (`restartPolicy` Always/OnFailure) with a short
   exponential back-off; `restartCount` goes up.
-- Readiness: a TCP connect to the container's first containerPort, made from a socket created
-  inside the pod's namespace; a container without ports is ready while its process runs.
+- Readiness: a TCP connect to the readinessProbe's port (`tcpSocket` or `httpGet`, number or
+  port name) or else the container's first containerPort, made from a socket created inside the
+  pod's namespace; a container without ports is ready while its process runs.
 - Delete: SIGTERM, then SIGKILL after the grace period (`0` = SIGKILL at once); then the namespace
   goes and the Pod object is removed.
 
@@ -72,6 +73,15 @@ class Container:
 
     @property
     def port(self) -> int | None:
+        probe = self.spec.get("readinessProbe") or {}
+        for kind in ("tcpSocket", "httpGet"):
+            probe_port = (probe.get(kind) or {}).get("port")
+            if isinstance(probe_port, int):
+                return probe_port
+            if isinstance(probe_port, str):
+                named = [p for p in self.spec.get("ports") or [] if p.get("name") == probe_port]
+                if named:
+                    return int(named[0]["containerPort"])
         for port in self.spec.get("ports") or []:
             if port.get("containerPort"):
                 return int(port["containerPort"])

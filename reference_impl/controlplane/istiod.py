@@ -20,6 +20,7 @@ from . import debug
 from .ca_policy import authorize_csr
 from .derive import Mesh, derive_mesh, waypoint_config, ztunnel_config
 from .index import GATEWAY_NAME_LABEL, MeshIndex, labels_of
+from .jwks import JwksResolver, jwks_uris
 from .provision import plan_waypoint_objects
 from .store_watch import StoreError, StoreWatch, list_objects_sync
 
@@ -44,6 +45,7 @@ class Istiod:
         self._ztunnel_config: dict | None = None
         self._waypoint_configs: dict[tuple[str, str], dict] = {}
         self._dirty = asyncio.Event()
+        self.jwks = JwksResolver(self._mark_dirty)
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -118,7 +120,9 @@ class Istiod:
         if stream.hello.proxy == "waypoint":
             key = self._gateway_of(stream)
             if key not in self._waypoint_configs:
-                self._waypoint_configs[key] = waypoint_config(self.mesh, *key)
+                config = waypoint_config(self.mesh, *key)
+                config["jwksByUri"] = self.jwks.resolve(jwks_uris(config["requestAuthentications"]))
+                self._waypoint_configs[key] = config
             return self._waypoint_configs[key]
         return None
 

@@ -49,6 +49,10 @@ def desired_objects(waypoint: Waypoint, gateway: dict) -> list[dict]:
                                             "ports": [{"name": "hbone", "containerPort": HBONE_PORT},
                                                       {"name": "status-port", "containerPort": 15021},
                                                       {"name": "metrics", "containerPort": 15020}],
+                                            # As Istio's waypoint template: ready when it holds config
+                                            # and a certificate, not when 15008 merely accepts.
+                                            "readinessProbe": {"httpGet": {"path": "/healthz/ready",
+                                                                           "port": 15021}},
                                             "env": [{"name": "WAYPOINT_NAME", "value": waypoint.name},
                                                     {"name": "WAYPOINT_NAMESPACE",
                                                      "value": waypoint.namespace}]}]}}}},
