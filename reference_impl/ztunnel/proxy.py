@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..hbone import (ConnectRequest, HboneClient, HboneError, HboneServer, Outcome, format_forwarded,
                      parse_forwarded, pipe as hbone_pipe, workload_baggage)
 from ..identity import CertificateManager, Identity
+from ..netns import write_sysctls
 from . import capture, sockets
 from .capture import PROXY_PORTS
 from .listeners import Listener
@@ -119,6 +120,12 @@ class Ztunnel:
             raise RuntimeError("its network namespace is unknown (no netns in the snapshot or on the pod)")
         pod = PodProxy(workload, netns)
         uid = workload.uid
+        try:
+            # When the old proxy closes a listener during a restart, hand its not-yet-accepted
+            # connections to the replacement's SO_REUSEPORT socket instead of resetting them.
+            write_sysctls(netns, {"net.ipv4.tcp_migrate_req": "1"})
+        except OSError as exc:
+            log.debug("tcp_migrate_req not set in %s: %s", netns, exc)
         try:
             pod.listeners.append(Listener(netns, capture.OUTBOUND_PORT,
                                           lambda c, p: self._outbound(uid, c, p), name=f"{workload.name}:15001").start())
