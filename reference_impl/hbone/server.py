@@ -109,6 +109,14 @@ class _ServerSession(H2Session):
         if self.transport is not None:
             return
         transport.pause_reading()  # no byte may reach h2 before the TLS layer is in place
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # asyncio only sets TCP_NODELAY itself on sockets made with IPPROTO_TCP; one made with
+            # protocol 0 (as most callers do) would otherwise add Nagle delays to small replies.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer_address = (peer[0], peer[1])
         task = self.loop.create_task(self._handshake(transport))
