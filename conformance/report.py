@@ -106,6 +106,8 @@ def build(results: list[TestResult], *, implementation: str, target: str, suppor
     name, _, version = implementation.partition("/")
     profiles = []
     for profile in registry.PROFILES:
+        if wanted_profiles and profile not in wanted_profiles:
+            continue
         in_profile = [t for t in results if profile in t.profiles]
         if not in_profile and profile not in wanted_profiles:
             continue
