@@ -5,11 +5,26 @@ import threading
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conformance import convergence, curl
 from conformance import workloads as w
+from conformance.targets.base import wait_until
 
 DRIP_SECONDS = 12
+
+
+def _connections_opened(target, node: str, source_principal: str) -> float:
+    """`istio_tcp_connections_opened_total` as the destination reports it for one source."""
+    total = 0.0
+    for family in text_string_to_metric_families(target.metrics(node)):
+        for sample in family.samples:
+            if (sample.name == "istio_tcp_connections_opened_total"
+                    and sample.labels.get("reporter") == "destination"
+                    and sample.labels.get("source_principal", "").removeprefix("spiffe://")
+                    == source_principal.removeprefix("spiffe://")):
+                total += sample.value
+    return total
 
 
 def _pods_state(target, *namespaces):
@@ -49,11 +64,13 @@ def test_policy_change_closes_live_connections_it_denies(l4):
         [result["response"]] = target.call_detailed(l4.a, long_url, timeout=DRIP_SECONDS + 8)
         result["ended"] = time.monotonic()
 
+    opened_before = _connections_opened(target, l4.server.node, l4.principal_a)
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
-    # Sequencing only: give the stream time to be established before the policy lands; the
-    # bytes_received check below fails the test if it was not.
-    time.sleep(2.5)
+    # The policy must land on an established connection: wait until the destination's node proxy
+    # reports it opened (Istio's standard metric), not for a fixed time.
+    wait_until(lambda: _connections_opened(target, l4.server.node, l4.principal_a) > opened_before,
+               timeout=10, interval=0.1, what="the streamed connection to be opened at the destination")
     l4.policy("deny-a", {"action": "DENY", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
     applied = time.monotonic()
     l4.sc.expect_denied(l4.a, l4.url, "new connections after DENY")
