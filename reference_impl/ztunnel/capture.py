@@ -1,10 +1,19 @@
-"""Capture rules of the in-pod model (the istio-cni role): one nftables table per pod netns.
+"""Capture rules of the in-pod model (the istio-cni role): one nftables table per pod netns,
+plus one policy-routing rule and route.
 
 Outbound TCP that the node proxy did not mark goes to 15001, inbound TCP arriving on the pod's
 interface goes to 15006 except HBONE on 15008, and the pod itself may not reach the proxy's
 ports (a pod calling its own 15001/15006/15008/15080 is refused, ISTIO-SEMANTICS section 1).
-Deleting the table stops capture; established connections keep their NAT state, so the running
-app is not disturbed.
+
+Original source IP (ISTIO-SEMANTICS section 2): the proxy's socket towards the app is bound with
+IP_TRANSPARENT to the client's address, which is not local to the pod. As istio-cni does
+(cni/pkg/iptables), a connection whose first packet carries the proxy's mark 0x539 gets the
+conntrack mark 0x111; the app's replies get it back as their packet mark, and
+`ip rule fwmark 0x111/0xfff lookup 100` + `local 0.0.0.0/0 dev lo table 100` deliver them
+locally to the proxy's socket instead of sending them out to the real client.
+
+Deleting the table and the rule stops capture; established connections keep their NAT state,
+so the running app is not disturbed.
 """
 from __future__ import annotations
 
@@ -18,6 +27,12 @@ INBOUND_PLAINTEXT_PORT = 15006
 INBOUND_HBONE_PORT = 15008
 SOCKS_PORT = 15080
 PROXY_PORTS = (OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, INBOUND_HBONE_PORT, SOCKS_PORT)
+# istio-cni's in-pod values: connmark for proxy-to-app connections and the routing table that
+# sends the app's replies to them back through loopback.
+TPROXY_MARK = 0x111
+TPROXY_MASK = 0xfff
+ROUTE_TABLE = 100
+RULE_PRIORITY = 32764
 
 
 class CaptureError(RuntimeError):
@@ -35,6 +50,7 @@ def rules_text(cfg: CaptureConfig = CaptureConfig()) -> str:
     ports = ", ".join(str(p) for p in PROXY_PORTS)
     iface = cfg.interface
     mark = f"0x{cfg.mark:x}"
+    keep = ~TPROXY_MASK & 0xffffffff
     return f"""\
 table inet {TABLE}
 delete table inet {TABLE}
@@ -53,6 +69,16 @@ table inet {TABLE} {{
     ip6 daddr ::1 return
     meta l4proto tcp redirect to :{OUTBOUND_PORT}
   }}
+  chain mark_proxy_connections {{
+    # The proxy's packets to the app re-enter through lo still carrying the socket mark.
+    type filter hook prerouting priority -150; policy accept;
+    meta mark and 0x{TPROXY_MASK:x} == {mark} ct mark set ct mark and 0x{keep:08x} or 0x{TPROXY_MARK:x}
+  }}
+  chain restore_mark {{
+    # A route chain: the restored mark re-routes the app's reply through table {ROUTE_TABLE}.
+    type route hook output priority -150; policy accept;
+    ct mark and 0x{TPROXY_MASK:x} == 0x{TPROXY_MARK:x} meta mark set ct mark
+  }}
   chain inbound {{
     type nat hook prerouting priority -100; policy accept;
     iifname != "{iface}" return
@@ -68,25 +94,73 @@ def removal_text() -> str:
     return f"table inet {TABLE}\ndelete table inet {TABLE}\n"
 
 
-def _nft_argv(netns: str) -> list[str]:
-    return ["ip", "netns", "exec", netns, "nft", "-f", "-"]
+_RULE = f"fwmark 0x{TPROXY_MARK:x}/0x{TPROXY_MASK:x} pref {RULE_PRIORITY} lookup {ROUTE_TABLE}"
+_ROUTE = f"local 0.0.0.0/0 dev lo table {ROUTE_TABLE}"
 
 
-def _run(netns: str, batch: str, what: str) -> None:
-    try:
-        proc = subprocess.run(_nft_argv(netns), input=batch, text=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CaptureError(f"could not {what} in netns {netns}: {exc}; check that nftables is installed and the namespace exists") from exc
-    if proc.returncode != 0:
-        raise CaptureError(f"could not {what} in netns {netns}: {proc.stderr.strip() or proc.stdout.strip()}")
+def routing_add_text() -> str:
+    return f"rule add {_RULE}\nroute replace {_ROUTE}\n"
+
+
+def routing_del_text() -> str:
+    return f"rule del {_RULE}\nroute del {_ROUTE}\n"
+
+
+# What `ip -force -batch` says when the rule or route to delete is already gone.
+_ABSENT = ("No such file or directory", "No such process", "FIB table does not exist")
+
+
+@dataclass(frozen=True)
+class _Step:
+    argv_tail: tuple[str, ...]
+    batch: str
+    what: str
+    tolerate_absent: bool = False
+
+
+def _install_steps(cfg: CaptureConfig) -> list[_Step]:
+    # Routing first: once the nft table exists the proxy binds to client IPs and needs it.
+    # The rule is deleted before it is added because `ip rule add` would stack duplicates.
+    return [_Step(("ip", "-force", "-batch", "-"), routing_del_text(), "clear the reply routing", True),
+            _Step(("ip", "-batch", "-"), routing_add_text(), "install the reply routing"),
+            _Step(("nft", "-f", "-"), rules_text(cfg), "install capture rules")]
+
+
+def _remove_steps() -> list[_Step]:
+    return [_Step(("nft", "-f", "-"), removal_text(), "remove capture rules"),
+            _Step(("ip", "-force", "-batch", "-"), routing_del_text(), "remove the reply routing", True)]
+
+
+def _check(netns: str, step: _Step, rc: int, out: str, err: str) -> None:
+    if rc == 0:
+        return
+    problems = [line for line in (err or out).splitlines()
+                if line.strip() and not (step.tolerate_absent and (any(a in line for a in _ABSENT)
+                                                                   or line.startswith("Command failed")))]
+    if problems:
+        raise CaptureError(f"could not {step.what} in netns {netns}: {' '.join(problems)}")
+
+
+def _argv(netns: str, step: _Step) -> list[str]:
+    return ["ip", "netns", "exec", netns, *step.argv_tail]
+
+
+def _run(netns: str, steps: list[_Step]) -> None:
+    for step in steps:
+        try:
+            proc = subprocess.run(_argv(netns, step), input=step.batch, text=True, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CaptureError(f"could not {step.what} in netns {netns}: {exc}; check that nftables and "
+                               f"iproute2 are installed and the namespace exists") from exc
+        _check(netns, step, proc.returncode, proc.stdout, proc.stderr)
 
 
 def install(netns: str, cfg: CaptureConfig = CaptureConfig()) -> None:
-    _run(netns, rules_text(cfg), "install capture rules")
+    _run(netns, _install_steps(cfg))
 
 
 def remove(netns: str) -> None:
-    _run(netns, removal_text(), "remove capture rules")
+    _run(netns, _remove_steps())
 
 
 def installed(netns: str) -> bool:
@@ -95,21 +169,30 @@ def installed(netns: str) -> bool:
     return proc.returncode == 0
 
 
+def reply_routing_installed(netns: str) -> bool:
+    rules = subprocess.run(["ip", "-n", netns, "rule", "show", "pref", str(RULE_PRIORITY)],
+                           capture_output=True, text=True, timeout=10).stdout
+    routes = subprocess.run(["ip", "-n", netns, "route", "show", "table", str(ROUTE_TABLE)],
+                            capture_output=True, text=True, timeout=10).stdout
+    return f"lookup {ROUTE_TABLE}" in rules and "local default dev lo" in routes
+
+
 async def install_async(netns: str, cfg: CaptureConfig = CaptureConfig()) -> None:
-    await _run_async(netns, rules_text(cfg), "install capture rules")
+    await _run_async(netns, _install_steps(cfg))
 
 
 async def remove_async(netns: str) -> None:
-    await _run_async(netns, removal_text(), "remove capture rules")
+    await _run_async(netns, _remove_steps())
 
 
-async def _run_async(netns: str, batch: str, what: str) -> None:
+async def _run_async(netns: str, steps: list[_Step]) -> None:
     import asyncio
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *_nft_argv(netns), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(batch.encode()), 10)
-    except (OSError, TimeoutError) as exc:
-        raise CaptureError(f"could not {what} in netns {netns}: {exc}; check that nftables is installed and the namespace exists") from exc
-    if proc.returncode != 0:
-        raise CaptureError(f"could not {what} in netns {netns}: {(err or out).decode().strip()}")
+    for step in steps:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *_argv(netns, step), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(step.batch.encode()), 10)
+        except (OSError, TimeoutError) as exc:
+            raise CaptureError(f"could not {step.what} in netns {netns}: {exc}; check that nftables and "
+                               f"iproute2 are installed and the namespace exists") from exc
+        _check(netns, step, proc.returncode, out.decode(), err.decode())

@@ -6,11 +6,13 @@ tunnel it over HBONE with the source workload's certificate or pass it through a
 Inbound HBONE (15008): the destination workload's certificate, authority check, L4 authorization,
 then a marked connection to the app. Inbound plaintext (15006): PeerAuthentication and L4
 authorization with no identity. Every upstream socket is created inside the pod namespace with
-SO_MARK 0x539, so it carries the pod's IP and bypasses capture.
+SO_MARK 0x539, so it bypasses capture; outbound ones carry the pod's IP, and the ones to the app
+carry the original client's IP (IP_TRANSPARENT, ISTIO-SEMANTICS section 2).
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -54,12 +56,15 @@ class PodProxy:
 
 class Ztunnel:
     def __init__(self, node: str, certs: CertificateManager, telemetry: Telemetry | None = None,
-                 netns_resolver: NetnsResolver | None = None, manage_rules: bool = True):
+                 netns_resolver: NetnsResolver | None = None, manage_rules: bool = True,
+                 original_source: bool | None = None):
         self.node = node
         self.certs = certs
         self.telemetry = telemetry or Telemetry()
         self.netns_resolver = netns_resolver
         self.manage_rules = manage_rules
+        # Binding to the client's IP needs the reply routing that capture.install sets up.
+        self.original_source = manage_rules if original_source is None else original_source
         self.state = State({}, node)
         self.version = 0
         self.pods: dict[str, PodProxy] = {}
@@ -281,6 +286,12 @@ class Ztunnel:
             conn.sent, conn.received = s.counts.up, s.counts.down
             self._untrack(key)
 
+    async def _connect_app(self, pod: PodProxy, source_ip: str, addr: tuple[str, int]):
+        """The connection to the app, from the original client's IP when it is a usable one."""
+        if self.original_source and _is_ipv4(source_ip):
+            return await sockets.connect_as(pod.netns, source_ip, addr, UPSTREAM_CONNECT_TIMEOUT)
+        return await sockets.connect_marked(pod.netns, addr, UPSTREAM_CONNECT_TIMEOUT)
+
     # ------------------------------------------------------------------ inbound plaintext
     async def _inbound_plaintext(self, uid: str, sock, peer) -> None:
         dst_ip, dst_port = sockets.original_dst(sock)
@@ -304,7 +315,7 @@ class Ztunnel:
             sockets.reset(sock)
             return self._refuse(conn, "denied", decision.reason)
         try:
-            upstream = await sockets.connect_marked(pod.netns, (dst_ip, dst_port), UPSTREAM_CONNECT_TIMEOUT)
+            upstream = await self._connect_app(pod, peer[0], (dst_ip, dst_port))
         except (OSError, asyncio.TimeoutError) as exc:
             sockets.reset(sock)
             return self._refuse(conn, "connect_failed", f"app at {dst_ip}:{dst_port}: {exc!r}")
@@ -342,7 +353,7 @@ class Ztunnel:
             self._refuse(conn, "denied", decision.reason)
             return Outcome.refused(401, decision.reason)
         try:
-            upstream = await sockets.connect_marked(pod.netns, (ip, port), UPSTREAM_CONNECT_TIMEOUT)
+            upstream = await self._connect_app(pod, source_ip, (ip, port))
         except (OSError, asyncio.TimeoutError) as exc:
             self._refuse(conn, "connect_failed", f"app at {ip}:{port}: {exc!r}")
             return Outcome.refused(503, f"upstream {ip}:{port} connect failed: {exc!r}")
@@ -409,6 +420,13 @@ class Ztunnel:
         dump["certificates"] = certs
         dump["connections"] = len(self.live)
         return dump
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 class _TrackedUpstream:

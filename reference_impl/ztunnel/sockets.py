@@ -60,6 +60,22 @@ async def connect_marked(netns: str | None, addr: tuple[str, int], timeout: floa
     return sock
 
 
+async def connect_as(netns: str | None, source_ip: str, addr: tuple[str, int],
+                     timeout: float = 10.0) -> socket.socket:
+    """A marked connection from inside netns whose source address is `source_ip`, an address the
+    pod does not own (the original client's): IP_TRANSPARENT permits the bind, and the capture
+    rules route the app's replies back to this socket (see capture.py)."""
+    sock = marked_socket(netns)
+    try:
+        sock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+        sock.bind((source_ip, 0))
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def reset(sock_or_transport) -> None:
     """Close so that the peer sees RST, as ztunnel does for denied or failed connections."""
     sock = sock_or_transport

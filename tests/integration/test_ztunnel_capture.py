@@ -63,8 +63,9 @@ class PassthroughProxy:
     """Outbound 15001 → original destination, inbound 15006 → the local app, both from sockets
     made inside the pod namespace and marked so they bypass capture."""
 
-    def __init__(self, pod: str):
+    def __init__(self, pod: str, original_source: bool = False):
         self.pod = pod
+        self.original_source = original_source
         self.seen: list[tuple[str, tuple, tuple]] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -87,7 +88,10 @@ class PassthroughProxy:
             if dst[1] in capture.PROXY_PORTS:
                 sockets.reset(conn)
                 return
-            upstream = await sockets.connect_marked(self.pod, dst)
+            if direction == "inbound" and self.original_source:
+                upstream = await sockets.connect_as(self.pod, peer[0], dst)
+            else:
+                upstream = await sockets.connect_marked(self.pod, dst)
             await pipe.splice(conn, upstream)
         return handle
 
@@ -167,3 +171,44 @@ def test_captured_traffic_fails_when_no_proxy_listens(scratch):
     wait_http(pod, f"http://{NODE_IP}:8080/")
     capture.install(pod)
     assert curl(pod, f"http://{NODE_IP}:8080/").returncode == 7
+
+
+# Answers each connection with the address it came from, then closes.
+PEER_ECHO = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8082)); s.listen(16)
+while True:
+    c, peer = s.accept()
+    c.sendall(peer[0].encode()); c.close()
+"""
+
+
+def read_peer_echo(ns, ip, timeout=5):
+    r = sh("ip", "netns", "exec", ns, "curl", "-s", "--max-time", str(timeout), "--http0.9",
+           f"http://{ip}:8082/", check=False, timeout=timeout + 5)
+    return r.stdout
+
+
+def test_app_sees_the_client_ip_and_replies_reach_the_proxy(scratch):
+    node, pod = scratch
+    echo = subprocess.Popen(["ip", "netns", "exec", pod, sys.executable, "-c", PEER_ECHO],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while read_peer_echo(node, POD_IP, 1) != NODE_IP and time.monotonic() < deadline:
+            time.sleep(0.1)
+        capture.install(pod)
+        assert capture.reply_routing_installed(pod)
+        with PassthroughProxy(pod, original_source=True) as proxy:
+            # through 15006, bound to the node's address which the pod does not own
+            assert read_peer_echo(node, POD_IP) == NODE_IP
+            assert [s for s in proxy.seen if s[0] == "inbound" and s[2] == (POD_IP, 8082)]
+            # the pod's own outbound traffic is unaffected by the reply routing
+            assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+        capture.remove(pod)
+        assert not capture.reply_routing_installed(pod) and not capture.installed(pod)
+        assert read_peer_echo(node, POD_IP) == NODE_IP
+    finally:
+        echo.kill()
+        echo.wait(5)

@@ -5,6 +5,7 @@ Clients are pinned to each node so every path is exercised both across nodes and
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from reference_impl.cluster import client as cluster
 from reference_impl.identity import CertificateAuthority, Identity, WorkloadCertificate, make_csr
 from reference_impl.identity.tls import client_context
 from reference_impl.netns import socket_in
+from reference_impl.ztunnel import capture
 
 pytestmark = [
     pytest.mark.integration,
@@ -152,6 +154,29 @@ def test_mtls_between_nodes_and_on_one_node(c):
                           source_workload=f"sleep-{node}") > 0
 
 
+def origin_seen_by_httpbin(c, ns, pod):
+    r = c.exec(ns, pod, ["curl", "-s", "--max-time", "5", "http://httpbin-ambient.ambient-apps:8000/ip"], timeout=15)
+    try:
+        return json.loads(r.stdout)["origin"]
+    except (ValueError, KeyError):
+        return None
+
+
+def test_app_sees_the_original_source_ip(c):
+    """Over HBONE (both nodes) and as plaintext from an uncaptured pod, httpbin's /ip is the
+    client pod's IP, not the destination pod's own address."""
+    hb_ip = httpbin(c)["status"]["podIP"]
+    for ns, pod in ((NS, "sleep-node-0"), (NS, "sleep-node-1"), ("tz-plain", "plain-node-0"),
+                    ("tz-plain", "plain-node-1")):
+        client_ip = c.get("Pod", ns, pod)["status"]["podIP"]
+        origin = until(lambda: origin_seen_by_httpbin(c, ns, pod), what=f"{pod} reaching httpbin /ip")
+        assert origin == client_ip, f"{ns}/{pod} ({client_ip}) seen as {origin} (httpbin is {hb_ip})"
+    # the connections really went through ztunnel: the inbound access log names both sources
+    log = c.logs("istio-system", ztunnel_on(c, httpbin(c)["spec"]["nodeName"])["metadata"]["name"])
+    for ns, pod in ((NS, "sleep-node-0"), ("tz-plain", "plain-node-1")):
+        assert f'src.addr="{c.get("Pod", ns, pod)["status"]["podIP"]}:' in log
+
+
 def test_article_l4_policy_allows_sleep_and_resets_rogue(c):
     c.apply([SEED / "l4-policy.yaml"])
     try:
@@ -200,12 +225,14 @@ def test_label_and_unlabel_namespace_starts_and_stops_capture_without_restart(c)
     c.apply([namespace("tz-plain", {"istio.io/dataplane-mode": "ambient"})])
     try:
         until(has_rules, what="capture rules installed")
+        assert capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1"))
         until(lambda: ok(c, "tz-plain", "plain-node-1"), what="captured pod reaching httpbin")
         log = c.logs("istio-system", ztunnel_on(c, "node-1")["metadata"]["name"])
         assert "spiffe://cluster.local/ns/tz-plain/sa/default" in log
     finally:
         c.apply([namespace("tz-plain")])
     until(lambda: not has_rules(), what="capture rules removed")
+    assert not capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1"))
     assert ok(c, "tz-plain", "plain-node-1")
     after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", "tz-plain", "plain-node-1")["status"]["containerStatuses"]]
     assert after == before
@@ -311,7 +338,6 @@ def test_hbone_port_refusals(c):
 def test_metrics_config_dump_and_readiness(c):
     node = httpbin(c)["spec"]["nodeName"]
     assert node_get(c, node, 15021, "/healthz/ready").strip() == "ready"
-    import json
     dump = json.loads(node_get(c, node, 15000, "/config_dump"))
     names = {w["name"] for w in dump["workloads"]}
     assert httpbin(c)["metadata"]["name"] in names
