@@ -1,6 +1,6 @@
 """The `ambient-conformance` command line.
 
-    ambient-conformance cluster up [-f FILE_OR_DIR]... [--nodes N] [--name NAME]
+    ambient-conformance cluster up [-f FILE_OR_DIR]... [--nodes N] [--virtual-nodes M] [--name NAME]
     ambient-conformance cluster apply|delete -f FILE_OR_DIR
     ambient-conformance cluster get pods|svc|nodes|deploy|ds [-n NS | -A] [-o json]
     ambient-conformance cluster exec [-n NS] POD -- CMD...
@@ -55,10 +55,11 @@ def _connect(args) -> cluster_client.ClusterClient:
 
 def cmd_up(args) -> int:
     c = cluster_client.up(args.name, nodes=args.nodes, manifests=args.files or (),
-                          timeout=args.timeout)
+                          timeout=args.timeout, virtual_nodes=args.virtual_nodes)
     pods = c.list("Pod")
     c.close()
-    print(f"cluster {args.name!r} is up: {args.nodes} nodes, {len(pods)} pods ready")
+    virtual = f" (+{args.virtual_nodes} virtual)" if args.virtual_nodes else ""
+    print(f"cluster {args.name!r} is up: {args.nodes} nodes{virtual}, {len(pods)} pods ready")
     return 0
 
 
@@ -234,6 +235,8 @@ def build_parser() -> CLI:
     p = sub("up", cmd_up, "start a cluster, apply manifests, wait until ready")
     p.add_argument("-f", "--filename", dest="files", action="append", metavar="FILE_OR_DIR")
     p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--virtual-nodes", type=int, default=0,
+                   help="add nodes virtual-0.. whose pods are simulated (kwok-style, for scale)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for ready")
     p = sub("apply", cmd_apply, "apply manifests")
     p.add_argument("-f", "--filename", dest="files", action="append", required=True,

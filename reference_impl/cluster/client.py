@@ -193,6 +193,10 @@ class ClusterClient:
             raise ClusterError(f"pod {namespace}/{pod} not found; list pods with "
                                f"`ambient-conformance cluster get pods -n {namespace}`")
         netns = (obj["metadata"].get("annotations") or {}).get("ambient-conformance.io/netns")
+        node = (obj.get("spec") or {}).get("nodeName")
+        if not netns and naming.is_virtual_node(node):
+            raise ClusterError(f"pod {namespace}/{pod} runs on virtual node {node}: it is simulated "
+                               "and has no network namespace or process")
         if not netns:
             raise ClusterError(f"pod {namespace}/{pod} is not running yet (no network namespace)")
         return netns
@@ -201,7 +205,10 @@ class ClusterClient:
         obj = self.get("Node", None, node)
         if obj is None:
             raise ClusterError(f"node {node!r} not found in cluster {self.name!r}")
-        return obj["metadata"]["annotations"]["ambient-conformance.io/netns"]
+        netns = (obj["metadata"].get("annotations") or {}).get("ambient-conformance.io/netns")
+        if not netns:
+            raise ClusterError(f"node {node!r} is a virtual node: it has no network namespace")
+        return netns
 
     def exec(self, namespace: str, pod: str, argv: list[str], timeout: float = 30,
              capture: bool = True) -> subprocess.CompletedProcess:
@@ -273,12 +280,14 @@ def down_all(timeout: float = 20) -> list[str]:
 
 
 def up(name: str = naming.DEFAULT_NAME, nodes: int = 2, manifests: Iterable = (),
-       timeout: float = 60) -> ClusterClient:
-    """Start cluster `name` with `nodes` nodes, apply `manifests`, wait until all is ready."""
+       timeout: float = 60, virtual_nodes: int = 0) -> ClusterClient:
+    """Start cluster `name` with `nodes` nodes (and `virtual_nodes` simulated ones, see
+    virtual.py), apply `manifests`, wait until all is ready."""
     naming.check_name(name)
     check_prerequisites()
     if not 1 <= nodes <= 200:
         raise ClusterError(f"--nodes {nodes}: choose between 1 and 200 nodes")
+    naming.check_virtual_nodes(virtual_nodes)
     objects = _objects(list(manifests)) if manifests else []  # bad input: nothing starts
     try:
         ClusterClient(name).close()
@@ -297,7 +306,7 @@ def up(name: str = naming.DEFAULT_NAME, nodes: int = 2, manifests: Iterable = ()
     with open(naming.daemon_log(name), "ab") as log:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "reference_impl.cluster.daemon", "--name", name,
-             "--nodes", str(nodes)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+             "--nodes", str(nodes), "--virtual-nodes", str(virtual_nodes)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             cwd=REPO_ROOT, env=env, start_new_session=True)
     client = None
     try:

@@ -49,6 +49,39 @@ def owner_of(pod: dict) -> tuple[str, str] | None:
     return None
 
 
+def _node_labels_and_taints(store: Store, node: str) -> tuple[dict, list[dict]]:
+    obj = store.get("Node", "", node)
+    if obj is None:  # callers that pass bare names (unit tests): a plain node
+        return {HOSTNAME_LABEL: node}, []
+    return obj["metadata"].get("labels") or {}, (obj.get("spec") or {}).get("taints") or []
+
+
+def tolerates(tolerations: list[dict], taint: dict) -> bool:
+    """Kubernetes' toleration match: same key (or none with Exists), value for Equal, effect."""
+    for t in tolerations or ():
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def misfit(pod_spec: dict, store: Store, node: str) -> str | None:
+    """Why a pod cannot be placed on `node` (scheduler's phrase), or None when it fits."""
+    labels, taints = _node_labels_and_taints(store, node)
+    selector = pod_spec.get("nodeSelector") or {}
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return f"didn't match the pod's nodeSelector {selector}"
+    for taint in taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and \
+                not tolerates(pod_spec.get("tolerations") or [], taint):
+            return f"had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    return None
+
+
 def _pod_from_template(template: dict, namespace: str, name: str, owner_ref: dict,
                        extra_labels: dict) -> dict:
     template = copy.deepcopy(template)
@@ -114,9 +147,7 @@ def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:
         meta, spec = ds["metadata"], ds.get("spec") or {}
         namespace, name = meta["namespace"], meta["name"]
         template = spec.get("template") or {}
-        selector = ((template.get("spec") or {}).get("nodeSelector") or {})
-        wanted = [n for n in nodes
-                  if selector.get(HOSTNAME_LABEL, n) == n]
+        wanted = [n for n in nodes if misfit(template.get("spec") or {}, store, n) is None]
         pods = [p for p in _owned(store, namespace, "DaemonSet", name) if not is_terminating(p)]
         by_node = {p["spec"].get("nodeName"): p for p in pods}
         for node in wanted:
@@ -139,7 +170,8 @@ def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:
 
 
 def schedule(store: Store, nodes: list[str]) -> None:
-    """Give every unscheduled pod a node: its nodeSelector decides, else spread by owner, then load."""
+    """Give every unscheduled pod a node: its nodeSelector and the nodes' taints decide which
+    nodes fit, then spread by owner, then load."""
     pods = store.list("Pod")
     load = {n: 0 for n in nodes}
     by_owner: dict[tuple, dict[str, int]] = {}
@@ -152,13 +184,15 @@ def schedule(store: Store, nodes: list[str]) -> None:
     for pod in pods:
         if pod["spec"].get("nodeName") or is_terminating(pod):
             continue
-        selector = pod["spec"].get("nodeSelector") or {}
-        fits = [n for n in nodes if all(
-            (k == HOSTNAME_LABEL and v == n) for k, v in selector.items())]
+        misfits = {n: misfit(pod["spec"], store, n) for n in nodes}
+        fits = [n for n, why in misfits.items() if why is None]
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if not fits:
-            message = (f"0/{len(nodes)} nodes are available: no node matches the pod's "
-                       f"nodeSelector {selector}")
+            reasons: dict[str, int] = {}
+            for why in misfits.values():
+                reasons[why] = reasons.get(why, 0) + 1
+            message = (f"0/{len(nodes)} nodes are available: "
+                       + ", ".join(f"{count} node(s) {why}" for why, count in sorted(reasons.items())))
 
             def unschedulable(p: dict, message=message) -> None:
                 p.setdefault("status", {})["phase"] = "Pending"

@@ -1,6 +1,6 @@
 """The cluster daemon: store + API server + controllers + scheduler + kubelet + kube-proxy/DNS.
 
-    python -m reference_impl.cluster.daemon --name NAME --nodes N
+    python -m reference_impl.cluster.daemon --name NAME --nodes N [--virtual-nodes M]
 
 One asyncio loop on the main thread runs everything (see kubelet.py for why processes must be
 forked from this thread). Every store change marks the cluster dirty; the loop then reconciles
@@ -23,7 +23,7 @@ import time
 from reference_impl import api
 from reference_impl.apps import images
 
-from . import controllers, naming, network, teardown
+from . import controllers, naming, network, teardown, virtual
 from .apiserver import APIServer, HTTPError
 from .errors import ClusterError
 from .kubelet import Kubelet, proc_start_time
@@ -53,11 +53,12 @@ def check_images(obj: dict) -> None:
 
 
 class Daemon:
-    def __init__(self, name: str, node_count: int):
+    def __init__(self, name: str, node_count: int, virtual_node_count: int = 0):
         self.name = name
         self.node_count = node_count
         self.nodes = [naming.node_name(i) for i in range(node_count)]
         self.store = Store(admission=[check_images])
+        self.virtual = virtual.VirtualKubelet(self.store, virtual_node_count)
         self.routing = ServiceRouting(name, self.store, node_count)
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
         env.update({"AC_CLUSTER": name, "AC_RUN_DIR": naming.run_dir(name),
@@ -128,6 +129,8 @@ class Daemon:
                 "status": {"addresses": [{"type": "InternalIP", "address": naming.node_ip(i)},
                                          {"type": "Hostname", "address": node}],
                            "conditions": [{"type": "Ready", "status": "True"}]}})
+        for i in range(len(self.virtual.nodes)):
+            self.store.create(virtual.node_object(i))
         for ns in SYSTEM_NAMESPACES:
             self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         addon_files = sorted(glob.glob(os.path.join(ADDONS_DIR, "*.yaml")))
@@ -136,7 +139,7 @@ class Daemon:
 
     def write_state(self) -> None:
         state = {"name": self.name, "daemon": [os.getpid(), proc_start_time(os.getpid())],
-                 "nodes": self.node_count,
+                 "nodes": self.node_count, "virtualNodes": len(self.virtual.nodes),
                  "netns": [naming.fabric_netns(self.name)]
                  + [naming.node_netns(self.name, i) for i in range(self.node_count)]
                  + self.kubelet.pod_namespaces(),
@@ -152,9 +155,11 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
     def reconcile(self) -> None:
         controllers.reconcile_deployments(self.store)
-        controllers.reconcile_daemonsets(self.store, self.nodes)
+        all_nodes = self.nodes + self.virtual.nodes
+        controllers.reconcile_daemonsets(self.store, all_nodes)
         controllers.collect_garbage(self.store)
-        controllers.schedule(self.store, self.nodes)
+        controllers.schedule(self.store, all_nodes)
+        self.virtual.sync()
         self.kubelet.sync()
         self.routing.sync()
         self.write_state()
@@ -173,8 +178,9 @@ class Daemon:
         self._create_cluster_objects()
         self.reconcile()
         await self.api.start(naming.api_sock(self.name))
-        log.info("cluster %s: %d nodes up in %.2fs, API on %s", self.name, self.node_count,
-                 time.monotonic() - started, naming.api_sock(self.name))
+        log.info("cluster %s: %d nodes (+%d virtual) up in %.2fs, API on %s", self.name,
+                 self.node_count, len(self.virtual.nodes), time.monotonic() - started,
+                 naming.api_sock(self.name))
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._dirty.wait(), timeout=TICK)
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_impl.cluster.daemon")
     parser.add_argument("--name", default=naming.DEFAULT_NAME)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--virtual-nodes", type=int, default=0,
+                        help="nodes whose pods are simulated (kwok role, see virtual.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -206,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         naming.check_name(args.name)
         if not 1 <= args.nodes <= 200:
             raise ClusterError(f"--nodes {args.nodes}: choose between 1 and 200 nodes")
-        daemon = Daemon(args.name, args.nodes)
+        naming.check_virtual_nodes(args.virtual_nodes)
+        daemon = Daemon(args.name, args.nodes, args.virtual_nodes)
     except ClusterError as exc:
         log.error("%s", exc)
         return 1

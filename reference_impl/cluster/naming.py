@@ -18,6 +18,10 @@ DEFAULT_NAME = "ambient"
 SERVICE_CIDR_PREFIX = "10.96."  # 10.96.0.0/16, 10.96.0.1 reserved
 POD_CIDR = "10.244.{i}.0/24"
 FABRIC_NET = "172.18.0.0/24"
+# Virtual nodes (the kwok role, virtual.py): a /22 each, so one node holds over 1,000 pods.
+VIRTUAL_POD_CIDR = "10.245.{third}.0/22"
+MAX_VIRTUAL_NODES = 64  # 64 /22s fill 10.245.0.0/16
+VIRTUAL_NODE_RE = re.compile(r"^virtual-\d+$")
 
 
 def check_name(name: str) -> str:
@@ -73,6 +77,30 @@ def node_gateway(i: int) -> str:
 
 def pod_cidr(i: int) -> str:
     return POD_CIDR.format(i=i)
+
+
+def virtual_node_name(i: int) -> str:
+    return f"virtual-{i}"
+
+
+def is_virtual_node(name: str | None) -> bool:
+    return bool(name) and bool(VIRTUAL_NODE_RE.match(name))
+
+
+def check_virtual_nodes(count: int) -> int:
+    if not 0 <= count <= MAX_VIRTUAL_NODES:
+        raise ClusterError(f"--virtual-nodes {count}: choose between 0 and {MAX_VIRTUAL_NODES} "
+                           "virtual nodes (each holds up to 1,021 pods)")
+    return count
+
+
+def virtual_node_ip(i: int) -> str:
+    """The InternalIP a virtual node reports; no namespace holds it (nothing routes there)."""
+    return f"172.19.0.{10 + i}"
+
+
+def virtual_pod_cidr(i: int) -> str:
+    return VIRTUAL_POD_CIDR.format(third=4 * i)
 
 
 def netns_pattern(name: str) -> re.Pattern:
