@@ -1,0 +1,271 @@
+"""Shared pieces of the end-to-end mesh tests (test_mesh_*.py); this module holds no tests.
+
+Each test module starts its own small 2-node cluster named `tm-<xdist worker>-<suffix>` with the
+seed's namespaces and workloads, pinned so that traffic crosses nodes where it matters, and
+drives real curl inside pod namespaces. Outcomes are polled with deadlines (`converge`), never
+inferred from a sleep.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from reference_impl.cluster import naming
+from reference_impl.xds import XdsUnavailable, debug_query
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "fixtures" / "seed"
+NS = "ambient-apps"
+URL = "http://httpbin-ambient.ambient-apps:8000/get"
+L4_POLICY = SEED / "l4-policy.yaml"
+ISTIOD_ADDON = REPO / "reference_impl" / "cluster" / "addons" / "istiod.yaml"
+DENIED_CURL_CODES = {7, 28, 52, 56}   # refused, timeout, empty reply, reset
+HOSTNAME = "kubernetes.io/hostname"
+
+
+# ---------------------------------------------------------------- manifests
+def seed_objects(pin: dict[str, str] | None = None) -> list[dict]:
+    """The seed's namespaces, httpbin-ambient, sleep-ambient and rogue-client; `pin` maps a
+    Deployment name to the node its pods must run on."""
+    objects = []
+    for name in ("namespaces.yaml", "httpbin-ambient.yaml", "sleep-ambient.yaml", "rogue-client.yaml"):
+        objects += [o for o in yaml.safe_load_all((SEED / name).read_text()) if o]
+    for obj in objects:
+        node = (pin or {}).get(obj["metadata"]["name"])
+        if obj["kind"] == "Deployment" and node:
+            obj["spec"]["template"]["spec"]["nodeSelector"] = {HOSTNAME: node}
+    return objects
+
+
+def pinned_pod(name: str, namespace: str, node: str, sa: str, image: str = "curlimages/curl",
+               labels: dict | None = None) -> dict:
+    container = {"name": "main", "image": image}
+    if "httpbin" in image:
+        container["ports"] = [{"containerPort": 80}]
+    else:
+        container["command"] = ["/bin/sleep", "3650d"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+            "spec": {"serviceAccountName": sa, "nodeSelector": {HOSTNAME: node}, "containers": [container]}}
+
+
+def service_account(name: str, namespace: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+
+
+def namespace(name: str, labels: dict | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+
+
+def allow_policy(name: str, principals: list[str] | None = None, namespaces: list[str] | None = None,
+                 app: str = "httpbin-ambient", ns: str = NS) -> dict:
+    source = {}
+    if principals:
+        source["principals"] = principals
+    if namespaces:
+        source["namespaces"] = namespaces
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": app}}, "action": "ALLOW",
+                     "rules": [{"from": [{"source": source}]}]}}
+
+
+def istiod_deployment(env: dict[str, str] | None = None) -> dict:
+    """The cluster's own istiod Deployment (the add-on), with extra container env."""
+    [deploy] = [o for o in yaml.safe_load_all(ISTIOD_ADDON.read_text()) if o and o["kind"] == "Deployment"]
+    deploy = copy.deepcopy(deploy)
+    if env:
+        [container] = deploy["spec"]["template"]["spec"]["containers"]
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return deploy
+
+
+# ---------------------------------------------------------------- cluster
+def start_cluster(cluster_factory, worker_id: str, suffix: str, objects: list[dict], timeout: float = 60):
+    wid = "" if worker_id == "master" else worker_id
+    name = "-".join(p for p in ("tm", wid, suffix) if p)
+    c = cluster_factory(name=name, nodes=2, timeout=timeout)
+    if objects:
+        c.apply(objects)
+        c.wait_ready(timeout)
+        wait_captured(c)
+    return c
+
+
+def running_pods(c, ns: str, selector: dict | None = None) -> list[dict]:
+    return [p for p in c.list("Pod", ns, selector=selector)
+            if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+def pod_of(c, app: str, ns: str = NS) -> str:
+    pods = running_pods(c, ns, {"app": app})
+    assert pods, f"no running pod with app={app} in {ns}"
+    return pods[0]["metadata"]["name"]
+
+
+def captured(c, ns: str, pod: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", c.pod_netns(ns, pod), "nft", "list", "table", "inet", "ztunnel"],
+                          capture_output=True, timeout=10).returncode == 0
+
+
+def wait_captured(c, ns: str = NS, timeout: float = 20) -> None:
+    for pod in running_pods(c, ns):
+        until(lambda: captured(c, ns, pod["metadata"]["name"]), timeout, what=f"capture of {pod['metadata']['name']}")
+
+
+def restart_state(c) -> dict[str, list]:
+    """Every app pod's (uid, restartCount, pid) per container: a restart or re-creation changes it."""
+    state = {}
+    for pod in c.list("Pod"):
+        meta = pod["metadata"]
+        if meta["namespace"] == "istio-system" or meta.get("deletionTimestamp"):
+            continue
+        state[f"{meta['namespace']}/{meta['name']}"] = [
+            (meta["uid"], s.get("restartCount"), s.get("pid")) for s in (pod.get("status") or {}).get("containerStatuses") or ()]
+    return state
+
+
+# ---------------------------------------------------------------- traffic
+def curl(c, ns: str, pod: str, url: str = URL, timeout: float = 3) -> tuple[int, str]:
+    r = c.exec(ns, pod, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout), url],
+               timeout=timeout + 10)
+    return r.returncode, r.stdout
+
+
+def outcome(c, ns: str, pod: str, url: str = URL, timeout: float = 3) -> str:
+    """'allowed' (HTTP 200), 'denied' (reset, refused or timed out with no answer) or what happened."""
+    rc, code = curl(c, ns, pod, url, timeout)
+    if (rc, code) == (0, "200"):
+        return "allowed"
+    if rc in DENIED_CURL_CODES and code == "000":
+        return "denied"
+    return f"curl exit {rc}, HTTP {code}"
+
+
+def until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def converge(checks: dict[str, tuple], expected: dict[str, str], within: float, consecutive: int = 3) -> float:
+    """Poll every check until each gives its expected outcome `consecutive` rounds in a row.
+
+    `checks` maps a label to (cluster, ns, pod, url); returns the seconds until the first round of
+    the final streak, or fails within `within` seconds naming the checks still off."""
+    started = time.monotonic()
+    streak, streak_started, last = 0, None, {}
+    while True:
+        round_started = time.monotonic()
+        last = {label: outcome(*args) for label, args in checks.items()}
+        if all(last[label] == expected[label] for label in checks):
+            streak += 1
+            streak_started = streak_started or round_started
+            if streak >= consecutive:
+                return streak_started - started
+        else:
+            streak, streak_started = 0, None
+        if time.monotonic() - started > within:
+            off = {k: f"{v} (want {expected[k]})" for k, v in last.items() if v != expected[k]}
+            raise AssertionError(f"not {consecutive} consecutive expected outcomes within {within}s; "
+                                 f"last round: {off or last}")
+
+
+class HeldStream:
+    """A streaming curl (httpbin /drip) kept open across an event; records when each byte came."""
+
+    def __init__(self, c, ns: str, pod: str, seconds: int, host: str = "httpbin-ambient.ambient-apps:8000"):
+        self.seconds = seconds
+        url = f"http://{host}/drip?duration={seconds}&numbytes={seconds * 4}&delay=0&code=200"
+        self.proc = subprocess.Popen(["ip", "netns", "exec", c.pod_netns(ns, pod), "curl", "-sN",
+                                      "--max-time", str(seconds + 15), "-w", "\n%{http_code}", url],
+                                     stdout=subprocess.PIPE)
+        self.arrivals: list[float] = []
+        self.tail = b""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            chunk = os.read(self.proc.stdout.fileno(), 1)
+            if not chunk:
+                return
+            if chunk == b"*":
+                self.arrivals.append(time.monotonic())
+            else:
+                self.tail += chunk
+
+    def flowing(self) -> bool:
+        return len(self.arrivals) >= 1
+
+    def bytes_between(self, start: float, end: float) -> int:
+        return sum(start <= t <= end for t in self.arrivals)
+
+    def finish(self) -> tuple[int, int, str]:
+        """(curl exit code, bytes received, HTTP status)."""
+        try:
+            rc = self.proc.wait(timeout=self.seconds + 20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(5)
+        return rc, len(self.arrivals), self.tail.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- the node proxies and istiod
+def node_get(c, node: str, port: int, path: str, host: str = "127.0.0.1") -> str:
+    r = subprocess.run(["ip", "netns", "exec", c.node_netns(node), "curl", "-s", "--max-time", "5",
+                        f"http://{host}:{port}{path}"], capture_output=True, text=True, timeout=15)
+    return r.stdout
+
+
+def ztunnel_dump(c, node: str) -> dict:
+    """The node's ztunnel /config_dump (admin port, node namespace), {} while it does not answer."""
+    text = node_get(c, node, 15000, "/config_dump")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def istiod_pods(c) -> list[dict]:
+    return [p for p in c.list("Pod", "istio-system", selector={"app": "istiod"})
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def istiod_proxies(c) -> list[dict] | None:
+    """istiod's view of its connected proxies, None while no istiod answers."""
+    try:
+        return debug_query(os.path.join(naming.run_dir(c.name), "istiod.sock"), "proxies", timeout=2)
+    except (XdsUnavailable, LookupError, OSError):
+        return None
+
+
+def ztunnels_in_sync(c, nodes=("node-0", "node-1")) -> bool:
+    """Every node's ztunnel is connected to istiod and has acknowledged the latest version sent."""
+    proxies = istiod_proxies(c)
+    if not proxies:
+        return False
+    if isinstance(proxies, dict):
+        proxies = proxies.get("proxies", [])
+    synced = {p["node"] for p in proxies if p["proxy"] == "ztunnel" and p["sentVersion"] is not None
+              and p["sentVersion"] == p["ackedVersion"]}
+    return set(nodes) <= synced
