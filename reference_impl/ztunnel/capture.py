@@ -106,7 +106,10 @@ def routing_del_text() -> str:
     return f"rule del {_RULE}\nroute del {_ROUTE}\n"
 
 
-# What `ip -force -batch` says when the rule or route to delete is already gone.
+# What `ip -force -batch` says when the rule is already there (a restarted proxy re-installs
+# capture: the rule must never be missing, even briefly, while connections use it) ...
+_PRESENT = ("File exists",)
+# ... and when the rule or route to delete is already gone.
 _ABSENT = ("No such file or directory", "No such process", "FIB table does not exist")
 
 
@@ -115,28 +118,26 @@ class _Step:
     argv_tail: tuple[str, ...]
     batch: str
     what: str
-    tolerate_absent: bool = False
+    tolerate: tuple[str, ...] = ()
 
 
 def _install_steps(cfg: CaptureConfig) -> list[_Step]:
     # Routing first: once the nft table exists the proxy binds to client IPs and needs it.
-    # The rule is deleted before it is added because `ip rule add` would stack duplicates.
-    return [_Step(("ip", "-force", "-batch", "-"), routing_del_text(), "clear the reply routing", True),
-            _Step(("ip", "-batch", "-"), routing_add_text(), "install the reply routing"),
+    return [_Step(("ip", "-force", "-batch", "-"), routing_add_text(), "install the reply routing", _PRESENT),
             _Step(("nft", "-f", "-"), rules_text(cfg), "install capture rules")]
 
 
 def _remove_steps() -> list[_Step]:
     return [_Step(("nft", "-f", "-"), removal_text(), "remove capture rules"),
-            _Step(("ip", "-force", "-batch", "-"), routing_del_text(), "remove the reply routing", True)]
+            _Step(("ip", "-force", "-batch", "-"), routing_del_text(), "remove the reply routing", _ABSENT)]
 
 
 def _check(netns: str, step: _Step, rc: int, out: str, err: str) -> None:
     if rc == 0:
         return
     problems = [line for line in (err or out).splitlines()
-                if line.strip() and not (step.tolerate_absent and (any(a in line for a in _ABSENT)
-                                                                   or line.startswith("Command failed")))]
+                if line.strip() and not (step.tolerate and (any(t in line for t in step.tolerate)
+                                                            or line.startswith("Command failed")))]
     if problems:
         raise CaptureError(f"could not {step.what} in netns {netns}: {' '.join(problems)}")
 

@@ -1,4 +1,11 @@
-"""Accept loops for the proxy's listeners, with a switch that stops accepting (drain)."""
+"""Accept loops for the proxy's listeners, with a switch that stops accepting (drain).
+
+Accepting happens in a reader callback rather than a task awaiting `sock_accept`: stopping
+then removes the reader and closes the socket in one synchronous step, so a connection is
+either handed to its handler or left in the kernel's queue (from where tcp_migrate_req moves
+it to the replacement proxy's SO_REUSEPORT socket) - never accepted and then dropped, as a
+cancelled `sock_accept` can do when its result is already in.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +18,7 @@ from .sockets import listener, tune
 log = logging.getLogger("ztunnel")
 
 Handler = Callable[[socket.socket, tuple], Awaitable[None]]
+ACCEPTS_PER_WAKEUP = 64
 
 
 class Listener:
@@ -18,27 +26,26 @@ class Listener:
         self.netns, self.port, self.handler, self.name = netns, port, handler, name or str(port)
         self.sock = listener(netns, port, host)
         self.tasks: set[asyncio.Task] = set()
-        self._accept_task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> "Listener":
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._on_readable)
         return self
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _on_readable(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, peer = await loop.sock_accept(self.sock)
-            except asyncio.CancelledError:
-                raise
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
-                if self.sock.fileno() < 0:
-                    return
-                log.warning("accept on %s failed: %s", self.name, exc)
-                await asyncio.sleep(0.05)
-                continue
+                if self.sock.fileno() >= 0:
+                    log.warning("accept on %s failed: %s", self.name, exc)
+                return
+            conn.setblocking(False)
             tune(conn)
-            task = loop.create_task(self._serve(conn, peer))
+            task = self._loop.create_task(self._serve(conn, peer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -50,6 +57,8 @@ class Listener:
             conn.close()
 
     def stop_accepting(self) -> None:
-        if self._accept_task is not None:
-            self._accept_task.cancel()
+        if self.sock.fileno() < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
         self.sock.close()

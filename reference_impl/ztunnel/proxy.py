@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..hbone import (ConnectRequest, HboneClient, HboneError, HboneServer, Outcome, format_forwarded,
+from ..hbone import (ConnectRequest, HboneClient, HboneError, HboneServer, HboneTLSError, Outcome, format_forwarded,
                      parse_forwarded, pipe as hbone_pipe, workload_baggage)
 from ..identity import CertificateManager, Identity
 from ..netns import write_sysctls
@@ -33,6 +33,7 @@ log = logging.getLogger("ztunnel")
 
 NetnsResolver = Callable[[Workload], Awaitable[str | None]]
 UPSTREAM_CONNECT_TIMEOUT = 10.0
+UNPROCESSED_RETRIES = 2
 
 
 @dataclass
@@ -125,6 +126,9 @@ class Ztunnel:
             raise RuntimeError("its network namespace is unknown (no netns in the snapshot or on the pod)")
         pod = PodProxy(workload, netns)
         uid = workload.uid
+        # Registered before the first listener opens: during a restart the kernel hands this
+        # proxy connections as soon as the socket joins the SO_REUSEPORT group.
+        self.pods[uid] = pod
         try:
             # When the old proxy closes a listener during a restart, hand its not-yet-accepted
             # connections to the replacement's SO_REUSEPORT socket instead of resetting them.
@@ -132,6 +136,8 @@ class Ztunnel:
         except OSError as exc:
             log.debug("tcp_migrate_req not set in %s: %s", netns, exc)
         try:
+            pod.client = HboneClient(self.certs.ssl_context_for,
+                                     sock_factory=lambda dest: sockets.connect_marked(netns, dest, UPSTREAM_CONNECT_TIMEOUT))
             pod.listeners.append(Listener(netns, capture.OUTBOUND_PORT,
                                           lambda c, p: self._outbound(uid, c, p), name=f"{workload.name}:15001").start())
             pod.listeners.append(Listener(netns, capture.INBOUND_PLAINTEXT_PORT,
@@ -140,14 +146,13 @@ class Ztunnel:
             pod.hbone_listener = await pod.hbone_server.listen(
                 identity=Identity.parse(workload.identity),
                 sock=sockets.listener(netns, capture.INBOUND_HBONE_PORT))
-            pod.client = HboneClient(self.certs.ssl_context_for,
-                                     sock_factory=lambda dest: sockets.connect_marked(netns, dest, UPSTREAM_CONNECT_TIMEOUT))
             if self.manage_rules:
                 await capture.install_async(netns)
         except BaseException:
+            if self.pods.get(uid) is pod:
+                del self.pods[uid]
             await self._stop_pod(pod, remove_rules=False)
             raise
-        self.pods[uid] = pod
         # Fetch the certificate now so the first connection does not wait for the CA.
         asyncio.get_running_loop().create_task(self._prefetch(workload.identity))
         log.info("captured pod %s/%s (%s) in netns %s", workload.namespace, workload.name, workload.ip, netns)
@@ -245,10 +250,7 @@ class Ztunnel:
             "forwarded": format_forwarded(peer[0], peer[1], host),
         }
         try:
-            stream = await pod.client.connect(
-                Identity.parse(source.identity), route.target,
-                [Identity.parse(i) for i in route.expected_identities], route.authority, headers,
-                source_ip=source.ip)
+            stream = await self._open_tunnel(pod, source, route, headers)
         except HboneError as exc:
             sockets.reset(sock)
             outcome = "denied" if exc.status == 401 else "error"
@@ -270,6 +272,25 @@ class Ztunnel:
             conn.sent = conn.sent or stream.bytes_sent
             conn.received = conn.received or stream.bytes_received
             self._untrack(key)
+
+    async def _open_tunnel(self, pod: PodProxy, source: Workload, route: Route, headers: dict):
+        """CONNECT on a pooled connection; a CONNECT the server provably did not process (it
+        raced a GOAWAY, or was refused while the server drains) is sent again on a fresh one.
+        Nothing of the client's has been sent yet, so this is invisible to it - and it is what
+        makes a ztunnel restart lose no new connection (ISTIO-SEMANTICS section 12)."""
+        for attempt in range(1, UNPROCESSED_RETRIES + 2):
+            try:
+                return await pod.client.connect(
+                    Identity.parse(source.identity), route.target,
+                    [Identity.parse(i) for i in route.expected_identities], route.authority, headers,
+                    source_ip=source.ip)
+            except HboneTLSError:
+                raise
+            except HboneError as exc:
+                if exc.status is not None or attempt > UNPROCESSED_RETRIES or not _unprocessed(exc):
+                    raise
+                log.debug("CONNECT to %s not processed (%s): retrying on a new connection", route.target, exc)
+        raise AssertionError("unreachable")
 
     async def _splice(self, a, b, conn: Connection, uid: str, check=None) -> None:
         s = Splice()
@@ -394,12 +415,15 @@ class Ztunnel:
                 await pod.client.close()
 
     def _replacement_listening(self) -> bool:
+        """Every listener of every pod has a twin (the replacement's) in its SO_REUSEPORT group."""
+        ports = (capture.OUTBOUND_PORT, capture.INBOUND_PLAINTEXT_PORT, capture.INBOUND_HBONE_PORT)
         for pod in self.pods.values():
             try:
-                if sockets.listeners_on(pod.netns, capture.INBOUND_HBONE_PORT) < 2:
-                    return False
+                counts = sockets.listeners_on(pod.netns, ports)
             except OSError:
                 continue  # the pod is gone: nothing to hand over
+            if any(n < 2 for n in counts.values()):
+                return False
         return True
 
     def config_dump(self) -> dict:
@@ -420,6 +444,15 @@ class Ztunnel:
         dump["certificates"] = certs
         dump["connections"] = len(self.live)
         return dump
+
+
+# How the HBONE client words a CONNECT that never reached the server's application: above the
+# last stream id of a GOAWAY, refused with REFUSED_STREAM, or never sent.
+_UNPROCESSED_MARKERS = ("(GOAWAY)", "REFUSED_STREAM", "closed before the CONNECT", "cannot open a stream")
+
+
+def _unprocessed(exc: HboneError) -> bool:
+    return any(marker in str(exc) for marker in _UNPROCESSED_MARKERS)
 
 
 def _is_ipv4(text: str) -> bool:

@@ -92,11 +92,17 @@ def reset(sock_or_transport) -> None:
         sock.close()
 
 
-def listeners_on(netns: str | None, port: int) -> int:
-    """How many sockets listen on TCP `port` in netns (all processes): lets a draining proxy see
-    that its replacement has bound the same port with SO_REUSEPORT."""
+def listeners_on(netns: str | None, ports) -> dict[int, int]:
+    """How many sockets listen on each TCP port in netns (all processes): lets a draining proxy
+    see that its replacement has bound the same ports with SO_REUSEPORT."""
     with entered(netns):
         with open("/proc/thread-self/net/tcp") as f:
             lines = f.read().splitlines()[1:]
-    wanted = f":{port:04X}"
-    return sum(1 for line in lines if (parts := line.split()) and parts[1].endswith(wanted) and parts[3] == "0A")
+    counts = {port: 0 for port in ports}
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 3 and parts[3] == "0A":  # TCP_LISTEN
+            port = int(parts[1].rsplit(":", 1)[1], 16)
+            if port in counts:
+                counts[port] += 1
+    return counts

@@ -212,3 +212,49 @@ def test_app_sees_the_client_ip_and_replies_reach_the_proxy(scratch):
     finally:
         echo.kill()
         echo.wait(5)
+
+
+def test_closing_listener_hands_queued_connections_to_its_replacement(scratch):
+    """The restart handover: connections queued on the old proxy's socket when it closes move
+    to the replacement's SO_REUSEPORT socket (tcp_migrate_req in the pod namespace)."""
+    from reference_impl.netns import socket_in, write_sysctls
+    node, pod = scratch
+    write_sysctls(pod, {"net.ipv4.tcp_migrate_req": "1"})
+    loop = asyncio.new_event_loop()
+    served = []
+
+    async def answer(conn, peer):
+        served.append(peer)
+        await loop.sock_sendall(conn, b"new")
+        conn.close()
+
+    async def setup():
+        old = Listener(pod, 15001, answer)          # bound but never accepting: its queue fills
+        new = Listener(pod, 15001, answer)
+        return old, new
+
+    old, new = loop.run_until_complete(setup())
+    clients = []
+    try:
+        assert sockets.listeners_on(pod, [15001]) == {15001: 2}
+        for _ in range(20):
+            s = socket_in(node)
+            s.settimeout(5)
+            s.connect((POD_IP, 15001))
+            clients.append(s)
+        old.stop_accepting()
+        assert sockets.listeners_on(pod, [15001]) == {15001: 1}
+
+        async def serve_until_answered():
+            new.start()
+            deadline = loop.time() + 5
+            while len(served) < len(clients) and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        loop.run_until_complete(serve_until_answered())
+        answers = [c.recv(16) for c in clients]
+        assert answers == [b"new"] * len(clients)
+    finally:
+        for s in clients:
+            s.close()
+        new.stop_accepting()
+        loop.close()
