@@ -322,6 +322,8 @@ class Ztunnel:
                           dst_workload=dest.raw if dest else None, dst_principal=dest.identity if dest else "")
         src = self.state.by_ip.get(peer[0])
         conn.src_workload = src.raw if src else None
+        service = self.state.inbound_service(dest, dst_port) if dest else None
+        conn.dst_service = service.info() if service else None
         if dest is None or pod is None or dst_ip not in dest.ips:
             sockets.reset(sock)
             return self._refuse(conn, "error", f"{dst_ip} is not a captured pod of this node")
@@ -353,13 +355,16 @@ class Ztunnel:
         dest = self._workload(uid)
         pod = self.pods.get(uid)
         principal = str(req.peer_identity)
-        fwd = parse_forwarded(req.forwarded).get("for", "")
+        forwarded = parse_forwarded(req.forwarded)
+        fwd = forwarded.get("for", "")
         source_ip = fwd.rsplit(":", 1)[0].strip("[]") if fwd else req.peer_address[0]
         conn = Connection("destination", f"{source_ip}:{fwd.rsplit(':', 1)[-1] if fwd else req.peer_address[1]}",
                           f"{ip}:{port}", dst_workload=dest.raw if dest else None,
                           src_principal=principal, dst_principal=dest.identity if dest else "", mtls=True)
         src = self.state.by_ip.get(source_ip) or self.state.by_ip.get(req.peer_address[0])
         conn.src_workload = src.raw if src else None
+        service = self.state.inbound_service(dest, port, forwarded.get("host")) if dest else None
+        conn.dst_service = service.info() if service else None
         if dest is None or pod is None:
             self._refuse(conn, "error", "pod is no longer captured")
             return Outcome.refused(503, "destination pod is no longer captured by this ztunnel")

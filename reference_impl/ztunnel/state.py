@@ -223,6 +223,22 @@ class State:
     def services_of(self, workload: Workload) -> list[Service]:
         return [s for s in self.services if any(e.workload_uid == workload.uid for e in s.endpoints)]
 
+    def inbound_service(self, dest: Workload, port: int, host: str | None = None) -> Service | None:
+        """Which service an inbound connection was meant for, for the destination side's
+        telemetry (ztunnel's guess_inbound_service): the one the client named in `forwarded
+        ;host=` if it really selects this workload (bogus names are not trusted), else the
+        first of the workload's services whose target port is the port reached."""
+        services = self.services_of(dest)
+        if host:
+            for s in services:
+                if s.hostname == host:
+                    return s
+        for s in services:
+            endpoint = next(e for e in s.endpoints if e.workload_uid == dest.uid)
+            if any(endpoint.ports.get(sp, tp) == port for sp, tp in s.ports.items()):
+                return s
+        return None
+
     # ---- outbound (section 4) ----
     def route_outbound(self, source: Workload | None, ip: str, port: int,
                        rng: random.Random | None = None) -> Route:

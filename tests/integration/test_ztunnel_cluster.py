@@ -154,6 +154,27 @@ def test_mtls_between_nodes_and_on_one_node(c):
                           source_workload=f"sleep-{node}") > 0
 
 
+def test_metrics_name_the_destination_service_on_both_sides(c):
+    dest_node = httpbin(c)["spec"]["nodeName"]
+    service = {"destination_service": "httpbin-ambient.ambient-apps.svc.cluster.local",
+               "destination_service_name": "httpbin-ambient", "destination_service_namespace": "ambient-apps"}
+    for node in ("node-0", "node-1"):
+        until(lambda: ok(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
+        # source side: from the service the VIP resolved to
+        assert metric_sum(node_get(c, node, 15020, "/metrics"), "istio_tcp_connections_opened_total",
+                          reporter="source", source_workload=f"sleep-{node}", **service) >= 1, node
+    # destination side: from `forwarded ;host=` over HBONE, from the target port for plaintext
+    until(lambda: ok(c, "tz-plain", "plain-node-0"), what="plaintext client reaching httpbin")
+    metrics = node_get(c, dest_node, 15020, "/metrics")
+    for node in ("node-0", "node-1"):
+        assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                          source_workload=f"sleep-{node}", connection_security_policy="mutual_tls", **service) >= 1
+    assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                      source_workload="plain-node-0", connection_security_policy="unknown", **service) >= 1
+    assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                      destination_service="unknown") == 0
+
+
 def origin_seen_by_httpbin(c, ns, pod):
     r = c.exec(ns, pod, ["curl", "-s", "--max-time", "5", "http://httpbin-ambient.ambient-apps:8000/ip"], timeout=15)
     try:

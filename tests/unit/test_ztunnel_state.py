@@ -110,3 +110,26 @@ def test_strict_peer_authentication_refuses_plaintext():
 def test_malformed_workload_is_one_clear_error():
     with pytest.raises(ConfigError, match="lacks name or namespace"):
         State({"workloads": [{"uid": "x"}]})
+
+
+def test_inbound_service_prefers_the_forwarded_host_when_it_selects_the_workload():
+    state = snapshot()
+    dest = state.by_uid["httpbin-2"]   # endpoint of httpbin (8000->80) and reviews (9080)
+    assert state.inbound_service(dest, 9080, "httpbin.apps.svc.cluster.local").name == "httpbin"
+    assert state.inbound_service(dest, 80, "reviews.apps.svc.cluster.local").name == "reviews"
+
+
+def test_inbound_service_ignores_a_host_that_does_not_select_the_workload():
+    state = snapshot()
+    dest = state.by_uid["httpbin-2"]
+    svc = state.inbound_service(dest, 80, "legacy.legacy.svc.cluster.local")
+    assert svc.info() == {"name": "httpbin", "namespace": "apps", "hostname": "httpbin.apps.svc.cluster.local"}
+
+
+def test_inbound_service_falls_back_to_the_target_port_and_else_none():
+    state = snapshot()
+    dest = state.by_uid["httpbin-2"]
+    assert state.inbound_service(dest, 9080).name == "reviews"
+    assert state.inbound_service(dest, 80).name == "httpbin"
+    assert state.inbound_service(dest, 5555) is None
+    assert state.inbound_service(state.by_uid["sleep"], 80) is None   # in no service
