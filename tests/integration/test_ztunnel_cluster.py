@@ -259,6 +259,49 @@ def test_label_and_unlabel_namespace_starts_and_stops_capture_without_restart(c)
     assert after == before
 
 
+def test_pod_labelled_dataplane_mode_none_in_an_ambient_namespace_is_not_captured(c):
+    node = "node-0"
+    labels = {"app": "optout", "istio.io/dataplane-mode": "none"}
+    pod = pinned_pod("optout", NS, node, "sleep-ambient", labels=labels)
+    c.apply([pod])
+
+    def relabel(name, new_labels):
+        # the running pod as stored (with the kubelet's annotations), only its labels changed
+        obj = c.get("Pod", NS, name)
+        obj["metadata"]["labels"] = new_labels
+        c.apply([obj])
+    try:
+        until(lambda: ((c.get("Pod", NS, "optout") or {}).get("status") or {}).get("phase") == "Running",
+              timeout=60, what="opted-out pod running")
+
+        def known_to_ztunnel():
+            dump = json.loads(node_get(c, node, 15000, "/config_dump") or "{}")
+            if any(w["name"] == "optout" for w in dump.get("workloads", [])):
+                return dump
+            return None
+        dump = until(known_to_ztunnel, what="ztunnel knowing the opted-out pod")
+        assert "optout" not in {p["name"] for p in dump["capturedPods"]}
+        assert not captured(c, NS, "optout")
+        until(lambda: ok(c, NS, "optout"), what="opted-out pod reaching httpbin")
+        # it arrives as plaintext: no identity at the destination
+        metrics = node_get(c, httpbin(c)["spec"]["nodeName"], 15020, "/metrics")
+        assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                          source_workload="optout", connection_security_policy="unknown") >= 1
+        assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
+                          source_workload="optout", connection_security_policy="mutual_tls") == 0
+        # dropping the pod label captures it (the namespace is ambient), putting it back releases it
+        before = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", NS, "optout")["status"]["containerStatuses"]]
+        relabel("optout", {"app": "optout"})
+        until(lambda: captured(c, NS, "optout"), what="capture once the opt-out label is gone")
+        relabel("optout", labels)
+        until(lambda: not captured(c, NS, "optout"), what="release once the opt-out label is back")
+        assert ok(c, NS, "optout")
+        after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", NS, "optout")["status"]["containerStatuses"]]
+        assert after == before, "relabelling restarted the pod"
+    finally:
+        c.delete([pod])
+
+
 def test_pod_calling_its_own_proxy_ports_is_refused(c):
     ip = c.get("Pod", NS, "sleep-node-0")["status"]["podIP"]
     for port in (15001, 15006, 15008):
