@@ -4,8 +4,9 @@
 
 One asyncio loop on the main thread runs everything (see kubelet.py for why processes must be
 forked from this thread). Every store change marks the cluster dirty; the loop then reconciles
-controllers, scheduler, kubelet and service routing in one pass, and also ticks every 100 ms to
-supervise processes and readiness. `state.json` lists namespaces and pids so that a later `up`
+controllers, scheduler, kubelets and service routing in one pass. It also ticks every 100 ms to
+supervise processes and readiness (only the kubelet: with a thousand simulated pods a full pass
+per tick would keep a core busy). `state.json` lists namespaces and pids so that a later `up`
 can clean up after a daemon that was SIGKILLed.
 """
 from __future__ import annotations
@@ -186,9 +187,14 @@ class Daemon:
                 await asyncio.wait_for(self._dirty.wait(), timeout=TICK)
             except asyncio.TimeoutError:
                 pass
+            changed = self._dirty.is_set()
             self._dirty.clear()
             try:
-                self.reconcile()
+                if changed:
+                    self.reconcile()
+                else:  # nothing in the store changed: only processes and probes need a look
+                    self.kubelet.sync()
+                    self.write_state()
             except ClusterError as exc:  # e.g. a pod that cannot be wired; keep the rest going
                 log.error("%s", exc)
         await self.api.stop()

@@ -44,6 +44,9 @@ def _user_view(obj: dict) -> dict:
 class Store:
     def __init__(self, admission: Iterable[Callable[[dict], None]] = ()):
         self._objects: dict[Key, dict] = {}
+        # (kind, namespace) -> {key: object}: the controllers list one kind (often in one
+        # namespace) many times per tick, which must not cost a scan of every object.
+        self._groups: dict[tuple[str, str], dict[Key, dict]] = {}
         self._rv = 0
         self._listeners: list[Listener] = []
         self._admission = list(admission)
@@ -65,17 +68,16 @@ class Store:
 
     def list(self, kind: str | None = None, namespace: str | None = None,
              selector: dict | None = None) -> list[dict]:
-        out = []
-        for (k, ns, _), obj in self._objects.items():
-            if kind and k != kind:
-                continue
-            if namespace and ns != namespace:
-                continue
-            if selector is not None and not api.selector_matches(
-                    selector, (obj.get("metadata") or {}).get("labels")):
-                continue
-            out.append(obj)
-        return sorted(out, key=lambda o: key_of(o))
+        if kind and namespace:
+            groups = [self._groups.get((kind, namespace)) or {}]
+        else:
+            groups = [g for (k, ns), g in self._groups.items()
+                      if (not kind or k == kind) and (not namespace or ns == namespace)]
+        out = [(key, obj) for group in groups for key, obj in group.items()
+               if selector is None or api.selector_matches(
+                   selector, (obj.get("metadata") or {}).get("labels"))]
+        out.sort(key=lambda item: item[0])
+        return [obj for _, obj in out]
 
     # -- writing ---------------------------------------------------------------------------
     def _emit(self, event: str, obj: dict) -> None:
@@ -85,7 +87,9 @@ class Store:
     def _commit(self, obj: dict, event: str) -> dict:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects[key_of(obj)] = obj
+        key = key_of(obj)
+        self._objects[key] = obj
+        self._groups.setdefault(key[:2], {})[key] = obj
         self._emit(event, obj)
         return obj
 
@@ -129,6 +133,10 @@ class Store:
     def remove(self, kind: str, namespace: str, name: str) -> dict | None:
         obj = self._objects.pop((kind, namespace or "", name), None)
         if obj is not None:
+            group = self._groups.get((kind, namespace or ""), {})
+            group.pop((kind, namespace or "", name), None)
+            if not group:
+                self._groups.pop((kind, namespace or ""), None)
             self._rv += 1
             gone = dict(obj)
             gone["metadata"] = dict(obj["metadata"], resourceVersion=str(self._rv))
