@@ -2,7 +2,7 @@
 ztunnels of a local cluster.
 
     .venv/bin/python bench/propagation.py [--sizes 10,1000] [--policies 100] [--samples 10]
-                                          [--interval 0.005] [--name tb-prop] [--profile]
+                                          [--interval 0.01] [--name tb-prop] [--profile]
 
 Per size N it starts a real 2-node cluster (`up(virtual_nodes=...)`) and applies: in the ambient
 namespace `prop`, a client pod (curl image, sleep) on node-0 and a `tcp-echo` server on node-1
@@ -13,17 +13,21 @@ probe pair. Istiod derives every workload and service and both ztunnels hold the
 
 A probe (this file's `probe` mode, run with `ip netns exec` in the client pod's namespace, so the
 client's ztunnel captures it) opens a new TCP connection to the Service every `--interval`
-seconds, sends a line and records when the attempt started and whether the echo came back
-(success) or not (reset, EOF or timeout: denied). Each sample then:
+seconds, sends a line and records when the attempt started and its verdict: allowed (the echo
+came back) or denied (reset, EOF, refused); a timeout (1 s) is counted apart, as an overloaded
+proxy looks the same. Each sample then:
   1. T0 = the moment just before the apply request of a DENY policy for client -> echo;
-     apply->enforced = start of the first denied attempt that started at or after T0;
-  2. T1 = just before the delete request; delete->enforced = first succeeding attempt from T1.
-Attempts never overlap a flip in a way that hides it: each attempt's start time is what counts,
-and the search waits until every attempt started before the found one has finished.
-Reported per size: p50/max of both, apply -> last ztunnel ack (istiod's debug `proxy_config`),
-how many ztunnels acked, attempts that flipped back ("flaps"), and the snapshot size. With
-`--profile` it also profiles, on the cluster's own store content, istiod's derive + encode and a
-ztunnel's state rebuild, and prints where the time goes.
+     apply->enforced = start of the first denied attempt after the last allowed one (started
+     after T0): from then on every attempt was denied;
+  2. T1 = just before the delete request; delete->enforced likewise, for allowed.
+The attempt's start time is what counts, and the search waits until every attempt started
+before the found one has finished. "first denied/allowed" (stderr) is the earliest such attempt;
+attempts between it and the settled one are "flaps" (a proxy lagging behind its backlog
+authorizes CONNECTs later than their start). Also reported per size: apply -> last ztunnel ack
+(istiod's debug `proxy_config`: sentAt/ackedAt), how many ztunnels acked, timeouts, the probe's
+round trip before any change, the snapshot size and istiod's/the daemon's CPU per flip. With
+`--profile` it also times, on the cluster's own store content, istiod's derive + encode and a
+ztunnel's decode + state rebuild, with a cProfile of one round.
 
 Everything is bounded: each wait has a deadline, the probe stops after --probe-seconds or when
 the bench closes its stdin, and the cluster is torn down at the end (also on failure).
@@ -49,6 +53,11 @@ PER_DEPLOYMENT = 50
 ECHO_PORT = 9000
 DENY_NAME = "deny-probe"
 ATTEMPT_TIMEOUT = 1.0
+ALLOWED, DENIED, LOST = "allowed", "denied", "lost"
+
+
+def opposite(outcome: str) -> str:
+    return DENIED if outcome == ALLOWED else ALLOWED
 
 
 # ---------------------------------------------------------------------------------- the probe
@@ -117,33 +126,36 @@ class Probe:
     def _read(self) -> None:
         for line in self.proc.stdout:
             try:
-                self.records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
-                pass
+                continue
+            # A timeout is no verdict: an overloaded proxy looks the same as a dropped SYN.
+            record["outcome"] = ALLOWED if record["ok"] else LOST if record["why"] == "timeout" else DENIED
+            self.records.append(record)
 
     def since(self, t: float) -> list[dict]:
         return [r for r in list(self.records) if r["s"] >= t]
 
-    def settled(self, t: float, ok: bool, until: float) -> dict | None:
-        """The first attempt with outcome `ok` after the last one with the other outcome, among
+    def settled(self, t: float, outcome: str, until: float) -> dict | None:
+        """The first attempt with `outcome` after the last one with the opposite verdict, among
         attempts started in [t, until): from then on the new state held for every attempt."""
         window = sorted((r for r in self.since(t) if r["s"] < until), key=lambda r: r["s"])
-        other = [r["s"] for r in window if r["ok"] != ok]
-        after = [r for r in window if r["ok"] == ok and (not other or r["s"] > max(other))]
+        other = [r["s"] for r in window if r["outcome"] == opposite(outcome)]
+        after = [r for r in window if r["outcome"] == outcome and (not other or r["s"] > max(other))]
         return after[0] if after else None
 
-    def first(self, t: float, ok: bool, deadline: float) -> dict | None:
-        """The earliest-started attempt from `t` on whose outcome is `ok`; waits until every attempt
+    def first(self, t: float, outcome: str, deadline: float) -> dict | None:
+        """The earliest-started attempt from `t` on with `outcome`; waits until every attempt
         started before it has reported, so a slow earlier one cannot be missed."""
         found = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: the probe exited: {self.proc.stderr.read().strip()[-400:]}")
-            matches = [r for r in self.since(t) if r["ok"] == ok]
+            matches = [r for r in self.since(t) if r["outcome"] == outcome]
             if matches:
                 found = min(matches, key=lambda r: r["s"])
                 if time.monotonic() > found["s"] + ATTEMPT_TIMEOUT + 0.2:
-                    return min([r for r in self.since(t) if r["ok"] == ok], key=lambda r: r["s"])
+                    return min([r for r in self.since(t) if r["outcome"] == outcome], key=lambda r: r["s"])
             time.sleep(0.01)
         return found
 
@@ -298,7 +310,7 @@ def run_size(args, size: int) -> dict:
     cluster.down(args.name)
     started = time.monotonic()
     c = cluster.up(args.name, nodes=2, virtual_nodes=virtual_nodes, timeout=120)
-    probe = None
+    probe, failed = None, True
     try:
         c.apply(probe_pair() + simulated(workloads))
         c.apply(background_policies(args.policies, deployments))
@@ -327,10 +339,15 @@ def run_size(args, size: int) -> dict:
         baseline_from = time.monotonic()
         until(lambda: len(probe.since(baseline_from)) >= 50, "50 probe attempts", 30, 0.05)
         baseline = probe.since(baseline_from)
-        if not all(r["ok"] for r in baseline[-20:]):
+        if not all(r["outcome"] == ALLOWED for r in baseline[-20:]):
             raise SystemExit(f"bench: the probe does not get through before any policy: "
                              f"{[r['why'] for r in baseline[-20:]]}")
+        rtt_ms = statistics.median((r["e"] - r["s"]) * 1000 for r in baseline)
         setup_seconds = time.monotonic() - started
+        cpu = CpuMeter(c, args.name)
+        cpu.mark()
+        time.sleep(BASELINE_SECONDS)  # the mesh's cost of carrying the probe's traffic, for reference
+        baseline = cpu.mark()
         samples = []
         for k in range(args.samples):
             samples.append(one_sample(c, mesh, probe, args))
@@ -338,50 +355,70 @@ def run_size(args, size: int) -> dict:
                   f"(first denied {samples[-1]['first_denied_ms']:.0f} ms, {samples[-1]['denied_by']}), "
                   f"delete->enforced {samples[-1]['delete_ms']:.0f} ms "
                   f"(first allowed {samples[-1]['first_allowed_ms']:.0f} ms), "
-                  f"apply->acked {samples[-1]['ack_ms']:.0f} ms ({samples[-1]['acked']} ztunnels), "
-                  f"flaps {samples[-1]['flaps']}", file=sys.stderr, flush=True)
+                  f"apply->acked {samples[-1]['ack_ms']:.0f} ms ({samples[-1]['acked']} ztunnels; "
+                  f"istiod sent at {samples[-1]['sent_ms']:.0f} ms, sent->acked {samples[-1]['rebuild_ms']:.0f} ms), "
+                  f"flaps {samples[-1]['flaps']}, timeouts {samples[-1]['lost']}", file=sys.stderr, flush=True)
         attempts = len(probe.records)
+        spent = cpu.mark()
+        # istiod and the daemon carry no probe traffic, so their CPU over the samples is the flips'
+        # cost; the ztunnels' is dominated by the probe (see the profile for their rebuild cost).
+        cpu_per_flip = {k: (spent[k] - baseline[k] * spent["wall"] / baseline["wall"]) / (2 * len(samples)) * 1000
+                        for k in ("istiod", "daemon")}
+        probe.stop()
         profile_text = profile(c, args) if args.profile else None
-        return {"size": size, "samples": samples, "snapshot": snapshot, "attempts": attempts,
+        failed = False
+        return {"size": size, "samples": samples, "snapshot": snapshot, "attempts": attempts, "rtt_ms": rtt_ms,
+                "cpu_per_flip": cpu_per_flip,
                 "setup_s": setup_seconds, "profile": profile_text}
     finally:
         if probe is not None:
             probe.stop()
-        c.down()
+        if failed and args.keep_on_failure:
+            print(f"bench: failed; cluster {args.name!r} kept for inspection "
+                  f"(`ambient-conformance cluster down --name {args.name}`)", file=sys.stderr)
+        else:
+            c.down()
 
 
 def one_sample(c, mesh: Mesh, probe: Probe, args) -> dict:
     wall0, t0 = time.time(), time.monotonic()
     c.apply([DENY_POLICY])
-    denied = probe.first(t0, ok=False, deadline=t0 + args.wait)
+    denied = probe.first(t0, DENIED, deadline=t0 + args.wait)
     if denied is None:
         raise SystemExit(f"bench: the DENY policy was not enforced within {args.wait:g}s")
     acked = until(lambda: mesh.acked(has_policy), "a ztunnel to ack the DENY policy", args.wait, 0.05)
     ack_ms = (max(s["ackedAt"] for s in acked) - wall0) * 1000
-    held = settle(probe, ok=False)
-    enforced = probe.settled(t0, ok=False, until=held)
-    flaps = sum(1 for r in probe.since(denied["s"]) if r["ok"] and r["s"] < held)
+    sent_ms = (max(s["sentAt"] for s in acked) - wall0) * 1000  # istiod: watch, derive, encode, send
+    rebuild_ms = max(s["ackedAt"] - s["sentAt"] for s in acked) * 1000  # transfer, ztunnel decode+apply
+    held = settle(probe, DENIED)
+    enforced = probe.settled(t0, DENIED, until=held)
+    flaps = sum(1 for r in probe.since(denied["s"]) if r["outcome"] == ALLOWED and r["s"] < held)
+    lost = sum(1 for r in probe.since(t0) if r["outcome"] == LOST and r["s"] < held)
 
     t1 = time.monotonic()
     c.delete([DENY_POLICY])
-    allowed = probe.first(t1, ok=True, deadline=t1 + args.wait)
+    allowed = probe.first(t1, ALLOWED, deadline=t1 + args.wait)
     if allowed is None:
         raise SystemExit(f"bench: deleting the DENY policy did not re-open the path within {args.wait:g}s")
-    held = settle(probe, ok=True)
-    reopened = probe.settled(t1, ok=True, until=held)
-    flaps += sum(1 for r in probe.since(allowed["s"]) if not r["ok"] and r["s"] < held)
+    held = settle(probe, ALLOWED)
+    reopened = probe.settled(t1, ALLOWED, until=held)
+    flaps += sum(1 for r in probe.since(allowed["s"]) if r["outcome"] == DENIED and r["s"] < held)
+    lost += sum(1 for r in probe.since(t1) if r["outcome"] == LOST and r["s"] < held)
     return {"apply_ms": (enforced["s"] - t0) * 1000, "first_denied_ms": (denied["s"] - t0) * 1000,
             "delete_ms": (reopened["s"] - t1) * 1000, "first_allowed_ms": (allowed["s"] - t1) * 1000,
-            "ack_ms": ack_ms, "acked": len(acked), "flaps": flaps, "denied_by": denied["why"]}
+            "ack_ms": ack_ms, "sent_ms": sent_ms, "rebuild_ms": rebuild_ms, "acked": len(acked), "flaps": flaps, "lost": lost, "denied_by": denied["why"]}
 
 
-def settle(probe: Probe, ok: bool, count: int = 20) -> float:
-    """Wait for `count` finished attempts that started from now on, all with outcome `ok`; returns
-    the start of the window (attempts before it decide where the flip settled)."""
+def settle(probe: Probe, outcome: str, count: int = 20) -> float:
+    """Wait for `count` verdicts from attempts started from now on, all `outcome`; returns the
+    start of that window (the attempts before it decide where the flip settled)."""
     start = time.monotonic()
-    window = until(lambda: [r for r in probe.since(start)][:count] if len(probe.since(start)) >= count else None,
-                   f"{count} attempts after the flip", 30, 0.02)
-    wrong = [r["why"] for r in window if r["ok"] != ok]
+
+    def verdicts():
+        done = [r for r in probe.since(start) if r["outcome"] != LOST]
+        return done[:count] if len(done) >= count else None
+    window = until(verdicts, f"{count} verdicts after the flip", 30, 0.02)
+    wrong = [r["why"] for r in window if r["outcome"] != outcome]
     if wrong:
         raise SystemExit(f"bench: the flip did not hold: {len(wrong)} of {count} later attempts "
                          f"went the other way ({', '.join(sorted(set(wrong)))})")
@@ -389,6 +426,44 @@ def settle(probe: Probe, ok: bool, count: int = 20) -> float:
 
 
 # ----------------------------------------------------------------------------------- profiling
+BASELINE_SECONDS = 3.0
+
+
+class CpuMeter:
+    """CPU seconds used by istiod, each ztunnel and the cluster daemon between two marks."""
+
+    def __init__(self, c, cluster: str):
+        from reference_impl.cluster import naming
+        with open(naming.state_path(cluster)) as f:
+            self.pids = {"daemon": json.load(f)["daemon"][0]}
+        for pod in c.list("Pod", "istio-system"):
+            role = "istiod" if pod["metadata"]["name"].startswith("istiod") else pod["spec"]["nodeName"]
+            for status in (pod.get("status") or {}).get("containerStatuses") or ():
+                if status.get("pid"):
+                    self.pids["ztunnel " + role if role != "istiod" else role] = status["pid"]
+        self._last: dict[str, float] | None = None
+
+    def _read(self) -> dict[str, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {"wall": time.monotonic()}
+        for name, pid in self.pids.items():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / ticks
+            except OSError:
+                out[name] = 0.0
+        return out
+
+    def mark(self) -> dict[str, float]:
+        """Usage since the previous mark (and `wall`, the seconds it covers)."""
+        now = self._read()
+        last, self._last = self._last, now
+        if last is None:
+            return {}
+        return {k: now[k] - last.get(k, now[k]) for k in now}
+
+
 def profile(c, args) -> str:
     """Where a policy change's time goes at this size, on the cluster's own store content: istiod's
     derive, ztunnel_config and JSON encoding, then a ztunnel's decoding and state rebuild."""
@@ -405,8 +480,9 @@ def profile(c, args) -> str:
     timings: dict[str, list[float]] = {"derive_mesh": [], "ztunnel_config": [], "json.dumps": [],
                                         "json.loads": [], "ztunnel State()": []}
     profiler = cProfile.Profile()
-    for _ in range(rounds):
-        profiler.enable()
+    for round_ in range(rounds + 1):
+        if round_ == rounds:  # timings without the profiler's overhead, then one profiled round
+            profiler.enable()
         t = time.perf_counter()
         mesh = derive_mesh(objects, ["root"])
         timings["derive_mesh"].append(time.perf_counter() - t)
@@ -422,39 +498,50 @@ def profile(c, args) -> str:
         t = time.perf_counter()
         State(decoded, "node-0")
         timings["ztunnel State()"].append(time.perf_counter() - t)
-        profiler.disable()
+    profiler.disable()
     out = io.StringIO()
-    out.write("  per policy change (median of %d, one process, no contention):\n" % rounds)
+    out.write(f"  one policy change, step by step (median of {rounds}, this process, "
+              f"{len(text) / 1024:.0f} KiB snapshot):\n")
     for name, values in timings.items():
-        out.write(f"    {name:<18} {statistics.median(values) * 1000:8.1f} ms\n")
+        out.write(f"    {name:<18} {statistics.median(values[:rounds]) * 1000:8.1f} ms\n")
+    try:
+        from reference_impl.cluster import naming
+        from reference_impl.xds import debug_query
+        live = debug_query(os.path.join(naming.run_dir(args.name), "istiod.sock"), "config_dump", timeout=10)
+        out.write(f"    (the running istiod's last derive took {live['deriveSeconds'] * 1000:.1f} ms)\n")
+    except Exception as exc:  # informative only
+        out.write(f"    (the running istiod's derive time is unknown: {exc})\n")
+    out.write("  cProfile of one round, by own time:")
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats(18)
+    stats.sort_stats("tottime").print_stats(15)
     return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------- main
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def report(results: list[dict], args) -> None:
     print(f"propagation to enforcement by the real ztunnels: {args.policies} policies, "
           f"{args.samples} samples per size, probe every {args.interval * 1000:g} ms, {os.cpu_count()} CPUs")
     print(f"{'workloads':>9} {'apply->enforced ms':>19} {'delete->enforced ms':>20} {'apply->acked ms':>16} "
-          f"{'ztunnels':>8} {'flaps':>5} {'snapshot':>22}")
-    print(f"{'':>9} {'p50':>9} {'max':>9} {'p50':>10} {'max':>9} {'p50':>7} {'max':>8} {'acked':>8}")
+          f"{'ztunnels':>8} {'flaps':>5} {'t/o':>4} {'rtt':>5} {'snapshot':>22}")
+    print(f"{'':>9} {'p50':>9} {'max':>9} {'p50':>10} {'max':>9} {'p50':>7} {'max':>8} {'acked':>8} "
+          f"{'':>5} {'':>4} {'ms':>5}")
     for r in results:
         s = r["samples"]
         apply_ms, delete_ms, ack_ms = ([x[k] for x in s] for k in ("apply_ms", "delete_ms", "ack_ms"))
         snap = r["snapshot"]
-        print(f"{r['size']:>9} {pct(apply_ms, .5):>9.0f} {max(apply_ms):>9.0f} {pct(delete_ms, .5):>10.0f} "
-              f"{max(delete_ms):>9.0f} {pct(ack_ms, .5):>7.0f} {max(ack_ms):>8.0f} "
+        print(f"{r['size']:>9} {statistics.median(apply_ms):>9.0f} {max(apply_ms):>9.0f} {statistics.median(delete_ms):>10.0f} "
+              f"{max(delete_ms):>9.0f} {statistics.median(ack_ms):>7.0f} {max(ack_ms):>8.0f} "
               f"{min(x['acked'] for x in s)}/2{'':>4} {sum(x['flaps'] for x in s):>5} "
+              f"{sum(x['lost'] for x in s):>4} {r['rtt_ms']:>5.1f} "
               f"{snap['bytes'] / 1024:>8.0f} KiB ({snap['workloads']}w/{snap['services']}s/{snap['policies']}p)")
     for r in results:
         if r["snapshot"]["policy_errors"]:
             print(f"note: {r['snapshot']['policy_errors']} background policies did not compile at {r['size']}")
+        per_flip = ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(r["cpu_per_flip"].items()))
+        print(f"at {r['size']} workloads: cluster set-up {r['setup_s']:.0f} s, {r['attempts']} probe attempts; "
+              f"CPU per flip (apply or delete), above idle: {per_flip}")
         if r["profile"]:
             print(f"\nprofile at {r['size']} workloads:\n{r['profile']}")
 
@@ -474,11 +561,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,1000", help="workload counts (>= 3), comma-separated")
     parser.add_argument("--policies", type=int, default=100)
     parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=0.005, help="seconds between probe connections")
+    parser.add_argument("--interval", type=float, default=0.01,
+                        help="seconds between probe connections (each one crosses both ztunnels)")
     parser.add_argument("--wait", type=float, default=30, help="give up on one flip after this many seconds")
     parser.add_argument("--probe-seconds", type=float, default=900, help="the probe stops after this")
     parser.add_argument("--name", default="tb-prop", help="cluster name (torn down at the end)")
     parser.add_argument("--profile", action="store_true", help="also profile derive/encode/rebuild per size")
+    parser.add_argument("--keep-on-failure", action="store_true", help="leave the cluster up if a size fails")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
     try:
