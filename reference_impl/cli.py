@@ -66,8 +66,14 @@ def cmd_up(args) -> int:
 def cmd_apply(args) -> int:
     with _connect(args) as c:
         for r in c.apply(args.files):
+            _print_warnings(r)
             print(_result_line(r))
     return 0
+
+
+def _print_warnings(result: dict) -> None:
+    for warning in result.get("warnings", ()):
+        print(f"Warning: {warning}", file=sys.stderr)
 
 
 def _result_line(r: dict) -> str:

@@ -169,7 +169,12 @@ class Store:
             else:
                 self.replace(self._merged(current, obj))
                 action = "configured"
-            results.append({"kind": kind, "namespace": namespace, "name": name, "action": action})
+            result = {"kind": kind, "namespace": namespace, "name": name, "action": action}
+            # As an API server's `Warning:` headers: accepted, but the user should hear about it.
+            warnings = api.legacy_warnings(obj)
+            if warnings:
+                result["warnings"] = warnings
+            results.append(result)
         return results
 
     def _merged(self, current: dict, incoming: dict) -> dict:

@@ -51,6 +51,19 @@ def test_apply_reports_created_unchanged_configured(store):
     assert store.get("Deployment", "apps", "web")["metadata"]["generation"] == 2
 
 
+def test_apply_passes_on_legacy_form_warnings_and_stays_quiet_for_current_forms(store):
+    legacy = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "Gateway",
+              "metadata": {"name": "wp", "namespace": "apps"},
+              "spec": {"gatewayClassName": "istio",
+                       "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+    [result] = store.apply([legacy])
+    assert any("istio-waypoint" in w for w in result["warnings"]), result
+    current = dict(legacy, apiVersion="gateway.networking.k8s.io/v1",
+                   spec=dict(legacy["spec"], gatewayClassName="istio-waypoint"))
+    [result] = store.apply([current])
+    assert "warnings" not in result, result
+
+
 def test_apply_is_all_or_nothing(store):
     bad = deployment("broken")
     bad["spec"]["replicas"] = "three"
