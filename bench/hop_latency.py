@@ -141,6 +141,7 @@ def main(argv=None) -> int:
         for s in socks.values():  # warm-up: tunnel set-up, certificates, caches
             for _ in range(50):
                 request(s)
+        load_before = os.getloadavg()[0]
         samples = {ns: [] for ns in socks}
         stop = time.monotonic() + args.max_seconds
         for i in range(args.requests):
@@ -149,6 +150,11 @@ def main(argv=None) -> int:
             for ns in (list(socks) if i % 2 == 0 else list(socks)[::-1]):
                 samples[ns].append(request(socks[ns]))
         n = len(samples["bench-direct"])
+        load = max(load_before, os.getloadavg()[0])
+        cores = os.cpu_count() or 1
+        # Other work on the machine shows up as latency in both paths and widens the gap.
+        print(f"\nload average (1 min) while sampling: {load:.1f} on {cores} cores"
+              + (" - BUSY MACHINE: figures are pessimistic" if load > cores else ""))
         print(f"\nsmall HTTP/1.1 requests, 1 keep-alive connection per path, {n} interleaved samples per path, "
               f"client node-0 -> server node-1, sequential (no concurrency)")
         print(f"{'path':<28}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'mean us':>10}")

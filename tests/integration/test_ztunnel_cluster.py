@@ -198,6 +198,25 @@ def test_app_sees_the_original_source_ip(c):
         assert f'src.addr="{c.get("Pod", ns, pod)["status"]["podIP"]}:' in log
 
 
+def test_ip_block_policy_sees_the_original_source(c):
+    """L4 ipBlocks match the client pod's IP (from `forwarded` over HBONE, the peer for plaintext),
+    the same address the app sees."""
+    blocked = c.get("Pod", NS, "sleep-node-1")["status"]["podIP"]
+    plain = c.get("Pod", "tz-plain", "plain-node-0")["status"]["podIP"]
+    policy = {"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "tz-deny-ips", "namespace": NS},
+              "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}}, "action": "DENY",
+                       "rules": [{"from": [{"source": {"ipBlocks": [f"{blocked}/32", f"{plain}/32"]}}]}]}}
+    c.apply([policy])
+    try:
+        until(lambda: denied(c, NS, "sleep-node-1"), what="sleep-node-1 denied by its IP")
+        until(lambda: denied(c, "tz-plain", "plain-node-0"), what="plaintext client denied by its IP")
+        assert ok(c, NS, "sleep-node-0") and ok(c, "tz-plain", "plain-node-1")
+    finally:
+        c.delete([policy])
+    until(lambda: ok(c, NS, "sleep-node-1"), what="sleep-node-1 allowed again")
+
+
 def test_article_l4_policy_allows_sleep_and_resets_rogue(c):
     c.apply([SEED / "l4-policy.yaml"])
     try:
