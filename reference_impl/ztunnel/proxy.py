@@ -355,13 +355,16 @@ class Ztunnel:
         dest = self._workload(uid)
         pod = self.pods.get(uid)
         principal = str(req.peer_identity)
+        # The source is the tunnel's TCP peer, as in ztunnel's inbound.rs: a source ztunnel dials
+        # from inside the client pod's namespace, so the peer IS the client pod. `forwarded for=`
+        # is the client's word and never trusted (it would let any mesh identity claim an
+        # address that an ipBlocks rule admits); only its `host=` feeds telemetry.
         forwarded = parse_forwarded(req.forwarded)
-        fwd = forwarded.get("for", "")
-        source_ip = fwd.rsplit(":", 1)[0].strip("[]") if fwd else req.peer_address[0]
-        conn = Connection("destination", f"{source_ip}:{fwd.rsplit(':', 1)[-1] if fwd else req.peer_address[1]}",
+        source_ip = req.peer_address[0]
+        conn = Connection("destination", f"{source_ip}:{req.peer_address[1]}",
                           f"{ip}:{port}", dst_workload=dest.raw if dest else None,
                           src_principal=principal, dst_principal=dest.identity if dest else "", mtls=True)
-        src = self.state.by_ip.get(source_ip) or self.state.by_ip.get(req.peer_address[0])
+        src = self.state.by_ip.get(source_ip)
         conn.src_workload = src.raw if src else None
         service = self.state.inbound_service(dest, port, forwarded.get("host")) if dest else None
         conn.dst_service = service.info() if service else None

@@ -199,8 +199,8 @@ def test_app_sees_the_original_source_ip(c):
 
 
 def test_ip_block_policy_sees_the_original_source(c):
-    """L4 ipBlocks match the client pod's IP (from `forwarded` over HBONE, the peer for plaintext),
-    the same address the app sees."""
+    """L4 ipBlocks match the client pod's IP (the tunnel's TCP peer over HBONE, the peer for
+    plaintext), the same address the app sees."""
     blocked = c.get("Pod", NS, "sleep-node-1")["status"]["podIP"]
     plain = c.get("Pod", "tz-plain", "plain-node-0")["status"]["podIP"]
     policy = {"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
@@ -351,7 +351,7 @@ def _context(cert=None, root_pem=None):
     return ctx
 
 
-def hbone_request(c, node, ip, ctx, method="CONNECT", authority=None, timeout=5):
+def hbone_request(c, node, ip, ctx, method="CONNECT", authority=None, timeout=5, extra_headers=()):
     """One HTTP/2 request to ip:15008 from the node's namespace: the status, or the failure."""
     sock = socket_in(c.node_netns(node))
     sock.settimeout(timeout)
@@ -363,7 +363,7 @@ def hbone_request(c, node, ip, ctx, method="CONNECT", authority=None, timeout=5)
         tls = ctx.wrap_socket(sock)
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
-        headers = [(":method", method), (":authority", authority or f"{ip}:80")]
+        headers = [(":method", method), (":authority", authority or f"{ip}:80"), *extra_headers]
         if method != "CONNECT":
             headers += [(":scheme", "https"), (":path", "/")]
         conn.send_headers(1, headers, end_stream=method != "CONNECT")
@@ -415,6 +415,28 @@ def test_hbone_port_refusals(c):
     for reason in ("client presented no certificate", "plaintext", "is not in trust domain",
                    "is not this pod", "not CONNECT", "proxy's own ports"):
         assert reason in log, reason
+
+
+def test_a_forwarded_header_cannot_claim_an_admitted_source_ip(c):
+    """ipBlocks judge the tunnel's TCP peer: a mesh client that writes another pod's address in
+    `forwarded: for=` is judged by its own address, as real ztunnel does."""
+    pod = httpbin(c)
+    node, ip = pod["spec"]["nodeName"], pod["status"]["podIP"]
+    admitted = c.get("Pod", NS, f"sleep-{node}")["status"]["podIP"]
+    policy = {"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "tz-allow-one-ip", "namespace": NS},
+              "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}}, "action": "ALLOW",
+                       "rules": [{"from": [{"source": {"ipBlocks": [f"{admitted}/32"]}}]}]}}
+    ctx = _context(_cert(_ca(c), "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"))
+    spoof = [("forwarded", f'for="{admitted}:40000"')]
+    assert hbone_request(c, node, ip, ctx, extra_headers=spoof) == 200  # before the policy
+    c.apply([policy])
+    try:
+        until(lambda: hbone_request(c, node, ip, ctx) == 401, what="the node's own address refused")
+        assert ok(c, NS, f"sleep-{node}"), "the admitted pod itself must still get through"
+        assert hbone_request(c, node, ip, ctx, extra_headers=spoof) == 401
+    finally:
+        c.delete([policy])
 
 
 # ---------------------------------------------------------------- operations
