@@ -81,6 +81,9 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
         until(lambda: connected_since(c, down_wall) >= set(NODES) and ztunnels_in_sync(c), RESYNC_BOUND_S,
               what="both ztunnels reconnected to the new istiod and acknowledged its snapshot")
         assert istiod_pods(c)[0]["metadata"]["name"] != old_istiod
+        for zt in running_pods(c, "istio-system", {"app": "ztunnel"}):
+            assert "while istiod is away" in c.logs("istio-system", zt["metadata"]["name"]), \
+                f"{zt['metadata']['name']} did not report keeping its config while istiod was away"
         converge(checks(c, late=late_pod), {"sleep": "allowed", "rogue": "denied", "late": "allowed"}, within=15)
         resynced = {node: ztunnel_dump(c, node) for node in NODES}
         for node in NODES:
