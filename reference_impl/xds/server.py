@@ -73,6 +73,22 @@ def peer_pid(writer: asyncio.StreamWriter) -> int | None:
     return pid or None
 
 
+class _HelloRefused(Exception):
+    pass
+
+
+def _another_live_process(old_pid: int | None, new_pid: int | None) -> bool:
+    if old_pid is None or new_pid is None or old_pid == new_pid:
+        return False
+    try:
+        os.kill(old_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 ConfigFor = Callable[[ProxyStream], dict]
 Signer = Callable[[ProxyStream, str, str, "int | None"], tuple[list[str], str]]
 Debug = Callable[["ProxyStream | None", dict], object]
@@ -164,6 +180,10 @@ class XdsServer:
                 try:
                     message = protocol.decode(line)
                     stream = await self._dispatch(message, stream, pid, writer)
+                except _HelloRefused as exc:
+                    log.warning("refused a hello: %s", exc)
+                    stream = None
+                    break
                 except ProtocolError as exc:
                     log.warning("bad message from %s: %s", stream.key if stream else f"pid {pid}", exc)
                     await self._reply(writer, protocol.error(None, f"protocol error: {exc}"))
@@ -180,10 +200,18 @@ class XdsServer:
         if kind == "hello":
             hello = Hello.from_message(message)
             stream = ProxyStream(hello=hello, peer_pid=pid, writer=writer)
-            self._version = max(self._version, hello.version)
             old = self.streams.get(stream.key)
-            if old is not None and old.writer is not None:
+            if old is not None and old.writer is not None and not old.writer.is_closing():
+                if _another_live_process(old.peer_pid, pid):
+                    # A second process naming the same pod must not knock the live proxy off
+                    # (it would lose its config stream); the proxy's own reconnects reuse its pid.
+                    await self._reply(writer, protocol.error(
+                        None, f"{stream.key} already has a live stream from pid {old.peer_pid}; "
+                              f"refusing another from pid {pid}"))
+                    raise _HelloRefused(f"{stream.key}: second hello from pid {pid} while pid "
+                                        f"{old.peer_pid} is connected")
                 old.writer.close()
+            self._version = max(self._version, hello.version)
             self.streams[stream.key] = stream
             log.info("%s connected from node %s (pid %s, holds version %d)", stream.key,
                      hello.node, pid, hello.version)

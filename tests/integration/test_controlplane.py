@@ -21,7 +21,6 @@ from reference_impl.cluster import naming
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.xds import XdsClient
 
-CLUSTER = "tp-cp"
 NAMESPACE = "tp-apps"
 APP = [
     {"apiVersion": "v1", "kind": "Namespace",
@@ -88,12 +87,13 @@ def wait_istiod_running(cluster, timeout=30):
 
 @pytest.fixture(scope="module")
 def cluster(cluster_factory):
-    return cluster_factory(name=CLUSTER, manifests=(), nodes=2, timeout=90)
+    # One cluster per xdist worker: the module's tests may be spread over both workers.
+    return cluster_factory("cp", manifests=(), nodes=2, timeout=90)
 
 
 @pytest.fixture
 def proxy(cluster):
-    p = ProxyThread(os.path.join(naming.run_dir(CLUSTER), "istiod.sock"))
+    p = ProxyThread(os.path.join(naming.run_dir(cluster.name), "istiod.sock"))
     yield p
     p.close()
 
@@ -169,7 +169,7 @@ def test_cli_describe_pod_and_proxy_config(cluster, proxy):
     [workload] = [w for w in config["workloads"] if w["namespace"] == NAMESPACE]
     cli = [sys.executable, "-m", "reference_impl.cli", "cluster"]
     described = subprocess.run(cli + ["describe", "pod", workload["name"], "-n", NAMESPACE,
-                                      "--name", CLUSTER], capture_output=True, text=True, timeout=30)
+                                      "--name", cluster.name], capture_output=True, text=True, timeout=30)
     assert described.returncode == 0, described.stderr
     assert "Data-plane mode: ambient" in described.stdout
     assert f"Node:            {workload['node']}" in described.stdout
@@ -179,7 +179,7 @@ def test_cli_describe_pod_and_proxy_config(cluster, proxy):
     in_sync = re.compile(r"sent version (\d+), acknowledged version \1\b")
     deadline = time.monotonic() + 10
     while True:
-        shown = subprocess.run(cli + ["proxy-config", "node-0", "--name", CLUSTER],
+        shown = subprocess.run(cli + ["proxy-config", "node-0", "--name", cluster.name],
                                capture_output=True, text=True, timeout=30)
         assert shown.returncode == 0, shown.stderr
         if (in_sync.search(shown.stdout) and workload["uid"] in shown.stdout) or time.monotonic() > deadline:
@@ -188,6 +188,6 @@ def test_cli_describe_pod_and_proxy_config(cluster, proxy):
     assert in_sync.search(shown.stdout), shown.stdout[:300]
     assert workload["uid"] in shown.stdout
 
-    missing = subprocess.run(cli + ["describe", "pod", "nope", "-n", NAMESPACE, "--name", CLUSTER],
+    missing = subprocess.run(cli + ["describe", "pod", "nope", "-n", NAMESPACE, "--name", cluster.name],
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "pod tp-apps/nope not found" in missing.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 
 import pytest
@@ -222,6 +223,43 @@ def test_large_snapshot_crosses_the_stream(sock_path):
         try:
             await client.wait_version(timeout=10)
             assert len(client.config["workloads"]) == 3000
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+IMPOSTOR = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"type": "hello", "proxy": "ztunnel", "node": "node-0",
+                       "pod": "ztunnel-node-0", "namespace": "istio-system"}) + "\n").encode())
+s.settimeout(5)
+print(s.makefile().readline().strip())
+"""
+
+
+def test_a_second_process_naming_a_connected_pod_is_refused_and_the_live_stream_stays(sock_path):
+    async def scenario():
+        mesh = Mesh()
+        server = XdsServer(sock_path, mesh.config_for)
+        await server.start()
+        client = client_for(sock_path)
+        await client.start()
+        try:
+            await client.wait_version(timeout=5)
+            live = server.streams["ztunnel/istio-system/ztunnel-node-0"]
+            impostor = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", IMPOSTOR, sock_path, stdout=asyncio.subprocess.PIPE)
+            answer, _ = await asyncio.wait_for(impostor.communicate(), 10)
+            assert b"already has a live stream" in answer, answer
+            assert server.streams["ztunnel/istio-system/ztunnel-node-0"] is live
+            assert not live.writer.is_closing()
+            mesh.workloads.append("b")
+            await server.push()
+            await poll(lambda: client.config and client.config["workloads"] == ["a", "b"])
         finally:
             await client.close()
             await server.close()
