@@ -160,11 +160,20 @@ def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
         mesh.services[f"{derived['namespace']}/{derived['hostname']}"] = derived
 
     mesh.policies = ztunnel_policies(index.kind("AuthorizationPolicy"))
-    selector_policies = [(p, p.compiled["scope"], p.compiled["namespace"]) for p in mesh.policies
-                         if p.compiled["scope"] == "WORKLOAD_SELECTOR"]
+    # A selector policy can only select workloads of its own namespace (or, from the root
+    # namespace, of every namespace): index by namespace so a derive is not workloads x policies.
+    selector_policies_by_ns: dict[str, list] = {}
+    for order, p in enumerate(mesh.policies):
+        if p.compiled["scope"] == "WORKLOAD_SELECTOR":
+            selector_policies_by_ns.setdefault(p.compiled["namespace"], []).append(
+                (order, p, p.compiled["scope"], p.compiled["namespace"]))
+    root_policies = selector_policies_by_ns.get(ROOT_NAMESPACE, [])
     selected_by: dict[str, list[dict]] = {}
     for uid, workload in mesh.workloads.items():
-        for policy, scope, policy_ns in selector_policies:
+        candidates = selector_policies_by_ns.get(workload["namespace"], [])
+        if workload["namespace"] != ROOT_NAMESPACE and root_policies:
+            candidates = sorted(candidates + root_policies, key=lambda c: c[0])
+        for _order, policy, scope, policy_ns in candidates:
             if selects(policy, scope, policy_ns, workload["namespace"], workload["labels"]):
                 workload["authorizationPolicies"].append(policy.key)
                 selected_by.setdefault(policy.key, []).append(workload)

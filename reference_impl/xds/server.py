@@ -1,7 +1,8 @@
 """The istiod side of the config stream: one long-lived NDJSON connection per proxy.
 
 The server knows nothing of Kubernetes objects. The control plane injects:
-- `config_for(stream) -> dict`: the whole config that proxy should hold now;
+- `config_for(stream) -> dict`: the whole config that proxy should hold now (a new object
+  whenever its content changes: encodings are cached by object identity);
 - `signer(stream, identity, csr_pem, ttl_seconds or None) -> (chain, root)`: raises CsrRefused
   with a sentence;
 - `debug(stream_or_None, request) -> JSON-able`: answers `{"type": "debug"}` requests.
@@ -107,6 +108,7 @@ class XdsServer:
         self._version = 0
         self._server: asyncio.AbstractServer | None = None
         self._push_lock = asyncio.Lock()
+        self._encoded: dict[int, tuple[dict, str]] = {}
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -138,6 +140,19 @@ class XdsServer:
             for stream in list(self.streams.values()):
                 await self._send_if_changed(stream)
 
+    def _encode(self, config: dict) -> str:
+        # Every ztunnel gets the same config object: encode it once, not once per proxy (a
+        # 1,000-workload snapshot costs tens of milliseconds to encode). Keyed by identity, so
+        # config_for must hand out a new object whenever the content changes.
+        cached = self._encoded.get(id(config))
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        encoded = json.dumps(config, sort_keys=True, separators=(",", ":"))
+        if len(self._encoded) > 64:
+            self._encoded.clear()
+        self._encoded[id(config)] = (config, encoded)
+        return encoded
+
     async def _send_if_changed(self, stream: ProxyStream) -> None:
         if stream.writer is None or stream.writer.is_closing():
             return
@@ -150,7 +165,7 @@ class XdsServer:
             return
         if config is None:
             return  # not ready (e.g. istiod has not read the store yet): never send an empty mesh
-        config_json = json.dumps(config, sort_keys=True, separators=(",", ":"))
+        config_json = self._encode(config)
         if config_json == stream.sent_config_json:
             return
         self._version += 1
