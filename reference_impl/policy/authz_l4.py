@@ -22,8 +22,7 @@ from .authz_model import (
     parse_authorization_policy)
 from .errors import PolicyError
 from .match import (
-    Identity, IPAddress, IPNetwork, StringMatch, ip_in, parse_cidr, parse_identity, parse_ip,
-    parse_port, positive_negative, strip_spiffe)
+    IPAddress, IPNetwork, StringMatch, ip_in, parse_cidr, parse_ip, parse_port, PeerSource, positive_negative)
 
 SCOPES = ("GLOBAL", "NAMESPACE", "WORKLOAD_SELECTOR")
 
@@ -35,7 +34,7 @@ MATCH_FIELDS = _STRING_FIELDS + _SA_FIELDS + _IP_FIELDS + _PORT_FIELDS
 
 
 @dataclass(frozen=True)
-class Connection:
+class Connection(PeerSource):
     """What ztunnel knows about an inbound connection. `source_principal` is None for plaintext."""
 
     source_ip: IPAddress | None
@@ -52,23 +51,6 @@ class Connection:
                    dest_port=int(conn.get("dest_port") or 0),
                    source_principal=conn.get("source_principal"),
                    source_namespace=conn.get("source_namespace"))
-
-    @property
-    def identity(self) -> Identity | None:
-        return parse_identity(self.source_principal)
-
-    @property
-    def principal(self) -> str | None:
-        """The peer principal without `spiffe://`; None for plaintext."""
-        return strip_spiffe(self.source_principal)
-
-    @property
-    def namespace(self) -> str | None:
-        # Taken from the peer's identity, as ztunnel does: plaintext has no namespace.
-        if self.principal is None:
-            return None
-        ident = self.identity
-        return ident.namespace if ident else self.source_namespace
 
 
 @dataclass

@@ -15,15 +15,14 @@ from .authz_model import (
     AuthorizationPolicy, Condition, Decision, Operation, Rule, Source,
     parse_authorization_policy)
 from .match import (
-    Identity, IPAddress, StringMatch, ip_in, parse_cidr, parse_identity, parse_ip, parse_port,
-    positive_negative, strip_spiffe)
+    IPAddress, StringMatch, ip_in, parse_cidr, parse_ip, parse_port, PeerSource, positive_negative)
 
 # Envoy's jwt_authn turns these space-separated string claims into lists (Istio configures it).
 SPACE_DELIMITED_CLAIMS = ("scope", "permission")
 
 
 @dataclass
-class L7Request:
+class L7Request(PeerSource):
     """One HTTP request as the waypoint sees it.
 
     `source_*` describe the HBONE peer (its mTLS identity); `remote_ip` is the original client
@@ -72,21 +71,6 @@ class L7Request:
     @property
     def path_only(self) -> str:
         return self.path.split("?", 1)[0].split("#", 1)[0]
-
-    @property
-    def principal(self) -> str | None:
-        return strip_spiffe(self.source_principal)
-
-    @property
-    def identity(self) -> Identity | None:
-        return parse_identity(self.source_principal)
-
-    @property
-    def namespace(self) -> str | None:
-        if self.principal is None:
-            return None
-        ident = self.identity
-        return ident.namespace if ident else self.source_namespace
 
 
 def _claim_values(claims: Mapping[str, Any] | None, path: list[str]) -> list[str]:

@@ -150,3 +150,26 @@ def parse_port(value: Any, field: str) -> int:
     if not 0 <= port <= 65535:
         raise PolicyError(f"{field}: {value!r} is not a port number (0-65535)")
     return port
+
+
+class PeerSource:
+    """The source-peer view both L4 connections and L7 requests offer to rule matching.
+
+    Expects `source_principal` (None for plaintext) and `source_namespace` attributes."""
+
+    @property
+    def identity(self) -> Identity | None:
+        return parse_identity(self.source_principal)
+
+    @property
+    def principal(self) -> str | None:
+        """The peer principal without `spiffe://`; None for plaintext."""
+        return strip_spiffe(self.source_principal)
+
+    @property
+    def namespace(self) -> str | None:
+        # Taken from the peer's identity, as ztunnel does: plaintext has no namespace.
+        if self.principal is None:
+            return None
+        ident = self.identity
+        return ident.namespace if ident else self.source_namespace

@@ -2,7 +2,6 @@
 the proxy, and the node-namespace endpoints (admin 15000, metrics 15020, readiness 15021)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 

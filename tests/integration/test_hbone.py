@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from waiting import poll, run_bounded
 from reference_impl.hbone import (HboneClient, abort, HboneError, HboneServer, Outcome, format_forwarded,
                                   parse_baggage, parse_forwarded, parse_traceparent, workload_baggage)
 from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
@@ -17,20 +18,6 @@ from reference_impl.identity import Identity
 CLIENT_ID = Identity.for_workload("th-client", "sleep")
 SERVER_ID = Identity.for_workload("th-server", "httpbin")
 TIMEOUT = 60
-
-
-def run(coro):
-    async def bounded():
-        return await asyncio.wait_for(coro, TIMEOUT)
-    return asyncio.run(bounded())
-
-
-async def poll(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Mesh:
@@ -96,7 +83,7 @@ def test_bytes_round_trip_through_the_tunnel_with_half_close():
             assert request.peer_identity == CLIENT_ID
             assert request.local_identity == SERVER_ID
             assert request.authority == (mesh.host, mesh.echo_port)
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 @pytest.mark.parametrize("status,reason", [
@@ -121,7 +108,7 @@ def test_refusal_status_surfaces_as_hbone_error(status, reason):
             stream.write_eof()
             assert await read_all(stream) == b"ping"
             assert mesh.server.connections_accepted == 1
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_upstream_connect_failure_is_503():
@@ -134,7 +121,7 @@ def test_upstream_connect_failure_is_503():
             with pytest.raises(HboneError) as caught:
                 await mesh.connect(authority=(mesh.host, port))
             assert caught.value.status == 503
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 @pytest.mark.parametrize("authority", ["httpbin.ambient-apps:8000", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:http"])
@@ -145,7 +132,7 @@ def test_authority_that_is_not_ip_port_is_400_before_authorization(authority):
                 await mesh.connect(authority=authority)
             assert caught.value.status == 400
             assert mesh.requests == []  # never reached authorize_and_connect
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_headers_arrive_in_hbone_formats():
@@ -166,7 +153,7 @@ def test_headers_arrive_in_hbone_formats():
             assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", request.traceparent)
             assert parse_traceparent(request.traceparent) is not None
             assert request.peer_address[0] == "127.0.0.3"  # the pool's source IP is the socket's
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_two_streams_share_one_connection_and_the_101st_opens_a_second():
@@ -189,7 +176,7 @@ def test_two_streams_share_one_connection_and_the_101st_opens_a_second():
             assert mesh.server.connections_accepted == 3
             for stream in held:
                 stream.close()
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_slow_reader_holds_the_sender_at_the_flow_control_window():
@@ -227,7 +214,7 @@ def test_slow_reader_holds_the_sender_at_the_flow_control_window():
             assert stream.bytes_received <= 4 * 1024 * 1024
             stream.write_eof()
             assert len(await read_all(stream)) == total
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_upstream_reset_resets_the_stream_and_client_reset_reaches_upstream():
@@ -255,7 +242,7 @@ def test_upstream_reset_resets_the_stream_and_client_reset_reaches_upstream():
             with pytest.raises(ConnectionResetError):  # ... is a TCP RST at the app
                 await asyncio.wait_for(app_reader.read(), 5)
         app_server.close()
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_pings_are_acknowledged_and_idle_connections_are_released():
@@ -271,7 +258,7 @@ def test_pings_are_acknowledged_and_idle_connections_are_released():
             assert mesh.client.connections() == []
             await mesh.connect()  # a fresh connection replaces it
             assert mesh.server.connections_accepted == 2
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_client_uses_an_injected_socket_factory():
@@ -295,7 +282,7 @@ def test_client_uses_an_injected_socket_factory():
             assert made[0].getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == 0x539
     if os.geteuid() != 0:
         pytest.skip("SO_MARK needs CAP_NET_ADMIN (run as root)")
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_drain_finishes_open_streams_and_moves_new_ones_off_the_connection():
@@ -314,7 +301,7 @@ def test_drain_finishes_open_streams_and_moves_new_ones_off_the_connection():
             assert await read_all(stream) == b""
             assert await asyncio.wait_for(drained, 5) == 0  # ended with the last stream, not the deadline
             await poll(lambda: session.closed, what="client connection closed after its last stream")
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_drain_deadline_resets_streams_still_open():
@@ -325,7 +312,7 @@ def test_drain_deadline_resets_streams_still_open():
             with pytest.raises(ConnectionResetError):
                 while await stream.read():
                     pass
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)
 
 
 def test_half_close_keeps_the_reverse_direction_open():
@@ -347,4 +334,4 @@ def test_half_close_keeps_the_reverse_direction_open():
             stream.write_eof()
             assert await read_all(stream) == b"got 300000"
         app.close()
-    run(scenario())
+    run_bounded(scenario(), TIMEOUT)

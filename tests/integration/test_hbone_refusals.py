@@ -9,6 +9,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from waiting import poll, run_bounded
 from reference_impl.hbone import HboneClient, HboneError, HboneServer, HboneTLSError
 from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.identity import CertificateAuthority, CertificateUnavailable, Identity, client_context
@@ -16,20 +17,6 @@ from reference_impl.identity import CertificateAuthority, CertificateUnavailable
 CLIENT_ID = Identity.for_workload("th-client", "sleep")
 SERVER_ID = Identity.for_workload("th-server", "httpbin")
 HOST = "127.0.0.4"
-
-
-def run(coro):
-    async def bounded():
-        return await asyncio.wait_for(coro, 60)
-    return asyncio.run(bounded())
-
-
-async def poll(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Server:
@@ -98,7 +85,7 @@ def test_client_without_certificate_is_refused():
             assert data == b"", f"server answered {data!r} to a client without a certificate"
             writer.close()
             await server.refused_because("client presented no certificate")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_certificate_from_another_ca_is_refused():
@@ -110,7 +97,7 @@ def test_certificate_from_another_ca_is_refused():
                 await connect_with(pki, server, foreign)
             assert caught.value.status is None
             await server.refused_because("unable to get local issuer certificate")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_certificate_of_another_trust_domain_is_refused():
@@ -121,7 +108,7 @@ def test_certificate_of_another_trust_domain_is_refused():
             with pytest.raises(HboneError):
                 await connect_with(pki, server, pki.issue(stranger), identity=stranger)
             await server.refused_because("is not in trust domain 'cluster.local'")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_expired_certificate_is_refused():
@@ -133,7 +120,7 @@ def test_expired_certificate_is_refused():
             with pytest.raises(HboneError):
                 await connect_with(pki, server, short)
             await server.refused_because("certificate has expired")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 @pytest.mark.parametrize("greeting", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
@@ -149,7 +136,7 @@ def test_plaintext_to_the_hbone_port_is_refused(greeting):
             assert b"HTTP" not in answer
             writer.close()
             await server.refused_because("plaintext (not TLS)")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_tls_1_2_is_refused():
@@ -162,7 +149,7 @@ def test_tls_1_2_is_refused():
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 await asyncio.open_connection(*server.address, ssl=ctx, server_hostname="")
             await server.refused_because("did not offer TLS 1.3")
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_non_connect_method_gets_400():
@@ -187,7 +174,7 @@ def test_non_connect_method_gets_400():
             assert status == "400"
             await server.refused_because("is not CONNECT")
             writer.close()
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_client_refuses_a_server_that_is_not_the_expected_identity():
@@ -206,7 +193,7 @@ def test_client_refuses_a_server_that_is_not_the_expected_identity():
             stream.write_eof()
             assert await stream.read() == b""
             await client.close()
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_client_refuses_a_server_certificate_from_another_ca():
@@ -218,7 +205,7 @@ def test_client_refuses_a_server_certificate_from_another_ca():
                 await client.connect(CLIENT_ID, server.address, [SERVER_ID], (HOST, server.echo_port))
             await client.close()
             assert server.requests == []
-    run(scenario())
+    run_bounded(scenario(), 60)
 
 
 def test_server_with_no_certificate_to_present_refuses_and_says_why():
@@ -240,4 +227,4 @@ def test_server_with_no_certificate_to_present_refuses_and_says_why():
         finally:
             await client.close()
             await server.close()
-    run(scenario())
+    run_bounded(scenario(), 60)

@@ -27,7 +27,7 @@ from reference_impl.cluster import naming
 from reference_impl.identity import Identity, make_csr
 from reference_impl.xds import protocol
 
-from test_mesh_helpers import NS, REPO, outcome, pod_of, running_pods, seed_objects, start_cluster, until, ztunnels_in_sync
+from meshkit import NS, REPO, outcome, pod_of, running_pods, seed_objects, start_cluster, until, ztunnels_in_sync
 
 HTTPBIN_ID = f"spiffe://cluster.local/ns/{NS}/sa/httpbin-ambient"   # on node-0
 SLEEP_ID = f"spiffe://cluster.local/ns/{NS}/sa/sleep-ambient"       # on node-1

@@ -24,7 +24,7 @@ from reference_impl.identity import CertificateAuthority, Identity, WorkloadCert
 from reference_impl.identity.tls import client_context
 from reference_impl.netns import socket_in
 
-from test_mesh_helpers import (NS, HeldStream, istiod_deployment, istiod_pods, outcome, pinned_pod,
+from meshkit import (NS, HeldStream, istiod_deployment, istiod_pods, outcome, pinned_pod,
                                pod_of, seed_objects, start_cluster, until, ztunnel_dump, ztunnels_in_sync)
 
 TTL_S = 6

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from test_mesh_helpers import (L4_POLICY, NS, allow_policy, captured, converge, namespace, pinned_pod,
+from meshkit import (L4_POLICY, NS, allow_policy, captured, converge, namespace, pinned_pod,
                                pod_of, restart_state, running_pods, seed_objects, start_cluster,
                                until, wait_captured)
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_mesh_helpers import (L4_POLICY, NS, HeldStream, allow_policy, converge, istiod_pods,
+from meshkit import (L4_POLICY, NS, HeldStream, allow_policy, converge, istiod_pods,
                                istiod_proxies, outcome, pinned_pod, pod_of, running_pods,
                                seed_objects, service_account, start_cluster, until, ztunnel_dump,
                                ztunnels_in_sync)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -20,6 +19,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from waiting import until
 from reference_impl.cluster import client as cluster, naming
 from reference_impl.identity import CertificateAuthority, Identity, WorkloadCertificate, make_csr
 from reference_impl.identity.tls import client_context
@@ -79,17 +79,6 @@ def curl(c, ns, pod, url=URL, timeout=5, extra=()):
     r = c.exec(ns, pod, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout),
                          *extra, url], timeout=timeout + 10)
     return r.returncode, r.stdout
-
-
-def until(predicate, timeout=20, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 def captured(c, ns, pod):

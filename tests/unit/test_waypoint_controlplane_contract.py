@@ -3,7 +3,6 @@ controlplane.derive.waypoint_config and then through the waypoint's own parser a
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from reference_impl.controlplane.derive import derive_mesh, waypoint_config

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from waiting import until  # noqa: F401 (re-exported to the mesh tests)
 from reference_impl.cluster import naming
 from reference_impl.xds import XdsUnavailable, debug_query
 
@@ -147,17 +148,6 @@ def outcome(c, ns: str, pod: str, url: str = URL, timeout: float = 3) -> str:
     if rc in DENIED_CURL_CODES and code == "000":
         return "denied"
     return f"curl exit {rc}, HTTP {code}"
-
-
-def until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 def converge(checks: dict[str, tuple], expected: dict[str, str], within: float, consecutive: int = 3) -> float:
