@@ -173,6 +173,17 @@ def converge(checks: dict[str, tuple], expected: dict[str, str], within: float, 
                                  f"last round: {off or last}")
 
 
+def hold(checks: dict[str, tuple], expected: dict[str, str], rounds: int, within: float) -> None:
+    """Every one of `rounds` consecutive rounds gives the expected outcomes: no failure allowed,
+    unlike `converge`; `within` only bounds a slow machine."""
+    started = time.monotonic()
+    for n in range(rounds):
+        last = {label: outcome(*args) for label, args in checks.items()}
+        off = {k: f"{v} (want {expected[k]})" for k, v in last.items() if v != expected[k]}
+        assert not off, f"round {n + 1} of {rounds}: {off}"
+        assert time.monotonic() - started <= within, f"{rounds} rounds took over {within}s"
+
+
 class HeldStream:
     """A streaming curl (httpbin /drip) kept open across an event; records when each byte came."""
 

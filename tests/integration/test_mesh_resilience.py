@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from meshkit import (L4_POLICY, NS, HeldStream, allow_policy, converge, istiod_pods,
+from meshkit import (L4_POLICY, NS, HeldStream, allow_policy, converge, hold, istiod_pods,
                                istiod_proxies, outcome, pinned_pod, pod_of, running_pods,
                                seed_objects, service_account, start_cluster, until, ztunnel_dump,
                                ztunnels_in_sync)
@@ -64,7 +64,7 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
             c.delete_pod("istio-system", old_istiod, grace_period=0)
 
         # Known workloads, last configuration: new connections keep working, the policy holds.
-        converge(checks(c), {"sleep": "allowed", "rogue": "denied"}, within=5, consecutive=5)
+        hold(checks(c), {"sleep": "allowed", "rogue": "denied"}, rounds=5, within=60)
         c.apply(late)
         until(lambda: running_pods(c, NS, {"app": late_pod}), 15, what=f"pod {late_pod} running")
 
