@@ -56,7 +56,7 @@ def render(tests: list[dict]) -> str:
              f"{convergence.CONSECUTIVE} consecutive expected outcomes, which must happen within the bound.", "",
              "| bound | value | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {value:g} | {meaning} |" for name, value, meaning in convergence.BOUNDS]
-    lines += ["", "An L4 deny is observed as a reset, an empty reply (EOF) or a timeout; never as an HTTP status.", ""]
+    lines += ["", "An L4 deny is observed as a reset, an empty reply (EOF), a timeout, or a failed connect (the proxy's reset can arrive before the client sees its connect complete); never as an HTTP status.", ""]
     lines += ["## Profiles", ""]
     for profile in registry.PROFILES.values():
         feats = registry.features_in(profile.name)
