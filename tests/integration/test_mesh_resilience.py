@@ -20,7 +20,9 @@ from meshkit import (L4_POLICY, NS, HeldStream, allow_policy, converge, hold, is
 
 NODES = ("node-0", "node-1")
 LATE_SA = "late-sa"
-HELD_SECONDS = 6
+# Long enough to span the outage phase (5 checked rounds, a new pod, istiod back) on a loaded
+# machine: the stream must be seen flowing before, during and after.
+HELD_SECONDS = 20
 # istiod comes back as a new process: the proxies' reconnect backoff is capped at 1.5 s, the
 # rest is the pod start and a first derive.
 RESYNC_BOUND_S = 10
