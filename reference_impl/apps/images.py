@@ -15,8 +15,6 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from reference_impl.cluster.errors import ClusterError
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -88,6 +86,10 @@ IMAGES: list[Image] = [
 ]
 
 
+class UnknownImage(Exception):
+    """An image no local program stands in for; the message says how to add one."""
+
+
 def find(image: str) -> Image | None:
     for candidate in IMAGES:
         if fnmatch.fnmatchcase(image, candidate.pattern):
@@ -99,6 +101,6 @@ def command_for(image: str, container: dict, pod: str) -> list[str]:
     found = find(image)
     if found is None:
         known = ", ".join(i.pattern for i in IMAGES)
-        raise ClusterError(f"pod {pod}: image {image!r} is not known to the reference cluster; "
+        raise UnknownImage(f"pod {pod}: image {image!r} is not known to the reference cluster; "
                            f"known images: {known}; add a mapping in reference_impl/apps/images.py")
     return found.argv(container)

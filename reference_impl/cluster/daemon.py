@@ -49,8 +49,11 @@ def check_images(obj: dict) -> None:
     for container in spec.get("containers") or []:
         image = str(container.get("image", ""))
         if images.find(image) is None:
-            images.command_for(image, container, f"{meta.get('namespace', 'default')}/"
-                                                 f"{meta.get('name')}")
+            try:
+                images.command_for(image, container, f"{meta.get('namespace', 'default')}/"
+                                                     f"{meta.get('name')}")
+            except images.UnknownImage as exc:
+                raise ClusterError(str(exc)) from None
 
 
 class Daemon:

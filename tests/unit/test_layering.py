@@ -1,0 +1,73 @@
+"""DESIGN.md's layering, enforced by imports: each part may import only the parts below it, and
+the suite talks to a Target, never to the reference mesh's internals."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# part -> reference_impl parts it may import (besides itself)
+ALLOWED = {
+    "api": set(),
+    "identity": set(),
+    "policy": set(),
+    "netns": set(),
+    "hbone": {"identity"},
+    "xds": {"api"},
+    "controlplane": {"api", "policy", "identity", "xds"},
+    "ztunnel": {"hbone", "policy", "xds", "api", "identity", "netns"},
+    "waypoint": {"hbone", "policy", "xds", "api", "identity", "netns"},
+    "cluster": {"api", "apps", "netns"},
+    "apps": set(),
+}
+
+
+def reference_impl_imports(path: pathlib.Path, package: str) -> set[str]:
+    """The reference_impl parts a module imports (absolute or relative)."""
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names = [node.module or ""]
+            elif node.level >= 2:  # `from ..x import` inside reference_impl/<part>/
+                names = [f"reference_impl.{node.module}" if node.module else "reference_impl"]
+                if not node.module:
+                    names = [f"reference_impl.{a.name}" for a in node.names]
+        for name in names:
+            bits = name.split(".")
+            if bits[0] == "reference_impl" and len(bits) > 1 and bits[1] != package:
+                parts.add(bits[1])
+    return parts
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_reference_impl_part_imports_only_the_parts_below_it(package):
+    offending = {}
+    for path in (REPO / "reference_impl" / package).rglob("*.py"):
+        extra = reference_impl_imports(path, package) - ALLOWED[package]
+        if extra:
+            offending[str(path.relative_to(REPO))] = sorted(extra)
+    assert not offending, f"reference_impl/{package} imports parts above it: {offending}"
+
+
+def test_suite_reaches_the_reference_mesh_only_through_the_cluster_client():
+    offending = {}
+    for top in ("conformance", "chaos", "load"):
+        for path in (REPO / top).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                module = node.module if isinstance(node, ast.ImportFrom) and node.level == 0 else None
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for name in names + ([module] if module else []):
+                    if name.startswith("reference_impl") and not (
+                            name == "reference_impl.cluster.client"
+                            or (name == "reference_impl.cluster" and
+                                all(a.name == "client" for a in node.names))):
+                        offending.setdefault(str(path.relative_to(REPO)), []).append(name)
+    assert not offending, f"the suite imports reference_impl internals: {offending}"
