@@ -13,20 +13,11 @@ import time
 
 import pytest
 
+from waiting import until as wait_until
 from reference_impl.cluster.errors import ClusterError
 
 PIN_NS = "tc-pinned"
 
-
-def wait_until(predicate, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(interval)
 
 
 def pods(c, namespace, prefix=""):

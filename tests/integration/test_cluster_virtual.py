@@ -10,10 +10,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
+from waiting import until
 from reference_impl.cluster import client as cluster
 from reference_impl.cluster import naming, teardown
 from reference_impl.cluster.errors import ClusterError
@@ -44,15 +44,6 @@ def objects():
          "spec": {"containers": [{"name": "main", "image": "curlimages/curl", "command": ["/bin/sleep", "3650d"]}]}},
     ]
 
-
-def until(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +119,16 @@ def test_every_ztunnel_holds_the_virtual_workloads(c):
             held = {ip for w in d["workloads"] for ip in w.get("workloadIps") or ()}
             svc = [s for s in d["services"] if s["name"] == "sim"]
             return ips <= held and svc and len(svc[0]["endpoints"]) == REPLICAS and d
-        d = until(has_all, f"the ztunnel on {node} to hold {REPLICAS} virtual workloads", timeout=60)
+        d = until(has_all, what=f"the ztunnel on {node} to hold {REPLICAS} virtual workloads", timeout=60)
         assert not any(p["namespace"] == NS and p["name"].startswith("sim-") for p in d["capturedPods"])
 
 
 def test_scaling_down_removes_virtual_pods_at_once(c):
     c.scale(NS, "sim", 10)
-    until(lambda: len(sim_pods(c)) == 10, "scale-down to 10 virtual pods", timeout=20)
+    until(lambda: len(sim_pods(c)) == 10, what="scale-down to 10 virtual pods", timeout=20)
     c.scale(NS, "sim", REPLICAS)
     until(lambda: len([p for p in sim_pods(c) if p["status"].get("podIP")]) == REPLICAS,
-          "scale-up back to the full set", timeout=20)
+          what="scale-up back to the full set", timeout=20)
 
 
 def test_cli_bounds_virtual_nodes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -49,14 +50,24 @@ def client_for(path, node="node-0", **kwargs):
                      namespace="istio-system", max_backoff=0.2, **kwargs)
 
 
+@contextlib.asynccontextmanager
+async def serving(sock_path, config_for, signer=None, **client_options):
+    """A started XdsServer and a connected-or-connecting client; both closed afterwards."""
+    server = XdsServer(sock_path, config_for, signer=signer)
+    await server.start()
+    client = client_for(sock_path, **client_options)
+    await client.start()
+    try:
+        yield server, client
+    finally:
+        await client.close()
+        await server.close()
+
+
 def test_snapshot_versions_only_change_with_the_config_and_acks_are_recorded(sock_path):
     async def scenario():
         mesh = Mesh()
-        server = XdsServer(sock_path, mesh.config_for)
-        await server.start()
-        client = client_for(sock_path)
-        await client.start()
-        try:
+        async with serving(sock_path, mesh.config_for) as (server, client):
             first = await client.wait_version(timeout=5)
             assert client.config == {"workloads": ["a"], "node": "node-0"}
             stream = server.streams["ztunnel/istio-system/ztunnel-node-0"]
@@ -71,9 +82,6 @@ def test_snapshot_versions_only_change_with_the_config_and_acks_are_recorded(soc
             assert second > first
             assert client.config["workloads"] == ["a", "b"]
             await poll(lambda: stream.acked_version == second)
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
 
@@ -129,16 +137,11 @@ def test_client_started_before_server_connects_with_backoff(sock_path):
 def test_rejected_snapshot_is_nacked_and_previous_config_kept(sock_path):
     async def scenario():
         mesh = Mesh()
-        server = XdsServer(sock_path, mesh.config_for)
-        await server.start()
-
         def apply(config, version):
             if "poison" in config["workloads"]:
                 raise ValueError("workload 'poison' has no address")
 
-        client = client_for(sock_path, on_snapshot=apply)
-        await client.start()
-        try:
+        async with serving(sock_path, mesh.config_for, on_snapshot=apply) as (server, client):
             good = await client.wait_version(timeout=5)
             stream = server.streams["ztunnel/istio-system/ztunnel-node-0"]
             mesh.workloads.append("poison")
@@ -147,27 +150,17 @@ def test_rejected_snapshot_is_nacked_and_previous_config_kept(sock_path):
             assert "no address" in stream.nacked["error"]
             assert client.version == good and "poison" not in client.config["workloads"]
             assert stream.acked_version == good
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
 
 
 def test_csr_is_signed_for_own_node_and_refused_with_a_reason_for_another(sock_path):
     async def scenario():
-        server = XdsServer(sock_path, Mesh().config_for, signer=node_signer)
-        await server.start()
-        client = client_for(sock_path, node="node-1")
-        await client.start()
-        try:
+        async with serving(sock_path, Mesh().config_for, signer=node_signer, node="node-1") as (server, client):
             chain, root = await client.sign("spiffe://cluster.local/ns/a/sa/node-1", "CSR")
             assert chain == ["chain-for-spiffe://cluster.local/ns/a/sa/node-1"] and root == "root"
             with pytest.raises(CsrRejected, match="no workload on node node-1"):
                 await client.sign("spiffe://cluster.local/ns/a/sa/node-0", "CSR")
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
 
@@ -187,11 +180,7 @@ def test_sign_without_istiod_fails_within_its_timeout(sock_path):
 
 def test_debug_query_lists_connected_proxies_with_versions(sock_path):
     async def scenario():
-        server = XdsServer(sock_path, Mesh().config_for)
-        await server.start()
-        client = client_for(sock_path, node="node-3")
-        await client.start()
-        try:
+        async with serving(sock_path, Mesh().config_for, node="node-3") as (server, client):
             version = await client.wait_version(timeout=5)
             stream = server.streams["ztunnel/istio-system/ztunnel-node-3"]
             await poll(lambda: stream.acked_version == version)
@@ -200,9 +189,6 @@ def test_debug_query_lists_connected_proxies_with_versions(sock_path):
             [proxy] = result["proxies"]
             assert (proxy["node"], proxy["sentVersion"], proxy["ackedVersion"]) == ("node-3", version, version)
             assert proxy["peerPid"] == os.getpid()
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
 
@@ -216,16 +202,9 @@ def test_large_snapshot_crosses_the_stream(sock_path):
     async def scenario():
         mesh = Mesh()
         mesh.workloads = [f"workload-{i:05d}-" + "x" * 400 for i in range(3000)]  # ~1.3 MB
-        server = XdsServer(sock_path, mesh.config_for)
-        await server.start()
-        client = client_for(sock_path)
-        await client.start()
-        try:
+        async with serving(sock_path, mesh.config_for) as (server, client):
             await client.wait_version(timeout=10)
             assert len(client.config["workloads"]) == 3000
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
 
@@ -244,11 +223,7 @@ print(s.makefile().readline().strip())
 def test_a_second_process_naming_a_connected_pod_is_refused_and_the_live_stream_stays(sock_path):
     async def scenario():
         mesh = Mesh()
-        server = XdsServer(sock_path, mesh.config_for)
-        await server.start()
-        client = client_for(sock_path)
-        await client.start()
-        try:
+        async with serving(sock_path, mesh.config_for) as (server, client):
             await client.wait_version(timeout=5)
             live = server.streams["ztunnel/istio-system/ztunnel-node-0"]
             impostor = await asyncio.create_subprocess_exec(
@@ -260,8 +235,5 @@ def test_a_second_process_naming_a_connected_pod_is_refused_and_the_live_stream_
             mesh.workloads.append("b")
             await server.push()
             await poll(lambda: client.config and client.config["workloads"] == ["a", "b"])
-        finally:
-            await client.close()
-            await server.close()
 
     asyncio.run(scenario())
