@@ -34,10 +34,12 @@ def _httpbin(container: dict) -> list[str]:
     venv = os.environ.get("AC_HTTPBIN_VENV") or os.path.join(REPO_ROOT, ".venv-httpbin")
     gunicorn = os.path.join(venv, "bin", "gunicorn")
     if not os.access(gunicorn, os.X_OK):
-        raise ClusterError(f"the httpbin image needs {gunicorn}; run `make setup` (or set "
+        raise ImageError(f"the httpbin image needs {gunicorn}; run `make setup` (or set "
                            "AC_HTTPBIN_VENV to a virtualenv with httpbin 0.10.4 and gunicorn)")
     port = _first_port(container) or 80
-    return [gunicorn, "-b", f"0.0.0.0:{port}", "--worker-class", "gthread", "--threads", "8",
+    # --preload imports httpbin before the port is bound, so a pod that accepts connections
+    # (the kubelet's readiness check) also answers them at once.
+    return [gunicorn, "-b", f"0.0.0.0:{port}", "--preload", "--worker-class", "gthread", "--threads", "8",
             "--workers", "1", "--access-logfile", "-", *_no_control_socket(gunicorn), "httpbin:app"]
 
 
@@ -86,8 +88,9 @@ IMAGES: list[Image] = [
 ]
 
 
-class UnknownImage(Exception):
-    """An image no local program stands in for; the message says how to add one."""
+class ImageError(Exception):
+    """An image no local program stands in for, or whose program is not installed; the message
+    says what to do."""
 
 
 def find(image: str) -> Image | None:
@@ -101,6 +104,6 @@ def command_for(image: str, container: dict, pod: str) -> list[str]:
     found = find(image)
     if found is None:
         known = ", ".join(i.pattern for i in IMAGES)
-        raise UnknownImage(f"pod {pod}: image {image!r} is not known to the reference cluster; "
+        raise ImageError(f"pod {pod}: image {image!r} is not known to the reference cluster; "
                            f"known images: {known}; add a mapping in reference_impl/apps/images.py")
     return found.argv(container)

@@ -52,7 +52,7 @@ def check_images(obj: dict) -> None:
             try:
                 images.command_for(image, container, f"{meta.get('namespace', 'default')}/"
                                                      f"{meta.get('name')}")
-            except images.UnknownImage as exc:
+            except images.ImageError as exc:
                 raise ClusterError(str(exc)) from None
 
 

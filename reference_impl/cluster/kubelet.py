@@ -192,7 +192,7 @@ class Kubelet:
             try:
                 c.argv = images.command_for(str(cspec.get("image", "")), cspec,
                                             f"{rt.namespace}/{rt.name}")
-            except images.UnknownImage as exc:
+            except images.ImageError as exc:
                 c.error = str(exc)
             rt.containers.append(c)
         self.pods[rt.uid] = rt

@@ -198,3 +198,16 @@ def test_cluster_names_and_namespace_patterns():
     assert pattern.match("ac-a-node-0") and pattern.match("ac-a-p12") and pattern.match("ac-a-fabric")
     assert not pattern.match("ac-a-b-node-0")  # cluster "a-b" is someone else
     assert naming.ANY_CLUSTER_NETNS.match("ac-tc-gw0-seed-p3").group(1) == "tc-gw0-seed"
+
+
+def test_httpbin_image_without_its_environment_says_how_to_install_it(monkeypatch, tmp_path):
+    from reference_impl.apps import images
+    monkeypatch.setenv("AC_HTTPBIN_VENV", str(tmp_path / "missing"))
+    with pytest.raises(images.ImageError, match=r"missing/bin/gunicorn; run `make setup`"):
+        images.command_for("docker.io/kennethreitz/httpbin", {"ports": [{"containerPort": 80}]}, "ns/p")
+
+
+def test_unknown_image_lists_the_known_ones_and_where_to_add_one():
+    from reference_impl.apps import images
+    with pytest.raises(images.ImageError, match=r"known images: .*add a mapping in reference_impl/apps/images.py"):
+        images.command_for("example.com/nope:1", {}, "ns/p")
