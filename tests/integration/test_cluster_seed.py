@@ -344,7 +344,16 @@ def test_exec_in_a_missing_pod_is_a_cluster_error(seed_cluster):
 def test_dns_of_running_pods_follows_new_services(pinned, sleep_pod):
     # The sleep pod started before the pinned services existed: its hosts file was rewritten.
     code, _, err = curl(pinned, "ambient-apps", sleep_pod, "http://web-1.tc-pinned/get")
-    assert code == "200", err
+    assert code == "200", f"{err}\n{_mesh_logs(pinned)}"
+
+
+def _mesh_logs(c) -> str:
+    """The node proxies' last log lines, so a failure here says which hop stalled."""
+    out = []
+    for pod in c.list("Pod", "istio-system"):
+        name = pod["metadata"]["name"]
+        out.append(f"--- {name} on {pod['spec'].get('nodeName')}\n{c.logs('istio-system', name, tail=15)}")
+    return "\n".join(out)
 
 
 def test_watch_streams_a_sync_then_changes(seed_cluster):
