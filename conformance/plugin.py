@@ -50,6 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "description(text): the MUST sentence of a conformance test "
                                        "(default: the test's docstring)")
     _check_options(config)
+    if not hasattr(config, "workerinput"):
+        # This run's clusters are named after its controller (xdist workers inherit the variable).
+        os.environ["AC_RUN_OWNER"] = str(os.getpid())
     if config.getoption("report") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(ReportCollector(config, supported_features(config)),
                                       "ambient-conformance-report")

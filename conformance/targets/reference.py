@@ -2,7 +2,8 @@
 
 It talks to the cluster only through the public client API (`reference_impl.cluster.client`:
 `up`, `ClusterClient`, `ClusterError`), never through the mesh's internals, and it brings up
-one 2-node cluster per session (per xdist worker), named `cf-<worker>`.
+one 2-node cluster per session (per xdist worker), named `cf-<run owner>-<worker>` so that two
+runs on one machine never share one (clusters of a run that was killed are swept at the next start).
 """
 from __future__ import annotations
 
@@ -34,27 +35,30 @@ class ReferenceTarget(Target):
 
     @classmethod
     def from_options(cls, config, worker: str) -> "ReferenceTarget":
-        return cls(cluster=f"cf-{worker}"[:20], keep=config.getoption("keep_cluster"))
+        from reference_impl.cluster import client as api
+        return cls(cluster=api.run_scoped_name("cf", worker), keep=config.getoption("keep_cluster"))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         from reference_impl.cluster import client as api
+        api.sweep_abandoned()
         try:
-            self._client = api.ClusterClient(self.cluster)
-            self._client.list("Node")
-        except api.ClusterError:
-            self._client = None
-        if self._client is None:
-            try:
-                self._client = api.up(name=self.cluster, nodes=self.node_count, timeout=UP_TIMEOUT)
-            except api.ClusterError as e:
-                raise TargetError(f"the reference cluster {self.cluster} did not start: {e}") from None
-            self._created = True
+            self._client = api.up(name=self.cluster, nodes=self.node_count, timeout=UP_TIMEOUT)
+        except api.ClusterError as e:
+            raise TargetError(f"the reference cluster {self.cluster} did not start: {e}") from None
+        self._created = True
 
     def stop(self) -> None:
-        if self._client is not None and not self.keep:
+        from reference_impl.cluster import client as api
+        if self._client is None:
+            return
+        if self.keep:
+            api.keep(self.cluster)
+            print(f"\nkept the reference cluster {self.cluster}; stop it with "
+                  f"`ambient-conformance cluster down --name {self.cluster}`")
+        else:
             self._client.down()
-            self._client = None
+        self._client = None
 
     @property
     def client(self):

@@ -20,7 +20,10 @@ from reference_impl import api
 from . import naming, teardown
 from .errors import ClusterError
 
-__all__ = ["up", "ClusterClient", "ClusterError", "check_prerequisites", "down_all"]
+__all__ = ["up", "ClusterClient", "ClusterError", "check_prerequisites", "down_all",
+           "run_scoped_name", "sweep_abandoned", "keep"]
+
+run_scoped_name = naming.run_scoped_name
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -277,6 +280,27 @@ def down_all(timeout: float = 20) -> list[str]:
     for name in names:
         down(name, timeout)
     return names
+
+
+def sweep_abandoned(timeout: float = 20) -> list[str]:
+    """Down the run-scoped clusters (naming.run_scoped_name) whose owning run has ended without
+    stopping them (killed, crashed); a cluster marked with keep() stays. Returns the names."""
+    swept = []
+    for name in teardown.known_clusters():
+        owner = naming.run_owner_of(name)
+        if owner is None or owner == naming.run_owner() or teardown.alive(owner, None):
+            continue
+        if os.path.exists(naming.kept_mark(name)):
+            continue
+        down(name, timeout)
+        swept.append(name)
+    return swept
+
+
+def keep(name: str) -> None:
+    """Mark a run-scoped cluster as deliberately left running (--keep-cluster): not swept."""
+    os.makedirs(naming.run_dir(name), exist_ok=True)
+    open(naming.kept_mark(name), "w").close()
 
 
 def up(name: str = naming.DEFAULT_NAME, nodes: int = 2, manifests: Iterable = (),

@@ -10,7 +10,7 @@ import re
 
 from .errors import ClusterError
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 RUN_ROOT = os.environ.get("AC_RUN_ROOT", "/run/ambient-conformance")
 ETC_NETNS = "/etc/netns"
 DEFAULT_NAME = "ambient"
@@ -26,7 +26,7 @@ VIRTUAL_NODE_RE = re.compile(r"^virtual-\d+$")
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
-        raise ClusterError(f"cluster name {name!r} is not valid; use 1-20 characters of a-z, 0-9 "
+        raise ClusterError(f"cluster name {name!r} is not valid; use 1-32 characters of a-z, 0-9 "
                            "and '-', starting with a letter")
     return name
 
@@ -108,4 +108,42 @@ def netns_pattern(name: str) -> re.Pattern:
     return re.compile(rf"^ac-{re.escape(name)}-(fabric|node-\d+|p\d+)$")
 
 
-ANY_CLUSTER_NETNS = re.compile(r"^ac-([a-z][a-z0-9-]{0,19}?)-(fabric|node-\d+|p\d+)$")
+ANY_CLUSTER_NETNS = re.compile(r"^ac-([a-z][a-z0-9-]{0,31}?)-(fabric|node-\d+|p\d+)$")
+
+
+# A test run's clusters carry the run's owner (the pytest controller's pid, base 36) in their
+# name: `<kind>-<owner>-<rest>`. Two runs on one machine then never share or sweep each other's
+# clusters, and a run whose owner is gone left its clusters behind (swept at the next start).
+RUN_OWNER_ENV = "AC_RUN_OWNER"
+RUN_SCOPED_RE = re.compile(r"^(cf|tc|tm)-([0-9a-z]{1,7})-")
+KEPT_MARK = "kept"
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def run_owner() -> int:
+    """The pid that owns this test run (set once by the controller, inherited by xdist workers)."""
+    return int(os.environ.get(RUN_OWNER_ENV) or os.getpid())
+
+
+def run_scoped_name(kind: str, *parts: str) -> str:
+    """`kind-<owner>-parts...`, e.g. `cf-2hu7k-gw0`; ClusterError when it would be too long."""
+    return check_name("-".join([kind, _base36(run_owner()), *[p for p in parts if p]]))
+
+
+def run_owner_of(name: str) -> int | None:
+    """The owner pid a run-scoped cluster name carries, or None for any other name."""
+    m = RUN_SCOPED_RE.match(name)
+    return int(m.group(2), 36) if m else None
+
+
+def kept_mark(name: str) -> str:
+    return os.path.join(run_dir(name), KEPT_MARK)

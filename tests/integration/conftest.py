@@ -45,21 +45,18 @@ def _cluster_host():
 @pytest.fixture(scope="session")
 def cluster_name(worker_id):
     def name(suffix: str) -> str:
-        wid = "" if worker_id == "master" else worker_id
-        full = "-".join(p for p in ("tc", wid, suffix) if p)
-        assert len(full) <= 20, f"cluster name {full!r} is too long; use a shorter suffix"
-        return full
+        return cluster_client.run_scoped_name("tc", "" if worker_id == "master" else worker_id, suffix)
     return name
 
 
 @pytest.fixture(scope="session")
 def cluster_factory(_cluster_host, cluster_name):
+    cluster_client.sweep_abandoned()  # clusters of an earlier run that was killed
     started: list[cluster_client.ClusterClient] = []
 
     def make(suffix: str = "", manifests=(), nodes: int = 2, timeout: float = 60,
              name: str | None = None) -> cluster_client.ClusterClient:
         full = name or cluster_name(suffix)
-        cluster_client.down(full)  # a previous, interrupted run of this worker
         c = cluster_client.up(full, nodes=nodes, manifests=[os.fspath(m) for m in manifests],
                               timeout=timeout)
         started.append(c)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from waiting import until  # noqa: F401 (re-exported to the mesh tests)
-from reference_impl.cluster import naming
+from reference_impl.cluster import client as cluster_client, naming
 from reference_impl.xds import XdsUnavailable, debug_query
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,8 +90,7 @@ def istiod_deployment(env: dict[str, str] | None = None) -> dict:
 
 # ---------------------------------------------------------------- cluster
 def start_cluster(cluster_factory, worker_id: str, suffix: str, objects: list[dict], timeout: float = 60):
-    wid = "" if worker_id == "master" else worker_id
-    name = "-".join(p for p in ("tm", wid, suffix) if p)
+    name = cluster_client.run_scoped_name("tm", "" if worker_id == "master" else worker_id, suffix)
     c = cluster_factory(name=name, nodes=2, timeout=timeout)
     if objects:
         c.apply(objects)

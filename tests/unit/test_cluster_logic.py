@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import os
+
 import pytest
 
 from reference_impl.api import ManifestError
@@ -191,13 +193,41 @@ def test_kube_proxy_rules_spread_over_endpoints_and_reject_empty_services():
 
 def test_cluster_names_and_namespace_patterns():
     assert naming.check_name("tc-gw0-seed") == "tc-gw0-seed"
-    for bad in ("", "Upper", "9lives", "x" * 21, "a_b"):
+    for bad in ("", "Upper", "9lives", "x" * 33, "a_b"):
         with pytest.raises(ClusterError):
             naming.check_name(bad)
     pattern = naming.netns_pattern("a")
     assert pattern.match("ac-a-node-0") and pattern.match("ac-a-p12") and pattern.match("ac-a-fabric")
     assert not pattern.match("ac-a-b-node-0")  # cluster "a-b" is someone else
     assert naming.ANY_CLUSTER_NETNS.match("ac-tc-gw0-seed-p3").group(1) == "tc-gw0-seed"
+
+
+def test_run_scoped_names_carry_their_owner_so_two_runs_never_share_a_cluster(monkeypatch):
+    monkeypatch.setenv(naming.RUN_OWNER_ENV, "4194303")
+    first = naming.run_scoped_name("cf", "gw0")
+    monkeypatch.setenv(naming.RUN_OWNER_ENV, "4194302")
+    second = naming.run_scoped_name("cf", "gw0")
+    assert first == "cf-2hwcf-gw0" and second != first
+    assert naming.run_owner_of(first) == 4194303 and naming.run_owner_of("ambient") is None
+    assert naming.run_scoped_name("tc", "", "seed") == "tc-2hwce-seed"
+    with pytest.raises(ClusterError, match="1-32 characters"):
+        naming.run_scoped_name("tm", "gw1", "x" * 30)
+
+
+def test_sweep_downs_only_clusters_whose_owner_is_gone_and_not_kept(monkeypatch, tmp_path):
+    from reference_impl.cluster import client, teardown
+    monkeypatch.setattr(naming, "RUN_ROOT", str(tmp_path))
+    monkeypatch.setenv(naming.RUN_OWNER_ENV, str(os.getpid()))
+    dead = 4194303  # above any pid this kernel hands out by default
+    names = {"mine": naming.run_scoped_name("cf", "gw0"), "alive": f"tc-{naming._base36(1)}-gw0-seed",
+             "dead": f"cf-{naming._base36(dead)}-gw1", "kept": f"tm-{naming._base36(dead)}-gw0-ca",
+             "other": "ambient"}
+    monkeypatch.setattr(teardown, "known_clusters", lambda: sorted(names.values()))
+    downed = []
+    monkeypatch.setattr(client, "down", lambda name, timeout=20: downed.append(name))
+    os.makedirs(naming.run_dir(names["kept"]))
+    client.keep(names["kept"])
+    assert client.sweep_abandoned() == [names["dead"]] == downed
 
 
 def test_httpbin_image_without_its_environment_says_how_to_install_it(monkeypatch, tmp_path):
