@@ -3,10 +3,15 @@
 
 class HboneError(Exception):
     """The tunnel could not be opened: ``status`` is the CONNECT's HTTP status, or None when
-    no response came (connection refused, reset, TLS failure)."""
+    no response came (connection refused, reset, TLS failure).
 
-    def __init__(self, status: int | None, message: str = ""):
+    ``unprocessed`` is True only when the peer certainly never acted on the CONNECT (its stream
+    id was above a GOAWAY's last stream id, it was refused with REFUSED_STREAM, or it was never
+    sent): such a request is safe to send again on a fresh connection (RFC 9113 §8.7)."""
+
+    def __init__(self, status: int | None, message: str = "", *, unprocessed: bool = False):
         self.status = status
+        self.unprocessed = unprocessed
         super().__init__(message or f"HBONE CONNECT answered {status}")
 
 
