@@ -2,7 +2,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 N ?= 2
 
-.PHONY: setup test unit certify bench clean
+.PHONY: setup test unit certify mutants bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,10 @@ unit: setup
 # The conformance suite against the embedded reference cluster; prints the report.
 certify: setup
 	.venv/bin/ambient-conformance run -n $(N) --report out/conformance-report.yaml
+
+# The suite's kill rate: each realistic bug of scripts/mutants/catalog.py against `certify` (~15 min).
+mutants: setup
+	$(PY) scripts/mutants/run.py
 
 bench: setup
 	$(PY) bench/cluster_up.py

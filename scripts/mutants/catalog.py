@@ -1,0 +1,69 @@
+"""The mutation catalog: one realistic bug per feature, each a single exact edit to the reference
+mesh. `run.py` puts each into a scratch clone and runs the conformance suite against it; a mutant
+the suite certifies anyway is a hole in the suite. `critical` marks the bugs that would let an
+attacker in (a survivor fails the run). tests/unit/test_mutation_catalog.py checks that every
+anchor is still found exactly once, so a refactor cannot silently turn a mutant into a no-op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    area: str
+    critical: bool
+    file: str   # relative to the repository
+    old: str    # found exactly once in `file`
+    new: str
+
+
+class AnchorError(Exception):
+    pass
+
+
+def mutated_text(repo: Path, m: Mutant) -> str:
+    text = (repo / m.file).read_text()
+    count = text.count(m.old)
+    if count != 1:
+        raise AnchorError(f"mutant {m.name!r}: its anchor occurs {count} times in {m.file} (must be "
+                          "once); update scripts/mutants/catalog.py")
+    return text.replace(m.old, m.new, 1)
+
+
+def apply_to(repo: Path, m: Mutant) -> None:
+    (repo / m.file).write_text(mutated_text(repo, m))
+
+
+MUTANTS: list[Mutant] = [
+    # --- HBONE and identity --------------------------------------------------------------------
+    Mutant("HBONE server accepts a client of another trust domain", "hbone-identity", True,
+           "reference_impl/identity/tls.py",
+           "        if identity.trust_domain == trust_domain:\n",
+           "        if True:\n"),
+    Mutant("HBONE client does not check the server's SPIFFE identity", "hbone-identity", True,
+           "reference_impl/identity/tls.py",
+           "        if identity in expected:\n",
+           "        if True:\n"),
+    # --- L4 authorization matching -------------------------------------------------------------
+    Mutant("principals and namespaces match by prefix", "l4-authz", True,
+           "reference_impl/policy/match.py",
+           "        return candidate == value\n",
+           "        return candidate.startswith(value)\n"),
+    # --- CA ------------------------------------------------------------------------------------
+    Mutant("CA signs a node proxy's request for a workload on another node", "ca", True,
+           "reference_impl/controlplane/ca_policy.py",
+           "        if pod_node(pod) == hello.node and not pod_terminating(pod) and pod_identity(pod) == identity_uri:\n",
+           "        if pod_identity(pod) == identity_uri:\n"),
+    # --- JWT at the waypoint -------------------------------------------------------------------
+    Mutant("waypoint skips JWT signatures", "jwt", True,
+           "reference_impl/policy/jwt_authn.py",
+           'options={"verify_aud": False, "verify_iss": False,',
+           'options={"verify_signature": False, "verify_aud": False, "verify_iss": False,'),
+    Mutant("JWT of an issuer the rule does not name is verified against the rule anyway", "jwt", True,
+           "reference_impl/policy/jwt_authn.py",
+           "        matching = [r for r in loc_rules if r.issuer == issuer]\n",
+           "        matching = list(loc_rules)\n"),
+]
