@@ -37,9 +37,9 @@ run_mutant() {  # NAME FILE OLD NEW
 run_mutant "L4 authorization switched off" reference_impl/ztunnel/state.py \
   "        policies = select_policies(self.policies, dest.namespace, dest.labels, self.root_namespace)" \
   "        policies = []"
-run_mutant "live connections never re-checked after a policy change" reference_impl/ztunnel/proxy.py \
-  "            return w is not None and state.authorize(w, source_ip, ip, port, principal).allowed" \
-  "            return True"
+run_mutant "live connections never re-checked after a policy change" reference_impl/ztunnel/connection_manager.py \
+  "        return state.authorize(w, self.source_ip, self.dest_ip, self.port, self.principal).allowed" \
+  "        return True"
 run_mutant "PeerAuthentication ignored" reference_impl/ztunnel/state.py \
   "        return plaintext_allowed(self.peer_authentications, dest.namespace, dest.labels, port, self.root_namespace)" \
   "        return True"

@@ -3,6 +3,7 @@ the original destination of a redirected connection, and resets."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 
@@ -11,6 +12,7 @@ from .podns import entered
 
 SO_ORIGINAL_DST = 80
 BUFFER_BYTES = 1 << 20
+UPSTREAM_CONNECT_TIMEOUT = 10.0
 
 
 def listener(netns: str | None, port: int, host: str = "0.0.0.0", backlog: int = 1024) -> socket.socket:
@@ -50,7 +52,8 @@ def marked_socket(netns: str | None, mark: int = PROXY_MARK) -> socket.socket:
     return sock
 
 
-async def connect_marked(netns: str | None, addr: tuple[str, int], timeout: float = 10.0) -> socket.socket:
+async def connect_marked(netns: str | None, addr: tuple[str, int],
+                         timeout: float = UPSTREAM_CONNECT_TIMEOUT) -> socket.socket:
     sock = marked_socket(netns)
     try:
         await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr), timeout)
@@ -61,7 +64,7 @@ async def connect_marked(netns: str | None, addr: tuple[str, int], timeout: floa
 
 
 async def connect_as(netns: str | None, source_ip: str, addr: tuple[str, int],
-                     timeout: float = 10.0) -> socket.socket:
+                     timeout: float = UPSTREAM_CONNECT_TIMEOUT) -> socket.socket:
     """A marked connection from inside netns whose source address is `source_ip`, an address the
     pod does not own (the original client's): IP_TRANSPARENT permits the bind, and the capture
     rules route the app's replies back to this socket (see capture.py)."""
@@ -74,6 +77,22 @@ async def connect_as(netns: str | None, source_ip: str, addr: tuple[str, int],
         sock.close()
         raise
     return sock
+
+
+async def connect_to_app(netns: str | None, source_ip: str, addr: tuple[str, int], original_source: bool,
+                         timeout: float = UPSTREAM_CONNECT_TIMEOUT) -> socket.socket:
+    """The connection to the app, from the original client's IP when ``original_source`` is on
+    and that IP is a usable one, else from the pod's own."""
+    if original_source and _is_ipv4(source_ip):
+        return await connect_as(netns, source_ip, addr, timeout)
+    return await connect_marked(netns, addr, timeout)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 def reset(sock_or_transport) -> None:

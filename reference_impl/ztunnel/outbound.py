@@ -1,0 +1,108 @@
+"""Outbound (15001): what a captured pod sends. The original destination is resolved with the
+snapshot (ISTIO-SEMANTICS section 4) and either tunnelled over HBONE with the source workload's
+certificate or passed through as plain TCP (zt:src/proxy/outbound.rs). Upstream sockets are
+made inside the pod namespace with SO_MARK 0x539, so they bypass capture and carry the pod's IP."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..hbone import HboneError, format_forwarded, pipe as hbone_pipe, workload_baggage
+from ..identity import Identity
+from . import sockets
+from .connection_manager import Live
+from .refusal import Refusal, answer
+from .state import Route, Workload
+from .telemetry import Connection
+
+if TYPE_CHECKING:
+    from .proxy import PodProxy, Ztunnel
+
+log = logging.getLogger("ztunnel")
+
+UNPROCESSED_RETRIES = 2
+
+
+class Outbound:
+    def __init__(self, proxy: Ztunnel):
+        self.proxy = proxy
+
+    async def serve(self, uid: str, sock, peer) -> None:
+        dst_ip, dst_port = sockets.original_dst(sock)
+        source = self.proxy.workload(uid)
+        pod = self.proxy.pods.get(uid)
+        conn = Connection("source", f"{peer[0]}:{peer[1]}", f"{dst_ip}:{dst_port}",
+                          src_workload=source.raw if source else None,
+                          src_principal=source.identity if source else "")
+        try:
+            await self._serve(pod, source, sock, peer, conn, (dst_ip, dst_port))
+        except Refusal as refusal:
+            answer(refusal, conn, self.proxy.telemetry, sock)
+
+    async def _serve(self, pod: PodProxy | None, source: Workload | None, sock, peer, conn: Connection,
+                     dst: tuple[str, int]) -> None:
+        if source is None or pod is None:
+            raise Refusal("error", "source pod is no longer captured")
+        route = self.proxy.state.route_outbound(source, *dst)
+        conn.dst_workload = route.dst_workload.raw if route.dst_workload else None
+        conn.dst_service = route.dst_service.info() if route.dst_service else None
+        if route.kind == "fail":
+            raise Refusal("error", route.reason)
+        if route.kind == "passthrough":
+            try:
+                upstream = await sockets.connect_marked(pod.netns, route.target)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise Refusal("connect_failed", f"connect to {route.target} failed: {exc!r}") from None
+            await self.proxy.connections.splice(sock, upstream, conn, pod.workload.uid)
+            return
+        await self._hbone(pod, source, route, sock, peer, conn)
+
+    async def _hbone(self, pod: PodProxy, source: Workload, route: Route, sock, peer, conn: Connection) -> None:
+        conn.hbone_target = f"{route.target[0]}:{route.target[1]}"
+        conn.dst_principal = route.expected_identities[0] if len(route.expected_identities) == 1 else ""
+        conn.mtls = True
+        host = route.dst_service.hostname if route.dst_service else None
+        headers = {
+            "baggage": workload_baggage(source.namespace, source.raw.get("workloadName") or source.name,
+                                        source.raw.get("canonicalName") or "", source.raw.get("canonicalRevision") or ""),
+            "forwarded": format_forwarded(peer[0], peer[1], host),
+        }
+        try:
+            stream = await self._open_tunnel(pod, source, route, headers)
+        except HboneError as exc:
+            outcome = "denied" if exc.status == 401 else "error"
+            raise Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}") from None
+        except Exception as exc:
+            raise Refusal("error", f"HBONE to {conn.hbone_target} failed: {exc!r}") from None
+        reader, writer = await asyncio.open_connection(sock=sock)
+        task = asyncio.current_task()
+        key = self.proxy.connections.track(Live(conn, lambda: task.cancel(), pod.workload.uid))
+        try:
+            conn.sent, conn.received = await hbone_pipe(reader, writer, stream, stream)
+        except asyncio.CancelledError:
+            if conn.outcome == "open":
+                conn.outcome, conn.reason = "reset", "reset by ztunnel"
+        except (ConnectionError, OSError) as exc:
+            conn.outcome, conn.reason = "reset", repr(exc)
+        finally:
+            conn.sent = conn.sent or stream.bytes_sent
+            conn.received = conn.received or stream.bytes_received
+            self.proxy.connections.untrack(key)
+
+    async def _open_tunnel(self, pod: PodProxy, source: Workload, route: Route, headers: dict):
+        """CONNECT on a pooled connection; a CONNECT the server provably did not process (it
+        raced a GOAWAY, or was refused while the server drains) is sent again on a fresh one.
+        Nothing of the client's has been sent yet, so this is invisible to it - and it is what
+        makes a ztunnel restart lose no new connection (ISTIO-SEMANTICS section 12)."""
+        for attempt in range(1, UNPROCESSED_RETRIES + 2):
+            try:
+                return await pod.client.connect(
+                    Identity.parse(source.identity), route.target,
+                    [Identity.parse(i) for i in route.expected_identities], route.authority, headers,
+                    source_ip=source.ip)
+            except HboneError as exc:
+                if not exc.unprocessed or attempt > UNPROCESSED_RETRIES:
+                    raise
+                log.debug("CONNECT to %s not processed (%s): retrying on a new connection", route.target, exc)
+        raise AssertionError("unreachable")
