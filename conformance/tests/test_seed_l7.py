@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import jwt
 import pytest
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conformance import convergence
 from conformance.convergence import eventually
 from conformance.targets.base import PodRef
+from conformance.tests.seedfiles import seed
 
-SEED = Path(__file__).resolve().parents[2] / "fixtures" / "seed"
 HTTPBIN = "http://httpbin-ambient.ambient-apps:8000"
 ECHO = f"{HTTPBIN}/headers?show_env=1"
 WAYPOINT = "httpbin-ambient-waypoint"
@@ -34,13 +33,6 @@ GATEWAY_POD_LABELS = ("gateway.networking.k8s.io/gateway-name", "istio.io/gatewa
 PROXY_HEADERS = frozenset({"via", "forwarded", "x-forwarded-proto", "x-forwarded-for", "x-request-id",
                            "x-envoy-attempt-count", "x-forwarded-client-cert"})
 UNKNOWN_ISSUER = "someone-else@example.com"
-
-
-def seed(name: str) -> Path:
-    path = SEED / name
-    if not path.is_file():
-        pytest.fail(f"{path}: the seed manifest is missing; the walkthrough needs fixtures/seed/ from the repository")
-    return path
 
 
 def bearer(token: str) -> dict[str, str]:
