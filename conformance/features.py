@@ -81,6 +81,14 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("SeedWalkthroughL4",
             "The seed article's Steps 1-2 and its L4 policy step, with fixtures/seed/ manifests as written.",
             CORE, ("AMBIENT-L4", "SEED-WALKTHROUGH")),
+    Feature("SeedWalkthroughWaypoint",
+            "The seed article's Step 3: its waypoint Gateway (fixtures/seed/waypoint.yaml, the Istio 1.18 "
+            "form) is provisioned and traffic to httpbin-ambient passes an L7 proxy without an app restart.",
+            CORE, ("SEED-WALKTHROUGH",)),
+    Feature("SeedWalkthroughL7",
+            "The seed article's L7 step at its waypoint: `jwt-policy.yaml` + `l7-authz-policy.yaml` give "
+            "403 / 403 / 200, an invalid token 401, and deleting them restores 200.",
+            CORE, ("SEED-WALKTHROUGH",)),
 ]}
 
 

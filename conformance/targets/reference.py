@@ -24,7 +24,8 @@ UP_TIMEOUT = 180
 class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
-    SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4"))
+    SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster

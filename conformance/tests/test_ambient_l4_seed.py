@@ -2,19 +2,11 @@
 (fixtures/seed/) applied as written: fixed namespaces `ambient-apps` and `legacy-apps`."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-SEED = Path(__file__).resolve().parents[2] / "fixtures" / "seed"
+from conformance.tests.seedfiles import seed
+
 HTTPBIN_AMBIENT = "http://httpbin-ambient.ambient-apps:8000/headers"
-
-
-def seed(name: str) -> Path:
-    path = SEED / name
-    if not path.is_file():
-        pytest.fail(f"{path}: the seed manifest is missing; the walkthrough needs fixtures/seed/ from the repository")
-    return path
 
 
 @pytest.mark.features("SeedWalkthroughL4")
