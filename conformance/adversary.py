@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conformance import workloads as w
+from conformance.convergence import eventually
 from conformance.targets.base import PodRef, Target, TargetError
 
 HBONE_PORT = 15008
@@ -173,3 +174,78 @@ def assert_refused_promptly(result: dict, outcomes: set[str], what: str, statuse
     assert ok, (f"{what}: expected a prompt refusal ({', '.join(sorted(outcomes))}"
                 f"{' or HTTP ' + '/'.join(map(str, sorted(statuses))) if statuses else ''}), got {result}")
     assert result["seconds"] < PROBE_TIMEOUT_SECONDS - 1, f"{what}: the refusal was not prompt: {result}"
+
+
+# -- curl-side observations that demand a PROMPT refusal ---------------------------------------
+def _prompt_refusal(response) -> bool:
+    from conformance import convergence, curl
+    return response.outcome in (curl.RESET, curl.REFUSED) and response.seconds < convergence.REQUEST_MAX_SECONDS - 0.5
+
+
+def expect_refused(sc, client: PodRef, url: str, what: str, headers: dict | None = None) -> None:
+    """Converge on an L4 deny seen as a reset/EOF or refused connect, well before the request's
+    time limit: a timeout is a stalled mesh, never a deny."""
+    from conformance import convergence
+    eventually(lambda: sc.target.call_detailed(client, url, headers=headers, count=convergence.CONSECUTIVE,
+                                                timeout=convergence.REQUEST_MAX_SECONDS),
+                _prompt_refusal, what=f"{what}: expected a prompt L4 refusal (reset/EOF/refused, not a timeout) "
+                                 f"({client.namespace}/{client.name} -> {url})")
+
+
+def expect_answers(sc, client: PodRef, url: str, what: str, headers: dict | None = None) -> None:
+    """Converge on HTTP 200s."""
+    from conformance import convergence
+    eventually(lambda: sc.target.call(client, url, headers=headers, count=convergence.CONSECUTIVE,
+                                       timeout=convergence.REQUEST_MAX_SECONDS),
+                lambda o: o == 200, what=f"{what}: expected HTTP 200 ({client.namespace}/{client.name} -> {url})")
+
+
+def assert_answers_now(sc, client: PodRef, url: str, what: str, count: int = 3) -> None:
+    """Every one of `count` calls made now gets 200 (after a barrier showed the config is in effect)."""
+    from conformance import convergence
+    outcomes = sc.target.call(client, url, count=count, timeout=convergence.REQUEST_MAX_SECONDS)
+    assert outcomes == [200] * count, f"{what}: expected HTTP 200 every time, got {outcomes}"
+
+
+def bodies(target: Target, client: PodRef, url: str, count: int, fresh_connections: bool = True) -> list[str]:
+    """The response body of each of `count` requests (one curl process); '' for a failed one."""
+    from conformance import convergence
+    marker = "ac-body-end"
+    argv = ["curl"]
+    for i in range(count):
+        if i:
+            argv.append("--next")
+        argv += ["-s", "--max-time", f"{convergence.REQUEST_MAX_SECONDS:g}", "-w", f"\n{marker}\n"]
+        if fresh_connections:
+            argv += ["-H", "Connection: close"]
+        argv.append(url)
+    done = target.exec(client, argv, timeout=count * (convergence.REQUEST_MAX_SECONDS + 1) + 10)
+    parts = done.stdout.split(f"\n{marker}\n")
+    return [p.strip() for p in parts[:count]] + [""] * max(0, count - len(parts[:count]))
+
+
+# -- a server that names itself -----------------------------------------------------------------
+WHOAMI_PORT = 80
+
+
+def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = None,
+           headless: bool = False) -> list[dict]:
+    """A stock Python image serving its own pod name at /name (Python's http.server)."""
+    labels = {"app": name}
+    script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
+              f'exec python3 -m http.server {WHOAMI_PORT}')
+    container = {"name": "whoami", "image": Target.PROBE_IMAGE, "command": ["sh", "-c", script],
+                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                 "ports": [{"containerPort": WHOAMI_PORT}]}
+    spec = {"serviceAccountName": name, "containers": [container]}
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": WHOAMI_PORT,
+                                                       "targetPort": WHOAMI_PORT}]}}
+    if headless:
+        service["spec"]["clusterIP"] = "None"
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+                  "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels}, "spec": spec}}}
+    return [w.service_account(ns, name), service, deployment]
