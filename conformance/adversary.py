@@ -249,3 +249,42 @@ def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = 
                   "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                            "template": {"metadata": {"labels": labels}, "spec": spec}}}
     return [w.service_account(ns, name), service, deployment]
+
+
+# -- a server of the suite's own where a mesh client expects a workload --------------------------
+SERVER_SCRIPT = "hbone_server.py"
+
+
+def deploy_impostor(sc, namespace: str, name: str, node: str | None = None):
+    """A pod that the mesh takes for a sidecar workload (a container named `istio-proxy`), so a
+    mesh client sends it HBONE on 15008, where the suite's own server answers; returns the Pod."""
+    manifests = sc.target.probe_manifests(namespace, name, node, probe_sources())
+    for obj in manifests:
+        if obj["kind"] == "Deployment":
+            obj["spec"]["template"]["spec"]["containers"][0]["name"] = "istio-proxy"
+    sc.deploy(manifests, namespace)
+    return sc.pod(namespace, name)
+
+
+class ServerRun:
+    """hbone_server.py running in `pod` for `seconds`, in a thread (exec blocks until it ends)."""
+
+    def __init__(self, target: Target, pod: PodRef, creds: Credentials, seconds: float):
+        import threading
+        spec = base64.b64encode(json.dumps({"cert_pem": creds.cert_pem, "key_pem": creds.key_pem,
+                                            "port": HBONE_PORT, "seconds": seconds}).encode()).decode()
+        self.result = None
+        self._thread = threading.Thread(target=self._run, args=(target, pod, spec, seconds), daemon=True)
+        self._thread.start()
+
+    def _run(self, target, pod, spec, seconds):
+        self.result = target.run_probe(pod, SERVER_SCRIPT, [spec], timeout=seconds + 20)
+
+    def counts(self) -> dict:
+        self._thread.join()
+        lines = [json.loads(line) for line in (self.result.stdout if self.result else "").splitlines()
+                 if line.startswith("{")]
+        if not lines or "connections" not in lines[-1]:
+            raise TargetError(f"the suite's HBONE server reported nothing: "
+                              f"{(self.result.stderr if self.result else '')[-400:]}")
+        return lines[-1]

@@ -98,6 +98,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "The source address of an HBONE tunnel is its TCP peer: a `forwarded` header naming another "
             "address changes no ipBlocks decision. Needs a mesh-signed certificate of the suite's choosing.",
             EXTENDED, _L4),
+    Feature("HBONEClientVerifiesServerIdentity",
+            "A client's ztunnel refuses an HBONE server whose certificate (even one the mesh CA signed) "
+            "names another identity than the destination's. Needs a target that can place such a server.",
+            EXTENDED, _L4),
     Feature("L4SourceNotFromHeaders",
             "`X-Forwarded-For` / `Forwarded` headers sent by a captured client change no ipBlocks decision.",
             CORE, _L4),

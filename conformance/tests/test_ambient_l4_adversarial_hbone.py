@@ -182,3 +182,23 @@ def test_hbone_forwarded_header_does_not_change_the_source_address(hbone):
     finally:
         for name in ("by-ip", "deny-attacker"):
             hbone.sc.target.delete([w.authorization_policy(hbone.srv, name, {})])
+
+
+@pytest.mark.features("HBONEClientVerifiesServerIdentity")
+def test_client_ztunnel_refuses_a_server_with_the_wrong_identity(hbone):
+    """A mesh client's ztunnel MUST refuse an HBONE server at the destination pod's 15008 whose
+    mesh-signed certificate names another identity (the client sees a prompt reset, and no CONNECT
+    reaches that server), while the same server presenting the destination's own identity is used."""
+    sc, ns = hbone.sc, hbone.attacker.namespace
+    honest_creds = adv.mesh_credentials(sc.target, adv.spiffe(ns, "honest"))
+    liar_creds = adv.mesh_credentials(sc.target, adv.spiffe(ns, "someone-else"))
+    node = sc.target.pod_node(hbone.server)
+    honest, liar = adv.deploy_impostor(sc, ns, "honest", node), adv.deploy_impostor(sc, ns, "liar", node)
+    runs = {"honest": adv.ServerRun(sc.target, honest, honest_creds, seconds=8),
+            "liar": adv.ServerRun(sc.target, liar, liar_creds, seconds=8)}
+    adv.expect_answers(sc, hbone.client, f"http://{honest.ip}:{w.HTTP_TARGET_PORT}/", "server with the right identity")
+    adv.expect_refused(sc, hbone.client, f"http://{liar.ip}:{w.HTTP_TARGET_PORT}/", "server with the wrong identity")
+    counts = {name: run.counts() for name, run in runs.items()}
+    assert counts["honest"]["connects"] > 0, f"the control server saw no CONNECT: {counts}"
+    assert counts["liar"]["connections"] > 0, f"the client never reached the wrong-identity server: {counts}"
+    assert counts["liar"]["connects"] == 0, f"the client sent CONNECT to a server with the wrong identity: {counts}"
