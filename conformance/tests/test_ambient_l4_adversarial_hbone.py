@@ -136,12 +136,15 @@ def test_hbone_connect_authority_must_name_this_pod_and_a_listening_port(hbone):
         connect("other-pod", hbone.authority(pod=hbone.other)),
         connect("own-hbone-port", hbone.authority(port=adv.HBONE_PORT)),
         connect("no-listener", hbone.authority(port=w.HTTP_TARGET_PORT + 1)),
+        dict(connect("no-listener-minimal-h2", hbone.authority(port=w.HTTP_TARGET_PORT + 1)), minimal_h2=True),
     )
     _expect_valid_tunnel(results["valid"], "valid control")
     adv.assert_refused_promptly(results["other-pod"], set(), "authority names another pod", {400})
     adv.assert_refused_promptly(results["own-hbone-port"], set(), "authority names the pod's own 15008",
                                 {400, 401, 403, 503})
     adv.assert_refused_promptly(results["no-listener"], set(), "authority names a port with no listener", {503})
+    adv.assert_refused_promptly(results["no-listener-minimal-h2"], set(),
+                                "the same, read by the probe's own HTTP/2 (images without h2)", {503})
 
 
 @pytest.mark.features("HBONEForwardedHeaderIgnored", "L4AuthorizationIPBlocks")
