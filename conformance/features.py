@@ -89,6 +89,57 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "The seed article's L7 step at its waypoint: `jwt-policy.yaml` + `l7-authz-policy.yaml` give "
             "403 / 403 / 200, an invalid token 401, and deleting them restores 200.",
             CORE, ("SEED-WALKTHROUGH",)),
+    # -- identity, trust and policy scope, tried as an attacker would (issue 10) ---------------
+    Feature("HBONERejectsUntrustedPeers",
+            "A captured pod's HBONE port 15008 refuses, at TLS, a client with no certificate or with one "
+            "from a CA the mesh does not trust, and closes plaintext sent to it, while presenting the "
+            "destination's mesh identity.", CORE, _L4),
+    Feature("HBONERejectsForeignTrustDomain",
+            "HBONE refuses a client certificate chained to the mesh's own CA that names another trust "
+            "domain, and one that has expired. Needs a target that can have the mesh CA sign a certificate "
+            "of the suite's choosing.", EXTENDED, _L4),
+    Feature("HBONEConnectAuthorityChecked",
+            "A mesh-authenticated CONNECT whose authority names another pod is refused 400, one naming the "
+            "pod's own 15008 is refused, one naming a port with no listener is refused 503. Needs a "
+            "mesh-signed certificate of the suite's choosing.", EXTENDED, _L4),
+    Feature("HBONEForwardedHeaderIgnored",
+            "The source address of an HBONE tunnel is its TCP peer: a `forwarded` header naming another "
+            "address changes no ipBlocks decision. Needs a mesh-signed certificate of the suite's choosing.",
+            EXTENDED, _L4),
+    Feature("HBONEClientVerifiesServerIdentity",
+            "A client's ztunnel refuses an HBONE server whose certificate (even one the mesh CA signed) "
+            "names another identity than the destination's. Needs a target that can place such a server.",
+            EXTENDED, _L4),
+    Feature("L4SourceNotFromHeaders",
+            "`X-Forwarded-For` / `Forwarded` headers sent by a captured client change no ipBlocks decision.",
+            CORE, _L4),
+    Feature("L4AuthorizationExactMatch",
+            "A principal that is a prefix or suffix of the client's identity, or a namespace whose name is a "
+            "prefix of the client's, does not match it.", CORE, _L4),
+    Feature("L4PolicyScope",
+            "A policy without a selector applies to its own namespace only, and a selector that matches no "
+            "pod changes nothing.", CORE, _L4),
+    Feature("L4PolicyRootNamespace",
+            "A policy in the root namespace (`istio-system`) without a selector applies to the whole mesh.",
+            CORE, _L4),
+    Feature("L4PolicyTargetRefsIgnored",
+            "AuthorizationPolicies that use `targetRefs` are for waypoints and are not enforced by ztunnel.",
+            CORE, _L4),
+    Feature("PeerAuthenticationPrecedence",
+            "PeerAuthentication precedence: a workload policy beats its namespace's, which beats the mesh's "
+            "(root namespace), both ways.", CORE, _L4),
+    Feature("PeerAuthenticationPortLevel",
+            "PeerAuthentication `portLevelMtls` sets STRICT on one port and PERMISSIVE on another, both ways.",
+            CORE, _L4),
+    Feature("HeadlessServiceExactPod",
+            "A call to a headless service's pod IP reaches exactly that pod, with its identity and policy.",
+            CORE, _L4),
+    Feature("ServiceReachesEveryEndpoint",
+            "Calls to a service VIP reach every ready endpoint (the server names itself).", CORE, _L4),
+    Feature("ControlPlaneOutage",
+            "With the control plane scaled to zero, traffic and the last policy keep being enforced, and a "
+            "policy applied during the outage takes effect once it is back. Needs a target that can stop "
+            "the control plane.", EXTENDED, _L4),
 ]}
 
 

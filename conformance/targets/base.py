@@ -173,6 +173,59 @@ class Target(ABC):
         """Start a packet capture on `node`'s network; NotSupported when the target cannot."""
         raise NotSupported(f"the {self.name} target cannot capture packets")
 
+    # -- adversarial probes (issue 10) -------------------------------------------------------
+    #: a stock image with Python 3; the probe scripts are mounted from a ConfigMap
+    PROBE_IMAGE = "python:3.11-slim"
+    PROBE_DIR = "/ac-probes"
+
+    def probe_manifests(self, namespace: str, name: str, node: str | None,
+                        scripts: dict[str, str]) -> list[dict]:
+        """A pod of the suite's own (uncaptured when its namespace is) that can run `scripts`
+        (file name -> Python source) with `run_probe`: plain Kubernetes, a ConfigMap mounted
+        into a stock Python image."""
+        labels = {"app": name}
+        config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": f"{name}-probes", "namespace": namespace}, "data": dict(scripts)}
+        pod_spec = {"serviceAccountName": name, "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "probe", "image": self.PROBE_IMAGE,
+                                    "command": ["sleep", "infinity"],
+                                    "volumeMounts": [{"name": "probes", "mountPath": self.PROBE_DIR}]}],
+                    "volumes": [{"name": "probes", "configMap": {"name": f"{name}-probes"}}]}
+        if node:
+            pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+                      "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                               "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+        return [account, config_map, deployment]
+
+    def run_probe(self, pod: PodRef, script: str, args: list[str], timeout: float = 60) -> ExecResult:
+        """Run one of the suite's probe scripts in a pod made from `probe_manifests`."""
+        return self.exec(pod, ["python3", f"{self.PROBE_DIR}/{script}", *args], timeout=timeout)
+
+    def mesh_trust_anchors(self) -> str:
+        """PEM of the mesh's root certificate(s), to verify what a workload's 15008 presents."""
+        raise NotSupported(f"the {self.name} target cannot read the mesh's root certificate")
+
+    def sign_workload_certificate(self, spiffe_id: str, public_key_pem: str, not_before, not_after) -> str:
+        """A certificate chain (PEM, leaf first) for `spiffe_id` signed by the MESH's CA, valid
+        from `not_before` to `not_after` (either may be in the past): what an attacker holding
+        the mesh CA's signature for an identity it chose would present."""
+        raise NotSupported(f"the {self.name} target cannot have the mesh CA sign a certificate of the "
+                           "suite's choosing (a mesh CA signs only the caller's own identity)")
+
+    def stop_control_plane(self) -> None:
+        """Scale the control plane (istiod) to zero and wait until none of its pods runs."""
+        self.scale(self.MESH_NAMESPACE, "istiod", 0)
+        wait_until(lambda: not self.pods(self.MESH_NAMESPACE, {"app": "istiod"}), 60, 0.3,
+                   "the istiod pods to stop")
+
+    def start_control_plane(self) -> None:
+        """Scale the control plane back to one replica and wait until it is Ready."""
+        self.scale(self.MESH_NAMESPACE, "istiod", 1)
+        wait_until(lambda: any(p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"})), 90, 0.3,
+                   "istiod to be Ready again")
+
 
 def wait_until(predicate, timeout: float, interval: float, what: str) -> Any:
     """Poll `predicate` until it returns something truthy; TargetError naming `what` on timeout."""

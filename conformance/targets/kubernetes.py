@@ -10,7 +10,7 @@ import json
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import ExecResult, Info, Pod, PodRef, Target, TargetError
+from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError
 from conformance.targets.base import selector_matches, wait_until
 
 FIELD_MANAGER = "ambient-conformance"
@@ -211,6 +211,22 @@ class KubernetesTarget(Target):
                 f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics")
         except ApiException as e:
             raise TargetError(f"ztunnel metrics of {zt.namespace}/{zt.name}: {_reason(e)}") from None
+
+    # -- adversarial probes (issue 10) -------------------------------------------------------
+    #: Istio publishes its root certificate to every namespace in this ConfigMap
+    ROOT_CERT_CONFIGMAP = ("istio-ca-root-cert", "root-cert.pem")
+
+    def mesh_trust_anchors(self) -> str:
+        from kubernetes.client.exceptions import ApiException
+        name, key = self.ROOT_CERT_CONFIGMAP
+        try:
+            data = self.core.read_namespaced_config_map(name, self.MESH_NAMESPACE).data or {}
+        except ApiException as e:
+            raise NotSupported(f"the mesh publishes no root certificate in ConfigMap "
+                               f"{self.MESH_NAMESPACE}/{name} ({_reason(e)})") from None
+        if key not in data:
+            raise NotSupported(f"ConfigMap {self.MESH_NAMESPACE}/{name} has no {key}")
+        return data[key]
 
 
 def _reason(e) -> str:

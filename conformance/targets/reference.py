@@ -190,6 +190,50 @@ class ReferenceTarget(Target):
         except (ClusterError, ValueError) as e:  # the client's ManifestError is a ValueError
             raise TargetError(str(e)) from None
 
+    # -- adversarial probes (issue 10) -------------------------------------------------------
+    # No ConfigMaps here: a pod's programs are this machine's, so the probe runs from the checkout
+    # with the suite's own interpreter, inside the attacker pod's network namespace.
+    def probe_manifests(self, namespace, name, node, scripts) -> list[dict]:
+        objects = [o for o in super().probe_manifests(namespace, name, node, scripts) if o["kind"] != "ConfigMap"]
+        for o in objects:
+            if o["kind"] == "Deployment":
+                spec = o["spec"]["template"]["spec"]
+                spec.pop("volumes", None)
+                for c in spec["containers"]:
+                    c.pop("volumeMounts", None)
+        return objects
+
+    def run_probe(self, pod: PodRef, script, args, timeout=60) -> ExecResult:
+        import sys
+        path = Path(__file__).resolve().parents[1] / "probes" / script
+        return self.exec(pod, [sys.executable, str(path), *args], timeout=timeout)
+
+    def _mesh_ca_dir(self) -> Path:
+        # the mesh CA's root is kept in the cluster's run directory (beside api.sock), like
+        # Istio's istio-ca-secret: the target reads files there, never the mesh's code
+        return Path(self.client.sock).parent / "ca"
+
+    def mesh_trust_anchors(self) -> str:
+        return (self._mesh_ca_dir() / "root-cert.pem").read_text()
+
+    def sign_workload_certificate(self, spiffe_id, public_key_pem, not_before, not_after) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        ca_dir = self._mesh_ca_dir()
+        root = x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes())
+        key = serialization.load_pem_private_key((ca_dir / "root-key.pem").read_bytes(), password=None)
+        leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.subject)
+                .public_key(serialization.load_pem_public_key(public_key_pem.encode()))
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(not_before).not_valid_after(not_after)
+                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+                               critical=True)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(key, hashes.SHA256()))
+        return leaf.public_bytes(serialization.Encoding.PEM).decode()
+
 
 def _text(x) -> str:
     return x.decode(errors="replace") if isinstance(x, (bytes, bytearray)) else (x or "")

@@ -85,6 +85,8 @@ IMAGES: list[Image] = [
           lambda c: _own_command(c, ["sleep", "infinity"])),
     Image("*sleep*", "the container's command (default `sleep infinity`)",
           lambda c: _own_command(c, ["sleep", "infinity"])),
+    Image("*python:*", "the container's command (default `sleep infinity`); the conformance suite's "
+          "probes run in it with the suite's own interpreter", lambda c: _own_command(c, ["sleep", "infinity"])),
 ]
 
 

@@ -1,0 +1,166 @@
+"""AMBIENT-L4, adversarial: which workloads a policy covers. Each "changes nothing" check runs
+after a barrier (a later change whose effect is seen), so it is not just a slow push."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from conformance import adversary as adv
+from conformance import workloads as w
+from conformance.scenario import Scenario
+from conformance.targets.base import Pod
+from conformance.tests.l4world import spread_nodes
+
+
+@dataclass
+class ScopeWorld:
+    sc: Scenario
+    one: str        # server namespace 1 (httpbin with a second port)
+    two: str        # server namespace 2
+    a: Pod
+    b: Pod
+    outsider: Pod   # outside the mesh: plaintext, no identity
+
+    def url(self, ns: str, port: int = w.HTTP_PORT) -> str:
+        return w.service_url("httpbin", ns, port=port)
+
+    @property
+    def root(self) -> str:
+        return self.sc.target.MESH_NAMESPACE
+
+    def remove(self, *objects: dict) -> None:
+        self.sc.target.delete(list(objects))
+
+
+@pytest.fixture(scope="module")
+def scope(target):
+    sc = Scenario(target, "adversarial-scope")
+    try:
+        server_node, client_node = spread_nodes(sc)
+        one, two, cli = sc.namespace("sone"), sc.namespace("stwo"), sc.namespace("scli")
+        out = sc.namespace("sout", ambient=False)
+        sc.apply(w.httpbin(one, node=server_node, alt_port=True) + w.httpbin(two, node=server_node)
+                 + w.client(cli, "client-a", node=client_node) + w.client(cli, "client-b", node=client_node)
+                 + w.client(out, "outsider", node=client_node))
+        sc.ready(one, two, cli, out)
+        yield ScopeWorld(sc, one, two, sc.pod(cli, "client-a"), sc.pod(cli, "client-b"), sc.pod(out, "outsider"))
+    finally:
+        sc.cleanup()
+
+
+def _deny_principal(ns: str, name: str, principal: str, **extra) -> dict:
+    spec = {"action": "DENY", "rules": [{"from": [{"source": {"principals": [principal]}}]}], **extra}
+    return w.authorization_policy(ns, name, spec)
+
+
+@pytest.mark.features("L4PolicyScope")
+def test_namespace_policy_covers_its_namespace_only_and_empty_selector_match_changes_nothing(scope):
+    """An allow-nothing policy without a selector MUST deny its own namespace's workloads and MUST
+    NOT affect a workload in another namespace; an allow-nothing policy whose selector matches no
+    pod MUST change nothing."""
+    sc = scope.sc
+    adv.expect_answers(sc, scope.a, scope.url(scope.one), "namespace one, before any policy")
+    adv.expect_answers(sc, scope.a, scope.url(scope.two), "namespace two, before any policy")
+    no_match = w.authorization_policy(scope.two, "selects-nothing", {}, selector_app="no-such-app")
+    namespace_wide = w.authorization_policy(scope.one, "allow-nothing", {})
+    try:
+        sc.apply([no_match])
+        sc.apply([namespace_wide])
+        adv.expect_refused(sc, scope.a, scope.url(scope.one), "allow-nothing in namespace one")
+        adv.assert_answers_now(sc, scope.a, scope.url(scope.two),
+                               "namespace two: namespace one's policy and a selector matching nothing")
+    finally:
+        scope.remove(no_match, namespace_wide)
+    adv.expect_answers(sc, scope.a, scope.url(scope.one), "namespace one, policy removed")
+
+
+@pytest.mark.features("L4PolicyRootNamespace")
+def test_root_namespace_policy_applies_mesh_wide(scope):
+    """A DENY without a selector in the root namespace MUST deny its client in every namespace, and
+    MUST NOT deny other clients."""
+    sc = scope.sc
+    adv.expect_answers(sc, scope.b, scope.url(scope.two), "client B, before any policy")
+    mesh_wide = _deny_principal(scope.root, f"cf-deny-b-{sc.suffix}", w.principal(scope.a.namespace, "client-b"))
+    try:
+        sc.apply([mesh_wide])
+        adv.expect_refused(sc, scope.b, scope.url(scope.one), "root-namespace DENY of B, namespace one")
+        adv.expect_refused(sc, scope.b, scope.url(scope.two), "root-namespace DENY of B, namespace two")
+        adv.assert_answers_now(sc, scope.a, scope.url(scope.two), "client A under the root-namespace DENY of B")
+    finally:
+        scope.remove(mesh_wide)
+    adv.expect_answers(sc, scope.b, scope.url(scope.two), "client B, root policy removed")
+
+
+@pytest.mark.features("L4PolicyTargetRefsIgnored")
+def test_target_refs_policies_are_not_enforced_by_ztunnel(scope):
+    """A DENY-everything AuthorizationPolicy attached with `targetRefs` (to the Service, with no
+    waypoint) MUST NOT be enforced by ztunnel, while the same policy with a selector is."""
+    sc = scope.sc
+    adv.expect_answers(sc, scope.a, scope.url(scope.two), "before any policy")
+    by_ref = w.authorization_policy(scope.two, "deny-all-by-ref", {
+        "action": "DENY", "rules": [{}], "targetRefs": [{"group": "", "kind": "Service", "name": "httpbin"}]})
+    by_selector = w.authorization_policy(scope.one, "deny-all-by-selector",
+                                         {"action": "DENY", "rules": [{}]}, selector_app="httpbin")
+    try:
+        sc.apply([by_ref])
+        sc.apply([by_selector])
+        adv.expect_refused(sc, scope.a, scope.url(scope.one), "the same DENY with a selector (barrier)")
+        adv.assert_answers_now(sc, scope.a, scope.url(scope.two), "DENY attached by targetRefs")
+    finally:
+        scope.remove(by_ref, by_selector)
+
+
+def _peer_auth(ns: str, name: str, mode: str, selector_app: str | None = None, ports: dict | None = None) -> dict:
+    pa = w.peer_authentication(ns, name, mode)
+    if selector_app:
+        pa["spec"]["selector"] = {"matchLabels": {"app": selector_app}}
+    if ports:
+        pa["spec"]["portLevelMtls"] = {str(p): {"mode": m} for p, m in ports.items()}
+    return pa
+
+
+@pytest.mark.features("PeerAuthenticationPrecedence", "PeerAuthenticationStrict", "PeerAuthenticationPermissive")
+def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
+    """For plaintext from outside the mesh: a mesh-wide STRICT (root namespace) MUST drop it; a
+    namespace PERMISSIVE MUST override that; a workload STRICT MUST override the namespace's; and
+    removing each in turn MUST restore the level below, while a mesh client keeps working."""
+    sc, out, url = scope.sc, scope.outsider, scope.url(scope.one)
+    mesh = _peer_auth(scope.root, f"cf-mesh-{sc.suffix}", "STRICT")
+    namespace = _peer_auth(scope.one, "default", "PERMISSIVE")
+    workload = _peer_auth(scope.one, "httpbin-strict", "STRICT", selector_app="httpbin")
+    adv.expect_answers(sc, out, url, "plaintext, no PeerAuthentication")
+    try:
+        sc.apply([mesh])
+        adv.expect_refused(sc, out, url, "mesh STRICT")
+        sc.apply([namespace])
+        adv.expect_answers(sc, out, url, "namespace PERMISSIVE over mesh STRICT")
+        sc.apply([workload])
+        adv.expect_refused(sc, out, url, "workload STRICT over namespace PERMISSIVE")
+        adv.assert_answers_now(sc, scope.a, url, "mesh client under STRICT")
+        scope.remove(workload)
+        adv.expect_answers(sc, out, url, "workload policy removed: namespace PERMISSIVE again")
+        scope.remove(namespace)
+        adv.expect_refused(sc, out, url, "namespace policy removed: mesh STRICT again")
+    finally:
+        scope.remove(mesh, namespace, workload)
+    adv.expect_answers(sc, out, url, "every PeerAuthentication removed")
+
+
+@pytest.mark.features("PeerAuthenticationPortLevel", "PeerAuthenticationStrict", "PeerAuthenticationPermissive")
+def test_port_level_mtls_overrides_the_workload_mode_per_port(scope):
+    """A workload PeerAuthentication STRICT with `portLevelMtls` PERMISSIVE on one port MUST drop
+    plaintext to the other port only, and PERMISSIVE with STRICT on that port MUST drop plaintext to
+    that port only."""
+    sc, out = scope.sc, scope.outsider
+    main, alt = scope.url(scope.one), scope.url(scope.one, port=w.ALT_PORT)
+    adv.expect_answers(sc, out, alt, "second port, no PeerAuthentication")
+    try:
+        sc.apply([_peer_auth(scope.one, "ports", "STRICT", "httpbin", {w.ALT_PORT: "PERMISSIVE"})])
+        adv.expect_refused(sc, out, main, "STRICT, main port")
+        adv.assert_answers_now(sc, out, alt, "STRICT with PERMISSIVE on the second port")
+        sc.apply([_peer_auth(scope.one, "ports", "PERMISSIVE", "httpbin", {w.ALT_PORT: "STRICT"})])
+        adv.expect_refused(sc, out, alt, "PERMISSIVE with STRICT on the second port")
+        adv.assert_answers_now(sc, out, main, "PERMISSIVE, main port")
+    finally:
+        scope.remove(_peer_auth(scope.one, "ports", "STRICT"))
