@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 from urllib.parse import urlparse
 
 from .checker import Checker, describe
@@ -116,30 +116,30 @@ class ServiceAccount:
 
 
 @dataclass(frozen=True)
-class Source:
-    """One `from[].source`, keyed by spec field names; values parsed per SOURCE_FIELDS
-    (patterns stay strings, cidr → ip_network, service_account → ServiceAccount)."""
+class _FieldBlock:
+    """A `source` or `operation`: its fields keyed by spec name, values parsed per the table
+    (patterns stay strings, cidr → ip_network, port → int, service_account → ServiceAccount)."""
 
     values: Mapping[str, tuple]
+    TABLE: ClassVar[dict[str, ValueField]] = {}
 
     def get(self, spec_field: str) -> tuple:
         return self.values.get(spec_field, ())
 
     def http_fields(self) -> list[str]:
-        return [f for f in self.values if self.values[f] and SOURCE_FIELDS[f].http]
+        return [f for f in self.values if self.values[f] and self.TABLE[f].http]
 
 
-@dataclass(frozen=True)
-class Operation:
-    """One `to[].operation`, keyed like Source (ports → int)."""
+class Source(_FieldBlock):
+    """One `from[].source`."""
 
-    values: Mapping[str, tuple]
+    TABLE = SOURCE_FIELDS
 
-    def get(self, spec_field: str) -> tuple:
-        return self.values.get(spec_field, ())
 
-    def http_fields(self) -> list[str]:
-        return [f for f in self.values if self.values[f] and OPERATION_FIELDS[f].http]
+class Operation(_FieldBlock):
+    """One `to[].operation`."""
+
+    TABLE = OPERATION_FIELDS
 
 
 @dataclass(frozen=True)
