@@ -1,30 +1,20 @@
-"""Typed Kubernetes/Istio/Gateway API manifests and their validation.
+"""Kubernetes/Istio/Gateway API manifests and their validation.
 
 Pure: imports only the standard library and PyYAML. Every other part of the reference mesh
 reads manifests through this package, so bad input is reported the same way everywhere: one
-ManifestError sentence naming file, document, object, field and what to do.
+ManifestError sentence naming file, document, object, field and what to do. `security` holds
+the typed model of Istio's security kinds, which the policy engine compiles from.
 """
 
+from . import security
 from .errors import ManifestError
 from .kinds import KINDS, KindInfo, kind_info, known_kinds, object_key
 from .legacy import legacy_warnings
 from .loader import load_files, load_text
-from .resources import (
-    AuthorizationPolicy, ClaimToHeader, Condition, Container, ContainerPort, DaemonSet,
-    Deployment, EnvVar, FromHeader, Gateway, HTTPRoute, JWTRule, Listener, Namespace, Node,
-    ObjectMeta, Operation, ParentRef, PeerAuthentication, Pod, PodSpec, PodTemplate,
-    RequestAuthentication, Resource, Rule, Service, ServiceAccount, ServicePort, Source, TargetRef,
-    parse,
-)
 from .selectors import selector_matches
 from .validate import validate
 
 __all__ = [
     "ManifestError", "KINDS", "KindInfo", "kind_info", "known_kinds", "object_key",
-    "legacy_warnings", "load_files", "load_text", "parse", "selector_matches", "validate",
-    "AuthorizationPolicy", "ClaimToHeader", "Condition", "Container", "ContainerPort",
-    "DaemonSet", "Deployment", "EnvVar", "FromHeader", "Gateway", "HTTPRoute", "JWTRule",
-    "Listener", "Namespace", "Node", "ObjectMeta", "Operation", "ParentRef",
-    "PeerAuthentication", "Pod", "PodSpec", "PodTemplate", "RequestAuthentication", "Resource",
-    "Rule", "Service", "ServiceAccount", "ServicePort", "Source", "TargetRef",
+    "legacy_warnings", "load_files", "load_text", "security", "selector_matches", "validate",
 ]

@@ -6,7 +6,7 @@ ManifestError sentence and exits 1.
 
 import sys
 
-from . import ManifestError, load_files, object_key, parse
+from . import ManifestError, legacy_warnings, load_files, object_key
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     for obj in objects:
         kind, namespace, name = object_key(obj)
         print(f"ok  {kind} {namespace + '/' if namespace else ''}{name}")
-        for warning in parse(obj).warnings:
+        for warning in legacy_warnings(obj):
             print(f"    warning: {warning}")
     return 0
 

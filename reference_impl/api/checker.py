@@ -82,7 +82,7 @@ def line_of(node, path) -> int | None:
 class Checker:
     """Checks for one document; `fail` builds the one-line error."""
 
-    def __init__(self, source: str, document: str, node=None):
+    def __init__(self, source: str | None, document: str | None, node=None):
         self.source = source
         self.document = document
         self.node = node
@@ -94,7 +94,6 @@ class Checker:
     def fail(self, path, problem: str, hint: str | None = None) -> NoReturn:
         path = tuple(path)
         line = line_of(self.node, path)
-        where = f"{self.source}: {self.document}"
         desc = []
         if self.kind:
             obj = self.name or "(unnamed)"
@@ -103,8 +102,13 @@ class Checker:
             desc.append(f"{self.kind} {obj}")
         if line is not None:
             desc.append(f"line {line}")
-        if desc:
-            where += f" ({', '.join(desc)})"
+        if self.source is None:
+            # An object already in the store (no file): name the object alone.
+            where = ", ".join(desc) or "object"
+        else:
+            where = f"{self.source}: {self.document}"
+            if desc:
+                where += f" ({', '.join(desc)})"
         field = format_path(path)
         message = f"{where}: {field + ': ' if field else ''}{problem}"
         if hint:
@@ -255,7 +259,8 @@ class Checker:
                       "write an address such as 10.1.2.3 or a range such as 10.1.0.0/16")
 
     def port_string(self, value: str, field) -> None:
-        """Istio's string ports (operation.ports, destination.port)."""
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+        """Istio's string ports (operation.ports, destination.port): 0 to 65535, as
+        is:pkg/config/security ValidatePorts accepts."""
+        if not (value.isascii() and value.isdigit()) or not 0 <= int(value) <= 65535:
             self.fail(field, f"{value!r} is not a port number",
-                      'write a port from 1 to 65535 as a quoted string, e.g. "8000"')
+                      'write a port from 0 to 65535 as a quoted string, e.g. "8000"')

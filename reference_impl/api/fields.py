@@ -56,14 +56,4 @@ HTTPROUTE_RULE = ("name", "matches", "filters", "backendRefs", "timeouts", "retr
 HTTPROUTE_MATCH = ("path", "headers", "queryParams", "method")
 BACKEND_REF = ("group", "kind", "name", "namespace", "port", "weight", "filters")
 
-AUTHZ_SPEC = ("selector", "targetRef", "targetRefs", "action", "provider", "rules")
-AUTHZ_RULE = ("from", "to", "when")
-AUTHZ_FROM = ("source",)
-AUTHZ_TO = ("operation",)
-CONDITION = ("key", "values", "notValues")
-TARGET_REF = ("group", "kind", "name", "namespace")
-REQUEST_AUTHN_SPEC = ("selector", "targetRef", "targetRefs", "jwtRules")
-JWT_RULE = ("issuer", "audiences", "jwksUri", "jwks", "fromHeaders", "fromParams", "fromCookies",
-            "outputPayloadToHeader", "forwardOriginalToken", "outputClaimToHeaders", "timeout")
-PEER_AUTHN_SPEC = ("selector", "mtls", "portLevelMtls")
-MTLS = ("mode",)
+# Istio security kinds: security.py holds their field table next to their parser.

@@ -3,17 +3,17 @@
 `validate` returns a normalized deep copy or raises ManifestError for the first problem.
 Normalization is deliberately small (what the API server itself does before storing):
 namespaced objects get `metadata.namespace: default` when it is missing, and cluster-scoped
-objects lose a `metadata.namespace` (Kubernetes ignores it). Field defaults (replicas 1,
-targetPort = port, ...) are applied by the typed objects in `resources`, not written back.
+objects lose a `metadata.namespace` (Kubernetes ignores it); field defaults (replicas 1,
+targetPort = port, ...) are left to the readers. The Istio security kinds are checked by their
+own parsers in `security`, the same ones the policy engine compiles from.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-from urllib.parse import urlparse
 
 from . import fields as F
+from . import security
 from .checker import Checker, describe
 from .kinds import KINDS, known_kinds
 from .selectors import OPERATORS, is_label_selector, selector_matches
@@ -22,31 +22,9 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-AUTHZ_ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
-MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 GATEWAY_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP", "HBONE")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 PATH_MATCH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
-TARGET_REF_KINDS = ("Gateway", "GatewayClass", "Service", "ServiceEntry")
-
-# AuthorizationPolicy `when` keys, as Istio's validation accepts them
-# (istio/istio pkg/config/security/security.go ValidateAttribute).
-WHEN_KEYS = ("source.ip", "source.namespace", "source.principal", "source.serviceAccount",
-             "remote.ip", "destination.ip", "destination.port", "connection.sni",
-             "request.auth.principal", "request.auth.audiences", "request.auth.presenter")
-WHEN_MAP_KEYS = ("request.headers", "request.experimental.inline.headers", "request.auth.claims")
-WHEN_PREFIX_KEYS = ("experimental.envoy.filters.",)
-_WHEN_REJECTED = {
-    "destination.namespace": "it is replaced by the policy's metadata.namespace",
-    "destination.name": "it was only supported in v1alpha1",
-    "destination.user": "it was only supported in v1alpha1",
-}
-
-_SOURCE_FIELDS = ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
-                  "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
-                  "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
-_OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods",
-                     "paths", "notPaths")
 
 
 def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) -> dict:
@@ -149,48 +127,6 @@ def _label_selector(check: Checker, mapping: dict, key: str, path, *, required: 
         check.fail(field, "an empty selector selects every pod and is not allowed here",
                    "add matchLabels with the pod template's labels")
     return selector
-
-
-def _workload_selector(check: Checker, spec: dict, path=("spec",)) -> dict | None:
-    """Istio's WorkloadSelector: matchLabels only."""
-    selector = check.get(spec, "selector", path, dict)
-    if selector is None:
-        return None
-    field = (*path, "selector")
-    extra = sorted(set(selector) - {"matchLabels"})
-    if extra:
-        check.fail((*field, extra[0]), "Istio workload selectors only support matchLabels",
-                   "select workloads with matchLabels: {label: value}")
-    for k, v in check.string_map(selector, "matchLabels", field).items():
-        check.label_key(k, (*field, "matchLabels", k))
-    return selector
-
-
-def _target_refs(check: Checker, obj: dict, spec: dict) -> None:
-    path = ("spec",)
-    refs = []
-    single = check.get(spec, "targetRef", path, dict)
-    if single is not None:
-        refs.append(((*path, "targetRef"), single))
-    refs += check.items(spec, "targetRefs", path)
-    if single is not None and spec.get("targetRefs"):
-        check.fail((*path, "targetRefs"), "targetRef and targetRefs cannot both be set",
-                   "move targetRef into the targetRefs list")
-    if refs and spec.get("selector") is not None:
-        check.fail((*path, "selector"), "selector and targetRef(s) cannot both be set",
-                   "use selector for workloads or targetRefs for a waypoint/gateway, not both")
-    own_ns = obj["metadata"]["namespace"]
-    for rpath, ref in refs:
-        check.known(ref, rpath, F.TARGET_REF)
-        kind = check.enum(ref, "kind", rpath, TARGET_REF_KINDS, required=True)
-        check.get(ref, "group", rpath, str)
-        name = check.get(ref, "name", rpath, str, required=True, hint=f"name the {kind}")
-        check.dns_subdomain(name, (*rpath, "name"))
-        ns = check.get(ref, "namespace", rpath, str)
-        if ns is not None and ns != own_ns:
-            check.fail((*rpath, "namespace"),
-                       f"targets namespace {ns!r} but the policy is in {own_ns!r}",
-                       "create the policy in the target's namespace")
 
 
 # -- core kinds -------------------------------------------------------------------------------
@@ -451,198 +387,11 @@ def _httproute(check: Checker, obj: dict, spec) -> None:
         check.get(rule, "timeouts", rpath, dict)
 
 
-# -- Istio security ---------------------------------------------------------------------------
+# -- Istio security: the kinds' own parsers (security.py) are the one validation ------------
 
-def _when_key(check: Checker, key: str, field) -> None:
-    if key in WHEN_KEYS:
-        return
-    for prefix in WHEN_MAP_KEYS:
-        if key.startswith(prefix + "["):
-            if not key.endswith("]") or len(key) <= len(prefix) + 2:
-                check.fail(field, f"bad key {key!r}", f"write it as {prefix}[name]")
-            return
-        if key == prefix:
-            check.fail(field, f"bad key {key!r}", f"write it as {prefix}[name]")
-    if any(key.startswith(p) for p in WHEN_PREFIX_KEYS):
-        return
-    if key in _WHEN_REJECTED:
-        check.fail(field, f"attribute {key!r} is not supported: {_WHEN_REJECTED[key]}",
-                   "remove this condition")
-    if key.startswith("destination.labels"):
-        check.fail(field, f"attribute {key!r} is not supported: it is replaced by the "
-                   "workload selector", "select the destination with spec.selector instead")
-    known = ", ".join((*WHEN_KEYS, *(f"{k}[...]" for k in WHEN_MAP_KEYS)))
-    check.fail(field, f"unknown attribute {key!r}", f"use one of {known}")
-
-
-def _service_account_values(check: Checker, values, field) -> None:
-    if len(values) > 16:
-        check.fail(field, "may not have more than 16 values", "split the rule")
-    for i, value in enumerate(values):
-        if "*" in value:
-            check.fail((*field, i), "wildcards are not allowed in service accounts",
-                       "list each service account")
-        parts = value.split("/")
-        if len(parts) > 2 or not all(parts):
-            check.fail((*field, i), f"{value!r} is not 'serviceAccount' or "
-                       "'namespace/serviceAccount'", "write e.g. ambient-apps/sleep-ambient")
-
-
-def _condition(check: Checker, cond: dict, cpath) -> None:
-    check.known(cond, cpath, F.CONDITION)
-    key = check.get(cond, "key", cpath, str, required=True,
-                    hint="name the attribute, e.g. key: request.auth.claims[iss]")
-    _when_key(check, key, (*cpath, "key"))
-    values = check.strings(cond, "values", cpath, non_empty_values=True)
-    not_values = check.strings(cond, "notValues", cpath, non_empty_values=True)
-    if not values and not not_values:
-        check.fail(cpath, f"condition {key!r} has neither values nor notValues",
-                   "add values: [...] or notValues: [...]")
-    for field_name, items in (("values", values), ("notValues", not_values)):
-        for i, value in enumerate(items):
-            field = (*cpath, field_name, i)
-            if key in ("source.ip", "remote.ip", "destination.ip"):
-                check.ip_or_cidr(value, field)
-            elif key == "destination.port":
-                check.port_string(value, field)
-        if key == "source.serviceAccount":
-            _service_account_values(check, items, (*cpath, field_name))
-
-
-def _authorization_policy(check: Checker, obj: dict, spec) -> None:
-    spec = spec if spec is not None else {}
-    path = ("spec",)
-    check.known(spec, path, F.AUTHZ_SPEC)
-    _workload_selector(check, spec)
-    _target_refs(check, obj, spec)
-    action = check.enum(spec, "action", path, AUTHZ_ACTIONS, default="ALLOW")
-    provider = check.get(spec, "provider", path, dict)
-    if action == "CUSTOM" and provider is None:
-        check.fail((*path, "provider"), "action CUSTOM needs a provider",
-                   "add provider: {name: <extension provider>}")
-    if provider is not None:
-        if action != "CUSTOM":
-            check.fail((*path, "provider"), f"provider is only allowed with action CUSTOM, "
-                       f"not {action}", "remove provider or set action: CUSTOM")
-        check.get(provider, "name", (*path, "provider"), str, required=True,
-                  hint="name the extension provider")
-    for rpath, rule in check.items(spec, "rules", path):
-        check.known(rule, rpath, F.AUTHZ_RULE)
-        for fpath, entry in check.items(rule, "from", rpath):
-            check.known(entry, fpath, F.AUTHZ_FROM)
-            source = check.get(entry, "source", fpath, dict, required=True,
-                               hint="add source: {principals: [...]} (or remove this entry)")
-            spath = (*fpath, "source")
-            check.known(source, spath, _SOURCE_FIELDS)
-            if not any(source.get(f) for f in _SOURCE_FIELDS):
-                check.fail(spath, "source is empty", "set at least one of "
-                           + ", ".join(_SOURCE_FIELDS))
-            for name in _SOURCE_FIELDS:
-                values = check.strings(source, name, spath, non_empty_values=True)
-                if name in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
-                    for i, value in enumerate(values):
-                        check.ip_or_cidr(value, (*spath, name, i))
-                if name in ("serviceAccounts", "notServiceAccounts"):
-                    _service_account_values(check, values, (*spath, name))
-            if source.get("serviceAccounts") or source.get("notServiceAccounts"):
-                for other in ("principals", "notPrincipals", "namespaces", "notNamespaces"):
-                    if source.get(other):
-                        check.fail((*spath, other), "cannot be combined with serviceAccounts",
-                                   "use either serviceAccounts or principals/namespaces")
-        for tpath, entry in check.items(rule, "to", rpath):
-            check.known(entry, tpath, F.AUTHZ_TO)
-            operation = check.get(entry, "operation", tpath, dict, required=True,
-                                  hint="add operation: {paths: [...]} (or remove this entry)")
-            opath = (*tpath, "operation")
-            check.known(operation, opath, _OPERATION_FIELDS)
-            if not any(operation.get(f) for f in _OPERATION_FIELDS):
-                check.fail(opath, "operation is empty", "set at least one of "
-                           + ", ".join(_OPERATION_FIELDS))
-            for name in _OPERATION_FIELDS:
-                hint = ('write ports as quoted strings, e.g. ports: ["8000"]'
-                        if name in ("ports", "notPorts") else None)
-                values = check.strings(operation, name, opath, hint=hint, non_empty_values=True)
-                if name in ("ports", "notPorts"):
-                    for i, value in enumerate(values):
-                        check.port_string(value, (*opath, name, i))
-        for cpath, cond in check.items(rule, "when", rpath):
-            _condition(check, cond, cpath)
-
-
-def _jwks_uri(check: Checker, uri: str, field) -> None:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        check.fail(field, f"{uri!r} is not an http(s) URL", "write an http:// or https:// URL")
-
-
-def _inline_jwks(check: Checker, text: str, field) -> None:
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        check.fail(field, f"is not JSON ({exc.msg} at line {exc.lineno})",
-                   'paste the JWKS document, {"keys": [...]}')
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        check.fail(field, "is not a JWKS document", 'it must be {"keys": [...]}')
-
-
-def _request_authentication(check: Checker, obj: dict, spec) -> None:
-    spec = spec if spec is not None else {}
-    path = ("spec",)
-    check.known(spec, path, F.REQUEST_AUTHN_SPEC)
-    _workload_selector(check, spec)
-    _target_refs(check, obj, spec)
-    for jpath, rule in check.items(spec, "jwtRules", path):
-        check.known(rule, jpath, F.JWT_RULE)
-        issuer = check.get(rule, "issuer", jpath, str, required=True,
-                           hint="add the issuer (the token's iss claim)")
-        if not issuer.strip():
-            check.fail((*jpath, "issuer"), "issuer is empty", "add the issuer")
-        check.strings(rule, "audiences", jpath)
-        uri = check.get(rule, "jwksUri", jpath, str)
-        if uri is not None:
-            _jwks_uri(check, uri, (*jpath, "jwksUri"))
-        jwks = check.get(rule, "jwks", jpath, str,
-                         hint="inline JWKS is a JSON string: use a | block")
-        if jwks is not None:
-            _inline_jwks(check, jwks, (*jpath, "jwks"))
-        for hpath, header in check.items(rule, "fromHeaders", jpath):
-            check.get(header, "name", hpath, str, required=True, hint="name the header")
-            check.get(header, "prefix", hpath, str)
-        check.strings(rule, "fromParams", jpath)
-        check.strings(rule, "fromCookies", jpath)
-        check.get(rule, "forwardOriginalToken", jpath, bool)
-        check.get(rule, "outputPayloadToHeader", jpath, str)
-        for opath, out in check.items(rule, "outputClaimToHeaders", jpath):
-            check.get(out, "header", opath, str, required=True, hint="name the header")
-            check.get(out, "claim", opath, str, required=True, hint="name the claim")
-        check.get(rule, "timeout", jpath, str, hint='write a duration string such as "5s"')
-
-
-def _peer_authentication(check: Checker, obj: dict, spec) -> None:
-    spec = spec if spec is not None else {}
-    path = ("spec",)
-    check.known(spec, path, F.PEER_AUTHN_SPEC)
-    selector = _workload_selector(check, spec)
-    mtls = check.get(spec, "mtls", path, dict)
-    if mtls is not None:
-        check.known(mtls, (*path, "mtls"), F.MTLS)
-        check.enum(mtls, "mode", (*path, "mtls"), MTLS_MODES, default="UNSET")
-    port_level = check.get(spec, "portLevelMtls", path, dict)
-    if port_level:
-        if selector is None:
-            check.fail((*path, "portLevelMtls"), "portLevelMtls needs a workload selector",
-                       "add spec.selector.matchLabels or move the port rules to a "
-                       "workload-specific policy")
-        for port, setting in port_level.items():
-            ppath = (*path, "portLevelMtls", str(port))
-            text = str(port)
-            if isinstance(port, bool) or not text.isdigit() or not 1 <= int(text) <= 65535:
-                check.fail(ppath, f"{port!r} is not a port number", "use ports 1 to 65535")
-            if not isinstance(setting, dict):
-                check.fail(ppath, f"expected a mapping, got {describe(setting)}",
-                           "write {mode: STRICT|PERMISSIVE|DISABLE}")
-            check.known(setting, ppath, F.MTLS)
-            check.enum(setting, "mode", ppath, MTLS_MODES, default="UNSET")
+def _security(check: Checker, obj: dict, spec) -> None:
+    meta = obj["metadata"]
+    security.PARSERS[obj["kind"]](check, obj, meta["namespace"], meta["name"])
 
 
 _VALIDATORS = {
@@ -655,8 +404,8 @@ _VALIDATORS = {
     "DaemonSet": _daemonset,
     "Gateway": _gateway,
     "HTTPRoute": _httproute,
-    "AuthorizationPolicy": _authorization_policy,
-    "RequestAuthentication": _request_authentication,
-    "PeerAuthentication": _peer_authentication,
+    "AuthorizationPolicy": _security,
+    "RequestAuthentication": _security,
+    "PeerAuthentication": _security,
 }
 assert set(_VALIDATORS) == set(KINDS)

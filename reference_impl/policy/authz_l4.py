@@ -246,6 +246,10 @@ def _when_match(cond: Condition) -> Match:
     return m
 
 
+def _patterns(values: tuple[str, ...]) -> list[StringMatch]:
+    return [StringMatch.parse(v) for v in values]
+
+
 def _compile_rule(rule: Rule) -> CompiledRule:
     clauses: list[Clause] = []
     if rule.operations:
@@ -255,10 +259,12 @@ def _compile_rule(rule: Rule) -> CompiledRule:
     if rule.sources:
         clauses.append(Clause([Match(
             source_ips=list(s.get("ipBlocks")), not_source_ips=list(s.get("notIpBlocks")),
-            namespaces=list(s.get("namespaces")), not_namespaces=list(s.get("notNamespaces")),
+            namespaces=_patterns(s.get("namespaces")),
+            not_namespaces=_patterns(s.get("notNamespaces")),
             service_accounts=list(s.get("serviceAccounts")),
             not_service_accounts=list(s.get("notServiceAccounts")),
-            principals=list(s.get("principals")), not_principals=list(s.get("notPrincipals")),
+            principals=_patterns(s.get("principals")),
+            not_principals=_patterns(s.get("notPrincipals")),
         ) for s in rule.sources]))
     clauses += [Clause([_when_match(c)]) for c in rule.conditions]
     return CompiledRule(clauses)

@@ -112,6 +112,14 @@ def _condition_candidates(key: str, req: L7Request) -> tuple[str, list[Any]]:
     }
     if key == "request.auth.audiences":
         return "str", _claim_values(req.claims, ["aud"])
+    if key == "source.serviceAccount":
+        # api.security writes these values as `namespace/name`; no wildcards are allowed.
+        ident = req.identity
+        return "str", [] if ident is None else [f"{ident.namespace}/{ident.service_account}"]
+    if key not in simple:
+        # experimental.envoy.filters.* read Envoy filter metadata the reference waypoint never
+        # has: no value, so `values` never match and `notValues` always do.
+        return "str", []
     kind, value = simple[key]
     return kind, [] if value is None or value == "" else [value]
 
@@ -143,25 +151,23 @@ def _source_matches(src: Source, req: L7Request) -> bool:
     ident, principal, namespace = req.identity, req.principal, req.namespace
     g = src.get
     return (
-        _field(g("principals"), g("notPrincipals"), lambda m: m.matches(principal))
+        _field(g("principals"), g("notPrincipals"), lambda p: _pattern(p).matches(principal))
         and _field(g("requestPrincipals"), g("notRequestPrincipals"),
-                   lambda m: m.matches(req.request_principal))
-        and _field(g("namespaces"), g("notNamespaces"), lambda m: m.matches(namespace))
+                   lambda p: _pattern(p).matches(req.request_principal))
+        and _field(g("namespaces"), g("notNamespaces"), lambda p: _pattern(p).matches(namespace))
         and _field(g("ipBlocks"), g("notIpBlocks"), lambda n: ip_in(n, req.source_ip))
         and _field(g("remoteIpBlocks"), g("notRemoteIpBlocks"), lambda n: ip_in(n, req.remote_ip))
         and _field(g("serviceAccounts"), g("notServiceAccounts"),
                    lambda sa: ident is not None and (sa.namespace, sa.name)
-                   == (ident.namespace, ident.service_account))
-        and _field(g("trustDomains"), g("notTrustDomains"),
-                   lambda m: m.matches(ident.trust_domain if ident else None)))
+                   == (ident.namespace, ident.service_account)))
 
 
 def _operation_matches(op: Operation, req: L7Request) -> bool:
     g = op.get
     return (
-        _field(g("hosts"), g("notHosts"), lambda m: m.matches(req.host, ignore_case=True))
-        and _field(g("methods"), g("notMethods"), lambda m: m.matches(req.method))
-        and _field(g("paths"), g("notPaths"), lambda m: m.matches(req.path_only))
+        _field(g("hosts"), g("notHosts"), lambda p: _pattern(p).matches(req.host, ignore_case=True))
+        and _field(g("methods"), g("notMethods"), lambda p: _pattern(p).matches(req.method))
+        and _field(g("paths"), g("notPaths"), lambda p: _pattern(p).matches(req.path_only))
         and _field(g("ports"), g("notPorts"), lambda p: p == req.port))
 
 

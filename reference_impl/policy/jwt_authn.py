@@ -17,58 +17,36 @@ from typing import Any, Iterable, Mapping
 
 import jwt
 
-from .errors import PolicyError, where
+from ..api.security import DEFAULT_TOKEN_HEADER, JwtRule, TokenLocation
+from .errors import parsed
 
 # Envoy's default clock_skew_seconds for exp/nbf.
 CLOCK_SKEW_SECONDS = 60
-DEFAULT_HEADER = ("authorization", "Bearer ")
-DEFAULT_PARAM = "access_token"
 ALLOWED_ALGORITHMS = frozenset({
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
     "EdDSA", "HS256", "HS384", "HS512"})
-RULE_FIELDS = frozenset({
-    "issuer", "audiences", "jwksUri", "jwks", "fromHeaders", "fromParams", "fromCookies",
-    "forwardOriginalToken", "outputPayloadToHeader", "outputClaimToHeaders", "timeout"})
+Location = TokenLocation
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a token may be: kind header | param | cookie."""
-
-    kind: str
-    name: str
-    prefix: str = ""
-
-    def extract(self, headers: Mapping[str, str], params: Mapping[str, list[str]],
-                cookies: Mapping[str, str]) -> str | None:
-        if self.kind == "param":
-            values = params.get(self.name) or []
-            return values[0] if values and values[0] else None
-        if self.kind == "cookie":
-            return cookies.get(self.name) or None
-        value = headers.get(self.name)
-        if value is None:
+def extract(location: TokenLocation, headers: Mapping[str, str], params: Mapping[str, list[str]],
+            cookies: Mapping[str, str]) -> str | None:
+    """The token at `location` in one request, None when there is none."""
+    if location.kind == "param":
+        values = params.get(location.name) or []
+        return values[0] if values and values[0] else None
+    if location.kind == "cookie":
+        return cookies.get(location.name) or None
+    value = headers.get(location.name)
+    if value is None:
+        return None
+    if location.prefix:
+        is_default = (location.name, location.prefix) == DEFAULT_TOKEN_HEADER
+        head = value[:len(location.prefix)]
+        if head != location.prefix and not (
+                is_default and head.lower() == location.prefix.lower()):
             return None
-        if self.prefix:
-            is_default = (self.name, self.prefix) == DEFAULT_HEADER
-            head = value[:len(self.prefix)]
-            if head != self.prefix and not (is_default and head.lower() == self.prefix.lower()):
-                return None
-            value = value[len(self.prefix):]
-        return value.strip() or None
-
-
-@dataclass(frozen=True)
-class JwtRule:
-    issuer: str
-    source: str                       # `namespace/name` of the RequestAuthentication
-    audiences: tuple[str, ...] = ()
-    jwks: str | None = None
-    jwks_uri: str | None = None
-    locations: tuple[Location, ...] = ()
-    forward_original_token: bool = False
-    output_payload_to_header: str | None = None
-    output_claim_to_headers: tuple[tuple[str, str], ...] = ()   # (header, claim)
+        value = value[len(location.prefix):]
+    return value.strip() or None
 
 
 @dataclass
@@ -93,63 +71,9 @@ class AuthnResult:
 
 # --- parsing ----------------------------------------------------------------------------------
 
-def _list(value: Any, what: str, path: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PolicyError(f"{what}: {path} must be a list")
-    return value
-
-
 def parse_jwt_rules(obj: Mapping[str, Any]) -> list[JwtRule]:
-    """The jwtRules of one RequestAuthentication dict, validated."""
-    what = where(obj)
-    meta = obj.get("metadata") or {}
-    source = f"{meta.get('namespace')}/{meta.get('name')}"
-    spec = obj.get("spec") or {}
-    rules = []
-    for i, raw in enumerate(_list(spec.get("jwtRules"), what, "spec.jwtRules")):
-        path = f"spec.jwtRules[{i}]"
-        if not isinstance(raw, Mapping):
-            raise PolicyError(f"{what}: {path} must be a mapping")
-        unknown = set(raw) - RULE_FIELDS
-        if unknown:
-            raise PolicyError(f"{what}: {path}.{sorted(unknown)[0]} is not a known field; use "
-                              f"{', '.join(sorted(RULE_FIELDS))}")
-        issuer = raw.get("issuer")
-        if not isinstance(issuer, str) or not issuer:
-            raise PolicyError(f"{what}: {path}.issuer is required")
-        if raw.get("jwks") and raw.get("jwksUri"):
-            raise PolicyError(f"{what}: {path} sets both jwks and jwksUri; keep one")
-        locations: list[Location] = []
-        for j, h in enumerate(_list(raw.get("fromHeaders"), what, f"{path}.fromHeaders")):
-            if not isinstance(h, Mapping) or not h.get("name"):
-                raise PolicyError(f"{what}: {path}.fromHeaders[{j}].name is required")
-            locations.append(Location("header", str(h["name"]).lower(), str(h.get("prefix") or "")))
-        for p in _list(raw.get("fromParams"), what, f"{path}.fromParams"):
-            locations.append(Location("param", str(p)))
-        for c in _list(raw.get("fromCookies"), what, f"{path}.fromCookies"):
-            locations.append(Location("cookie", str(c)))
-        if not locations:
-            locations = [Location("header", *DEFAULT_HEADER), Location("param", DEFAULT_PARAM)]
-        claim_headers = []
-        for j, ch in enumerate(_list(raw.get("outputClaimToHeaders"), what,
-                                     f"{path}.outputClaimToHeaders")):
-            if not isinstance(ch, Mapping) or not ch.get("header") or not ch.get("claim"):
-                raise PolicyError(f"{what}: {path}.outputClaimToHeaders[{j}] needs header and claim")
-            claim_headers.append((str(ch["header"]).lower(), str(ch["claim"])))
-        jwks = raw.get("jwks")
-        if isinstance(jwks, Mapping):
-            jwks = json.dumps(jwks)
-        rules.append(JwtRule(
-            issuer=issuer, source=source,
-            audiences=tuple(str(a) for a in _list(raw.get("audiences"), what, f"{path}.audiences")),
-            jwks=jwks or None, jwks_uri=raw.get("jwksUri") or None, locations=tuple(locations),
-            forward_original_token=bool(raw.get("forwardOriginalToken", False)),
-            output_payload_to_header=(str(raw["outputPayloadToHeader"]).lower()
-                                      if raw.get("outputPayloadToHeader") else None),
-            output_claim_to_headers=tuple(claim_headers)))
-    return rules
+    """The jwtRules of one RequestAuthentication dict, validated by api.security."""
+    return list(parsed("RequestAuthentication", obj).jwt_rules)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -294,7 +218,7 @@ def authenticate(request_authentications_for_workload: Iterable[Mapping[str, Any
             if loc in found:
                 found[loc][1].append(rule)
                 continue
-            token = loc.extract(hdrs, params, cookies)
+            token = extract(loc, hdrs, params, cookies)
             if token is not None:
                 found[loc] = (token, [rule])
     if not found:

@@ -18,14 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from ..api.security import PeerAuthentication
 from .authz_l4 import Clause, CompiledPolicy, CompiledRule, Match
-from .authz_model import DEFAULT_ROOT_NAMESPACE, parse_match_labels
-from .errors import PolicyError, where
-from .match import StringMatch, parse_port
+from .authz_model import DEFAULT_ROOT_NAMESPACE
+from .errors import parsed
+from .match import StringMatch
 
-MODES = ("UNSET", "STRICT", "PERMISSIVE", "DISABLE")
 # Istio names its converted policies with `_`, which Kubernetes names cannot contain.
 STRICT_POLICY_PREFIX = "istio_converted_peer_authentication_"
+
+PeerAuthentications = Iterable[Mapping[str, Any] | PeerAuthentication]
 
 
 @dataclass(frozen=True)
@@ -35,91 +37,65 @@ class EffectiveMode:
     level: str            # default | mesh | namespace | workload | port
 
 
-def _mode(block: Any, what: str, path: str) -> str:
-    if block is None:
-        return "UNSET"
-    if not isinstance(block, Mapping):
-        raise PolicyError(f"{what}: {path} must be a mapping with a mode")
-    mode = block.get("mode") or "UNSET"
-    if mode not in MODES:
-        raise PolicyError(f"{what}: {path}.mode {mode!r} must be one of {', '.join(MODES)}")
-    return mode
+def _parsed(peer_authentications: PeerAuthentications) -> list[PeerAuthentication]:
+    return [pa if isinstance(pa, PeerAuthentication) else parsed("PeerAuthentication", pa)
+            for pa in peer_authentications]
 
 
-def _age_key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
+def _oldest(objs: list[PeerAuthentication]) -> PeerAuthentication | None:
     # RFC 3339 timestamps in UTC sort as strings; the name breaks ties deterministically.
-    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    return min(objs, key=lambda pa: (pa.created, pa.name)) if objs else None
 
 
-def _oldest(objs: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    return min(objs, key=_age_key) if objs else None
-
-
-def _select(peer_authentications: Iterable[Mapping[str, Any]], workload_namespace: str,
+def _select(peer_authentications: list[PeerAuthentication], workload_namespace: str,
             workload_labels: Mapping[str, str] | None, root_namespace: str
-            ) -> list[tuple[str, Mapping[str, Any] | None]]:
+            ) -> list[tuple[str, PeerAuthentication | None]]:
     """The governing policy at each level (mesh, namespace, workload); None where there is none."""
     mesh, namespace, workload = [], [], []
     labels = workload_labels or {}
     for pa in peer_authentications:
-        what = where(pa)
-        spec = pa.get("spec") or {}
-        if not isinstance(spec, Mapping):
-            raise PolicyError(f"{what}: spec must be a mapping")
-        ns = (pa.get("metadata") or {}).get("namespace")
-        selector = parse_match_labels(spec, what)
-        if not selector:
-            if ns == root_namespace:
+        if not pa.selector:
+            if pa.namespace == root_namespace:
                 mesh.append(pa)
-            elif ns == workload_namespace:
+            elif pa.namespace == workload_namespace:
                 namespace.append(pa)
-        elif ns == workload_namespace and ns != root_namespace and all(
-                labels.get(k) == v for k, v in selector.items()):
+        elif pa.namespace == workload_namespace and pa.namespace != root_namespace and all(
+                labels.get(k) == v for k, v in pa.selector.items()):
             workload.append(pa)
     return [("mesh", _oldest(mesh)), ("namespace", _oldest(namespace)),
             ("workload", _oldest(workload))]
 
 
-def _port_modes(pa: Mapping[str, Any]) -> dict[int, str]:
-    port_level = (pa.get("spec") or {}).get("portLevelMtls") or {}
-    if not isinstance(port_level, Mapping):
-        raise PolicyError(f"{where(pa)}: spec.portLevelMtls must map port numbers to {{mode: ...}}")
-    return {parse_port(raw, f"{where(pa)}: spec.portLevelMtls[{raw}]"):
-            _mode(block, where(pa), f"spec.portLevelMtls[{raw}]")
-            for raw, block in port_level.items()}
-
-
-def effective_mtls_mode(peer_authentications: Iterable[Mapping[str, Any]],
-                        workload_namespace: str, workload_labels: Mapping[str, str] | None,
-                        port: int | None, root_namespace: str = DEFAULT_ROOT_NAMESPACE
-                        ) -> EffectiveMode:
-    """The mode governing plaintext to `port` (None: the workload's default, ignoring portLevelMtls)."""
+def _effective(peer_authentications: list[PeerAuthentication], workload_namespace: str,
+               workload_labels: Mapping[str, str] | None, port: int | None,
+               root_namespace: str) -> EffectiveMode:
     result = EffectiveMode("PERMISSIVE", None, "default")
-
-    def key(obj: Mapping[str, Any]) -> str:
-        meta = obj.get("metadata") or {}
-        return f"{meta.get('namespace')}/{meta.get('name')}"
-
     for level, chosen in _select(peer_authentications, workload_namespace, workload_labels,
                                  root_namespace):
         if chosen is None:
             continue
-        spec = chosen.get("spec") or {}
-        mode = _mode(spec.get("mtls"), where(chosen), "spec.mtls")
-        if mode != "UNSET":
-            result = EffectiveMode("STRICT" if mode == "STRICT" else "PERMISSIVE", key(chosen),
-                                   level)
+        if chosen.mode != "UNSET":
+            result = EffectiveMode("STRICT" if chosen.mode == "STRICT" else "PERMISSIVE",
+                                   chosen.key, level)
         if level != "workload":
             continue
-        port_mode = _port_modes(chosen).get(port, "UNSET") if port is not None else "UNSET"
+        port_mode = chosen.port_modes.get(port, "UNSET") if port is not None else "UNSET"
         if port_mode != "UNSET":
             result = EffectiveMode("STRICT" if port_mode == "STRICT" else "PERMISSIVE",
-                                   key(chosen), "port")
+                                   chosen.key, "port")
     return result
 
 
-def plaintext_allowed(peer_authentications: Iterable[Mapping[str, Any]], workload_namespace: str,
+def effective_mtls_mode(peer_authentications: PeerAuthentications,
+                        workload_namespace: str, workload_labels: Mapping[str, str] | None,
+                        port: int | None, root_namespace: str = DEFAULT_ROOT_NAMESPACE
+                        ) -> EffectiveMode:
+    """The mode governing plaintext to `port` (None: the workload's default, ignoring portLevelMtls)."""
+    return _effective(_parsed(peer_authentications), workload_namespace, workload_labels, port,
+                      root_namespace)
+
+
+def plaintext_allowed(peer_authentications: PeerAuthentications, workload_namespace: str,
                       workload_labels: Mapping[str, str] | None, port: int,
                       root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> bool:
     """True unless the effective mode for this workload's port is STRICT."""
@@ -128,7 +104,7 @@ def plaintext_allowed(peer_authentications: Iterable[Mapping[str, Any]], workloa
 
 
 def translate_peer_authentication_for_ztunnel(
-        peer_authentications: Iterable[Mapping[str, Any]], workload_namespace: str,
+        peer_authentications: PeerAuthentications, workload_namespace: str,
         workload_name: str, workload_labels: Mapping[str, str] | None,
         root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> CompiledPolicy | None:
     """The workload's effective PeerAuthentication as a ztunnel DENY policy, as Istio ships it.
@@ -139,13 +115,12 @@ def translate_peer_authentication_for_ztunnel(
     workload with more labels could match that selector, evaluate it for this workload only
     (pass it to evaluate_l4 next to the workload's AuthorizationPolicies).
     """
-    peer_authentications = list(peer_authentications)
-    args = (peer_authentications, workload_namespace, workload_labels)
-    default = effective_mtls_mode(*args, None, root_namespace).mode
+    args = (_parsed(peer_authentications), workload_namespace, workload_labels)
+    default = _effective(*args, None, root_namespace).mode
     workload_pa = _select(*args, root_namespace)[2][1]
     exceptions = sorted(
-        p for p in (_port_modes(workload_pa) if workload_pa else {})
-        if effective_mtls_mode(*args, p, root_namespace).mode != default)
+        p for p in (workload_pa.port_modes if workload_pa else {})
+        if _effective(*args, p, root_namespace).mode != default)
     no_identity = StringMatch("presence")
     if default == "STRICT":
         match = Match(not_principals=[no_identity], not_destination_ports=exceptions)

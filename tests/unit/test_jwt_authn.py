@@ -73,6 +73,9 @@ STATUS_CASES = [
     ("audience-matches-one", [rule(audiences=["api", "web"])], bearer(token(aud=["other", "web"])), {}, "ok", ""),
     ("audience-string-claim", [rule(audiences=["api"])], bearer(token(aud="api")), {}, "ok", ""),
     ("wrong-audience", [rule(audiences=["api"])], bearer(token(aud="web")), {}, "invalid", "Audiences"),
+    # Istio accepts jwks next to jwksUri; the inline keys are the ones used
+    ("inline-jwks-wins-over-uri", [rule(jwks=json.dumps(JWKS), jwksUri="https://unreachable.example/jwks")],
+     bearer(token()), {}, "ok", ""),
     ("no-audience-claim-but-required", [rule(audiences=["api"])], bearer(token()), {}, "invalid", "Audiences"),
     ("no-audiences-configured-any-aud", [rule()], bearer(token(aud="whatever")), {}, "ok", ""),
     ("from-headers-with-prefix", [rule(fromHeaders=[{"name": "X-Jwt", "prefix": "Token "}])],
@@ -161,8 +164,9 @@ def test_no_request_authentication_means_no_token_is_looked_at():
     ([{"jwksUri": JWKS_URI}], ["jwtRules[0].issuer"]),
     ([rule(fromHeader=[{"name": "x"}])], ["jwtRules[0].fromHeader", "fromHeaders"]),
     ([rule(fromHeaders=[{"prefix": "x"}])], ["fromHeaders[0].name"]),
-    ([{"issuer": ISSUER, "jwks": "{}", "jwksUri": JWKS_URI}], ["both jwks and jwksUri"]),
-], ids=["missing-issuer", "unknown-field", "header-without-name", "jwks-and-uri"])
+    ([{"issuer": ISSUER, "jwks": "{}"}], ["jwtRules[0].jwks", "not a JWKS document"]),
+    ([{"issuer": ISSUER, "jwks": JWKS}], ["jwtRules[0].jwks", "expected a string"]),
+], ids=["missing-issuer", "unknown-field", "header-without-name", "jwks-no-keys", "jwks-not-a-string"])
 def test_bad_request_authentication(rules, words):
     with pytest.raises(PolicyError) as err:
         authenticate([ra(*rules)], {}, {}, {})

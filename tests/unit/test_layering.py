@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 ALLOWED = {
     "api": set(),
     "identity": set(),
-    "policy": set(),
+    "policy": {"api"},
     "netns": set(),
     "hbone": {"identity"},
     "xds": {"api"},

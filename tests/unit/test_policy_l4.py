@@ -221,9 +221,9 @@ def test_ignored_by_ztunnel_with_reason(spec, reason):
 def test_wire_shape_field_names():
     policy = ap({"selector": {"matchLabels": {"app": "httpbin"}}, "action": "ALLOW", "rules": [{
         "from": [{"source": {"principals": ["cluster.local/ns/apps/sa/sleep", "*"],
-                             "notNamespaces": ["x*"], "ipBlocks": ["10.0.0.0/8"],
-                             "serviceAccounts": ["other/client"]}}],
-        "to": [{"operation": {"ports": ["8000"], "notPorts": [9000]}}],
+                             "notNamespaces": ["x*"], "ipBlocks": ["10.0.0.0/8"]}},
+                 {"source": {"serviceAccounts": ["other/client"]}}],
+        "to": [{"operation": {"ports": ["8000"], "notPorts": ["9000"]}}],
         "when": [{"key": "destination.ip", "notValues": ["10.1.2.3"]}],
     }]})
     wire = translate_for_ztunnel(policy).to_dict()
@@ -234,8 +234,8 @@ def test_wire_shape_field_names():
             {"matches": [{"destination_ports": [8000], "not_destination_ports": [9000]}]},
             {"matches": [{"not_namespaces": [{"prefix": "x"}],
                           "principals": [{"exact": "cluster.local/ns/apps/sa/sleep"}, {"presence": {}}],
-                          "service_accounts": [{"namespace": "other", "service_account": "client"}],
-                          "source_ips": ["10.0.0.0/8"]}]},
+                          "source_ips": ["10.0.0.0/8"]},
+                         {"service_accounts": [{"namespace": "other", "service_account": "client"}]}]},
             {"matches": [{"not_destination_ips": ["10.1.2.3/32"]}]},
         ]}],
     }

@@ -53,8 +53,8 @@ def test_custom_root_namespace():
 
 
 def test_target_refs_normalised():
-    policy = ap("apps", {"targetRef": {"kind": "Service", "name": "httpbin"},
-                         "targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io",
+    policy = ap("apps", {"targetRefs": [{"kind": "Service", "name": "httpbin"},
+                                        {"kind": "Gateway", "group": "gateway.networking.k8s.io",
                                          "name": "wp"}]})
     assert target_refs(policy) == (
         {"group": "", "kind": "Service", "name": "httpbin", "namespace": "apps"},
