@@ -48,10 +48,10 @@ MUTANTS: list[Mutant] = [
            "        if identity in expected:\n",
            "        if True:\n"),
     # --- L4 authorization matching -------------------------------------------------------------
-    Mutant("principals and namespaces match by prefix", "l4-authz", True,
+    Mutant("principals and namespaces match by prefix or suffix", "l4-authz", True,
            "reference_impl/policy/match.py",
            "        return candidate == value\n",
-           "        return candidate.startswith(value)\n"),
+           "        return candidate.startswith(value) or candidate.endswith(value)\n"),
     # --- ztunnel inbound (HBONE 15008) ----------------------------------------------------------
     Mutant("inbound takes the source address from `forwarded for=`", "ztunnel-source", True,
            "reference_impl/ztunnel/inbound.py",
@@ -75,6 +75,15 @@ MUTANTS: list[Mutant] = [
            "reference_impl/ztunnel/proxy.py",
            "        while self.connections and time.monotonic() < end:\n",
            "        while False:\n"),
+    # --- PeerAuthentication -------------------------------------------------------------------
+    Mutant("PeerAuthentication portLevelMtls ignored", "peerauth", True,
+           "reference_impl/policy/peerauth.py",
+           '        if port_mode != "UNSET":\n',
+           "        if False:\n"),
+    Mutant("namespace PeerAuthentication beats the workload's", "peerauth", True,
+           "reference_impl/policy/peerauth.py",
+           '    return [("mesh", _oldest(mesh)), ("namespace", _oldest(namespace)),\n            ("workload", _oldest(workload))]\n',
+           '    return [("mesh", _oldest(mesh)), ("workload", _oldest(workload)),\n            ("namespace", _oldest(namespace))]\n'),
     # --- CA ------------------------------------------------------------------------------------
     Mutant("CA signs a node proxy's request for a workload on another node", "ca", True,
            "reference_impl/controlplane/ca_policy.py",
