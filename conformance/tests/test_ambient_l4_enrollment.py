@@ -21,17 +21,17 @@ def test_namespace_label_enrolls_running_pods_without_restart(scenario):
     scenario.apply([w.authorization_policy(srv, "allow-nothing", {})])
     # Outside the mesh nobody enforces the policy: the pod keeps answering.
     scenario.expect_allowed(world.a, world.url, "server namespace not enrolled, allow-nothing present")
-    before = _pod_identity(scenario.target.pods(srv))
+    before = _pod_identity(scenario.pods(srv))
 
-    scenario.target.label_namespace(srv, w.AMBIENT_LABEL)
+    scenario.label_namespace(srv, w.AMBIENT_LABEL)
     scenario.expect_denied(world.a, world.url, "server namespace enrolled: allow-nothing now enforced")
-    after = _pod_identity(scenario.target.pods(srv))
+    after = _pod_identity(scenario.pods(srv))
     assert after == before, "enrolling the namespace restarted, replaced or changed its pods"
     assert all(len(c) == 1 for _, c, _ in after.values()), "enrolment added containers to the pods"
 
-    scenario.target.label_namespace(srv, {"istio.io/dataplane-mode": None})
+    scenario.label_namespace(srv, {"istio.io/dataplane-mode": None})
     scenario.expect_allowed(world.a, world.url, "label removed: pod released from the mesh")
-    assert _pod_identity(scenario.target.pods(srv)) == before, "un-enrolling restarted or replaced pods"
+    assert _pod_identity(scenario.pods(srv)) == before, "un-enrolling restarted or replaced pods"
 
 
 def _uncaptured_client(scenario, node):

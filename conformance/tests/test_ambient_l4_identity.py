@@ -16,9 +16,9 @@ HBONE_PORT = 15008
 def test_policy_tells_clients_on_another_node_apart(l4):
     """Between nodes, ztunnel MUST present each client workload's own identity, so that an ALLOW
     policy naming one client's principal admits it and denies another client on the same node."""
-    assert l4.sc.target.pod_node(l4.a) == l4.sc.target.pod_node(l4.b)
-    if len(l4.sc.target.nodes()) > 1:
-        assert l4.sc.target.pod_node(l4.a) != l4.sc.target.pod_node(l4.server), "clients must be remote"
+    assert l4.sc.node_of(l4.a) == l4.sc.node_of(l4.b)
+    if len(l4.sc.nodes()) > 1:
+        assert l4.sc.node_of(l4.a) != l4.sc.node_of(l4.server), "clients must be remote"
     l4.sc.expect_allowed(l4.b, l4.url, "before any policy")
     l4.policy("only-a", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
     l4.sc.expect_denied(l4.b, l4.url, "policy admits client-a only")
@@ -29,9 +29,9 @@ def test_policy_tells_clients_on_another_node_apart(l4):
 
 
 def _capture_calls(sc, node, client, server_ip, url, marker):
-    capture = sc.target.capture(node, f"tcp and host {client.ip} and host {server_ip}")
+    capture = sc.capture(node, f"tcp and host {client.ip} and host {server_ip}")
     try:
-        outcomes = sc.target.call(client, url, headers={"X-Conformance-Marker": marker}, count=3)
+        outcomes = sc.outcomes(client, url, headers={"X-Conformance-Marker": marker}, count=3)
     finally:
         data = capture.stop()
     return outcomes, data
