@@ -2,30 +2,19 @@
 
 Each case is data first, as the Gateway API suite's mesh tests are: its feature, its MUST
 sentence, and a table of steps (the policies applied, then each client's expected outcome),
-run by one helper. Before the first step every client reaches every port it will call.
+run by one helper (l4table.run_steps). Before the first step every client reaches every port
+it will call.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 
 from conformance import workloads as w
+from conformance.tests.l4table import (ALLOWED, ALT, DENIED, PORT, Step, allow_from, allow_to, deny_from,
+                                       on_server, run_steps)
 from conformance.tests.l4world import L4World
-
-ALLOWED, DENIED = "allowed", "denied"
-PORT, ALT = "port", "alt port"           # the server's service port and its second port
-Policies = Callable[[L4World], list[dict]]
-
-
-@dataclass(frozen=True)
-class Step:
-    """Apply (or, with `delete`, remove) `policies`, then each (client, port, outcome) MUST hold."""
-    label: str
-    policies: Policies
-    expect: tuple[tuple[str, str, str], ...]
-    delete: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,37 +24,6 @@ class Case:
     must: str
     steps: tuple[Step, ...]
     two_ports: bool = False
-
-
-def on_server(name: str, spec: Callable[[L4World], dict]) -> Policies:
-    """One policy selecting the server's pods (`app: httpbin`)."""
-    return lambda l4: [w.authorization_policy(l4.server_ns, name, spec(l4), selector_app="httpbin")]
-
-
-def allow_from(**source) -> Callable[[L4World], dict]:
-    """ALLOW from a source; values naming `a`/`b` are resolved against the world."""
-    return lambda l4: {"action": "ALLOW", "rules": [{"from": [{"source": _resolve(l4, source)}]}]}
-
-
-def deny_from(**source) -> Callable[[L4World], dict]:
-    return lambda l4: {"action": "DENY", "rules": [{"from": [{"source": _resolve(l4, source)}]}]}
-
-
-def allow_to(**operation) -> Callable[[L4World], dict]:
-    return lambda l4: {"action": "ALLOW", "rules": [{"to": [{"operation": operation}]}]}
-
-
-_KIND = {"principals": "principal", "notPrincipals": "principal", "namespaces": "namespace",
-         "notNamespaces": "namespace", "ipBlocks": "address", "notIpBlocks": "address"}
-
-
-def _resolve(l4: L4World, source: dict) -> dict:
-    """`principals=["a"]` -> client-a's principal, `namespaces=["a"]` -> its namespace,
-    `ipBlocks=["a"]` -> its address as a /32 (and the same for the `not*` fields)."""
-    of = {"principal": {"a": l4.principal_a, "b": l4.principal_b},
-          "namespace": {"a": l4.a_ns, "b": l4.b_ns},
-          "address": {"a": f"{l4.a.ip}/32", "b": f"{l4.b.ip}/32"}}
-    return {field: [of[_KIND[field]][client] for client in clients] for field, clients in source.items()}
 
 
 CASES = [
@@ -138,15 +96,8 @@ CASES = [
 def test_l4_authorization(case: Case, request):
     """Runs one case of the table above (each case carries its own MUST sentence)."""
     l4: L4World = request.getfixturevalue("l4_two_ports" if case.two_ports else "l4")
-    clients = {"a": l4.a, "b": l4.b}
-    urls = {PORT: l4.url, ALT: l4.alt_url() if case.two_ports else None}
-    for client in clients.values():
+    for client in (l4.a, l4.b):
         l4.sc.expect_allowed(client, l4.url, "before any policy")
     if case.two_ports:
         l4.sc.expect_allowed(l4.a, l4.alt_url(), "second port, before any policy")
-    for step in case.steps:
-        (l4.sc.delete if step.delete else l4.sc.apply)(step.policies(l4))
-        for client, port, outcome in step.expect:
-            what = f"{case.id}, {step.label}: client-{client} to the {port}"
-            expect = l4.sc.expect_allowed if outcome == ALLOWED else l4.sc.expect_denied
-            expect(clients[client], urls[port], what)
+    run_steps(l4, case.id, case.steps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conformance import workloads as w
+from conformance.tests.l4table import ALLOWED, DENIED, PORT, Step, allow_from, on_server, run_steps
 from conformance.tests.l4world import build_l4_world, spread_nodes
 
 
@@ -75,9 +76,8 @@ def test_ambient_and_uncaptured_pods_call_each_other(l4):
     sc.expect_allowed(l4.a, plain_url, "ambient client -> uncaptured server")
     sc.expect_allowed(outsider, l4.url, "uncaptured client -> ambient server")
 
-    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
-    sc.expect_denied(outsider, l4.url, "plaintext vs principals rule")
-    sc.expect_allowed(l4.a, l4.url, "listed identity vs principals rule")
-    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"notPrincipals": [l4.principal_a]}}]}]})
-    sc.expect_allowed(outsider, l4.url, "plaintext vs notPrincipals rule")
-    sc.expect_denied(l4.a, l4.url, "listed identity vs notPrincipals rule")
+    run_steps(l4, "plaintext has no identity", (
+        Step("principals: [a]", on_server("mesh-only", allow_from(principals=["a"])),
+             (("outsider", PORT, DENIED), ("a", PORT, ALLOWED))),
+        Step("notPrincipals: [a]", on_server("mesh-only", allow_from(notPrincipals=["a"])),
+             (("outsider", PORT, ALLOWED), ("a", PORT, DENIED)))), clients={"outsider": outsider})
