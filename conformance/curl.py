@@ -2,10 +2,12 @@
 
 A Target runs the argv built here inside a client pod with a single exec; the per-request line
 that curl's `-w` writes is turned into an Outcome: the HTTP status, or the way the connection
-failed. This is how an L4 deny (reset / EOF / timeout) is told apart from an HTTP answer.
+failed. This is how an L4 deny (a reset, an empty reply, a refused connect) is told apart from
+an HTTP answer, and from a stall (a timeout), which is never a deny.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -24,9 +26,20 @@ _EXIT_OUTCOMES = {
     35: RESET,     # TLS handshake failed (the peer went away during it)
 }
 
-_MARK = "ac-outcome:"  # must not start with "@": curl reads `-w @file` from a file
-_WRITE_OUT = _MARK + " %{http_code} %{exitcode} %{size_download} %{time_total} %{errormsg}\\n"
+#: the prompt refusals that make an L4 deny. A node proxy accepts the captured connection and
+#: resets it once authorization fails; on a busy machine that reset can land before curl has
+#: seen its own connect complete, and curl then reports a failed connect (exit 7), so `refused`
+#: is a deny too. A timeout is NOT: a mesh that stalls a connection has not refused it (Istio's
+#: CheckDeny accepts reset, EOF, 403 or 503, never a timeout).
+L4_REFUSALS = frozenset({RESET, REFUSED})
+STALL_IS_NOT_A_DENY = "timed out: a deny must be a prompt refusal (reset/EOF/403/503), not a stall"
 
+_MARK = "ac-outcome:"  # must not start with "@": curl reads `-w @file` from a file
+_WRITE_OUT = _MARK + " %{http_code} %{exitcode} %{size_download} %{time_total} %{errormsg}\n"
+_LINE = re.compile("^" + re.escape(_MARK) + r" ([^\n]*)\n?", re.MULTILINE)
+
+#: per request. A refusal comes back in well under a second even on a loaded 2-core machine and
+#: an answer from httpbin within a second or two, so 3 s is the time a stall costs, no more.
 DEFAULT_MAX_TIME = 3.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 
@@ -40,19 +53,23 @@ class Response:
     bytes_received: int
     seconds: float
     message: str = ""
+    body: str = ""   # only when the argv was built with body=True
 
 
 def curl_argv(urls: list[str], method: str = "GET", headers: dict[str, str] | None = None,
               max_time: float = DEFAULT_MAX_TIME, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-              binary: str = "curl") -> list[str]:
-    """Argv for ONE curl process that issues each URL in turn (`--next` resets options per URL)."""
+              binary: str = "curl", body: bool = False) -> list[str]:
+    """Argv for ONE curl process that issues each URL in turn (`--next` resets options per URL).
+    With `body`, each response body is written to stdout ahead of its outcome line."""
     if not urls:
         raise ValueError("curl_argv needs at least one URL")
+    # The body's last line may lack a newline: start the outcome line on a line of its own.
+    write_out = ("\n" if body else "") + _WRITE_OUT
     argv = [binary]
     for i, url in enumerate(urls):
         if i:
             argv.append("--next")
-        argv += ["-s", "-o", "/dev/null", "-w", _WRITE_OUT.replace("\\n", "\n"),
+        argv += ["-s", "-o", "-" if body else "/dev/null", "-w", write_out,
                  "--max-time", _num(max_time), "--connect-timeout", _num(min(connect_timeout, max_time)),
                  "-X", method]
         for name, value in (headers or {}).items():
@@ -65,24 +82,26 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def parse_output(stdout: str, expected: int) -> list[Response]:
+def parse_output(stdout: str, expected: int, body: bool = False) -> list[Response]:
     """Responses from curl's `-w` lines; requests curl never reported on count as errors."""
     responses = []
-    for line in stdout.splitlines():
-        if not line.startswith(_MARK):
-            continue
-        parts = line[len(_MARK):].strip().split(" ", 4)
+    start = 0
+    for match in _LINE.finditer(stdout):
+        text = stdout[start:match.start()]
+        start = match.end()
+        parts = match.group(1).strip().split(" ", 4)
         if len(parts) < 4:
             continue
         code, exit_code, size, seconds = parts[:4]
         message = parts[4] if len(parts) > 4 else ""
-        responses.append(_response(code, int(exit_code), int(size), float(seconds), message))
+        responses.append(_response(code, int(exit_code), int(size), float(seconds), message,
+                                   text.removesuffix("\n") if body else ""))
     while len(responses) < expected:
         responses.append(Response(ERROR, -1, 0, 0.0, "curl did not report on this request"))
     return responses[:expected]
 
 
-def _response(code: str, exit_code: int, size: int, seconds: float, message: str) -> Response:
+def _response(code: str, exit_code: int, size: int, seconds: float, message: str, body: str) -> Response:
     if exit_code == 0 and code.isdigit() and int(code) > 0:
-        return Response(int(code), 0, size, seconds, message)
-    return Response(_EXIT_OUTCOMES.get(exit_code, ERROR), exit_code, size, seconds, message)
+        return Response(int(code), 0, size, seconds, message, body)
+    return Response(_EXIT_OUTCOMES.get(exit_code, ERROR), exit_code, size, seconds, message, body)

@@ -56,7 +56,11 @@ def render(tests: list[dict]) -> str:
              f"{convergence.CONSECUTIVE} consecutive expected outcomes, which must happen within the bound.", "",
              "| bound | value | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {value:g} | {meaning} |" for name, value, meaning in convergence.BOUNDS]
-    lines += ["", "An L4 deny is observed as a reset, an empty reply (EOF), a timeout, or a failed connect (the proxy's reset can arrive before the client sees its connect complete); never as an HTTP status.", ""]
+    lines += ["", "An L4 deny is a prompt refusal: a reset, an empty reply (EOF), or a failed connect (the "
+              "proxy's reset can arrive before the client sees its connect complete); never an HTTP status, "
+              "and never a timeout: a mesh that stalls a denied connection fails the deny test. Only a "
+              "feature whose spec lets the proxy drop silently (`SeedWalkthroughL4`, as the article says) "
+              "accepts a timeout, and only while an allowed client gets 200 in the same window.", ""]
     lines += ["## Profiles", ""]
     for profile in registry.PROFILES.values():
         feats = registry.features_in(profile.name)

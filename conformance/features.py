@@ -79,7 +79,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("UncapturedInterop",
             "Ambient pods and pods outside the mesh call each other; plaintext has no identity.", CORE, _L4),
     Feature("SeedWalkthroughL4",
-            "The seed article's Steps 1-2 and its L4 policy step, with fixtures/seed/ manifests as written.",
+            "The seed article's Steps 1-2 and its L4 policy step, with fixtures/seed/ manifests as written. "
+            "The article lets ztunnel drop the rogue client's connection silently, so here alone a "
+            "timeout counts as the L4 deny, and only while the allowed client gets 200 in the same window.",
             CORE, ("AMBIENT-L4", "SEED-WALKTHROUGH")),
     Feature("SeedWalkthroughWaypoint",
             "The seed article's Step 3: its waypoint Gateway (fixtures/seed/waypoint.yaml, the Istio 1.18 "

@@ -46,6 +46,10 @@ run_mutant "PeerAuthentication ignored" reference_impl/ztunnel/state.py \
 run_mutant "plaintext instead of HBONE between captured pods" reference_impl/ztunnel/state.py \
   "        if workload.hbone:" \
   "        if False:"
+run_mutant "denied connections stall instead of being refused" reference_impl/ztunnel/proxy.py \
+  "            return Outcome.refused(401, decision.reason)" \
+  "            await asyncio.sleep(30)
+            return Outcome.refused(401, decision.reason)"
 git checkout -q -- .
 echo "survivors: $survivors"
 [ "$survivors" -eq 0 ]

@@ -40,8 +40,7 @@ class L4World:
 
 
 def spread_nodes(sc: Scenario) -> tuple[str | None, str | None]:
-    nodes = sc.target.nodes()
-    return (nodes[0], nodes[1]) if len(nodes) >= 2 else (None, None)
+    return sc.spread_nodes()
 
 
 def build_l4_world(sc: Scenario, alt_port: bool = False, server_ambient: bool = True) -> L4World:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conformance import workloads as w
+from conformance.tests.l4table import ALLOWED, DENIED, PORT, Step, allow_from, on_server, run_steps
 from conformance.tests.l4world import build_l4_world, spread_nodes
 
 
@@ -21,17 +22,17 @@ def test_namespace_label_enrolls_running_pods_without_restart(scenario):
     scenario.apply([w.authorization_policy(srv, "allow-nothing", {})])
     # Outside the mesh nobody enforces the policy: the pod keeps answering.
     scenario.expect_allowed(world.a, world.url, "server namespace not enrolled, allow-nothing present")
-    before = _pod_identity(scenario.target.pods(srv))
+    before = _pod_identity(scenario.pods(srv))
 
-    scenario.target.label_namespace(srv, w.AMBIENT_LABEL)
+    scenario.label_namespace(srv, w.AMBIENT_LABEL)
     scenario.expect_denied(world.a, world.url, "server namespace enrolled: allow-nothing now enforced")
-    after = _pod_identity(scenario.target.pods(srv))
+    after = _pod_identity(scenario.pods(srv))
     assert after == before, "enrolling the namespace restarted, replaced or changed its pods"
     assert all(len(c) == 1 for _, c, _ in after.values()), "enrolment added containers to the pods"
 
-    scenario.target.label_namespace(srv, {"istio.io/dataplane-mode": None})
+    scenario.label_namespace(srv, {"istio.io/dataplane-mode": None})
     scenario.expect_allowed(world.a, world.url, "label removed: pod released from the mesh")
-    assert _pod_identity(scenario.target.pods(srv)) == before, "un-enrolling restarted or replaced pods"
+    assert _pod_identity(scenario.pods(srv)) == before, "un-enrolling restarted or replaced pods"
 
 
 def _uncaptured_client(scenario, node):
@@ -75,9 +76,8 @@ def test_ambient_and_uncaptured_pods_call_each_other(l4):
     sc.expect_allowed(l4.a, plain_url, "ambient client -> uncaptured server")
     sc.expect_allowed(outsider, l4.url, "uncaptured client -> ambient server")
 
-    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
-    sc.expect_denied(outsider, l4.url, "plaintext vs principals rule")
-    sc.expect_allowed(l4.a, l4.url, "listed identity vs principals rule")
-    l4.policy("mesh-only", {"action": "ALLOW", "rules": [{"from": [{"source": {"notPrincipals": [l4.principal_a]}}]}]})
-    sc.expect_allowed(outsider, l4.url, "plaintext vs notPrincipals rule")
-    sc.expect_denied(l4.a, l4.url, "listed identity vs notPrincipals rule")
+    run_steps(l4, "plaintext has no identity", (
+        Step("principals: [a]", on_server("mesh-only", allow_from(principals=["a"])),
+             (("outsider", PORT, DENIED), ("a", PORT, ALLOWED))),
+        Step("notPrincipals: [a]", on_server("mesh-only", allow_from(notPrincipals=["a"])),
+             (("outsider", PORT, ALLOWED), ("a", PORT, DENIED)))), clients={"outsider": outsider})

@@ -7,6 +7,7 @@ import pytest
 
 from conformance import pcap
 from conformance import workloads as w
+from conformance.tests.l4table import ALLOWED, DENIED, PORT, Step, allow_from, on_server, run_steps
 from conformance.tests.l4world import spread_nodes
 
 HBONE_PORT = 15008
@@ -16,22 +17,21 @@ HBONE_PORT = 15008
 def test_policy_tells_clients_on_another_node_apart(l4):
     """Between nodes, ztunnel MUST present each client workload's own identity, so that an ALLOW
     policy naming one client's principal admits it and denies another client on the same node."""
-    assert l4.sc.target.pod_node(l4.a) == l4.sc.target.pod_node(l4.b)
-    if len(l4.sc.target.nodes()) > 1:
-        assert l4.sc.target.pod_node(l4.a) != l4.sc.target.pod_node(l4.server), "clients must be remote"
+    assert l4.sc.node_of(l4.a) == l4.sc.node_of(l4.b)
+    if len(l4.sc.nodes()) > 1:
+        assert l4.sc.node_of(l4.a) != l4.sc.node_of(l4.server), "clients must be remote"
     l4.sc.expect_allowed(l4.b, l4.url, "before any policy")
-    l4.policy("only-a", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})
-    l4.sc.expect_denied(l4.b, l4.url, "policy admits client-a only")
-    l4.sc.expect_allowed(l4.a, l4.url, "policy admits client-a only")
-    l4.policy("only-a", {"action": "ALLOW", "rules": [{"from": [{"source": {"principals": [l4.principal_b]}}]}]})
-    l4.sc.expect_denied(l4.a, l4.url, "policy admits client-b only")
-    l4.sc.expect_allowed(l4.b, l4.url, "policy admits client-b only")
+    run_steps(l4, "identity across nodes", (
+        Step("principals: [a]", on_server("only-one", allow_from(principals=["a"])),
+             (("b", PORT, DENIED), ("a", PORT, ALLOWED))),
+        Step("principals: [b]", on_server("only-one", allow_from(principals=["b"])),
+             (("a", PORT, DENIED), ("b", PORT, ALLOWED)))))
 
 
 def _capture_calls(sc, node, client, server_ip, url, marker):
-    capture = sc.target.capture(node, f"tcp and host {client.ip} and host {server_ip}")
+    capture = sc.capture(node, f"tcp and host {client.ip} and host {server_ip}")
     try:
-        outcomes = sc.target.call(client, url, headers={"X-Conformance-Marker": marker}, count=3)
+        outcomes = sc.outcomes(client, url, headers={"X-Conformance-Marker": marker}, count=3)
     finally:
         data = capture.stop()
     return outcomes, data

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import convergence
 from conformance import workloads as w
 from conformance.convergence import eventually
-from conformance.scenario import allowed, denied
+from conformance.scenario import allowed, denied, why_not_denied
 from conformance.tests.l4world import spread_nodes
 
 SPREAD_REQUESTS = 16
@@ -41,7 +40,7 @@ def test_service_connections_spread_over_replicas(scenario):
     scenario.deploy(w.httpbin(srv, replicas=2, node=server_node) + w.client(cli, "client", node=client_node),
                     srv, cli)
     client = scenario.pod(cli, "client")
-    replicas = scenario.target.pods(srv, {"app": "httpbin"})
+    replicas = scenario.pods(srv, {"app": "httpbin"})
     assert len(replicas) == 2, f"expected 2 httpbin replicas, found {[p.name for p in replicas]}"
     url = w.service_url("httpbin", srv)
     fresh = {"Connection": "close"}   # one connection per request, so each one is balanced
@@ -52,9 +51,8 @@ def test_service_connections_spread_over_replicas(scenario):
         {"when": [{"key": "destination.ip", "values": [marked.ip]}]}]}, selector_app="httpbin")])
     # The policy is in effect once that replica's denials show up at all.
     eventually(lambda: scenario.outcomes(client, url, count=SPREAD_REQUESTS, headers=fresh), denied,
-               what=f"a denial from replica {marked.name}", n_consecutive=1)
-    outcomes = scenario.target.call(client, url, headers=fresh, count=SPREAD_REQUESTS,
-                                    timeout=convergence.REQUEST_MAX_SECONDS)
+               what=f"a denial from replica {marked.name}", n_consecutive=1, why_not=why_not_denied)
+    outcomes = scenario.outcomes(client, url, headers=fresh, count=SPREAD_REQUESTS)
     served = sum(1 for o in outcomes if allowed(o))
     refused = sum(1 for o in outcomes if denied(o))
     assert served + refused == SPREAD_REQUESTS, f"unexpected outcomes: {outcomes}"

@@ -54,6 +54,27 @@ def test_parse_maps_exit_codes_and_pads_missing_lines():
     assert (partial.outcome, partial.bytes_received) == (curl.RESET, 3)
 
 
+def test_bodies_come_back_with_their_outcomes(server):
+    urls = [f"http://127.0.0.1:{server}/200", f"http://127.0.0.1:{server}/201", "http://127.0.0.1:1/"]
+    done = subprocess.run(curl.curl_argv(urls, max_time=2, body=True), capture_output=True, text=True)
+    responses = curl.parse_output(done.stdout, 3, body=True)
+    assert [(r.outcome, r.body) for r in responses] == [(200, "ok"), (201, "ok"), (curl.REFUSED, "")]
+
+
+def test_a_timeout_is_never_an_l4_deny():
+    assert curl.TIMEOUT not in curl.L4_REFUSALS and {curl.RESET, curl.REFUSED} <= curl.L4_REFUSALS
+
+
+def test_a_deny_that_converges_only_through_timeouts_does_not_count():
+    from conformance.scenario import denied, why_not_denied
+    batches = iter([[curl.RESET, curl.RESET, curl.TIMEOUT]] * 100)  # denials, broken by stalls
+    with pytest.raises(NotConverged, match="timed out: a deny must be a prompt refusal"):
+        eventually(lambda: next(batches), denied, "stalling mesh", timeout=0.2, interval=0.01,
+                   why_not=why_not_denied)
+    assert eventually(lambda: [curl.RESET, curl.REFUSED, curl.RESET], denied, "refusing mesh",
+                      timeout=1, interval=0, why_not=why_not_denied) == [curl.RESET, curl.REFUSED, curl.RESET]
+
+
 def test_eventually_needs_consecutive_successes():
     batches = iter([[1, 0, 1], [1, 1], [0]])
     assert eventually(lambda: next(batches), bool, "x", n_consecutive=3, timeout=5, interval=0) == [1, 1, 1]

@@ -1,8 +1,8 @@
-"""Shared pieces of the end-to-end mesh tests (test_mesh_*.py); this module holds no tests.
+"""The integration tests' one helper kit (manifests, clusters, traffic, node proxies); no tests.
 
 Each test module starts its own small 2-node cluster named `tm-<xdist worker>-<suffix>` with the
 seed's namespaces and workloads, pinned so that traffic crosses nodes where it matters, and
-drives real curl inside pod namespaces. Outcomes are polled with deadlines (`converge`), never
+drives real curl inside pod namespaces (conformance/curl.py, one process for N requests). Outcomes are polled with deadlines (`converge`), never
 inferred from a sleep.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from conformance import curl
 from waiting import until  # noqa: F401 (re-exported to the mesh tests)
 from reference_impl.cluster import client as cluster_client, naming
 from reference_impl.xds import XdsUnavailable, debug_query
@@ -27,7 +28,7 @@ NS = "ambient-apps"
 URL = "http://httpbin-ambient.ambient-apps:8000/get"
 L4_POLICY = SEED / "l4-policy.yaml"
 ISTIOD_ADDON = REPO / "reference_impl" / "cluster" / "addons" / "istiod.yaml"
-DENIED_CURL_CODES = {7, 28, 52, 56}   # refused, timeout, empty reply, reset
+REQUEST_SECONDS = curl.DEFAULT_MAX_TIME   # the conformance suite's per-request limit
 HOSTNAME = "kubernetes.io/hostname"
 
 
@@ -133,20 +134,72 @@ def restart_state(c) -> dict[str, list]:
 
 
 # ---------------------------------------------------------------- traffic
-def curl(c, ns: str, pod: str, url: str = URL, timeout: float = 3) -> tuple[int, str]:
-    r = c.exec(ns, pod, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout), url],
-               timeout=timeout + 10)
-    return r.returncode, r.stdout
+# Every request of the integration tests goes through conformance/curl.py, as the conformance
+# suite's do: one curl process for N requests, its exit code read as an outcome. An L4 deny is a
+# prompt refusal (curl.L4_REFUSALS); a timeout is a stall, never a deny.
+def exec_in_netns(netns: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=timeout)
 
 
-def outcome(c, ns: str, pod: str, url: str = URL, timeout: float = 3) -> str:
-    """'allowed' (HTTP 200), 'denied' (reset, refused or timed out with no answer) or what happened."""
-    rc, code = curl(c, ns, pod, url, timeout)
-    if (rc, code) == (0, "200"):
+def call(c, ns: str, pod: str, url: str = URL, count: int = 1, timeout: float = REQUEST_SECONDS,
+         headers: dict | None = None, body: bool = False) -> list[curl.Response]:
+    """`count` requests from a pod of cluster `c`, made by ONE curl process."""
+    argv = curl.curl_argv([url] * count, headers=headers, max_time=timeout, body=body)
+    done = c.exec(ns, pod, argv, timeout=count * (timeout + 1) + 10)
+    return curl.parse_output(done.stdout, count, body=body)
+
+
+def call_in_netns(netns: str, url: str, count: int = 1, timeout: float = REQUEST_SECONDS,
+                  headers: dict | None = None, body: bool = False) -> list[curl.Response]:
+    """The same from any network namespace (a node's, or a scratch one with no cluster)."""
+    argv = curl.curl_argv([url] * count, headers=headers, max_time=timeout, body=body)
+    done = exec_in_netns(netns, argv, timeout=count * (timeout + 1) + 10)
+    return curl.parse_output(done.stdout, count, body=body)
+
+
+def response(c, ns: str, pod: str, url: str = URL, **kw) -> curl.Response:
+    [r] = call(c, ns, pod, url, **kw)
+    return r
+
+
+def outcome(c, ns: str, pod: str, url: str = URL, timeout: float = REQUEST_SECONDS) -> str:
+    """'allowed' (HTTP 200), 'denied' (a prompt refusal: reset, EOF or refused) or what happened."""
+    r = response(c, ns, pod, url, timeout=timeout)
+    if r.outcome == 200:
         return "allowed"
-    if rc in DENIED_CURL_CODES and code == "000":
+    if r.outcome in curl.L4_REFUSALS:
         return "denied"
-    return f"curl exit {rc}, HTTP {code}"
+    if r.outcome == curl.TIMEOUT:
+        return curl.STALL_IS_NOT_A_DENY
+    return f"{r.outcome} (curl exit {r.exit_code}: {r.message})"
+
+
+def allowed(c, ns: str, pod: str, url: str = URL, timeout: float = REQUEST_SECONDS) -> bool:
+    return outcome(c, ns, pod, url, timeout) == "allowed"
+
+
+def denied(c, ns: str, pod: str, url: str = URL, timeout: float = REQUEST_SECONDS) -> bool:
+    return outcome(c, ns, pod, url, timeout) == "denied"
+
+
+class InFlight:
+    """One request left running in the background (e.g. across a policy change or a restart)."""
+
+    def __init__(self, c, ns: str, pod: str, url: str, timeout: float):
+        self.timeout = timeout
+        self.proc = subprocess.Popen(["ip", "netns", "exec", c.pod_netns(ns, pod),
+                                      *curl.curl_argv([url], max_time=timeout)],
+                                     stdout=subprocess.PIPE, text=True)
+
+    def result(self) -> curl.Response:
+        out, _ = self.proc.communicate(timeout=self.timeout + 5)
+        [r] = curl.parse_output(out, 1)
+        return r
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def converge(checks: dict[str, tuple], expected: dict[str, str], within: float, consecutive: int = 3) -> float:
@@ -232,9 +285,9 @@ class HeldStream:
 
 # ---------------------------------------------------------------- the node proxies and istiod
 def node_get(c, node: str, port: int, path: str, host: str = "127.0.0.1") -> str:
-    r = subprocess.run(["ip", "netns", "exec", c.node_netns(node), "curl", "-s", "--max-time", "5",
-                        f"http://{host}:{port}{path}"], capture_output=True, text=True, timeout=15)
-    return r.stdout
+    """The body a node-local endpoint answers ("" when it does not)."""
+    [r] = call_in_netns(c.node_netns(node), f"http://{host}:{port}{path}", timeout=5, body=True)
+    return r.body
 
 
 def ztunnel_dump(c, node: str) -> dict:

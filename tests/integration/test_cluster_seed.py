@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conformance import curl
+from meshkit import response
 from waiting import until as wait_until
 from reference_impl.cluster.errors import ClusterError
 
@@ -30,11 +32,8 @@ def ready(pod) -> bool:
                for cd in (pod.get("status") or {}).get("conditions") or [])
 
 
-def curl(c, namespace, pod, url, *extra):
-    proc = c.exec(namespace, pod, ["curl", "-sS", "-m", "5", "-o", "/dev/stdout", "-w",
-                                   "\n%{http_code}", *extra, url])
-    body, _, code = proc.stdout.rpartition("\n")
-    return code, body, proc.stderr
+def get(c, namespace, pod, url):
+    return response(c, namespace, pod, url, timeout=5, body=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +43,20 @@ def sleep_pod(seed_cluster):
 
 
 def test_article_curl_from_sleep_to_httpbin_returns_200(seed_cluster, sleep_pod):
-    code, body, err = curl(seed_cluster, "ambient-apps", sleep_pod,
-                           "http://httpbin-ambient.ambient-apps:8000/headers")
-    assert code == "200", err
-    assert json.loads(body)["headers"]["Host"] == "httpbin-ambient.ambient-apps:8000"
+    r = get(seed_cluster, "ambient-apps", sleep_pod, "http://httpbin-ambient.ambient-apps:8000/headers")
+    assert r.outcome == 200, r
+    assert json.loads(r.body)["headers"]["Host"] == "httpbin-ambient.ambient-apps:8000"
 
 
 def test_every_service_name_form_resolves_and_answers(seed_cluster, sleep_pod):
     for url in ("http://httpbin-ambient:8000/get",  # same namespace: short name
                 "http://httpbin-ambient.ambient-apps.svc:8000/get",
                 "http://httpbin-legacy.legacy-apps.svc.cluster.local:8000/get"):
-        code, _, err = curl(seed_cluster, "ambient-apps", sleep_pod, url)
-        assert code == "200", f"{url}: {err}"
+        r = get(seed_cluster, "ambient-apps", sleep_pod, url)
+        assert r.outcome == 200, f"{url}: {r}"
     # Short names only work inside the service's own namespace, as in Kubernetes.
-    code, _, err = curl(seed_cluster, "ambient-apps", sleep_pod, "http://httpbin-legacy:8000/get")
-    assert code == "000" and "resolve" in err.lower()
+    r = get(seed_cluster, "ambient-apps", sleep_pod, "http://httpbin-legacy:8000/get")
+    assert r.outcome == curl.DNS and "resolve" in r.message.lower(), r
 
 
 def test_seed_pods_report_ip_node_and_netns(seed_cluster):
@@ -142,18 +140,18 @@ def test_pinning_puts_pods_on_the_asked_nodes(pinned):
 
 @pytest.mark.parametrize("service", ["web-0", "web-1"], ids=["same-node", "cross-node"])
 def test_curl_through_a_cluster_ip_within_and_across_nodes(pinned, service):
-    code, body, err = curl(pinned, PIN_NS, "client-0", f"http://{service}/get")
-    assert code == "200", err
+    r = get(pinned, PIN_NS, "client-0", f"http://{service}/get")
+    assert r.outcome == 200, r
     target = pinned.get("Pod", PIN_NS, service)["status"]["podIP"]
     client_ip = pinned.get("Pod", PIN_NS, "client-0")["status"]["podIP"]
-    assert json.loads(body)["origin"] == client_ip  # no SNAT between pods
-    code, _, err = curl(pinned, PIN_NS, "client-0", f"http://{target}:8080/get")
-    assert code == "200", err
+    assert json.loads(r.body)["origin"] == client_ip  # no SNAT between pods
+    r = get(pinned, PIN_NS, "client-0", f"http://{target}:8080/get")
+    assert r.outcome == 200, r
 
 
 def test_a_pod_reaches_its_own_service_hairpin(pinned):
-    code, _, err = curl(pinned, PIN_NS, "web-0", "http://web-0/get")
-    assert code == "200", err
+    r = get(pinned, PIN_NS, "web-0", "http://web-0/get")
+    assert r.outcome == 200, r
 
 
 def test_headless_service_resolves_to_pod_ips(pinned):
@@ -167,9 +165,8 @@ def test_headless_service_resolves_to_pod_ips(pinned):
 
 def test_service_without_ready_endpoints_refuses_at_once(pinned):
     svc = pinned.get("Service", "ambient-apps", "sleep-ambient")
-    proc = pinned.exec(PIN_NS, "client-0", ["curl", "-sS", "-m", "5",
-                                            f"http://{svc['spec']['clusterIP']}:81/"])
-    assert proc.returncode == 7  # connection refused/failed, not a timeout (28)
+    r = get(pinned, PIN_NS, "client-0", f"http://{svc['spec']['clusterIP']}:81/")
+    assert r.outcome == curl.REFUSED, r  # connection refused/failed, not a timeout
 
 
 def test_killed_pod_is_replaced_by_its_deployment(seed_cluster):
@@ -348,9 +345,9 @@ def test_dns_of_running_pods_follows_new_services(pinned, sleep_pod):
     seen = []
 
     def answered():
-        code, _, err = curl(pinned, "ambient-apps", sleep_pod, "http://web-1.tc-pinned/get")
-        seen.append(code if code == "200" else f"{code} {err.strip()}")
-        return code == "200"
+        r = get(pinned, "ambient-apps", sleep_pod, "http://web-1.tc-pinned/get")
+        seen.append(r.outcome if r.outcome == 200 else f"{r.outcome} {r.message.strip()}")
+        return r.outcome == 200
     try:
         wait_until(answered, 20, what="web-1.tc-pinned answering the sleep pod")
     except AssertionError as exc:

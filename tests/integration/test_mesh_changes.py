@@ -18,8 +18,8 @@ import uuid
 import pytest
 
 from meshkit import (L4_POLICY, NS, allow_policy, captured, converge, namespace, pinned_pod,
-                               pod_of, restart_state, running_pods, seed_objects, start_cluster,
-                               until, wait_captured)
+                     pod_of, response, restart_state, running_pods, seed_objects, start_cluster,
+                     until, wait_captured)
 
 ENFORCEMENT_BOUND_S = 5.0
 CONSECUTIVE = 3
@@ -118,9 +118,8 @@ def test_scaled_up_replica_receives_traffic_from_every_node(c):
             tag = uuid.uuid4().hex
 
             def served_by_new_replica():
-                rc = c.exec(NS, client, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
-                                         f"http://httpbin-ambient.{NS}:8000/get?from={tag}"], timeout=15)
-                assert (rc.returncode, rc.stdout) == (0, "200"), f"request from {node} failed: {rc.returncode} {rc.stdout}"
+                r = response(c, NS, client, f"http://httpbin-ambient.{NS}:8000/get?from={tag}")
+                assert r.outcome == 200, f"request from {node} failed: {r}"
                 return tag in c.logs(NS, new_pod)
 
             until(served_by_new_replica, ENFORCEMENT_BOUND_S, interval=0,

@@ -17,6 +17,9 @@ import time
 
 import pytest
 
+from conformance import curl
+from meshkit import response
+
 SEED = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "seed"
 
 BOUND_SECONDS = 20
@@ -32,27 +35,16 @@ def pod_named(cluster, namespace, app):
     return pods[0]
 
 
-def curl(cluster, pod, url, token=None):
-    """(status code or curl exit code as 'exitN', body) of one request from `pod`."""
-    argv = ["curl", "-s", "--max-time", "3", "-w", "\n%{http_code}", url]
-    if token:
-        argv += ["-H", f"Authorization: Bearer {token}"]
-    done = cluster.exec("ambient-apps", pod["metadata"]["name"], argv, timeout=15)
-    body, _, code = done.stdout.rpartition("\n")
-    if done.returncode != 0:
-        return f"exit{done.returncode}", body
-    return int(code), body
-
-
 def converge(cluster, pod, url, accept, what, token=None):
     """Poll until `accept(outcome)` holds CONSECUTIVE times in a row; return the last body."""
     deadline, run, seen = time.monotonic() + BOUND_SECONDS, 0, []
     while True:
-        outcome, body = curl(cluster, pod, url, token)
-        seen.append(outcome)
-        run = run + 1 if accept(outcome) else 0
+        r = response(cluster, "ambient-apps", pod["metadata"]["name"], url, body=True,
+                     headers={"Authorization": f"Bearer {token}"} if token else None)
+        seen.append(r.outcome)
+        run = run + 1 if accept(r.outcome) else 0
         if run >= CONSECUTIVE:
-            return body
+            return r.body
         assert time.monotonic() < deadline, f"{what}: not {CONSECUTIVE} in a row within {BOUND_SECONDS}s; saw {seen[-10:]}"
         time.sleep(0.2)
 
@@ -62,9 +54,10 @@ def is_status(code):
 
 
 def denied_at_l4_or_l7(outcome):
-    # ztunnel drops the connection (reset/EOF/timeout); a waypoint that enforces the
-    # workload's selector policy (the article's 1.18 form) answers 403.
-    return outcome in (403, "exit52", "exit56", "exit28", "exit7")
+    # ztunnel refuses the connection (reset/EOF, or a refused connect when its reset lands
+    # first); a waypoint that enforces the workload's selector policy (the article's 1.18 form)
+    # answers 403. A timeout is a stall, never a deny.
+    return outcome == 403 or outcome in curl.L4_REFUSALS
 
 
 @pytest.fixture(scope="module")

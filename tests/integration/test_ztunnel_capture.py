@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from conformance import curl
+from meshkit import call_in_netns
 from reference_impl.ztunnel import capture, pipe, sockets
 from reference_impl.ztunnel.listeners import Listener
 
@@ -110,15 +112,15 @@ class PassthroughProxy:
         self.thread.join(10)
 
 
-def curl(ns, url, timeout=5):
-    return sh("ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-              "--max-time", str(timeout), url, check=False, timeout=timeout + 5)
+def get(ns, url, timeout=5):
+    [r] = call_in_netns(ns, url, timeout=timeout)
+    return r
 
 
 def wait_http(ns, url, deadline_s=10):
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if curl(ns, url, 2).stdout == "200":
+        if get(ns, url, 2).outcome == 200:
             return
         time.sleep(0.1)
     raise AssertionError(f"{url} never answered from {ns}")
@@ -132,8 +134,8 @@ def test_capture_redirects_both_ways_and_keeps_the_pod_ip(scratch):
     capture.install(pod)  # idempotent
     assert capture.installed(pod)
     with PassthroughProxy(pod) as proxy:
-        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
-        assert curl(node, f"http://{POD_IP}:8081/").stdout == "200"
+        assert get(pod, f"http://{NODE_IP}:8080/").outcome == 200
+        assert get(node, f"http://{POD_IP}:8081/").outcome == 200
         outbound = [s for s in proxy.seen if s[0] == "outbound"]
         inbound = [s for s in proxy.seen if s[0] == "inbound"]
         assert outbound and outbound[0][2] == (NODE_IP, 8080)
@@ -146,8 +148,8 @@ def test_pod_cannot_call_its_own_proxy_ports(scratch):
     capture.install(pod)
     with PassthroughProxy(pod):
         for target in (f"http://{POD_IP}:15001/", "http://127.0.0.1:15006/", f"http://{POD_IP}:15008/"):
-            r = curl(pod, target)
-            assert r.stdout == "000" and r.returncode == 7, (target, r)  # 7 = connection refused
+            r = get(pod, target)
+            assert r.outcome == curl.REFUSED, (target, r)
 
 
 def test_removing_rules_stops_capture_without_touching_the_app(scratch):
@@ -156,13 +158,13 @@ def test_removing_rules_stops_capture_without_touching_the_app(scratch):
     wait_http(node, f"http://{POD_IP}:8081/")
     capture.install(pod)
     with PassthroughProxy(pod) as proxy:
-        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+        assert get(pod, f"http://{NODE_IP}:8080/").outcome == 200
         before = len(proxy.seen)
         capture.remove(pod)
         capture.remove(pod)  # idempotent
         assert not capture.installed(pod)
-        assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
-        assert curl(node, f"http://{POD_IP}:8081/").stdout == "200"
+        assert get(pod, f"http://{NODE_IP}:8080/").outcome == 200
+        assert get(node, f"http://{POD_IP}:8081/").outcome == 200
         assert len(proxy.seen) == before
 
 
@@ -170,7 +172,7 @@ def test_captured_traffic_fails_when_no_proxy_listens(scratch):
     node, pod = scratch
     wait_http(pod, f"http://{NODE_IP}:8080/")
     capture.install(pod)
-    assert curl(pod, f"http://{NODE_IP}:8080/").returncode == 7
+    assert get(pod, f"http://{NODE_IP}:8080/").outcome == curl.REFUSED
 
 
 # Answers each connection with the address it came from, then closes.
@@ -192,6 +194,7 @@ def read_peer_echo(ns, ip, timeout=5):
 
 def test_app_sees_the_client_ip_and_replies_reach_the_proxy(scratch):
     node, pod = scratch
+    wait_http(pod, f"http://{NODE_IP}:8080/")  # the node's server, called through the proxy below
     echo = subprocess.Popen(["ip", "netns", "exec", pod, sys.executable, "-c", PEER_ECHO],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -205,7 +208,7 @@ def test_app_sees_the_client_ip_and_replies_reach_the_proxy(scratch):
             assert read_peer_echo(node, POD_IP) == NODE_IP
             assert [s for s in proxy.seen if s[0] == "inbound" and s[2] == (POD_IP, 8082)]
             # the pod's own outbound traffic is unaffected by the reply routing
-            assert curl(pod, f"http://{NODE_IP}:8080/").stdout == "200"
+            assert get(pod, f"http://{NODE_IP}:8080/").outcome == 200
         capture.remove(pod)
         assert not capture.reply_routing_installed(pod) and not capture.installed(pod)
         assert read_peer_echo(node, POD_IP) == NODE_IP

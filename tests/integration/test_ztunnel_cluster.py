@@ -19,7 +19,9 @@ import h2.connection
 import h2.events
 import pytest
 
-from waiting import until
+from conformance import curl
+from meshkit import (NS, SEED, InFlight, allowed, captured, denied, namespace, node_get,
+                     pinned_pod, response, running_pods, until)
 from reference_impl.cluster import client as cluster, naming
 from reference_impl.identity import CertificateAuthority, Identity, WorkloadCertificate, make_csr
 from reference_impl.identity.tls import client_context
@@ -31,26 +33,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "fixtures" / "seed"
-NS = "ambient-apps"
-URL = "http://httpbin-ambient.ambient-apps:8000/get"
-DENIED_CURL_CODES = {7, 28, 52, 56}   # refused, timeout, empty reply, reset
-
-
-def pinned_pod(name, namespace, node, sa, image="curlimages/curl", labels=None):
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
-            "spec": {"serviceAccountName": sa, "nodeSelector": {"kubernetes.io/hostname": node},
-                     "containers": [{"name": "main", "image": image, "command": ["/bin/sleep", "3650d"]}]}}
-
-
-def service_account(name, namespace):
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
-
-
-def namespace(name, labels=None):
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+RESTART_REQUEST_SECONDS = 5   # the drain test's requests, as slow as a restart may make them
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +58,8 @@ def c():
 
 
 # ---------------------------------------------------------------- helpers
-def curl(c, ns, pod, url=URL, timeout=5, extra=()):
-    r = c.exec(ns, pod, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout),
-                         *extra, url], timeout=timeout + 10)
-    return r.returncode, r.stdout
-
-
-def captured(c, ns, pod):
-    netns = c.pod_netns(ns, pod)
-    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "ztunnel"],
-                          capture_output=True).returncode == 0
-
-
-def ok(c, ns, pod, url=URL):
-    return curl(c, ns, pod, url) == (0, "200")
-
-
-def denied(c, ns, pod, url=URL):
-    rc, code = curl(c, ns, pod, url, timeout=3)
-    return rc in DENIED_CURL_CODES and code == "000"
-
-
 def httpbin(c):
-    pods = c.list("Pod", NS, selector={"app": "httpbin-ambient"})
-    pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    pods = running_pods(c, NS, {"app": "httpbin-ambient"})
     assert pods, "no running httpbin-ambient pod"
     return pods[0]
 
@@ -109,12 +70,6 @@ def ztunnel_on(c, node):
                 and not p["metadata"].get("deletionTimestamp"):
             return p
     return None
-
-
-def node_get(c, node, port, path, host="127.0.0.1"):
-    r = subprocess.run(["ip", "netns", "exec", c.node_netns(node), "curl", "-s", "--max-time", "5",
-                        f"http://{host}:{port}{path}"], capture_output=True, text=True, timeout=15)
-    return r.stdout
 
 
 def metric_sum(text, name, **labels):
@@ -131,7 +86,7 @@ def metric_sum(text, name, **labels):
 def test_mtls_between_nodes_and_on_one_node(c):
     dest_node = httpbin(c)["spec"]["nodeName"]
     for node in ("node-0", "node-1"):
-        until(lambda: ok(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
+        until(lambda: allowed(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
     principal = "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"
     for node in ("node-0", "node-1"):
         metrics = node_get(c, dest_node, 15020, "/metrics")
@@ -148,12 +103,12 @@ def test_metrics_name_the_destination_service_on_both_sides(c):
     service = {"destination_service": "httpbin-ambient.ambient-apps.svc.cluster.local",
                "destination_service_name": "httpbin-ambient", "destination_service_namespace": "ambient-apps"}
     for node in ("node-0", "node-1"):
-        until(lambda: ok(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
+        until(lambda: allowed(c, NS, f"sleep-{node}"), what=f"sleep on {node} reaching httpbin")
         # source side: from the service the VIP resolved to
         assert metric_sum(node_get(c, node, 15020, "/metrics"), "istio_tcp_connections_opened_total",
                           reporter="source", source_workload=f"sleep-{node}", **service) >= 1, node
     # destination side: from `forwarded ;host=` over HBONE, from the target port for plaintext
-    until(lambda: ok(c, "tz-plain", "plain-node-0"), what="plaintext client reaching httpbin")
+    until(lambda: allowed(c, "tz-plain", "plain-node-0"), what="plaintext client reaching httpbin")
     metrics = node_get(c, dest_node, 15020, "/metrics")
     for node in ("node-0", "node-1"):
         assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
@@ -165,9 +120,9 @@ def test_metrics_name_the_destination_service_on_both_sides(c):
 
 
 def origin_seen_by_httpbin(c, ns, pod):
-    r = c.exec(ns, pod, ["curl", "-s", "--max-time", "5", "http://httpbin-ambient.ambient-apps:8000/ip"], timeout=15)
+    r = response(c, ns, pod, "http://httpbin-ambient.ambient-apps:8000/ip", timeout=5, body=True)
     try:
-        return json.loads(r.stdout)["origin"]
+        return json.loads(r.body)["origin"]
     except (ValueError, KeyError):
         return None
 
@@ -200,10 +155,10 @@ def test_ip_block_policy_sees_the_original_source(c):
     try:
         until(lambda: denied(c, NS, "sleep-node-1"), what="sleep-node-1 denied by its IP")
         until(lambda: denied(c, "tz-plain", "plain-node-0"), what="plaintext client denied by its IP")
-        assert ok(c, NS, "sleep-node-0") and ok(c, "tz-plain", "plain-node-1")
+        assert allowed(c, NS, "sleep-node-0") and allowed(c, "tz-plain", "plain-node-1")
     finally:
         c.delete([policy])
-    until(lambda: ok(c, NS, "sleep-node-1"), what="sleep-node-1 allowed again")
+    until(lambda: allowed(c, NS, "sleep-node-1"), what="sleep-node-1 allowed again")
 
 
 def test_article_l4_policy_allows_sleep_and_resets_rogue(c):
@@ -211,22 +166,19 @@ def test_article_l4_policy_allows_sleep_and_resets_rogue(c):
     try:
         for node in ("node-0", "node-1"):
             until(lambda: denied(c, NS, f"rogue-{node}"), what=f"rogue on {node} denied")
-            assert ok(c, NS, f"sleep-{node}")
+            assert allowed(c, NS, f"sleep-{node}")
         # plaintext from an uncaptured pod has no identity: denied by the same ALLOW policy
         assert denied(c, "tz-plain", "plain-node-0")
         log = c.logs("istio-system", ztunnel_on(c, httpbin(c)["spec"]["nodeName"])["metadata"]["name"])
         assert re.search(r'outcome="denied".*require-sleep-identity', log)
     finally:
         c.delete([SEED / "l4-policy.yaml"])
-    until(lambda: ok(c, NS, "rogue-node-0"), what="rogue allowed again after the policy is deleted")
+    until(lambda: allowed(c, NS, "rogue-node-0"), what="rogue allowed again after the policy is deleted")
 
 
 def test_policy_change_resets_a_live_connection(c):
     # a long request from the rogue client is in flight when the policy starts denying it
-    netns = c.pod_netns(NS, "rogue-node-0")
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                             "--max-time", "20", "http://httpbin-ambient.ambient-apps:8000/delay/8"],
-                            stdout=subprocess.PIPE, text=True)
+    long = InFlight(c, NS, "rogue-node-0", "http://httpbin-ambient.ambient-apps:8000/delay/8", timeout=20)
     try:
         hb = ztunnel_on(c, httpbin(c)["spec"]["nodeName"])["metadata"]["name"]
         node = httpbin(c)["spec"]["nodeName"]
@@ -234,12 +186,12 @@ def test_policy_change_resets_a_live_connection(c):
               what="the long request is being proxied")
         started = time.monotonic()
         c.apply([SEED / "l4-policy.yaml"])
-        out, _ = proc.communicate(timeout=25)
-        assert proc.returncode in DENIED_CURL_CODES and out == "000", (proc.returncode, out)
+        result = long.result()
+        assert result.outcome in curl.L4_REFUSALS, result
         assert time.monotonic() - started < 7, "the connection ran to completion instead of being reset"
         assert "policy changed" in c.logs("istio-system", hb)
     finally:
-        proc.kill()
+        long.close()
         c.delete([SEED / "l4-policy.yaml"])
 
 
@@ -255,14 +207,14 @@ def test_label_and_unlabel_namespace_starts_and_stops_capture_without_restart(c)
     try:
         until(has_rules, what="capture rules installed")
         assert capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1"))
-        until(lambda: ok(c, "tz-plain", "plain-node-1"), what="captured pod reaching httpbin")
+        until(lambda: allowed(c, "tz-plain", "plain-node-1"), what="captured pod reaching httpbin")
         log = c.logs("istio-system", ztunnel_on(c, "node-1")["metadata"]["name"])
         assert "spiffe://cluster.local/ns/tz-plain/sa/default" in log
     finally:
         c.apply([namespace("tz-plain")])
     until(lambda: not has_rules(), what="capture rules removed")
     assert not capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1"))
-    assert ok(c, "tz-plain", "plain-node-1")
+    assert allowed(c, "tz-plain", "plain-node-1")
     after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", "tz-plain", "plain-node-1")["status"]["containerStatuses"]]
     assert after == before
 
@@ -290,7 +242,7 @@ def test_pod_labelled_dataplane_mode_none_in_an_ambient_namespace_is_not_capture
         dump = until(known_to_ztunnel, what="ztunnel knowing the opted-out pod")
         assert "optout" not in {p["name"] for p in dump["capturedPods"]}
         assert not captured(c, NS, "optout")
-        until(lambda: ok(c, NS, "optout"), what="opted-out pod reaching httpbin")
+        until(lambda: allowed(c, NS, "optout"), what="opted-out pod reaching httpbin")
         # it arrives as plaintext: no identity at the destination
         metrics = node_get(c, httpbin(c)["spec"]["nodeName"], 15020, "/metrics")
         assert metric_sum(metrics, "istio_tcp_connections_opened_total", reporter="destination",
@@ -303,7 +255,7 @@ def test_pod_labelled_dataplane_mode_none_in_an_ambient_namespace_is_not_capture
         until(lambda: captured(c, NS, "optout"), what="capture once the opt-out label is gone")
         relabel("optout", labels)
         until(lambda: not captured(c, NS, "optout"), what="release once the opt-out label is back")
-        assert ok(c, NS, "optout")
+        assert allowed(c, NS, "optout")
         after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", NS, "optout")["status"]["containerStatuses"]]
         assert after == before, "relabelling restarted the pod"
     finally:
@@ -313,8 +265,8 @@ def test_pod_labelled_dataplane_mode_none_in_an_ambient_namespace_is_not_capture
 def test_pod_calling_its_own_proxy_ports_is_refused(c):
     ip = c.get("Pod", NS, "sleep-node-0")["status"]["podIP"]
     for port in (15001, 15006, 15008):
-        rc, _ = curl(c, NS, "sleep-node-0", f"http://{ip}:{port}/", timeout=3)
-        assert rc == 7, (port, rc)
+        r = response(c, NS, "sleep-node-0", f"http://{ip}:{port}/")
+        assert r.exit_code == 7, (port, r)
 
 
 # ---------------------------------------------------------------- refusals at 15008
@@ -422,7 +374,7 @@ def test_a_forwarded_header_cannot_claim_an_admitted_source_ip(c):
     c.apply([policy])
     try:
         until(lambda: hbone_request(c, node, ip, ctx) == 401, what="the node's own address refused")
-        assert ok(c, NS, f"sleep-{node}"), "the admitted pod itself must still get through"
+        assert allowed(c, NS, f"sleep-{node}"), "the admitted pod itself must still get through"
         assert hbone_request(c, node, ip, ctx, extra_headers=spoof) == 401
     finally:
         c.delete([policy])
@@ -456,15 +408,15 @@ def test_killed_ztunnel_breaks_only_its_node_until_replaced(c):
     saw_failure = False
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert ok(c, NS, f"sleep-{dest}"), "traffic from the other node failed"
-        if ok(c, NS, f"sleep-{other}"):
+        assert allowed(c, NS, f"sleep-{dest}"), "traffic from the other node failed"
+        if allowed(c, NS, f"sleep-{other}"):
             if saw_failure:
                 break
         else:
             saw_failure = True
         time.sleep(0.1)
     assert saw_failure, "captured traffic kept flowing while its ztunnel was dead"
-    until(lambda: ok(c, NS, f"sleep-{other}"), what="recovery after the DaemonSet replaced ztunnel")
+    until(lambda: allowed(c, NS, f"sleep-{other}"), what="recovery after the DaemonSet replaced ztunnel")
     new = ztunnel_on(c, other)
     assert new is not None and new["metadata"]["name"] != victim["metadata"]["name"]
 
@@ -481,9 +433,7 @@ def test_graceful_delete_drains_and_the_replacement_serves_at_once(c):
         migrate = subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.tcp_migrate_req"],
                                  capture_output=True, text=True).stdout.strip()
         assert migrate == "1", (pod, migrate)
-    long = subprocess.Popen(["ip", "netns", "exec", c.pod_netns(NS, f"sleep-{dest}"), "curl", "-s", "-o", "/dev/null",
-                             "-w", "%{http_code}", "--max-time", "20", "http://httpbin-ambient.ambient-apps:8000/delay/2"],
-                            stdout=subprocess.PIPE, text=True)
+    long = InFlight(c, NS, f"sleep-{dest}", "http://httpbin-ambient.ambient-apps:8000/delay/2", timeout=20)
     try:
         until(lambda: metric_sum(node_get(c, dest, 15020, "/metrics"), "ztunnel_active_connections") >= 1,
               what="long request in flight")
@@ -494,16 +444,16 @@ def test_graceful_delete_drains_and_the_replacement_serves_at_once(c):
         # Bounded: 200 requests or 20 s, and at least 20 after the old ztunnel has gone.
         while done < 200 and time.monotonic() < end:
             client = f"sleep-{dest}" if done % 2 == 0 else f"sleep-{other}"
-            result = curl(c, NS, client)
+            result = response(c, NS, client, timeout=RESTART_REQUEST_SECONDS)
             done += 1
-            if result != (0, "200"):
-                failures.append((done, client, result))
+            if result.outcome != 200:
+                failures.append((done, client, result.outcome, result.message))
             if replaced_at is None and c.get("Pod", "istio-system", old) is None:
                 replaced_at = done
             if replaced_at is not None and done - replaced_at >= 20:
                 break
-        out, _ = long.communicate(timeout=25)
-        assert (long.returncode, out) == (0, "200"), "the in-flight request was not drained"
+        drained = long.result()
+        assert drained.outcome == 200, f"the in-flight request was not drained: {drained}"
         assert replaced_at is not None, f"the old ztunnel {old} was still there after {done} requests"
         if failures:
             new_name = (ztunnel_on(c, dest) or {}).get("metadata", {}).get("name", "")
@@ -515,6 +465,6 @@ def test_graceful_delete_drains_and_the_replacement_serves_at_once(c):
             raise AssertionError(f"{len(failures)} of {done} new requests failed during the restart: {failures}\n"
                                  + "\n".join(trouble[-30:]))
     finally:
-        long.kill()
+        long.close()
     new = ztunnel_on(c, dest)
     assert new is not None and new["metadata"]["name"] != old

@@ -71,3 +71,14 @@ def test_suite_reaches_the_reference_mesh_only_through_the_cluster_client():
                                 all(a.name == "client" for a in node.names))):
                         offending.setdefault(str(path.relative_to(REPO)), []).append(name)
     assert not offending, f"the suite imports reference_impl internals: {offending}"
+
+
+def test_conformance_tests_speak_only_the_scenario():
+    """conformance/tests never reach around the Scenario to its Target (`.target`)."""
+    offending = {}
+    for path in (REPO / "conformance" / "tests").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        hits = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "target"]
+        if hits:
+            offending[str(path.relative_to(REPO))] = hits
+    assert not offending, f"conformance tests call the Target directly (add the word to Scenario): {offending}"
