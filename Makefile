@@ -20,7 +20,7 @@ certify: setup
 
 # The suite's kill rate: each realistic bug of scripts/mutants/catalog.py against `certify` (~15 min).
 mutants: setup
-	$(PY) scripts/mutants/run.py
+	bash scripts/mutation-check.sh
 
 bench: setup
 	$(PY) bench/cluster_up.py

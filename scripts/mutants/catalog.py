@@ -70,6 +70,10 @@ MUTANTS: list[Mutant] = [
            "reference_impl/ztunnel/connection_manager.py",
            "        return state.authorize(w, self.source_ip, self.dest_ip, self.port, self.principal).allowed\n",
            "        return True\n"),
+    Mutant("denied HBONE connections stall instead of being refused", "l4-authz", True,
+           "reference_impl/ztunnel/inbound.py",
+           '                raise Refusal("denied", decision.reason, status=401)\n',
+           '                await asyncio.sleep(30)\n                raise Refusal("denied", decision.reason, status=401)\n'),
     # --- drain -----------------------------------------------------------------------------------
     Mutant("drain resets live connections at once", "drain", False,
            "reference_impl/ztunnel/proxy.py",
