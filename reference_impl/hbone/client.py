@@ -154,21 +154,23 @@ class _ClientSession(H2Session):
             self._idle_handle = None
         try:
             if not self.usable:
-                raise HboneError(None, f"HBONE connection {self.key} closed before the CONNECT: {self.close_reason}")
+                raise HboneError(None, f"HBONE connection {self.key} closed before the CONNECT: {self.close_reason}",
+                                 unprocessed=True)
             sid = self.conn.get_next_available_stream_id()
             stream = HboneStream(self, sid)
             stream.response = self.loop.create_future()
             self.conn.send_headers(sid, headers, end_stream=False)
             self.register(stream)
         except h2.exceptions.ProtocolError as exc:
-            raise HboneError(None, f"HBONE connection {self.key} cannot open a stream: {exc}") from None
+            raise HboneError(None, f"HBONE connection {self.key} cannot open a stream: {exc}",
+                             unprocessed=True) from None
         finally:
             self.reserved -= 1
         self.flush()
         try:
             status = await stream.response
         except StreamReset as exc:
-            raise HboneError(None, f"HBONE CONNECT to {self.key}: {exc}") from None
+            raise HboneError(None, f"HBONE CONNECT to {self.key}: {exc}", unprocessed=exc.unprocessed) from None
         except asyncio.CancelledError:
             stream.reset()
             raise

@@ -58,7 +58,14 @@ class _GracefulGoawayConnection(h2.connection.H2Connection):
 
 
 class StreamReset(ConnectionResetError):
-    """The peer reset the stream (RST_STREAM) or the whole connection went away."""
+    """The peer reset the stream (RST_STREAM) or the whole connection went away.
+
+    ``unprocessed``: the peer certainly never acted on the stream (REFUSED_STREAM, or its id
+    is above a GOAWAY's last stream id), so its request may be sent again (RFC 9113 §8.7)."""
+
+    def __init__(self, message: str, *, unprocessed: bool = False):
+        super().__init__(message)
+        self.unprocessed = unprocessed
 
 
 class H2Session(asyncio.Protocol):
@@ -195,7 +202,8 @@ class H2Session(asyncio.Protocol):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 self.on_stream_reset(stream, event.error_code)
-                stream._on_reset(StreamReset(f"HBONE stream reset by peer ({_code_name(event.error_code)})"))
+                stream._on_reset(StreamReset(f"HBONE stream reset by peer ({_code_name(event.error_code)})",
+                                             unprocessed=event.error_code == ErrorCodes.REFUSED_STREAM))
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id == 0:
                 for stream in list(self.streams.values()):
@@ -223,7 +231,7 @@ class H2Session(asyncio.Protocol):
         last = event.last_stream_id if event.last_stream_id is not None else 0
         for stream_id, stream in list(self.streams.items()):
             if stream_id > last:
-                stream._on_reset(StreamReset("HBONE connection is going away (GOAWAY)"))
+                stream._on_reset(StreamReset("HBONE connection is going away (GOAWAY)", unprocessed=True))
         if event.error_code != ErrorCodes.NO_ERROR:
             self.abort(f"peer sent GOAWAY ({_code_name(event.error_code)})")
         elif not self.streams:

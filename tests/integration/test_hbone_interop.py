@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from hbone_testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.hbone import HboneClient, HboneServer
-from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.identity import Identity
 
 NGHTTPX = shutil.which("nghttpx") or "/usr/sbin/nghttpx"

@@ -1,11 +1,14 @@
-"""Loopback helpers for tests and benchmarks of HBONE: a throw-away mesh PKI and a TCP echo app."""
+"""Loopback helpers for tests and benchmarks of HBONE: a throw-away mesh PKI and a TCP echo app.
+
+Test-only, so it lives beside the tests (imported as a top-level module, like ``waiting``)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 
-from ..identity import (CertificateAuthority, Identity, WorkloadCertificate, context_for, make_csr)
+from reference_impl.hbone import Outcome
+from reference_impl.identity import (CertificateAuthority, Identity, WorkloadCertificate, context_for, make_csr)
 
 
 class LocalPKI:
@@ -53,8 +56,6 @@ async def start_echo(host: str = "127.0.0.1") -> tuple[asyncio.base_events.Serve
 def tcp_connector(host: str | None = None):
     """An ``authorize_and_connect`` that allows everything and connects to the CONNECT authority
     (or to ``host`` with the authority's port)."""
-    from .server import Outcome
-
     async def authorize_and_connect(request):
         ip, port = request.authority
         try:
