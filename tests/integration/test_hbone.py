@@ -382,12 +382,12 @@ def test_connect_on_a_connection_that_already_saw_goaway_is_unprocessed():
     run_bounded(scenario(), TIMEOUT)
 
 
-class _ResettingPeer(asyncio.Protocol):
-    """A bare HTTP/2 server (h2 over our mutual TLS) that answers every CONNECT with RST_STREAM
-    ``code``: REFUSED_STREAM is what an HTTP/2 server over its stream limit sends (Envoy does)."""
+class _BareH2Server(asyncio.Protocol):
+    """A bare HTTP/2 server (h2 over our mutual TLS) answering each CONNECT with
+    ``answer(conn, stream_id)``: the frames other servers send, without our server's choices."""
 
-    def __init__(self, code: ErrorCodes):
-        self.code = code
+    def __init__(self, answer):
+        self.answer = answer
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
 
     def connection_made(self, transport):
@@ -398,8 +398,13 @@ class _ResettingPeer(asyncio.Protocol):
     def data_received(self, data):
         for event in self.conn.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
-                self.conn.reset_stream(event.stream_id, self.code)
+                self.answer(self.conn, event.stream_id)
         self.transport.write(self.conn.data_to_send())
+
+
+async def _bare_h2_server(pki, answer):
+    return await asyncio.get_running_loop().create_server(
+        lambda: _BareH2Server(answer), "127.0.0.2", 0, ssl=await pki.context(SERVER_ID, SERVER))
 
 
 @pytest.mark.parametrize("code, unprocessed", [(ErrorCodes.REFUSED_STREAM, True),
@@ -409,9 +414,8 @@ class _ResettingPeer(asyncio.Protocol):
 def test_only_refused_stream_marks_a_reset_connect_unprocessed(code, unprocessed):
     async def scenario():
         pki = LocalPKI()
-        loop = asyncio.get_running_loop()
-        peer = await loop.create_server(lambda: _ResettingPeer(code), "127.0.0.2", 0,
-                                        ssl=await pki.context(SERVER_ID, SERVER))
+        # REFUSED_STREAM is what an HTTP/2 server over its stream limit answers (Envoy does)
+        peer = await _bare_h2_server(pki, lambda conn, sid: conn.reset_stream(sid, code))
         client = HboneClient(pki.context)
         try:
             with pytest.raises(HboneError) as caught:
@@ -443,3 +447,37 @@ def test_a_connect_the_server_acted_on_is_never_unprocessed():
 
 async def _refuse_503():
     return Outcome.refused(503, "no upstream")
+
+
+@pytest.mark.parametrize("then_reset", [True, False], ids=["END_STREAM+RST_STREAM(NO_ERROR)", "END_STREAM"])
+def test_a_complete_answer_followed_by_rst_no_error_is_kept(then_reset):
+    # RFC 9113 §8.1: a server may answer in full, then RST_STREAM(NO_ERROR) so the client stops
+    # sending (Envoy does at the end of every tunnel); the client MUST NOT discard the answer.
+    answer = os.urandom(3 * 1024 * 1024)  # < the 4 MiB stream window: all of it arrives at once
+
+    def respond(conn, sid):
+        conn.send_headers(sid, [(":status", "200")])
+        for i in range(0, len(answer), 16384):
+            conn.send_data(sid, answer[i:i + 16384])
+        conn.end_stream(sid)
+        if then_reset:
+            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+
+    async def scenario():
+        pki = LocalPKI()
+        peer = await _bare_h2_server(pki, respond)
+        client = HboneClient(pki.context)
+        try:
+            stream = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            await poll(lambda: stream.finished if then_reset else stream._recv_eof, what="the whole answer in")
+            stream.write(b"the server wants no more of this")  # dropped, not an error
+            await stream.drain()
+            assert await read_all(stream) == answer
+            stream.close()
+            again = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            assert await read_all(again) == answer
+            assert client.connections_opened == 1
+        finally:
+            await client.close()
+            peer.close()
+    run_bounded(scenario(), TIMEOUT)
