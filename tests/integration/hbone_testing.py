@@ -53,10 +53,13 @@ async def start_echo(host: str = "127.0.0.1") -> tuple[asyncio.base_events.Serve
     return server, server.sockets[0].getsockname()[1]
 
 
-def tcp_connector(host: str | None = None):
+def tcp_connector(host: str | None = None, record: list | None = None):
     """An ``authorize_and_connect`` that allows everything and connects to the CONNECT authority
-    (or to ``host`` with the authority's port)."""
+    (or to ``host`` with the authority's port); each request is appended to ``record`` if given."""
+
     async def authorize_and_connect(request):
+        if record is not None:
+            record.append(request)
         ip, port = request.authority
         try:
             reader, writer = await asyncio.wait_for(

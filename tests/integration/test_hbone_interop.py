@@ -185,13 +185,7 @@ def test_curl_through_nghttpx_to_our_server(tmp_path, with_client_cert):
         app = await asyncio.start_server(_http_app, host, 0)
         app_port = app.sockets[0].getsockname()[1]
         requests = []
-        connect = tcp_connector()
-
-        async def authorize_and_connect(request):
-            requests.append(request)
-            return await connect(request)
-
-        server = HboneServer(authorize_and_connect, pki.context)
+        server = HboneServer(tcp_connector(record=requests), pki.context)
         listener = await server.listen((host, 0), Identity.for_workload("th-server", "httpbin"))
         ng_port = free_port(host)
         # nghttpx matches the backend's certificate against DNS/IP SANs, which SPIFFE certificates
@@ -446,13 +440,7 @@ def test_envoy_client_tunnels_to_our_server(tmp_path):
         pki = LocalPKI()
         certs = envoy_certs(tmp_path, pki, CLIENT_ID)
         requests = []
-        connect = tcp_connector()
-
-        async def authorize_and_connect(request):
-            requests.append(request)
-            return await connect(request)
-
-        server = HboneServer(authorize_and_connect, pki.context)
+        server = HboneServer(tcp_connector(record=requests), pki.context)
         listener = await server.listen((host, 0), SERVER_ID)
         async with Apps(host) as apps:
             ports = {"http": (host, free_port(host)), "transfer": (host, free_port(host))}
