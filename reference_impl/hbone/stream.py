@@ -112,7 +112,9 @@ class HboneStream:
         self._session.reset_stream(self, error_code)
 
     def close(self) -> None:
-        """Finish gracefully if the peer already finished, else reset once our data is out."""
+        """Finish gracefully if the peer already finished, else reset once our data is out.
+        Whatever was received and not read is dropped, its bytes handed back to the peer's window."""
+        self._discard_received()
         if self._finished:
             return
         if self._recv_eof:
@@ -152,10 +154,7 @@ class HboneStream:
             self._reset = exc
         if self.response is not None and not self.response.done():
             self.response.set_exception(exc)
-        owed = sum(entry[1] for entry in self._recv)
-        self._recv.clear()
-        if owed:
-            self._session.return_window(self.stream_id, owed)
+        self._discard_received()
         self._send.clear()
         self._send_bytes = 0
         self._wake_reader()
@@ -172,6 +171,15 @@ class HboneStream:
         self._send_bytes = 0
         self._wake_writer()
         self._mark_finished()
+
+    def _discard_received(self) -> None:
+        # Unread bytes still count against the connection's window until returned: dropping them
+        # without a WINDOW_UPDATE would shrink it for good, and at 0 every stream on the
+        # connection stalls (a CONNECT answered 200, then no byte more).
+        owed = sum(entry[1] for entry in self._recv)
+        self._recv.clear()
+        if owed:
+            self._session.return_window(self.stream_id, owed)
 
     def _on_local_end(self) -> None:
         self._local_done = True

@@ -481,3 +481,31 @@ def test_a_complete_answer_followed_by_rst_no_error_is_kept(then_reset):
             await client.close()
             peer.close()
     run_bounded(scenario(), TIMEOUT)
+
+
+def test_closing_a_stream_with_unread_data_returns_its_window_to_the_connection():
+    # A stream closed after the peer's END_STREAM with its answer left unread must still hand
+    # those bytes back to the connection's flow-control window; otherwise each such close
+    # shrinks the window for good, and once 16 MiB are lost every later tunnel on the pooled
+    # connection opens (200) and then never gets an answer.
+    answer = 4 * 1024 * 1024  # one stream window: it all arrives without a read
+
+    async def talker(reader, writer):
+        writer.write(os.urandom(answer))
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        app = await asyncio.start_server(talker, "127.0.0.2", 0)
+        talker_addr = ("127.0.0.2", app.sockets[0].getsockname()[1])
+        async with Mesh() as mesh:
+            for _ in range(4):  # 16 MiB left unread in all: the whole connection window
+                stream = await mesh.connect(authority=talker_addr)
+                await poll(lambda: stream._recv_eof, what="the whole answer in")
+                stream.close()
+            stream = await mesh.connect()
+            stream.write(b"still answered")
+            assert await asyncio.wait_for(stream.read(), 5) == b"still answered"
+            assert mesh.client.connections_opened == 1
+        app.close()
+    run_bounded(scenario(), TIMEOUT)
