@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))  # hbone_testing: the loopback PKI and echo app
 
 from reference_impl.hbone import HboneClient, HboneServer  # noqa: E402
-from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector  # noqa: E402
+from hbone_testing import LocalPKI, start_echo, tcp_connector  # noqa: E402
 from reference_impl.identity import CertificateAuthority, Identity  # noqa: E402
 
 HOST = "127.0.0.7"

@@ -155,14 +155,15 @@ class _ClientSession(H2Session):
         try:
             if not self.usable:
                 raise HboneError(None, f"HBONE connection {self.key} closed before the CONNECT: {self.close_reason}",
-                                  unprocessed=True)
+                                 unprocessed=True)
             sid = self.conn.get_next_available_stream_id()
             stream = HboneStream(self, sid)
             stream.response = self.loop.create_future()
             self.conn.send_headers(sid, headers, end_stream=False)
             self.register(stream)
         except h2.exceptions.ProtocolError as exc:
-            raise HboneError(None, f"HBONE connection {self.key} cannot open a stream: {exc}", unprocessed=True) from None
+            raise HboneError(None, f"HBONE connection {self.key} cannot open a stream: {exc}",
+                             unprocessed=True) from None
         finally:
             self.reserved -= 1
         self.flush()

@@ -58,8 +58,10 @@ class _GracefulGoawayConnection(h2.connection.H2Connection):
 
 
 class StreamReset(ConnectionResetError):
-    """The peer reset the stream (RST_STREAM) or the whole connection went away; ``unprocessed``:
-    the peer certainly never acted on it (REFUSED_STREAM, or above a GOAWAY's last stream id)."""
+    """The peer reset the stream (RST_STREAM) or the whole connection went away.
+
+    ``unprocessed``: the peer certainly never acted on the stream (REFUSED_STREAM, or its id
+    is above a GOAWAY's last stream id), so its request may be sent again (RFC 9113 §8.7)."""
 
     def __init__(self, message: str, *, unprocessed: bool = False):
         super().__init__(message)
@@ -198,7 +200,9 @@ class H2Session(asyncio.Protocol):
                 stream._feed_eof()
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.get(event.stream_id)
-            if stream is not None:
+            if stream is not None and event.error_code == ErrorCodes.NO_ERROR and stream._recv_eof:
+                stream._on_peer_stop()  # RFC 9113 §8.1: its answer is complete; keep it
+            elif stream is not None:
                 self.on_stream_reset(stream, event.error_code)
                 stream._on_reset(StreamReset(f"HBONE stream reset by peer ({_code_name(event.error_code)})",
                                              unprocessed=event.error_code == ErrorCodes.REFUSED_STREAM))

@@ -34,6 +34,7 @@ class HboneStream:
         self._eof_wanted = False
         self._reset_after_eof = False
         self._local_done = False
+        self._peer_stopped = False
         self._drain_waiter: asyncio.Future | None = None
         self._finished = False
         self.bytes_received = 0
@@ -74,6 +75,8 @@ class HboneStream:
     def write(self, data: bytes) -> None:
         if self._reset is not None:
             raise self._reset
+        if self._peer_stopped:  # the peer asked for no more (RST_STREAM NO_ERROR after its END_STREAM)
+            return
         if self._eof_wanted or self._local_done:
             raise BrokenPipeError(f"HBONE stream {self.stream_id}: write after write_eof()")
         if data:
@@ -82,7 +85,8 @@ class HboneStream:
             self._session.send_pending(self)
 
     async def drain(self) -> None:
-        while self._reset is None and (self._send_bytes > DRAIN_LOW_WATER or self._session.write_paused):
+        while self._reset is None and not self._peer_stopped and (
+                self._send_bytes > DRAIN_LOW_WATER or self._session.write_paused):
             self._drain_waiter = self._session.loop.create_future()
             try:
                 await self._drain_waiter
@@ -108,7 +112,9 @@ class HboneStream:
         self._session.reset_stream(self, error_code)
 
     def close(self) -> None:
-        """Finish gracefully if the peer already finished, else reset once our data is out."""
+        """Finish gracefully if the peer already finished, else reset once our data is out.
+        Whatever was received and not read is dropped, its bytes handed back to the peer's window."""
+        self._discard_received()
         if self._finished:
             return
         if self._recv_eof:
@@ -148,15 +154,32 @@ class HboneStream:
             self._reset = exc
         if self.response is not None and not self.response.done():
             self.response.set_exception(exc)
-        owed = sum(entry[1] for entry in self._recv)
-        self._recv.clear()
-        if owed:
-            self._session.return_window(self.stream_id, owed)
+        self._discard_received()
         self._send.clear()
         self._send_bytes = 0
         self._wake_reader()
         self._wake_writer()
         self._mark_finished()
+
+    def _on_peer_stop(self) -> None:
+        """RST_STREAM(NO_ERROR) after the peer's END_STREAM: the peer sent its whole answer and
+        wants nothing more of ours (RFC 9113 §8.1). Unlike a reset, what it sent stays readable
+        (the client MUST NOT discard it); what we would still send is dropped."""
+        self._peer_stopped = True
+        self._local_done = True
+        self._send.clear()
+        self._send_bytes = 0
+        self._wake_writer()
+        self._mark_finished()
+
+    def _discard_received(self) -> None:
+        # Unread bytes still count against the connection's window until returned: dropping them
+        # without a WINDOW_UPDATE would shrink it for good, and at 0 every stream on the
+        # connection stalls (a CONNECT answered 200, then no byte more).
+        owed = sum(entry[1] for entry in self._recv)
+        self._recv.clear()
+        if owed:
+            self._session.return_window(self.stream_id, owed)
 
     def _on_local_end(self) -> None:
         self._local_done = True

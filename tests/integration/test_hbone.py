@@ -7,13 +7,17 @@ import re
 import socket
 import time
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
+from h2.errors import ErrorCodes
 
 from waiting import poll, run_bounded
+from hbone_testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.hbone import (HboneClient, abort, HboneError, HboneServer, Outcome, format_forwarded,
                                   parse_baggage, parse_forwarded, parse_traceparent, workload_baggage)
-from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
-from reference_impl.identity import Identity
+from reference_impl.identity import SERVER, Identity
 
 CLIENT_ID = Identity.for_workload("th-client", "sleep")
 SERVER_ID = Identity.for_workload("th-server", "httpbin")
@@ -333,5 +337,175 @@ def test_half_close_keeps_the_reverse_direction_open():
             stream.write(b"a" * 300_000)
             stream.write_eof()
             assert await read_all(stream) == b"got 300000"
+        app.close()
+    run_bounded(scenario(), TIMEOUT)
+
+
+# ---- which failures are safe to retry: HboneError.unprocessed ----
+
+def test_connect_above_the_goaway_last_stream_id_is_unprocessed():
+    async def scenario():
+        async with Mesh() as mesh:
+            first = await mesh.connect()
+            client_session = mesh.client.connections()[0]
+            server_session = next(iter(mesh.listener.sessions))
+            # The server decides to go away (last stream 1) while the client's next CONNECT
+            # (stream 3) is already on the wire: hold the server's reading so both cross.
+            server_session.transport.pause_reading()
+            second = asyncio.ensure_future(mesh.connect())
+            await poll(lambda: 3 in client_session.streams, what="the second CONNECT sent")
+            server_session.send_goaway()
+            server_session.transport.resume_reading()
+            with pytest.raises(HboneError) as caught:
+                await second
+            assert caught.value.unprocessed is True and caught.value.status is None, caught.value
+            assert len(mesh.requests) == 1, "the server acted on a stream above its GOAWAY"
+            first.write(b"still mine")  # stream 1 is at or below last_stream_id: it carries on
+            assert await first.read() == b"still mine"
+    run_bounded(scenario(), TIMEOUT)
+
+
+def test_connect_on_a_connection_that_already_saw_goaway_is_unprocessed():
+    async def scenario():
+        async with Mesh() as mesh:
+            await mesh.connect()
+            session = mesh.client.connections()[0]
+            checked_out = await mesh.client._checkout(session.key)  # pooled before the GOAWAY came
+            assert checked_out is session
+            drained = asyncio.ensure_future(mesh.listener.drain(grace=5))
+            await poll(lambda: session.goaway_received, what="GOAWAY at the client")
+            with pytest.raises(HboneError) as caught:
+                await session.open_stream([(":method", "CONNECT"), (":authority", f"{mesh.host}:{mesh.echo_port}")])
+            assert caught.value.unprocessed is True, caught.value
+            assert len(mesh.requests) == 1
+            drained.cancel()
+    run_bounded(scenario(), TIMEOUT)
+
+
+class _BareH2Server(asyncio.Protocol):
+    """A bare HTTP/2 server (h2 over our mutual TLS) answering each CONNECT with
+    ``answer(conn, stream_id)``: the frames other servers send, without our server's choices."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data):
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                self.answer(self.conn, event.stream_id)
+        self.transport.write(self.conn.data_to_send())
+
+
+async def _bare_h2_server(pki, answer):
+    return await asyncio.get_running_loop().create_server(
+        lambda: _BareH2Server(answer), "127.0.0.2", 0, ssl=await pki.context(SERVER_ID, SERVER))
+
+
+@pytest.mark.parametrize("code, unprocessed", [(ErrorCodes.REFUSED_STREAM, True),
+                                               (ErrorCodes.CONNECT_ERROR, False),
+                                               (ErrorCodes.INTERNAL_ERROR, False)],
+                         ids=["REFUSED_STREAM", "CONNECT_ERROR", "INTERNAL_ERROR"])
+def test_only_refused_stream_marks_a_reset_connect_unprocessed(code, unprocessed):
+    async def scenario():
+        pki = LocalPKI()
+        # REFUSED_STREAM is what an HTTP/2 server over its stream limit answers (Envoy does)
+        peer = await _bare_h2_server(pki, lambda conn, sid: conn.reset_stream(sid, code))
+        client = HboneClient(pki.context)
+        try:
+            with pytest.raises(HboneError) as caught:
+                await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            assert code.name in str(caught.value)
+            assert caught.value.unprocessed is unprocessed and caught.value.status is None
+        finally:
+            await client.close()
+            peer.close()
+    run_bounded(scenario(), TIMEOUT)
+
+
+def test_a_connect_the_server_acted_on_is_never_unprocessed():
+    async def scenario():
+        async def cut_connection(request):  # received and being authorized: processed
+            next(iter(mesh.listener.sessions)).abort("test cuts the connection mid-authorization")
+            return Outcome.refused(503, "unreachable")
+
+        async with Mesh(authorize=cut_connection) as mesh:
+            with pytest.raises(HboneError) as caught:
+                await mesh.connect()
+            assert caught.value.status is None and caught.value.unprocessed is False, caught.value
+        async with Mesh(authorize=lambda request: _refuse_503()) as mesh:
+            with pytest.raises(HboneError) as caught:
+                await mesh.connect()
+            assert caught.value.status == 503 and caught.value.unprocessed is False
+    run_bounded(scenario(), TIMEOUT)
+
+
+async def _refuse_503():
+    return Outcome.refused(503, "no upstream")
+
+
+@pytest.mark.parametrize("then_reset", [True, False], ids=["END_STREAM+RST_STREAM(NO_ERROR)", "END_STREAM"])
+def test_a_complete_answer_followed_by_rst_no_error_is_kept(then_reset):
+    # RFC 9113 §8.1: a server may answer in full, then RST_STREAM(NO_ERROR) so the client stops
+    # sending (Envoy does at the end of every tunnel); the client MUST NOT discard the answer.
+    answer = os.urandom(3 * 1024 * 1024)  # < the 4 MiB stream window: all of it arrives at once
+
+    def respond(conn, sid):
+        conn.send_headers(sid, [(":status", "200")])
+        for i in range(0, len(answer), 16384):
+            conn.send_data(sid, answer[i:i + 16384])
+        conn.end_stream(sid)
+        if then_reset:
+            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+
+    async def scenario():
+        pki = LocalPKI()
+        peer = await _bare_h2_server(pki, respond)
+        client = HboneClient(pki.context)
+        try:
+            stream = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            await poll(lambda: stream.finished if then_reset else stream._recv_eof, what="the whole answer in")
+            stream.write(b"the server wants no more of this")  # dropped, not an error
+            await stream.drain()
+            assert await read_all(stream) == answer
+            stream.close()
+            again = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            assert await read_all(again) == answer
+            assert client.connections_opened == 1
+        finally:
+            await client.close()
+            peer.close()
+    run_bounded(scenario(), TIMEOUT)
+
+
+def test_closing_a_stream_with_unread_data_returns_its_window_to_the_connection():
+    # A stream closed after the peer's END_STREAM with its answer left unread must still hand
+    # those bytes back to the connection's flow-control window; otherwise each such close
+    # shrinks the window for good, and once 16 MiB are lost every later tunnel on the pooled
+    # connection opens (200) and then never gets an answer.
+    answer = 4 * 1024 * 1024  # one stream window: it all arrives without a read
+
+    async def talker(reader, writer):
+        writer.write(os.urandom(answer))
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        app = await asyncio.start_server(talker, "127.0.0.2", 0)
+        talker_addr = ("127.0.0.2", app.sockets[0].getsockname()[1])
+        async with Mesh() as mesh:
+            for _ in range(4):  # 16 MiB left unread in all: the whole connection window
+                stream = await mesh.connect(authority=talker_addr)
+                await poll(lambda: stream._recv_eof, what="the whole answer in")
+                stream.close()
+            stream = await mesh.connect()
+            stream.write(b"still answered")
+            assert await asyncio.wait_for(stream.read(), 5) == b"still answered"
+            assert mesh.client.connections_opened == 1
         app.close()
     run_bounded(scenario(), TIMEOUT)

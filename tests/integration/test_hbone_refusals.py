@@ -10,8 +10,8 @@ import h2.events
 import pytest
 
 from waiting import poll, run_bounded
+from hbone_testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.hbone import HboneClient, HboneError, HboneServer, HboneTLSError
-from reference_impl.hbone.testing import LocalPKI, start_echo, tcp_connector
 from reference_impl.identity import CertificateAuthority, CertificateUnavailable, Identity, client_context
 
 CLIENT_ID = Identity.for_workload("th-client", "sleep")

@@ -17,8 +17,8 @@ from pathlib import Path
 import h11
 import pytest
 
+from hbone_testing import LocalPKI
 from reference_impl.hbone import HboneClient, HboneError, HboneServer, Outcome
-from reference_impl.hbone.testing import LocalPKI
 from reference_impl.identity import CertificateAuthority, CertificateManager, Identity
 from reference_impl.waypoint import Waypoint
 from reference_impl.waypoint.testing import (HTTPBIN_IDENTITY_URI, SLEEP_IDENTITY_URI, WAYPOINT_IDENTITY_URI,

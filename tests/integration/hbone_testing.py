@@ -1,11 +1,14 @@
-"""Loopback helpers for tests and benchmarks of HBONE: a throw-away mesh PKI and a TCP echo app."""
+"""Loopback helpers for tests and benchmarks of HBONE: a throw-away mesh PKI and a TCP echo app.
+
+Test-only, so it lives beside the tests (imported as a top-level module, like ``waiting``)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 
-from ..identity import (CertificateAuthority, Identity, WorkloadCertificate, context_for, make_csr)
+from reference_impl.hbone import Outcome
+from reference_impl.identity import (CertificateAuthority, Identity, WorkloadCertificate, context_for, make_csr)
 
 
 class LocalPKI:
@@ -50,12 +53,13 @@ async def start_echo(host: str = "127.0.0.1") -> tuple[asyncio.base_events.Serve
     return server, server.sockets[0].getsockname()[1]
 
 
-def tcp_connector(host: str | None = None):
+def tcp_connector(host: str | None = None, record: list | None = None):
     """An ``authorize_and_connect`` that allows everything and connects to the CONNECT authority
-    (or to ``host`` with the authority's port)."""
-    from .server import Outcome
+    (or to ``host`` with the authority's port); each request is appended to ``record`` if given."""
 
     async def authorize_and_connect(request):
+        if record is not None:
+            record.append(request)
         ip, port = request.authority
         try:
             reader, writer = await asyncio.wait_for(
