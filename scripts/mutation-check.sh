@@ -35,7 +35,7 @@ run_mutant() {  # NAME FILE OLD NEW
 }
 
 run_mutant "L4 authorization switched off" reference_impl/ztunnel/state.py \
-  "        policies = select_policies(self.policies, dest.namespace, dest.labels, self.root_namespace)" \
+  "        policies = self.policies_for(dest)" \
   "        policies = []"
 run_mutant "live connections never re-checked after a policy change" reference_impl/ztunnel/proxy.py \
   "            return w is not None and state.authorize(w, source_ip, ip, port, principal).allowed" \
