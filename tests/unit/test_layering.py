@@ -19,7 +19,11 @@ ALLOWED = {
     "xds": {"api"},
     "controlplane": {"api", "policy", "identity", "xds"},
     "ztunnel": {"hbone", "policy", "xds", "api", "identity", "netns"},
-    "waypoint": {"hbone", "policy", "xds", "api", "identity", "netns"},
+    # The L7 engine shared by the waypoint and the sidecar; the two proxies import it, never
+    # each other.
+    "l7": {"policy", "hbone", "identity", "xds", "api"},
+    "waypoint": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
+    "sidecar": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
     "cluster": {"api", "apps", "netns"},
     "apps": set(),
 }
@@ -71,3 +75,10 @@ def test_suite_reaches_the_reference_mesh_only_through_the_cluster_client():
                                 all(a.name == "client" for a in node.names))):
                         offending.setdefault(str(path.relative_to(REPO)), []).append(name)
     assert not offending, f"the suite imports reference_impl internals: {offending}"
+
+
+def test_the_proxies_share_the_l7_engine_and_never_import_each_other():
+    assert "l7" in ALLOWED["waypoint"] and "l7" in ALLOWED["sidecar"]
+    assert "sidecar" not in ALLOWED["waypoint"] and "waypoint" not in ALLOWED["sidecar"]
+    assert not ALLOWED["l7"] & {"waypoint", "sidecar", "ztunnel", "controlplane"}
+
