@@ -72,7 +72,7 @@ def describe_pod(istiod: "Istiod", namespace: str, name: str) -> dict:
         compiled = policy.compiled
         scope = compiled["scope"]
         if scope == "GLOBAL" or (scope == "NAMESPACE" and compiled["namespace"] == namespace) or (
-                workload and policy.key in workload["authorizationPolicies"]):
+                workload and policy.key in workload.authorization_policies):
             policies.append({"name": policy.key, "action": compiled["action"], "scope": scope,
                              "enforcedBy": "ztunnel", "error": policy.error})
         elif policy.key in mesh.moved_to_waypoint and scope == "WORKLOAD_SELECTOR" and all(
@@ -82,17 +82,17 @@ def describe_pod(istiod: "Istiod", namespace: str, name: str) -> dict:
                              "error": policy.error})
     services = []
     if workload:
-        services = workload["services"]
+        services = workload.services
     waypoint = None
-    if workload and workload["waypoint"]:
-        waypoint = workload["waypoint"]["destination"]
-    service_waypoints = sorted({f"{s} -> {mesh.services[s]['waypoint']['destination']['hostname']}"
-                                for s in services if mesh.services.get(s, {}).get("waypoint")})
+    if workload and workload.waypoint:
+        waypoint = workload.waypoint.destination.model_dump()
+    service_waypoints = sorted({f"{s} -> {mesh.services[s].waypoint.destination.hostname}"
+                                for s in services if s in mesh.services and mesh.services[s].waypoint})
     return {"pod": f"{namespace}/{name}", "node": node,
-            "dataplaneMode": workload["dataplaneMode"] if workload else "unknown (no pod IP yet)",
-            "protocol": workload["protocol"] if workload else None,
-            "identity": workload["identity"] if workload else None,
-            "status": workload["status"] if workload else None,
+            "dataplaneMode": workload.dataplane_mode if workload else "unknown (no pod IP yet)",
+            "protocol": workload.protocol if workload else None,
+            "identity": workload.identity if workload else None,
+            "status": workload.status if workload else None,
             "ztunnel": ztunnels[0] if ztunnels else None,
             "waypoint": waypoint, "serviceWaypoints": service_waypoints, "services": services,
             "policies": policies}

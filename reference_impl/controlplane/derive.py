@@ -1,9 +1,9 @@
 """Pure derivation: the store's objects -> what each proxy is sent.
 
 `derive_mesh(objects)` computes everything once per change; `ztunnel_config(mesh)` and
-`waypoint_config(mesh, namespace, name)` cut it per proxy. Field names follow ztunnel's
-Workload / Service / GatewayAddress (camelCase, as ztunnel's own config_dump); policies are
-`reference_impl.policy`'s CompiledPolicy.to_dict(). docs/INTERNALS.md describes the shapes.
+`waypoint_config(mesh, namespace, name)` cut it per proxy. The shapes are
+`reference_impl.xds.resources` (ztunnel's Workload / Service / GatewayAddress / Authorization);
+the proxies read them back with the same classes. docs/INTERNALS.md describes them.
 Every ztunnel gets the whole mesh's workloads and services (it routes to remote workloads), so
 the ztunnel config does not depend on the node.
 """
@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reference_impl.xds import (Authorization, BoundPolicy, Endpoint, KubeObject, MeshConfig, Service,
+                                WaypointInfo, WaypointSnapshot, Workload, ZtunnelSnapshot)
+from reference_impl.xds.resources import HEALTHY, UNHEALTHY
+
 from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, MeshIndex,
                     dataplane_mode, labels_of, meta, ns_name, pod_host_network, pod_identity,
                     pod_ip, pod_node, pod_ready, pod_service_account, pod_workload_name,
@@ -19,16 +23,14 @@ from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, 
 from .policies import ZtunnelPolicy, selects, slim, ztunnel_policies
 from .waypoints import (Waypoint, find_waypoints, service_waypoint, workload_waypoint)
 
-HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
-
 
 @dataclass
 class Mesh:
     """The derived state of the whole mesh at one moment."""
 
     index: MeshIndex
-    workloads: dict[str, dict] = field(default_factory=dict)     # uid -> Workload
-    services: dict[str, dict] = field(default_factory=dict)      # ns/hostname -> Service
+    workloads: dict[str, Workload] = field(default_factory=dict)     # uid -> Workload
+    services: dict[str, Service] = field(default_factory=dict)       # ns/hostname -> Service
     waypoints: dict[tuple[str, str], Waypoint] = field(default_factory=dict)
     policies: list[ZtunnelPolicy] = field(default_factory=list)
     # Selector policies enforced by a legacy (1.18) waypoint instead of ztunnel: key -> waypoint key
@@ -36,45 +38,43 @@ class Mesh:
     trust_bundle: list[str] = field(default_factory=list)
 
 
-def mesh_config(trust_bundle: list[str]) -> dict:
-    return {"trustDomain": TRUST_DOMAIN, "rootNamespace": ROOT_NAMESPACE, "clusterId": CLUSTER_ID,
-            "trustBundle": list(trust_bundle)}
+def mesh_config(trust_bundle: list[str]) -> MeshConfig:
+    return MeshConfig(trust_domain=TRUST_DOMAIN, root_namespace=ROOT_NAMESPACE, cluster_id=CLUSTER_ID,
+                      trust_bundle=list(trust_bundle))
 
 
-def _workload(pod: dict, index: MeshIndex, waypoint: Waypoint | None) -> dict:
+def _workload(pod: dict, index: MeshIndex, waypoint: Waypoint | None) -> Workload:
     namespace, name = ns_name(pod)
     mode = dataplane_mode(pod, index.namespace_labels(namespace))
     workload_name, workload_type = pod_workload_name(pod)
     labels = labels_of(pod)
-    return {
-        "uid": workload_uid(pod),
-        "name": name,
-        "namespace": namespace,
-        "workloadIps": [pod_ip(pod)],
-        "node": pod_node(pod),
-        "serviceAccount": pod_service_account(pod),
-        "trustDomain": TRUST_DOMAIN,
-        "identity": pod_identity(pod),
+    return Workload(
+        uid=workload_uid(pod),
+        name=name,
+        namespace=namespace,
+        workload_ips=[pod_ip(pod)],
+        node=pod_node(pod),
+        service_account=pod_service_account(pod),
+        trust_domain=TRUST_DOMAIN,
+        identity=pod_identity(pod),
         # HBONE: the destination terminates HBONE itself (captured by ztunnel, or a sidecar).
-        "protocol": "HBONE" if mode in ("ambient", "sidecar") else "TCP",
-        "dataplaneMode": mode,
-        "networkMode": "HostNetwork" if pod_host_network(pod) else "Standard",
-        "hostNetwork": pod_host_network(pod),
-        "status": HEALTHY if pod_ready(pod) else UNHEALTHY,
-        "waypoint": waypoint.gateway_address() if waypoint else None,
-        "workloadName": workload_name,
-        "workloadType": workload_type,
-        "canonicalName": labels.get("service.istio.io/canonical-name")
+        protocol="HBONE" if mode in ("ambient", "sidecar") else "TCP",
+        dataplane_mode=mode,
+        network_mode="HostNetwork" if pod_host_network(pod) else "Standard",
+        host_network=pod_host_network(pod),
+        status=HEALTHY if pod_ready(pod) else UNHEALTHY,
+        waypoint=waypoint.gateway_address() if waypoint else None,
+        workload_name=workload_name,
+        workload_type=workload_type,
+        canonical_name=labels.get("service.istio.io/canonical-name")
         or labels.get("app.kubernetes.io/name") or labels.get("app") or workload_name,
-        "canonicalRevision": labels.get("service.istio.io/canonical-revision")
+        canonical_revision=labels.get("service.istio.io/canonical-revision")
         or labels.get("app.kubernetes.io/version") or labels.get("version") or "latest",
-        "clusterId": CLUSTER_ID,
-        "labels": dict(labels),
-        "netns": (meta(pod).get("annotations") or {}).get(NETNS_ANNOTATION),
-        "podUid": meta(pod).get("uid"),
-        "authorizationPolicies": [],
-        "services": [],
-    }
+        cluster_id=CLUSTER_ID,
+        labels=dict(labels),
+        netns=(meta(pod).get("annotations") or {}).get(NETNS_ANNOTATION),
+        pod_uid=meta(pod).get("uid"),
+    )
 
 
 def _container_port(pod: dict, port_name: str) -> int | None:
@@ -90,8 +90,8 @@ def _is_headless(spec: dict) -> bool:
     return ip is None or ip == "None"
 
 
-def _service(service: dict, index: MeshIndex, workloads: dict, waypoints: dict,
-             workload_waypoints: dict[str, Waypoint | None]) -> dict:
+def _service(service: dict, index: MeshIndex, workloads: dict[str, Workload], waypoints: dict,
+             workload_waypoints: dict[str, Waypoint | None]) -> Service:
     namespace, name = ns_name(service)
     spec = service.get("spec") or {}
     hostname = f"{name}.{namespace}.svc.cluster.local"
@@ -124,23 +124,23 @@ def _service(service: dict, index: MeshIndex, workloads: dict, waypoints: dict,
                 else:
                     port_map[number_text] = target
             workload = workloads[uid]
-            endpoints[uid] = {"workloadUid": uid, "port": port_map, "status": workload["status"]}
-            workload["services"].append(f"{namespace}/{hostname}")
+            endpoints[uid] = Endpoint(workload_uid=uid, port=port_map, status=workload.status)
+            workload.services.append(f"{namespace}/{hostname}")
             endpoint_waypoints.append(workload_waypoints[uid])
     waypoint = service_waypoint(service, index, waypoints, endpoint_waypoints)
     headless = _is_headless(spec)
-    return {
-        "name": name,
-        "namespace": namespace,
-        "hostname": hostname,
-        "vips": [] if headless else [spec["clusterIP"]],
-        "ports": ports,
-        "portNames": {str(p.get("port")): p.get("name") or "" for p in spec.get("ports") or ()},
-        "endpoints": endpoints,
-        "headless": headless,
-        "subjectAltNames": [],
-        "waypoint": waypoint.gateway_address() if waypoint else None,
-    }
+    return Service(
+        name=name,
+        namespace=namespace,
+        hostname=hostname,
+        vips=[] if headless else [spec["clusterIP"]],
+        ports=ports,
+        port_names={str(p.get("port")): p.get("name") or "" for p in spec.get("ports") or ()},
+        endpoints=endpoints,
+        headless=headless,
+        subject_alt_names=[],
+        waypoint=waypoint.gateway_address() if waypoint else None,
+    )
 
 
 def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
@@ -153,11 +153,11 @@ def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
             continue  # not scheduled/started yet: nothing can address it
         waypoint = workload_waypoint(pod, index, mesh.waypoints)
         workload = _workload(pod, index, waypoint)
-        mesh.workloads[workload["uid"]] = workload
-        workload_waypoints[workload["uid"]] = waypoint
+        mesh.workloads[workload.uid] = workload
+        workload_waypoints[workload.uid] = waypoint
     for service in index.kind("Service"):
         derived = _service(service, index, mesh.workloads, mesh.waypoints, workload_waypoints)
-        mesh.services[f"{derived['namespace']}/{derived['hostname']}"] = derived
+        mesh.services[derived.key] = derived
 
     mesh.policies = ztunnel_policies(index.kind("AuthorizationPolicy"))
     # A selector policy can only select workloads of its own namespace (or, from the root
@@ -168,37 +168,47 @@ def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
             selector_policies_by_ns.setdefault(p.compiled["namespace"], []).append(
                 (order, p, p.compiled["scope"], p.compiled["namespace"]))
     root_policies = selector_policies_by_ns.get(ROOT_NAMESPACE, [])
-    selected_by: dict[str, list[dict]] = {}
+    selected_by: dict[str, list[Workload]] = {}
     for uid, workload in mesh.workloads.items():
-        candidates = selector_policies_by_ns.get(workload["namespace"], [])
-        if workload["namespace"] != ROOT_NAMESPACE and root_policies:
+        candidates = selector_policies_by_ns.get(workload.namespace, [])
+        if workload.namespace != ROOT_NAMESPACE and root_policies:
             candidates = sorted(candidates + root_policies, key=lambda c: c[0])
         for _order, policy, scope, policy_ns in candidates:
-            if selects(policy, scope, policy_ns, workload["namespace"], workload["labels"]):
-                workload["authorizationPolicies"].append(policy.key)
+            if selects(policy, scope, policy_ns, workload.namespace, workload.labels):
+                workload.authorization_policies.append(policy.key)
                 selected_by.setdefault(policy.key, []).append(workload)
     # Istio 1.18: a legacy waypoint enforces the selector policies of the workloads it serves.
     for key, selected in selected_by.items():
-        legacy = {w["waypoint"]["destination"]["hostname"] if w["waypoint"] else None for w in selected}
+        legacy = {w.waypoint.destination.hostname if w.waypoint else None for w in selected}
         if None in legacy or len(legacy) != 1:
             continue
         waypoint = next((wp for wp in mesh.waypoints.values() if wp.hostname in legacy), None)
         if waypoint is not None and waypoint.legacy:
             mesh.moved_to_waypoint[key] = waypoint.key
             for workload in selected:
-                workload["authorizationPolicies"].remove(key)
+                workload.authorization_policies.remove(key)
     return mesh
 
 
 def ztunnel_config(mesh: Mesh) -> dict:
     """What every node proxy holds: the mesh's workloads and services, L4 policies, PeerAuthentication."""
-    return {
-        "meshConfig": mesh_config(mesh.trust_bundle),
-        "workloads": sorted(mesh.workloads.values(), key=lambda w: w["uid"]),
-        "services": sorted(mesh.services.values(), key=lambda s: (s["namespace"], s["hostname"])),
-        "policies": [p.to_dict() for p in mesh.policies if p.key not in mesh.moved_to_waypoint],
-        "peerAuthentications": [slim(pa) for pa in mesh.index.kind("PeerAuthentication")],
-    }
+    return ZtunnelSnapshot(
+        mesh_config=mesh_config(mesh.trust_bundle),
+        workloads=_sorted_workloads(mesh.workloads.values()),
+        services=_sorted_services(mesh.services.values()),
+        policies=[Authorization.model_validate(p.to_dict())
+                  for p in mesh.policies if p.key not in mesh.moved_to_waypoint],
+        peer_authentications=[KubeObject.model_validate(slim(pa))
+                              for pa in mesh.index.kind("PeerAuthentication")],
+    ).to_dict()
+
+
+def _sorted_workloads(workloads) -> list[Workload]:
+    return sorted(workloads, key=lambda w: w.uid)
+
+
+def _sorted_services(services) -> list[Service]:
+    return sorted(services, key=lambda s: (s.namespace, s.hostname))
 
 
 def _targets(policy: dict, waypoint: Waypoint, fronted_services: set[tuple[str, str]]) -> bool:
@@ -219,16 +229,16 @@ def _targets(policy: dict, waypoint: Waypoint, fronted_services: set[tuple[str, 
     return False
 
 
-def _selected_workloads(policy: dict, workloads: list[dict]) -> list[str]:
+def _selected_workloads(policy: dict, workloads: list[Workload]) -> list[str]:
     spec = policy.get("spec") or {}
     policy_ns, _ = ns_name(policy)
     selector = (spec.get("selector") or {}).get("matchLabels") if spec.get("selector") else None
     out = []
     for workload in workloads:
-        if policy_ns not in (workload["namespace"], ROOT_NAMESPACE):
+        if policy_ns not in (workload.namespace, ROOT_NAMESPACE):
             continue
-        if selector is None or all(workload["labels"].get(k) == v for k, v in selector.items()):
-            out.append(workload["uid"])
+        if selector is None or all(workload.labels.get(k) == v for k, v in selector.items()):
+            out.append(workload.uid)
     return out
 
 
@@ -242,14 +252,12 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
     waypoint = mesh.waypoints.get((namespace, name))
     hostname = waypoint.hostname if waypoint else None
 
-    def bound(obj):
-        return obj.get("waypoint") and obj["waypoint"]["destination"]["hostname"] == hostname
+    def bound(obj: Workload | Service) -> bool:
+        return obj.waypoint is not None and obj.waypoint.destination.hostname == hostname
 
-    fronted_services = sorted((s for s in mesh.services.values() if bound(s)),
-                              key=lambda s: (s["namespace"], s["hostname"]))
-    fronted_workloads = sorted((w for w in mesh.workloads.values() if bound(w)),
-                               key=lambda w: w["uid"])
-    fronted_keys = {(s["namespace"], s["name"]) for s in fronted_services}
+    fronted_services = _sorted_services(s for s in mesh.services.values() if bound(s))
+    fronted_workloads = _sorted_workloads(w for w in mesh.workloads.values() if bound(w))
+    fronted_keys = {(s.namespace, s.name) for s in fronted_services}
     bound_policies = {"AuthorizationPolicy": [], "RequestAuthentication": []}
     if waypoint is not None:
         for kind, out in bound_policies.items():
@@ -257,23 +265,24 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
                 spec = policy.get("spec") or {}
                 if spec.get("targetRefs") or spec.get("targetRef"):
                     if _targets(policy, waypoint, fronted_keys):
-                        out.append({**slim(policy), "appliesToWorkloads": None})
+                        out.append(BoundPolicy(**slim(policy), appliesToWorkloads=None))
                 elif waypoint.legacy:
                     uids = _selected_workloads(policy, fronted_workloads)
                     if uids:
-                        out.append({**slim(policy), "appliesToWorkloads": uids})
-    return {
-        "meshConfig": mesh_config(mesh.trust_bundle),
-        "waypoint": None if waypoint is None else {
-            "namespace": waypoint.namespace, "name": waypoint.name, "hostname": waypoint.hostname,
-            "address": waypoint.address, "waypointFor": waypoint.waypoint_for,
-            "legacy": waypoint.legacy, "forServiceAccount": waypoint.for_service_account,
-            "identity": f"spiffe://{TRUST_DOMAIN}/ns/{waypoint.namespace}/sa/{waypoint.name}"},
-        "services": [f"{s['namespace']}/{s['hostname']}" for s in fronted_services],
-        "workloadUids": [w["uid"] for w in fronted_workloads],
-        "authorizationPolicies": bound_policies["AuthorizationPolicy"],
-        "requestAuthentications": bound_policies["RequestAuthentication"],
+                        out.append(BoundPolicy(**slim(policy), appliesToWorkloads=uids))
+    return WaypointSnapshot(
+        mesh_config=mesh_config(mesh.trust_bundle),
+        waypoint=None if waypoint is None else WaypointInfo(
+            namespace=waypoint.namespace, name=waypoint.name, hostname=waypoint.hostname,
+            address=waypoint.address, waypoint_for=waypoint.waypoint_for, legacy=waypoint.legacy,
+            for_service_account=waypoint.for_service_account,
+            identity=f"spiffe://{TRUST_DOMAIN}/ns/{waypoint.namespace}/sa/{waypoint.name}"),
+        services=[s.key for s in fronted_services],
+        workload_uids=[w.uid for w in fronted_workloads],
+        authorization_policies=bound_policies["AuthorizationPolicy"],
+        request_authentications=bound_policies["RequestAuthentication"],
         # A waypoint opens new HBONE connections to any destination, so it needs the mesh too.
-        "workloads": sorted(mesh.workloads.values(), key=lambda w: w["uid"]),
-        "allServices": sorted(mesh.services.values(), key=lambda s: (s["namespace"], s["hostname"])),
-    }
+        workloads=_sorted_workloads(mesh.workloads.values()),
+        all_services=_sorted_services(mesh.services.values()),
+        jwks_by_uri={},  # istiod fills it in: the keys behind every jwksUri of the policies
+    ).to_dict()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from reference_impl.xds import GatewayAddress, NamespacedHostname
+
 from .index import GATEWAY_NAME_LABEL, MeshIndex, annotations_of, labels_of, ns_name, pod_service_account
 
 log = logging.getLogger("controlplane.waypoints")
@@ -46,10 +48,10 @@ class Waypoint:
     def hostname(self) -> str:
         return f"{self.name}.{self.namespace}.svc.cluster.local"
 
-    def gateway_address(self) -> dict:
-        """The `waypoint` field of a Workload or Service (ztunnel's GatewayAddress)."""
-        return {"destination": {"namespace": self.namespace, "hostname": self.hostname},
-                "address": self.address, "hboneMtlsPort": HBONE_PORT}
+    def gateway_address(self) -> GatewayAddress:
+        """The `waypoint` field of a Workload or Service."""
+        return GatewayAddress(destination=NamespacedHostname(namespace=self.namespace, hostname=self.hostname),
+                              address=self.address, hbone_mtls_port=HBONE_PORT)
 
     def serves_workloads(self) -> bool:
         return self.waypoint_for in ("workload", "all")

@@ -1,7 +1,8 @@
-"""The waypoint (L7 proxy): HBONE in, HTTP/1.1 parse, JWT authentication, L7 authorization,
-routing to an endpoint, HBONE out with the waypoint's own identity.
+"""The waypoint: what is waypoint-specific around the shared L7 engine (reference_impl.l7):
+its HBONE listener (proxy), its config binding (config: snapshot -> L7Config), its status port
+(health) and its process (run, __main__).
 
-Imports hbone, identity, policy, xds and api only (never the control plane or ztunnel).
+Imports l7, hbone, identity, policy, xds and api only (never the control plane, ztunnel or sidecar).
 """
 
 from .config import ConfigError, WaypointConfig

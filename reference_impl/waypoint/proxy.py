@@ -1,6 +1,7 @@
-"""The waypoint: terminates HBONE, runs each tunnel's HTTP/1.1 through the L7 pipeline, and
-forwards allowed requests over NEW HBONE connections that present the waypoint's own identity
-(ISTIO-SEMANTICS section 4, path 6: the destination ztunnel sees the waypoint's principal).
+"""The waypoint's listener: terminates HBONE, hands each tunnel's HTTP/1.1 to the L7 engine
+(reference_impl.l7), which forwards allowed requests over NEW HBONE connections that present the
+waypoint's own identity (ISTIO-SEMANTICS section 4, path 6: the destination ztunnel sees the
+waypoint's principal).
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ import socket
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
-from ..hbone import (ConnectRequest, HboneClient, HboneError, HboneServer, HboneTLSError, Listener,
-                     Outcome, parse_forwarded)
+from ..hbone import ConnectRequest, HboneClient, HboneServer, Listener, Outcome, parse_forwarded
 from ..identity import Identity
+from ..l7 import AccessRecord, HttpConnection, Router, Tunnel, UpstreamConnector, resolve
 from .config import WaypointConfig
-from .http_proxy import AccessRecord, HttpConnection, UpstreamUnavailable
-from .pipeline import Tunnel
-from .routing import Router, Upstream, resolve
 
 log = logging.getLogger("waypoint")
 
 HBONE_PORT = 15008
-UPSTREAM_TCP_TIMEOUT = 10.0
 ContextProvider = Callable[[Identity, str], Awaitable]
 
 
@@ -43,6 +40,7 @@ class Waypoint:
         self.config: WaypointConfig | None = None
         self.router = Router()
         self.client = hbone_client or HboneClient(tls_context)
+        self.upstreams = UpstreamConnector(identity, self.client, hbone_port)
         self.server = HboneServer(self.authorize_and_connect, tls_context)
         self.ready = asyncio.Event()
         self.statuses: Counter[int] = Counter()
@@ -113,7 +111,7 @@ class Waypoint:
             theirs.close()
             return Outcome.refused(503, f"cannot set up the HTTP handler: {exc}")
         connection = HttpConnection(our_reader, our_writer, tunnel, lambda: self.config, self.router,
-                                    self.open_upstream, self._record, lambda: self.draining)
+                                    self.upstreams.open, self._record, lambda: self.draining)
         task = asyncio.ensure_future(connection.serve())
         self._connections[task] = connection
         task.add_done_callback(lambda t: self._connections.pop(t, None))
@@ -122,25 +120,3 @@ class Waypoint:
     def _record(self, record: AccessRecord) -> None:
         self.statuses[record.status] += 1
         self.records.append(record)
-
-    # ---- HBONE (or TCP) out ----
-    async def open_upstream(self, upstream: Upstream, tunnel: Tunnel) -> tuple:
-        workload = upstream.workload
-        ip, port = upstream.address
-        if workload.protocol != "HBONE":
-            try:
-                return await asyncio.wait_for(asyncio.open_connection(ip, port), UPSTREAM_TCP_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
-                raise UpstreamUnavailable(f"TCP connect to {ip}:{port} failed: {exc!r}") from None
-        if workload.identity is None:
-            raise UpstreamUnavailable(f"workload {workload.namespace}/{workload.name} has no identity "
-                                      f"to verify its HBONE server against")
-        headers = {}
-        if tunnel.client_ip:
-            headers["forwarded"] = f'for="{tunnel.client_ip}"'
-        try:
-            stream = await self.client.connect(self.identity, (ip, self.hbone_port), [workload.identity],
-                                               (ip, port), headers)
-        except (HboneError, HboneTLSError) as exc:
-            raise UpstreamUnavailable(str(exc)) from None
-        return stream, stream

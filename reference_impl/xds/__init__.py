@@ -6,7 +6,12 @@ waypoint). The config shapes inside snapshots are described in `reference_impl.x
 
 from .client import CsrRejected, XdsClient, XdsUnavailable, debug_query
 from .protocol import STREAM_LIMIT, Hello, ProtocolError
+from .resources import (Authorization, BoundPolicy, Endpoint, GatewayAddress, KubeObject, MeshConfig,
+                        NamespacedHostname, Service, SnapshotError, WaypointInfo, WaypointSnapshot,
+                        Workload, ZtunnelSnapshot)
 from .server import CsrRefused, ProxyStream, XdsServer
 
-__all__ = ["CsrRefused", "CsrRejected", "Hello", "ProtocolError", "ProxyStream", "STREAM_LIMIT",
-           "XdsClient", "XdsServer", "XdsUnavailable", "debug_query"]
+__all__ = ["Authorization", "BoundPolicy", "CsrRefused", "CsrRejected", "Endpoint", "GatewayAddress",
+           "Hello", "KubeObject", "MeshConfig", "NamespacedHostname", "ProtocolError", "ProxyStream",
+           "STREAM_LIMIT", "Service", "SnapshotError", "WaypointInfo", "WaypointSnapshot", "Workload",
+           "XdsClient", "XdsServer", "XdsUnavailable", "ZtunnelSnapshot", "debug_query"]

@@ -1,35 +1,28 @@
 """What the node proxy knows from its latest snapshot, and the pure decisions made from it:
 where an outbound connection goes (ISTIO-SEMANTICS section 4) and which policies cover an
-inbound one (sections 5, 6). No sockets here: unit-testable with plain dicts.
+inbound one (sections 5, 6). The snapshot's shape is reference_impl.xds.resources, read strictly
+(a bad snapshot is one ConfigError naming the field, NACKed). No sockets here: unit-testable.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
-from ..policy.authz_l4 import CompiledPolicy, Connection as AuthzConnection, evaluate_l4, select_policies
+from ..policy.authz_l4 import CompiledPolicy, Connection as AuthzConnection, evaluate_l4
 from ..policy.authz_model import Decision
+from ..policy.errors import PolicyError
 from ..policy.peerauth import plaintext_allowed
+from ..xds import GatewayAddress, SnapshotError, ZtunnelSnapshot
+from ..xds import Service as ServiceResource, Workload as WorkloadResource
 
 HBONE_PORT = 15008
 DEFAULT_TRUST_DOMAIN = "cluster.local"
+HEALTHY = "Healthy"
 
 
 class ConfigError(ValueError):
     """The snapshot does not have the shape the node proxy needs."""
-
-
-def _first(d: Mapping, *keys, default=None):
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return default
-
-
-def _strip_network(addr: str) -> str:
-    # ztunnel writes addresses as "network/ip"; keep the ip.
-    return addr.rsplit("/", 1)[-1] if isinstance(addr, str) else addr
 
 
 @dataclass(frozen=True)
@@ -41,20 +34,10 @@ class WaypointRef:
     hostname: str | None = None
 
     @classmethod
-    def parse(cls, raw: Any) -> "WaypointRef | None":
-        if not raw:
+    def of(cls, gateway: GatewayAddress | None) -> "WaypointRef | None":
+        if gateway is None:
             return None
-        if isinstance(raw, str):
-            return cls(_strip_network(raw))
-        addr = _first(raw, "address", "ip")
-        if isinstance(addr, Mapping):
-            addr = _first(addr, "address", "ip")
-        dest = raw.get("destination")
-        hostname = dest.get("hostname") if isinstance(dest, Mapping) else None
-        if not addr and not hostname:
-            return None
-        return cls(_strip_network(addr) if addr else None,
-                   int(_first(raw, "hboneMtlsPort", "port", default=HBONE_PORT)), hostname)
+        return cls(gateway.address, gateway.hbone_mtls_port, gateway.destination.hostname)
 
 
 @dataclass
@@ -72,6 +55,8 @@ class Workload:
     waypoint: WaypointRef | None = None
     netns: str | None = None
     healthy: bool = True
+    # The WORKLOAD_SELECTOR policies the control plane bound to it (namespace/name keys).
+    authorization_policies: frozenset[str] = frozenset()
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -83,31 +68,16 @@ class Workload:
         return self.ips[0] if self.ips else None
 
     @classmethod
-    def parse(cls, raw: Mapping) -> "Workload":
-        name = _first(raw, "name")
-        namespace = _first(raw, "namespace")
-        if not name or not namespace:
-            raise ConfigError(f"snapshot workload {raw.get('uid', raw)!r} lacks name or namespace")
-        ips = tuple(_strip_network(a) for a in _first(raw, "workloadIps", "addresses", "ips", default=[]))
-        if not ips and raw.get("ip"):
-            ips = (raw["ip"],)
-        protocol = str(_first(raw, "tunnelProtocol", "protocol", default="")).upper()
-        mode = str(_first(raw, "dataplaneMode", "captureMode", default="")).lower()
-        if mode:
-            captured = mode == "ambient"
-        else:
-            captured = bool(_first(raw, "captured", default=protocol == "HBONE"))
-        hbone = protocol == "HBONE" or captured
-        status = str(_first(raw, "status", default="Healthy"))
+    def of(cls, resource: WorkloadResource, raw: Mapping) -> "Workload":
+        captured = resource.dataplane_mode == "ambient"
         return cls(
-            uid=str(_first(raw, "uid", default=f"{namespace}/{name}")), name=name, namespace=namespace,
-            ips=ips, node=str(_first(raw, "node", default="")),
-            service_account=str(_first(raw, "serviceAccount", default="default")),
-            trust_domain=str(_first(raw, "trustDomain", default=DEFAULT_TRUST_DOMAIN)),
-            captured=captured, hbone=hbone, labels=dict(_first(raw, "labels", default={})),
-            waypoint=WaypointRef.parse(raw.get("waypoint")),
-            netns=_first(raw, "netns", "networkNamespace"),
-            healthy=status.lower() in ("healthy", "ready", "true"), raw=dict(raw))
+            uid=resource.uid, name=resource.name, namespace=resource.namespace,
+            ips=tuple(resource.workload_ips), node=resource.node,
+            service_account=resource.service_account, trust_domain=resource.trust_domain,
+            captured=captured, hbone=resource.protocol == "HBONE" or captured,
+            labels=dict(resource.labels), waypoint=WaypointRef.of(resource.waypoint),
+            netns=resource.netns, healthy=resource.status == HEALTHY,
+            authorization_policies=frozenset(resource.authorization_policies), raw=dict(raw))
 
 
 @dataclass
@@ -132,36 +102,12 @@ class Service:
         return {"name": self.name, "namespace": self.namespace, "hostname": self.hostname}
 
     @classmethod
-    def parse(cls, raw: Mapping) -> "Service":
-        name, namespace = raw.get("name"), raw.get("namespace")
-        if not name or not namespace:
-            raise ConfigError(f"snapshot service {raw!r} lacks name or namespace")
-        vips = tuple(_strip_network(_first(v, "address", "ip") if isinstance(v, Mapping) else v)
-                     for v in _first(raw, "vips", "addresses", default=[]))
-        ports_raw = _first(raw, "ports", default={})
-        ports: dict[int, int] = {}
-        if isinstance(ports_raw, Mapping):
-            ports = {int(k): int(v or k) for k, v in ports_raw.items()}
-        else:
-            for p in ports_raw:
-                sp = int(_first(p, "servicePort", "port"))
-                ports[sp] = int(_first(p, "targetPort", default=sp) or sp)
-        endpoints_raw = _first(raw, "endpoints", default=[])
-        if isinstance(endpoints_raw, Mapping):
-            endpoints_raw = [dict(v, workloadUid=v.get("workloadUid", k)) for k, v in endpoints_raw.items()]
-        endpoints = []
-        for e in endpoints_raw:
-            if isinstance(e, str):
-                endpoints.append(Endpoint(e))
-                continue
-            eports = _first(e, "port", "ports", default={}) or {}
-            endpoints.append(Endpoint(
-                workload_uid=str(_first(e, "workloadUid", "workload_uid", "uid")),
-                ports={int(k): int(v) for k, v in eports.items()} if isinstance(eports, Mapping) else {},
-                ready=str(_first(e, "status", default="Healthy")).lower() in ("healthy", "ready", "true")
-                and bool(_first(e, "ready", default=True))))
-        hostname = _first(raw, "hostname", default=f"{name}.{namespace}.svc.cluster.local")
-        return cls(name, namespace, hostname, vips, ports, endpoints, WaypointRef.parse(raw.get("waypoint")), dict(raw))
+    def of(cls, resource: ServiceResource, raw: Mapping) -> "Service":
+        endpoints = [Endpoint(e.workload_uid, {int(k): v for k, v in e.port.items()}, e.status == HEALTHY)
+                     for e in resource.endpoints.values()]
+        return cls(resource.name, resource.namespace, resource.hostname, tuple(resource.vips),
+                   {int(k): int(v or k) for k, v in resource.ports.items()}, endpoints,
+                   WaypointRef.of(resource.waypoint), dict(raw))
 
 
 @dataclass(frozen=True)
@@ -178,22 +124,26 @@ class Route:
 
 
 class State:
+    """One ztunnel snapshot (xds.ZtunnelSnapshot, strictly parsed), indexed for lookups. An empty
+    config is the state before the first snapshot: no workloads, no services."""
+
     def __init__(self, config: Mapping | None = None, node: str = ""):
-        config = config or {}
         self.node = node
-        self.raw = dict(config)
-        try:
-            self.workloads = [Workload.parse(w) for w in _workload_list(config)]
-            self.services = [Service.parse(s) for s in _service_list(config)]
-        except (TypeError, KeyError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"snapshot has a malformed workload or service: {exc!r}") from None
-        self.policies = [p if isinstance(p, CompiledPolicy) else CompiledPolicy.from_dict(p)
-                         for p in _first(config, "policies", "authorizations", "authorizationPolicies", default=[])]
-        self.peer_authentications = list(_first(config, "peerAuthentications", "peer_authentications", default=[]))
-        mesh = config.get("meshConfig") or {}
-        self.root_namespace = str(_first(config, "rootNamespace", default=mesh.get("rootNamespace") or "istio-system"))
+        self.raw = dict(config or {})
+        if config:
+            try:
+                snapshot = ZtunnelSnapshot.from_dict(config, "ztunnel snapshot")
+                policies = [CompiledPolicy.from_dict(p) for p in config["policies"]]
+            except (SnapshotError, PolicyError) as exc:
+                raise ConfigError(str(exc)) from None
+            self.workloads = [Workload.of(w, raw) for w, raw in zip(snapshot.workloads, config["workloads"])]
+            self.services = [Service.of(s, raw) for s, raw in zip(snapshot.services, config["services"])]
+            self.policies = policies
+            self.peer_authentications = list(config["peerAuthentications"])
+            self.root_namespace = snapshot.mesh_config.root_namespace
+        else:
+            self.workloads, self.services, self.policies, self.peer_authentications = [], [], [], []
+            self.root_namespace = "istio-system"
         self.by_uid = {w.uid: w for w in self.workloads}
         self.by_ip: dict[str, Workload] = {}
         for w in self.workloads:
@@ -305,10 +255,18 @@ class State:
 
     def authorize(self, dest: Workload, source_ip: str | None, dest_ip: str, dest_port: int,
                   source_principal: str | None) -> Decision:
-        policies = select_policies(self.policies, dest.namespace, dest.labels, self.root_namespace)
+        policies = self.policies_for(dest)
         conn = AuthzConnection.of({"source_ip": source_ip, "dest_ip": dest_ip, "dest_port": dest_port,
                                    "source_principal": source_principal})
         return evaluate_l4(policies, conn, self.root_namespace)
+
+    def policies_for(self, dest: Workload) -> list[CompiledPolicy]:
+        """The policies covering a workload, as ztunnel finds them: GLOBAL ones, those of its
+        namespace, and the selector policies the control plane bound to it (it is sent the
+        binding; it does not match selectors itself). Snapshot order is kept."""
+        return [p for p in self.policies
+                if p.scope == "GLOBAL" or (p.scope == "NAMESPACE" and p.namespace == dest.namespace)
+                or (p.scope == "WORKLOAD_SELECTOR" and p.key in dest.authorization_policies)]
 
     def plaintext_allowed(self, dest: Workload, port: int) -> bool:
         return plaintext_allowed(self.peer_authentications, dest.namespace, dest.labels, port, self.root_namespace)
@@ -318,12 +276,3 @@ class State:
                 "policies": [p.to_dict() for p in self.policies],
                 "peerAuthentications": self.peer_authentications}
 
-
-def _workload_list(config: Mapping) -> list:
-    ws = _first(config, "workloads", default=[])
-    return list(ws.values()) if isinstance(ws, Mapping) else list(ws)
-
-
-def _service_list(config: Mapping) -> list:
-    ss = _first(config, "services", default=[])
-    return list(ss.values()) if isinstance(ss, Mapping) else list(ss)

@@ -21,7 +21,7 @@ from hbone_testing import LocalPKI
 from reference_impl.hbone import HboneClient, HboneError, HboneServer, Outcome
 from reference_impl.identity import CertificateAuthority, CertificateManager, Identity
 from reference_impl.waypoint import Waypoint
-from reference_impl.waypoint.testing import (HTTPBIN_IDENTITY_URI, SLEEP_IDENTITY_URI, WAYPOINT_IDENTITY_URI,
+from tests.support.waypoint_seed import (HTTPBIN_IDENTITY_URI, SLEEP_IDENTITY_URI, WAYPOINT_IDENTITY_URI,
                                              seed_snapshot, seed_token)
 from tests.unit.test_waypoint_pipeline import tampered
 

@@ -12,11 +12,11 @@ import urllib.request
 from reference_impl.hbone import HboneClient, HboneError, HboneServer
 from reference_impl.identity import Identity
 from reference_impl.waypoint.run import WaypointProcess
-from reference_impl.waypoint.testing import WAYPOINT_IDENTITY_URI
+from tests.support.waypoint_seed import WAYPOINT_IDENTITY_URI
 from reference_impl.xds import XdsServer
 from tests.integration.test_waypoint_loopback import (HTTPBIN, SLEEP, TIMEOUT, VIP_AUTHORITY, WAYPOINT, Mesh,
                                                       free_port, http, httpbin_port, seed)  # noqa: F401
-from reference_impl.waypoint.testing import seed_token
+from tests.support.waypoint_seed import seed_token
 
 
 def status_of(url: str) -> int:

@@ -283,3 +283,40 @@ def test_peer_authentications_are_shipped_for_ztunnel_to_decide_plaintext():
     config = ztunnel_config(derive_mesh(base() + [strict]))
     [pa] = config["peerAuthentications"]
     assert pa["spec"] == {"mtls": {"mode": "STRICT"}} and "status" not in pa
+
+
+def test_policy_binding_sent_to_ztunnel_covers_what_selecting_by_labels_covers():
+    """ztunnel uses the control plane's binding; it must cover exactly the workloads that the
+    selector/scope rules cover: root-namespace (mesh-wide) policies with and without a selector,
+    namespace-wide ones, and selector ones of the workload's own namespace only."""
+    from reference_impl.policy.authz_l4 import select_policies
+    from reference_impl.ztunnel.state import State
+
+    def deny(ns, name, selector=None):
+        spec = {"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["x"]}}]}]}
+        if selector is not None:
+            spec["selector"] = {"matchLabels": selector}
+        return authz(ns, name, spec)
+
+    objects = base() + [
+        pod("plain", "web", "10.244.0.30", labels={"app": "httpbin-ambient"}),
+        pod("istio-system", "root-pod", "10.244.0.31", labels={"app": "httpbin-ambient"}),
+        deny("istio-system", "mesh-wide"),
+        deny("istio-system", "mesh-selector", {"app": "httpbin-ambient"}),
+        deny("istio-system", "mesh-selector-all", {}),
+        deny("ambient-apps", "namespace-wide"),
+        deny("ambient-apps", "ns-selector", {"app": "httpbin-ambient"}),
+        deny("plain", "other-ns-selector", {"app": "sleep-ambient"}),
+    ]
+    config = ztunnel_config(derive_mesh(objects))
+    state = State(config, node="node-0")
+    for w in state.workloads:
+        expected = [p.key for p in select_policies(config["policies"], w.namespace, w.labels)]
+        assert [p.key for p in state.policies_for(w)] == expected, w.uid
+    httpbin = state.by_uid["Kubernetes//Pod/ambient-apps/httpbin-1"]
+    assert {p.key for p in state.policies_for(httpbin)} == {
+        "istio-system/mesh-wide", "istio-system/mesh-selector", "istio-system/mesh-selector-all",
+        "ambient-apps/namespace-wide", "ambient-apps/ns-selector"}
+    web = state.by_uid["Kubernetes//Pod/plain/web"]
+    assert {p.key for p in state.policies_for(web)} == {
+        "istio-system/mesh-wide", "istio-system/mesh-selector", "istio-system/mesh-selector-all"}

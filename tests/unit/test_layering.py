@@ -19,7 +19,11 @@ ALLOWED = {
     "xds": {"api"},
     "controlplane": {"api", "policy", "identity", "xds"},
     "ztunnel": {"hbone", "policy", "xds", "api", "identity", "netns"},
-    "waypoint": {"hbone", "policy", "xds", "api", "identity", "netns"},
+    # The L7 engine shared by the waypoint and the sidecar; the two proxies import it, never
+    # each other.
+    "l7": {"policy", "hbone", "identity", "xds", "api"},
+    "waypoint": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
+    "sidecar": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
     "cluster": {"api", "apps", "netns"},
     "apps": set(),
 }
@@ -82,3 +86,10 @@ def test_conformance_tests_speak_only_the_scenario():
         if hits:
             offending[str(path.relative_to(REPO))] = hits
     assert not offending, f"conformance tests call the Target directly (add the word to Scenario): {offending}"
+
+
+def test_the_proxies_share_the_l7_engine_and_never_import_each_other():
+    assert "l7" in ALLOWED["waypoint"] and "l7" in ALLOWED["sidecar"]
+    assert "sidecar" not in ALLOWED["waypoint"] and "waypoint" not in ALLOWED["sidecar"]
+    assert not ALLOWED["l7"] & {"waypoint", "sidecar", "ztunnel", "controlplane"}
+

@@ -9,9 +9,9 @@ from reference_impl.controlplane.derive import derive_mesh, waypoint_config
 from reference_impl.controlplane.jwks import JwksResolver, jwks_uris
 from reference_impl.identity import Identity
 from reference_impl.waypoint.config import WaypointConfig
-from reference_impl.waypoint.pipeline import Tunnel, decide
-from reference_impl.waypoint.routing import Router, resolve
-from reference_impl.waypoint.testing import SEED_DIR, SLEEP_IDENTITY_URI, seed_token
+from reference_impl.l7.pipeline import Tunnel, decide
+from reference_impl.l7.routing import Router, resolve
+from tests.support.waypoint_seed import SEED_DIR, SLEEP_IDENTITY_URI, seed_token
 
 VIP = "10.96.0.20"
 

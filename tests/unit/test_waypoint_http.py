@@ -10,11 +10,11 @@ import pytest
 
 from reference_impl.identity import Identity
 from reference_impl.waypoint.config import WaypointConfig
-from reference_impl.waypoint.http_proxy import (NO_CONFIG_BODY, UPSTREAM_CONNECT_FAILURE, HttpConnection,
+from reference_impl.l7.http import (NO_CONFIG_BODY, UPSTREAM_CONNECT_FAILURE, HttpConnection,
                                                 UpstreamUnavailable)
-from reference_impl.waypoint.pipeline import Tunnel
-from reference_impl.waypoint.routing import Router, resolve
-from reference_impl.waypoint.testing import SLEEP_IDENTITY_URI, memory_pipe, seed_snapshot, seed_token
+from reference_impl.l7.pipeline import Tunnel
+from reference_impl.l7.routing import Router, resolve
+from tests.support.waypoint_seed import SLEEP_IDENTITY_URI, memory_pipe, seed_snapshot, seed_token
 from tests.unit.test_waypoint_pipeline import tampered
 
 TIMEOUT = 5

@@ -7,9 +7,9 @@ import pytest
 
 from reference_impl.identity import Identity
 from reference_impl.waypoint.config import ConfigError, WaypointConfig
-from reference_impl.waypoint.pipeline import RBAC_DENIED_BODY, Tunnel, decide
-from reference_impl.waypoint.routing import Router, resolve
-from reference_impl.waypoint.testing import (HTTPBIN_UID, SLEEP_IDENTITY_URI, seed_snapshot, seed_token,
+from reference_impl.l7.pipeline import RBAC_DENIED_BODY, Tunnel, decide
+from reference_impl.l7.routing import Router, resolve
+from tests.support.waypoint_seed import (HTTPBIN_UID, SLEEP_IDENTITY_URI, seed_snapshot, seed_token,
                                              workload)
 
 SLEEP = Identity.parse(SLEEP_IDENTITY_URI)
@@ -145,7 +145,9 @@ def test_resolve_only_what_the_waypoint_fronts():
 
 @pytest.mark.parametrize("mutate, words", [
     (lambda s: s.update(services=["ambient-apps/missing.svc"]), "services: 'ambient-apps/missing.svc'"),
-    (lambda s: s.update(workloads="nope"), "`workloads` must be a list"),
+    (lambda s: s.update(workloads="nope"), "workloads: Input should be a valid list"),
+    (lambda s: s["workloads"][0].pop("workloadIps"), "workloads[0]: missing field `workloadIps`"),
+    (lambda s: s["allServices"][0].update(addresses=[]), "allServices[0]: unknown field `addresses`"),
     (lambda s: s["workloads"][0].update(identity="cluster.local/ns/x/sa/y"), "workloads[0].identity"),
     (lambda s: s["authorizationPolicies"][0]["spec"].update(action="MAYBE"),
      "authorizationPolicies[0] (ambient-apps/allow-ip-path-with-jwt)"),

@@ -4,37 +4,53 @@ import random
 import pytest
 
 from reference_impl.policy.authz_l4 import translate_for_ztunnel
+from reference_impl.xds import (Authorization, Endpoint, GatewayAddress, KubeObject, MeshConfig,
+                                NamespacedHostname, Service, Workload, ZtunnelSnapshot)
 from reference_impl.ztunnel.state import ConfigError, State
 
 
 def wl(uid, ip, node="node-0", ns="apps", sa=None, captured=True, **extra):
-    return {"uid": uid, "name": uid, "namespace": ns, "workloadIps": [ip], "node": node,
-            "serviceAccount": sa or uid, "protocol": "HBONE" if captured else "TCP", **extra}
+    sa = sa or uid
+    return Workload(uid=uid, name=uid, namespace=ns, workload_ips=[ip], node=node, service_account=sa,
+                    identity=f"spiffe://cluster.local/ns/{ns}/sa/{sa}",
+                    protocol="HBONE" if captured else "TCP",
+                    dataplane_mode="ambient" if captured else "none", **extra)
+
+
+def svc(name, ns, vip, ports, endpoint_uids, **extra):
+    return Service(name=name, namespace=ns, hostname=f"{name}.{ns}.svc.cluster.local", vips=[vip],
+                   ports=ports, endpoints={uid: Endpoint(workload_uid=uid) for uid in endpoint_uids},
+                   **extra)
+
+
+def config(workloads=(), services=(), policies=(), peer_authentications=()) -> dict:
+    return ZtunnelSnapshot(mesh_config=MeshConfig(), workloads=list(workloads), services=list(services),
+                           policies=list(policies),
+                           peer_authentications=list(peer_authentications)).to_dict()
 
 
 def snapshot(**extra):
-    cfg = {
-        "workloads": [
+    waypoint = GatewayAddress(destination=NamespacedHostname(namespace="apps",
+                                                             hostname="waypoint.apps.svc.cluster.local"),
+                              address="10.96.0.30")
+    cfg = dict(
+        workloads=[
             wl("sleep", "10.244.0.5"),
             wl("httpbin-1", "10.244.1.6", node="node-1", sa="httpbin"),
             wl("httpbin-2", "10.244.0.7", sa="httpbin"),
             wl("legacy", "10.244.1.9", node="node-1", ns="legacy", captured=False),
             wl("waypoint", "10.244.1.20", node="node-1", sa="waypoint"),
         ],
-        "services": [
-            {"name": "httpbin", "namespace": "apps", "vips": ["10.96.0.10"], "ports": {"8000": 80},
-             "endpoints": [{"workloadUid": "httpbin-1"}, {"workloadUid": "httpbin-2"}]},
-            {"name": "legacy", "namespace": "legacy", "vips": ["10.96.0.11"], "ports": {"80": 8080},
-             "endpoints": [{"workloadUid": "legacy"}]},
-            {"name": "empty", "namespace": "apps", "vips": ["10.96.0.12"], "ports": {"80": 80}, "endpoints": []},
-            {"name": "waypoint", "namespace": "apps", "vips": ["10.96.0.30"], "ports": {"15008": 15008},
-             "endpoints": [{"workloadUid": "waypoint"}]},
-            {"name": "reviews", "namespace": "apps", "vips": ["10.96.0.40"], "ports": {"9080": 9080},
-             "endpoints": [{"workloadUid": "httpbin-2"}], "waypoint": {"address": "10.96.0.30"}},
+        services=[
+            svc("httpbin", "apps", "10.96.0.10", {"8000": 80}, ["httpbin-1", "httpbin-2"]),
+            svc("legacy", "legacy", "10.96.0.11", {"80": 8080}, ["legacy"]),
+            svc("empty", "apps", "10.96.0.12", {"80": 80}, []),
+            svc("waypoint", "apps", "10.96.0.30", {"15008": 15008}, ["waypoint"]),
+            svc("reviews", "apps", "10.96.0.40", {"9080": 9080}, ["httpbin-2"], waypoint=waypoint),
         ],
-    }
+    )
     cfg.update(extra)
-    return State(cfg, node="node-0")
+    return State(config(**cfg), node="node-0")
 
 
 def test_service_vip_is_load_balanced_over_ready_endpoints_with_target_port():
@@ -85,31 +101,74 @@ def test_captured_local_pods_are_those_on_my_node():
     assert sorted(w.uid for w in state.captured_local()) == ["httpbin-2", "sleep"]
 
 
+L4_POLICY = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+             "metadata": {"name": "l4", "namespace": "apps"},
+             "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "action": "ALLOW",
+                      "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/apps/sa/sleep"]}}]}]}}
+SLEEP = "spiffe://cluster.local/ns/apps/sa/sleep"
+ROGUE = "spiffe://cluster.local/ns/apps/sa/rogue"
+
+
 def test_inbound_policy_denies_other_principals_and_plaintext():
-    policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-              "metadata": {"name": "l4", "namespace": "apps"},
-              "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "action": "ALLOW",
-                       "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/apps/sa/sleep"]}}]}]}}
-    compiled = translate_for_ztunnel(policy).to_dict()
-    cfg_wl = wl("httpbin-2", "10.244.0.7", sa="httpbin", labels={"app": "httpbin"})
-    state = State({"workloads": [cfg_wl], "policies": [compiled]}, node="node-0")
+    compiled = Authorization.model_validate(translate_for_ztunnel(L4_POLICY).to_dict())
+    bound = wl("httpbin-2", "10.244.0.7", sa="httpbin", labels={"app": "httpbin"},
+               authorization_policies=["apps/l4"])
+    state = State(config([bound], policies=[compiled]), node="node-0")
     dest = state.by_uid["httpbin-2"]
-    assert state.authorize(dest, "10.244.0.5", "10.244.0.7", 80, "spiffe://cluster.local/ns/apps/sa/sleep").allowed
-    assert not state.authorize(dest, "10.244.0.8", "10.244.0.7", 80, "spiffe://cluster.local/ns/apps/sa/rogue").allowed
+    assert state.authorize(dest, "10.244.0.5", "10.244.0.7", 80, SLEEP).allowed
+    assert not state.authorize(dest, "10.244.0.8", "10.244.0.7", 80, ROGUE).allowed
     assert not state.authorize(dest, "10.244.0.8", "10.244.0.7", 80, None).allowed
 
 
+def test_selector_policies_bind_as_the_control_plane_says_and_scoped_ones_by_namespace():
+    """ztunnel does not match selectors: a WORKLOAD_SELECTOR policy covers exactly the workloads
+    whose `authorizationPolicies` name it; GLOBAL covers all, NAMESPACE its namespace."""
+    selector = Authorization.model_validate(translate_for_ztunnel(L4_POLICY).to_dict())
+    deny_all = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "spec": {"action": "DENY", "rules": [{}]}}
+    namespace_wide = Authorization.model_validate(translate_for_ztunnel(
+        {**deny_all, "metadata": {"name": "deny", "namespace": "legacy"}}).to_dict())
+    mesh_wide = Authorization.model_validate(translate_for_ztunnel(
+        {**deny_all, "metadata": {"name": "deny", "namespace": "istio-system"}}).to_dict())
+    labelled = dict(sa="httpbin", labels={"app": "httpbin"})
+    workloads = [wl("bound", "10.244.0.7", authorization_policies=["apps/l4"], **labelled),
+                 wl("unbound", "10.244.0.8", **labelled),   # labels match, but not bound: not covered
+                 wl("other-ns", "10.244.0.9", ns="legacy")]
+    state = State(config(workloads, policies=[selector, namespace_wide]), node="node-0")
+    keys = {uid: [p.key for p in state.policies_for(state.by_uid[uid])] for uid in ("bound", "unbound", "other-ns")}
+    assert keys == {"bound": ["apps/l4"], "unbound": [], "other-ns": ["legacy/deny"]}
+    assert not state.authorize(state.by_uid["bound"], "10.244.0.5", "10.244.0.7", 80, ROGUE).allowed
+    assert state.authorize(state.by_uid["unbound"], "10.244.0.5", "10.244.0.8", 80, ROGUE).allowed
+    everywhere = State(config(workloads, policies=[mesh_wide]), node="node-0")
+    assert all([p.key for p in everywhere.policies_for(w)] == ["istio-system/deny"] for w in everywhere.workloads)
+
+
 def test_strict_peer_authentication_refuses_plaintext():
-    pa = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-          "metadata": {"name": "default", "namespace": "apps"}, "spec": {"mtls": {"mode": "STRICT"}}}
-    state = snapshot(peerAuthentications=[pa])
+    pa = KubeObject(apiVersion="security.istio.io/v1", kind="PeerAuthentication",
+                    metadata={"name": "default", "namespace": "apps"}, spec={"mtls": {"mode": "STRICT"}})
+    state = snapshot(peer_authentications=[pa])
     assert not state.plaintext_allowed(state.by_uid["sleep"], 80)
     assert snapshot().plaintext_allowed(snapshot().by_uid["sleep"], 80)
 
 
-def test_malformed_workload_is_one_clear_error():
-    with pytest.raises(ConfigError, match="lacks name or namespace"):
-        State({"workloads": [{"uid": "x"}]})
+@pytest.mark.parametrize("mutate, words", [
+    (lambda c: c["workloads"][0].pop("namespace"), "workloads[0]: missing field `namespace`"),
+    (lambda c: c["workloads"][1].update(addresses=["10.0.0.1"]), "workloads[1]: unknown field `addresses`"),
+    (lambda c: c["services"][0].update(ports=[{"port": 80}]), "services[0].ports"),
+    (lambda c: c["services"][0]["endpoints"]["httpbin-1"].pop("status"),
+     "services[0].endpoints.httpbin-1: missing field `status`"),
+    (lambda c: c.update(policies=[{"name": "x"}]), "policies[0]: missing field `namespace`"),
+])
+def test_malformed_snapshot_is_one_clear_error_naming_the_field(mutate, words):
+    cfg = snapshot().raw
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        State(cfg)
+    assert str(err.value).startswith("ztunnel snapshot: ") and words in str(err.value), str(err.value)
+
+
+def test_empty_config_is_the_state_before_the_first_snapshot():
+    state = State({}, node="node-0")
+    assert state.workloads == [] and state.route_outbound(None, "10.96.0.10", 80).kind == "passthrough"
 
 
 def test_inbound_service_prefers_the_forwarded_host_when_it_selects_the_workload():

@@ -1,4 +1,4 @@
-"""HTTP/1.1 over one terminated HBONE tunnel: parse requests, decide, answer or forward, relay.
+"""HTTP/1.1 over one terminated tunnel: parse requests, decide, answer or forward, relay.
 
 h11 (the sans-I/O HTTP/1.1 state machine) does the parsing and framing on both sides; this module
 moves bytes between it and the streams. Requests on one downstream connection are handled one at
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import h11
 
 from ..hbone import abort
-from .config import WaypointConfig
+from .config import L7Config
 from .pipeline import Tunnel, Verdict, decide, hop_by_hop
 from .routing import Router, Upstream
 
-log = logging.getLogger("waypoint.http")
-access_log = logging.getLogger("waypoint.access")
+log = logging.getLogger("l7.http")
+access_log = logging.getLogger("l7.access")
 
 CHUNK = 64 * 1024
 # A refused request's body is read and dropped up to this size so the connection stays usable.
@@ -113,7 +113,7 @@ class _UpstreamConnection:
 class HttpConnection:
     """Serves one downstream HTTP/1.1 connection until either side closes it."""
 
-    def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], WaypointConfig | None],
+    def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
                  router: Router, open_upstream: UpstreamOpener,
                  on_record: Callable[[AccessRecord], None] | None = None,
                  draining: Callable[[], bool] = lambda: False):

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 from ..identity import Identity
 from ..policy import L7Request, authenticate, evaluate_l7
-from .config import WaypointConfig
+from .config import L7Config
 from .routing import Destination, Router, Upstream
 
 RBAC_DENIED_BODY = b"RBAC: access denied"
@@ -64,7 +64,7 @@ def _host(headers: list[tuple[str, str]]) -> str:
     return ""
 
 
-def decide(config: WaypointConfig, router: Router, tunnel: Tunnel, method: str, target: str,
+def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target: str,
            headers: list[tuple[str, str]]) -> Verdict:
     """``headers`` are (lower-case name, value) pairs as received."""
     upstream = router.pick(config, tunnel.destination)

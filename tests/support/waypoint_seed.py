@@ -1,8 +1,10 @@
-"""Snapshots for tests and scratch runs of the waypoint without a control plane.
+"""Snapshots for tests and scratch runs of the waypoint without a control plane, built with the
+same xds.resources classes the control plane sends.
 
-`seed_snapshot` is the seed article's waypoint in the shape `controlplane.derive.waypoint_config`
-produces: the Istio 1.18 waypoint of the httpbin-ambient service account, carrying the
-selector-based RequestAuthentication and AuthorizationPolicy of the workload it serves.
+`seed_snapshot` is the seed article's waypoint as `controlplane.derive.waypoint_config` produces
+it: the Istio 1.18 waypoint of the httpbin-ambient service account, carrying the selector-based
+RequestAuthentication and AuthorizationPolicy of the workload it serves. `memory_pipe` is an
+in-memory byte pipe with the stream methods the L7 engine uses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 from pathlib import Path
 
 import yaml
+
+from reference_impl.xds import (BoundPolicy, Endpoint, MeshConfig, Service, WaypointInfo, WaypointSnapshot,
+                                Workload)
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "seed"
 NAMESPACE = "ambient-apps"
@@ -35,10 +40,16 @@ def seed_token() -> str:
 
 def workload(name: str, ip: str, identity: str, namespace: str = NAMESPACE, protocol: str = "HBONE",
              status: str = "Healthy") -> dict:
-    """A Workload as the control plane derives it (uid `Kubernetes//Pod/<ns>/<name>`)."""
-    uid = f"Kubernetes//Pod/{namespace}/{name}"
-    return {"uid": uid, "name": name, "namespace": namespace, "workloadIps": [ip],
-            "identity": identity, "protocol": protocol, "status": status}
+    """A Workload as the control plane derives it (uid `Kubernetes//Pod/<ns>/<name>`), wire form."""
+    account = identity.rsplit("/", 1)[-1]
+    return Workload(uid=f"Kubernetes//Pod/{namespace}/{name}", name=name, namespace=namespace,
+                    workload_ips=[ip], service_account=account, identity=identity, protocol=protocol,
+                    dataplane_mode="ambient" if protocol == "HBONE" else "none", status=status,
+                    workload_name=name, canonical_name=name).to_dict()
+
+
+def _bound(obj: dict, applies_to: list[str] | None) -> BoundPolicy:
+    return BoundPolicy(**obj, appliesToWorkloads=applies_to)
 
 
 def seed_snapshot(*, vip: str = "10.96.0.50", service_port: int = 8000, httpbin_ip: str = "10.244.0.5",
@@ -52,27 +63,25 @@ def seed_snapshot(*, vip: str = "10.96.0.50", service_port: int = 8000, httpbin_
             rule = ra["spec"]["jwtRules"][0]
             rule.pop("jwksUri")
             rule["jwks"] = json.dumps(seed_jwks())
-        authn = [{**ra, "appliesToWorkloads": [HTTPBIN_UID]}]
-        authz = [{**seed_object("l7-authz-policy.yaml"), "appliesToWorkloads": [HTTPBIN_UID]}]
+        authn = [_bound(ra, [HTTPBIN_UID])]
+        authz = [_bound(seed_object("l7-authz-policy.yaml"), [HTTPBIN_UID])]
     jwt_rule = seed_object("jwt-policy.yaml")["spec"]["jwtRules"][0]
-    return {
-        "meshConfig": {"trustDomain": "cluster.local", "rootNamespace": "istio-system"},
-        "waypoint": {"namespace": NAMESPACE, "name": WAYPOINT_NAME,
-                     "hostname": f"{WAYPOINT_NAME}.{NAMESPACE}.svc.cluster.local", "legacy": True,
-                     "identity": WAYPOINT_IDENTITY_URI},
-        "services": [f"{NAMESPACE}/{hostname}"],
-        "workloadUids": [HTTPBIN_UID],
-        "authorizationPolicies": authz,
-        "requestAuthentications": authn,
-        "jwksByUri": {} if jwks_inline else {jwt_rule["jwksUri"]: seed_jwks()},
-        "workloads": [workload("httpbin-ambient-0", httpbin_ip, HTTPBIN_IDENTITY_URI)],
-        "allServices": [{
-            "name": "httpbin-ambient", "namespace": NAMESPACE, "hostname": hostname, "vips": [vip],
-            "ports": {str(service_port): target_port},
-            "endpoints": {HTTPBIN_UID: {"workloadUid": HTTPBIN_UID,
-                                        "port": {str(service_port): target_port}, "status": "Healthy"}},
-        }],
-    }
+    ports = {str(service_port): target_port}
+    return WaypointSnapshot(
+        mesh_config=MeshConfig(),
+        waypoint=WaypointInfo(namespace=NAMESPACE, name=WAYPOINT_NAME,
+                              hostname=f"{WAYPOINT_NAME}.{NAMESPACE}.svc.cluster.local", waypoint_for="workload",
+                              legacy=True, identity=WAYPOINT_IDENTITY_URI),
+        services=[f"{NAMESPACE}/{hostname}"],
+        workload_uids=[HTTPBIN_UID],
+        authorization_policies=authz,
+        request_authentications=authn,
+        jwks_by_uri={} if jwks_inline else {jwt_rule["jwksUri"]: seed_jwks()},
+        workloads=[Workload.model_validate(workload("httpbin-ambient-0", httpbin_ip, HTTPBIN_IDENTITY_URI))],
+        all_services=[Service(name="httpbin-ambient", namespace=NAMESPACE, hostname=hostname, vips=[vip],
+                              ports=ports, port_names={str(service_port): "http"},
+                              endpoints={HTTPBIN_UID: Endpoint(workload_uid=HTTPBIN_UID, port=ports)})],
+    ).to_dict()
 
 
 class MemoryEnd:

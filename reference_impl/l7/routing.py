@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .config import Service, WaypointConfig, Workload
+from .config import L7Config, Service, Workload
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Upstream:
         return self.workload.ip, self.port
 
 
-def resolve(config: WaypointConfig, authority: tuple[str, int]) -> Destination | None:
-    """The service or workload this waypoint fronts at ``authority``, or None if it fronts neither."""
+def resolve(config: L7Config, authority: tuple[str, int]) -> Destination | None:
+    """The service or workload this proxy fronts at ``authority``, or None if it fronts neither."""
     ip, port = authority
     service = config.services_by_vip.get(ip)
     if service is not None:
@@ -56,7 +56,7 @@ class Router:
     def __init__(self) -> None:
         self._counters: dict[str, itertools.count] = {}
 
-    def pick(self, config: WaypointConfig, destination: Destination) -> Upstream | None:
+    def pick(self, config: L7Config, destination: Destination) -> Upstream | None:
         if destination.workload is not None:
             workload = config.workloads.get(destination.workload.uid, destination.workload)
             return Upstream(workload, destination.port)

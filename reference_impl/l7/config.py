@@ -1,0 +1,76 @@
+"""The compiled config the L7 engine consumes: where requests may go and which policies apply.
+
+A proxy binds its own snapshot to this (the waypoint: reference_impl.waypoint.config); the
+engine (pipeline, routing, http) reads only this, so the waypoint and a sidecar share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..identity import Identity
+from ..policy import AuthorizationPolicy, JwtRule
+
+
+@dataclass(frozen=True)
+class Workload:
+    uid: str
+    name: str
+    namespace: str
+    ips: tuple[str, ...]
+    identity: Identity | None
+    protocol: str            # HBONE: reach it through its ztunnel on :15008; TCP: connect directly
+    healthy: bool
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    workload_uid: str
+    ports: dict[int, int]    # service port -> target port on this endpoint
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class Service:
+    key: str                 # namespace/hostname
+    name: str
+    namespace: str
+    hostname: str
+    vips: tuple[str, ...]
+    ports: dict[int, int]    # service port -> target port (0: named, resolved per endpoint)
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A policy and the workloads it is limited to (None: all traffic of this proxy)."""
+
+    value: Any
+    applies_to: frozenset[str] | None
+
+    def covers(self, workload_uid: str | None) -> bool:
+        return self.applies_to is None or (workload_uid is not None and workload_uid in self.applies_to)
+
+
+@dataclass
+class L7Config:
+    version: int
+    identity: Identity | None
+    trust_domain: str
+    services_by_vip: dict[str, Service] = field(default_factory=dict)        # fronted services only
+    fronted_workloads_by_ip: dict[str, Workload] = field(default_factory=dict)
+    workloads: dict[str, Workload] = field(default_factory=dict)             # uid -> every workload
+    authorization: list[Bound] = field(default_factory=list)                 # Bound(AuthorizationPolicy)
+    authentication: list[Bound] = field(default_factory=list)                # Bound(list[JwtRule])
+    jwks_by_uri: dict[str, str] = field(default_factory=dict)
+
+    def policies_for(self, workload_uid: str | None) -> list[AuthorizationPolicy]:
+        return [b.value for b in self.authorization if b.covers(workload_uid)]
+
+    def jwt_rules_for(self, workload_uid: str | None) -> list[JwtRule]:
+        return [rule for b in self.authentication if b.covers(workload_uid) for rule in b.value]
