@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from reference_impl.xds import (Authorization, BoundPolicy, Endpoint, KubeObject, MeshConfig, Service,
                                 WaypointInfo, WaypointSnapshot, Workload, ZtunnelSnapshot)
 from reference_impl.xds.resources import HEALTHY, UNHEALTHY
+from reference_impl.policy import authz_l4
 
 from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, MeshIndex,
                     dataplane_mode, labels_of, meta, ns_name, pod_host_network, pod_identity,
                     pod_ip, pod_node, pod_ready, pod_service_account, pod_workload_name,
                     workload_uid)
-from .policies import ZtunnelPolicy, selects, slim, ztunnel_policies
+from .policies import ZtunnelPolicy, slim, ztunnel_policies
 from .waypoints import (Waypoint, find_waypoints, service_waypoint, workload_waypoint)
 
 
@@ -174,7 +175,8 @@ def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
         if workload.namespace != ROOT_NAMESPACE and root_policies:
             candidates = sorted(candidates + root_policies, key=lambda c: c[0])
         for _order, policy, scope, policy_ns in candidates:
-            if selects(policy, scope, policy_ns, workload.namespace, workload.labels):
+            if authz_l4.binds(scope, policy_ns, policy.selector, workload.namespace, workload.labels,
+                              ROOT_NAMESPACE):
                 workload.authorization_policies.append(policy.key)
                 selected_by.setdefault(policy.key, []).append(workload)
     # Istio 1.18: a legacy waypoint enforces the selector policies of the workloads it serves.

@@ -86,16 +86,6 @@ def ztunnel_policies(policies: list[dict]) -> list[ZtunnelPolicy]:
     return out
 
 
-def selects(policy: ZtunnelPolicy, compiled_scope: str, policy_namespace: str,
-            workload_namespace: str, workload_labels: dict) -> bool:
-    """Whether a WORKLOAD_SELECTOR policy selects a workload (the other scopes are by namespace)."""
-    if compiled_scope != "WORKLOAD_SELECTOR":
-        return False
-    if policy_namespace != workload_namespace and policy_namespace != ROOT_NAMESPACE:
-        return False
-    return all(workload_labels.get(k) == v for k, v in (policy.selector or {}).items())
-
-
 def slim(obj: dict) -> dict:
     """An object as shipped raw to proxies: identity, age and spec, without status noise."""
     m = meta(obj)

@@ -170,13 +170,8 @@ class CompiledPolicy:
 
     def applies_to(self, workload_namespace: str, workload_labels: Mapping[str, str] | None,
                    root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> bool:
-        if self.scope == "GLOBAL":
-            return True
-        if self.namespace != workload_namespace and not (
-                self.scope == "WORKLOAD_SELECTOR" and self.namespace == root_namespace):
-            return False
-        labels = workload_labels or {}
-        return all(labels.get(k) == v for k, v in (self.selector or {}).items())
+        return binds(self.scope, self.namespace, self.selector, workload_namespace, workload_labels,
+                     root_namespace)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -344,6 +339,20 @@ def _compiled(policies: Iterable[Any], root_namespace: str) -> list[CompiledPoli
             if compiled is not None:
                 out.append(compiled)
     return [p for p in out if not p.dry_run]
+
+
+def binds(scope: str, policy_namespace: str, selector: Mapping[str, str] | None,
+          workload_namespace: str, workload_labels: Mapping[str, str] | None,
+          root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> bool:
+    """Whether a policy of this scope covers a workload: the one selector-binding rule, applied by
+    the control plane (which sends ztunnel each workload's bound policies) and by the tests."""
+    if scope == "GLOBAL":
+        return True
+    if policy_namespace != workload_namespace and not (
+            scope == "WORKLOAD_SELECTOR" and policy_namespace == root_namespace):
+        return False
+    labels = workload_labels or {}
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
 def select_policies(policies: Iterable[Any], workload_namespace: str,

@@ -32,3 +32,10 @@ def test_a_stale_anchor_is_reported_with_the_file_and_what_to_do(tmp_path):
     stale = catalog.Mutant("gone", "test", False, "x.py", "b = 2\n", "b = 3\n")
     with pytest.raises(catalog.AnchorError, match=r"occurs 0 times in x.py .*update scripts/mutants/catalog.py"):
         catalog.mutated_text(tmp_path, stale)
+
+
+def test_the_catalog_covers_each_area_the_suite_certifies():
+    areas = {m.area for m in catalog.MUTANTS}
+    assert len(catalog.MUTANTS) >= 25
+    assert {"hbone-identity", "l4-authz", "scope", "peerauth", "ca", "xds", "drain", "waypoint", "jwt",
+            "routing"} <= areas
