@@ -1,15 +1,17 @@
 """The attacker's side of the adversarial tests: certificates the suite makes itself, an
 uncaptured pod that runs the HBONE probe (conformance/probes/hbone_probe.py), and the
-observations those tests share.
+probe's verdicts. What a deny looks like to a mesh client, and waiting for one, is the
+Scenario's (`expect_denied`); here are only the attacker's own tools.
 
 The suite's own CA is made here with `cryptography`; a certificate signed by the MESH's CA is
-asked of the target (`Target.sign_workload_certificate`), which only some targets can do.
+asked of the target (`Scenario.sign_workload_certificate`), which only some targets can do.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conformance import workloads as w
-from conformance.convergence import eventually
-from conformance.targets.base import PodRef, Target, TargetError
+from conformance.scenario import Scenario
+from conformance.targets.base import ExecResult, PodRef, TargetError
 
 HBONE_PORT = 15008
 PROBE_SCRIPT = "hbone_probe.py"
@@ -108,14 +110,14 @@ class SuiteCA:
         return Credentials(pem(leaf) + pem(self.cert), key_pem(key))
 
 
-def mesh_credentials(target: Target, spiffe_id: str, expired: bool = False) -> Credentials:
+def mesh_credentials(sc: Scenario, spiffe_id: str, expired: bool = False) -> Credentials:
     """A certificate for `spiffe_id` signed by the mesh's own CA (NotSupported on most targets)."""
     key = new_key()
     if expired:
         not_before, not_after = now() - dt.timedelta(hours=3), now() - dt.timedelta(hours=1)
     else:
         not_before, not_after = now() - dt.timedelta(minutes=5), now() + dt.timedelta(hours=1)
-    chain = target.sign_workload_certificate(spiffe_id, public_key_pem(key), not_before, not_after)
+    chain = sc.sign_workload_certificate(spiffe_id, public_key_pem(key), not_before, not_after)
     return Credentials(chain, key_pem(key))
 
 
@@ -124,9 +126,9 @@ def probe_sources() -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(PROBES_DIR.glob("*.py"))}
 
 
-def deploy_attacker(sc, namespace: str, name: str = "attacker", node: str | None = None):
+def deploy_attacker(sc: Scenario, namespace: str, name: str = "attacker", node: str | None = None):
     """An uncaptured pod of the suite's own, able to run the probe; returns the Pod."""
-    sc.deploy(sc.target.probe_manifests(namespace, name, node, probe_sources()), namespace)
+    sc.deploy(sc.probe_manifests(namespace, name, node, probe_sources()), namespace)
     return sc.pod(namespace, name)
 
 
@@ -151,10 +153,10 @@ def http_get(path: str = "/get", host: str = "httpbin", headers: dict | None = N
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
 
 
-def probe(target: Target, attacker: PodRef, attempts: list[dict]) -> dict[str, dict]:
+def probe(sc: Scenario, attacker: PodRef, attempts: list[dict]) -> dict[str, dict]:
     """Run the attempts in one exec of the probe; results by attempt name."""
     spec = base64.b64encode(json.dumps({"attempts": attempts}).encode()).decode()
-    done = target.run_probe(attacker, PROBE_SCRIPT, [spec],
+    done = sc.run_probe(attacker, PROBE_SCRIPT, [spec],
                             timeout=len(attempts) * (PROBE_TIMEOUT_SECONDS + 2) + 20)
     results = {}
     for line in done.stdout.splitlines():
@@ -176,89 +178,14 @@ def assert_refused_promptly(result: dict, outcomes: set[str], what: str, statuse
     assert result["seconds"] < PROBE_TIMEOUT_SECONDS - 1, f"{what}: the refusal was not prompt: {result}"
 
 
-# -- curl-side observations that demand a PROMPT refusal ---------------------------------------
-def _prompt_refusal(response) -> bool:
-    from conformance import convergence, curl
-    return response.outcome in (curl.RESET, curl.REFUSED) and response.seconds < convergence.REQUEST_MAX_SECONDS - 0.5
-
-
-def expect_refused(sc, client: PodRef, url: str, what: str, headers: dict | None = None) -> None:
-    """Converge on an L4 deny seen as a reset/EOF or refused connect, well before the request's
-    time limit: a timeout is a stalled mesh, never a deny."""
-    from conformance import convergence
-    eventually(lambda: sc.target.call_detailed(client, url, headers=headers, count=convergence.CONSECUTIVE,
-                                                timeout=convergence.REQUEST_MAX_SECONDS),
-                _prompt_refusal, what=f"{what}: expected a prompt L4 refusal (reset/EOF/refused, not a timeout) "
-                                 f"({client.namespace}/{client.name} -> {url})")
-
-
-def expect_answers(sc, client: PodRef, url: str, what: str, headers: dict | None = None) -> None:
-    """Converge on HTTP 200s."""
-    from conformance import convergence
-    eventually(lambda: sc.target.call(client, url, headers=headers, count=convergence.CONSECUTIVE,
-                                       timeout=convergence.REQUEST_MAX_SECONDS),
-                lambda o: o == 200, what=f"{what}: expected HTTP 200 ({client.namespace}/{client.name} -> {url})")
-
-
-def assert_answers_now(sc, client: PodRef, url: str, what: str, count: int = 3) -> None:
-    """Every one of `count` calls made now gets 200 (after a barrier showed the config is in effect)."""
-    from conformance import convergence
-    outcomes = sc.target.call(client, url, count=count, timeout=convergence.REQUEST_MAX_SECONDS)
-    assert outcomes == [200] * count, f"{what}: expected HTTP 200 every time, got {outcomes}"
-
-
-def bodies(target: Target, client: PodRef, url: str, count: int, fresh_connections: bool = True) -> list[str]:
-    """The response body of each of `count` requests (one curl process); '' for a failed one."""
-    from conformance import convergence
-    marker = "ac-body-end"
-    argv = ["curl"]
-    for i in range(count):
-        if i:
-            argv.append("--next")
-        argv += ["-s", "--max-time", f"{convergence.REQUEST_MAX_SECONDS:g}", "-w", f"\n{marker}\n"]
-        if fresh_connections:
-            argv += ["-H", "Connection: close"]
-        argv.append(url)
-    done = target.exec(client, argv, timeout=count * (convergence.REQUEST_MAX_SECONDS + 1) + 10)
-    parts = done.stdout.split(f"\n{marker}\n")
-    return [p.strip() for p in parts[:count]] + [""] * max(0, count - len(parts[:count]))
-
-
-# -- a server that names itself -----------------------------------------------------------------
-WHOAMI_PORT = 80
-
-
-def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = None,
-           headless: bool = False) -> list[dict]:
-    """A stock Python image serving its own pod name at /name (Python's http.server)."""
-    labels = {"app": name}
-    script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
-              f'exec python3 -m http.server {WHOAMI_PORT}')
-    container = {"name": "whoami", "image": Target.PROBE_IMAGE, "command": ["sh", "-c", script],
-                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                 "ports": [{"containerPort": WHOAMI_PORT}]}
-    spec = {"serviceAccountName": name, "containers": [container]}
-    if node:
-        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
-               "spec": {"selector": labels, "ports": [{"name": "http", "port": WHOAMI_PORT,
-                                                       "targetPort": WHOAMI_PORT}]}}
-    if headless:
-        service["spec"]["clusterIP"] = "None"
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-                  "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                           "template": {"metadata": {"labels": labels}, "spec": spec}}}
-    return [w.service_account(ns, name), service, deployment]
-
-
 # -- a server of the suite's own where a mesh client expects a workload --------------------------
 SERVER_SCRIPT = "hbone_server.py"
 
 
-def deploy_impostor(sc, namespace: str, name: str, node: str | None = None):
+def deploy_impostor(sc: Scenario, namespace: str, name: str, node: str | None = None):
     """A pod that the mesh takes for a sidecar workload (a container named `istio-proxy`), so a
     mesh client sends it HBONE on 15008, where the suite's own server answers; returns the Pod."""
-    manifests = sc.target.probe_manifests(namespace, name, node, probe_sources())
+    manifests = sc.probe_manifests(namespace, name, node, probe_sources())
     for obj in manifests:
         if obj["kind"] == "Deployment":
             obj["spec"]["template"]["spec"]["containers"][0]["name"] = "istio-proxy"
@@ -269,16 +196,15 @@ def deploy_impostor(sc, namespace: str, name: str, node: str | None = None):
 class ServerRun:
     """hbone_server.py running in `pod` for `seconds`, in a thread (exec blocks until it ends)."""
 
-    def __init__(self, target: Target, pod: PodRef, creds: Credentials, seconds: float):
-        import threading
+    def __init__(self, sc: Scenario, pod: PodRef, creds: Credentials, seconds: float):
         spec = base64.b64encode(json.dumps({"cert_pem": creds.cert_pem, "key_pem": creds.key_pem,
                                             "port": HBONE_PORT, "seconds": seconds}).encode()).decode()
-        self.result = None
-        self._thread = threading.Thread(target=self._run, args=(target, pod, spec, seconds), daemon=True)
+        self.result: ExecResult | None = None
+        self._thread = threading.Thread(target=self._run, args=(sc, pod, spec, seconds), daemon=True)
         self._thread.start()
 
-    def _run(self, target, pod, spec, seconds):
-        self.result = target.run_probe(pod, SERVER_SCRIPT, [spec], timeout=seconds + 20)
+    def _run(self, sc: Scenario, pod: PodRef, spec: str, seconds: float) -> None:
+        self.result = sc.run_probe(pod, SERVER_SCRIPT, [spec], timeout=seconds + 20)
 
     def counts(self) -> dict:
         self._thread.join()

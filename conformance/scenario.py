@@ -11,7 +11,7 @@ from conformance import convergence, curl
 from conformance import workloads as w
 from conformance.convergence import eventually
 from conformance.manifests import Manifests
-from conformance.targets.base import Capture, Pod, PodRef, Target, TargetError
+from conformance.targets.base import Capture, ExecResult, Pod, PodRef, Target, TargetError
 
 #: what an L4 deny looks like from the client: a prompt refusal (reset/EOF, or a failed connect
 #: when the proxy's reset lands first), never an HTTP answer and never a timeout.
@@ -109,6 +109,38 @@ class Scenario:
         """A packet capture on `node` (NotSupported where the target cannot)."""
         return self.target.capture(node, bpf_filter)
 
+    # -- the mesh itself ---------------------------------------------------------------------
+    @property
+    def mesh_namespace(self) -> str:
+        """The mesh's root namespace (where a policy without a selector applies mesh-wide)."""
+        return self.target.MESH_NAMESPACE
+
+    def stop_control_plane(self) -> None:
+        """Scale the control plane to zero and wait until none of its pods runs."""
+        self.target.stop_control_plane()
+
+    def start_control_plane(self) -> None:
+        """Bring the control plane back and wait until it is Ready."""
+        self.target.start_control_plane()
+
+    def mesh_trust_anchors(self) -> str:
+        """PEM of the mesh's root certificate(s) (NotSupported where the target cannot read them)."""
+        return self.target.mesh_trust_anchors()
+
+    def sign_workload_certificate(self, spiffe_id: str, public_key_pem: str, not_before, not_after) -> str:
+        """A chain (PEM, leaf first) for `spiffe_id` signed by the MESH's CA (NotSupported on most targets)."""
+        return self.target.sign_workload_certificate(spiffe_id, public_key_pem, not_before, not_after)
+
+    # -- pods of the suite's own (conformance/probes) ----------------------------------------
+    def probe_manifests(self, namespace: str, name: str, node: str | None,
+                        scripts: dict[str, str]) -> list[dict]:
+        """Manifests of a pod that can run `scripts` (file name -> Python source) with `run_probe`."""
+        return self.target.probe_manifests(namespace, name, node, scripts)
+
+    def run_probe(self, pod: PodRef, script: str, args: list[str], timeout: float = 60) -> ExecResult:
+        """Run one of the probe scripts in a pod made from `probe_manifests`; blocks until it ends."""
+        return self.target.run_probe(pod, script, args, timeout=timeout)
+
     # -- observing ---------------------------------------------------------------------------
     def outcomes(self, client: PodRef, url: str, count: int = convergence.CONSECUTIVE,
                  headers: dict | None = None) -> list:
@@ -116,9 +148,16 @@ class Scenario:
                                 timeout=convergence.REQUEST_MAX_SECONDS)
 
     def responses(self, client: PodRef, url: str, count: int = 1, headers: dict | None = None,
-                  timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Response]:
-        """Each request's outcome with its bytes and duration (for long or streamed requests)."""
-        return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout)
+                  timeout: float = convergence.REQUEST_MAX_SECONDS, body: bool = False) -> list[curl.Response]:
+        """Each request's outcome with its bytes and duration (for long or streamed requests);
+        with `body`, each response's body too."""
+        return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout, body=body)
+
+    def bodies(self, client: PodRef, url: str, count: int, fresh_connections: bool = True) -> list[str]:
+        """The body of each of `count` requests ('' for a failed one); with `fresh_connections`
+        each request opens a connection of its own, so each is load-balanced anew."""
+        headers = {"Connection": "close"} if fresh_connections else None
+        return [r.body.strip() for r in self.responses(client, url, count, headers=headers, body=True)]
 
     def converge(self, client: PodRef, url: str, expect, what: str, headers: dict | None = None,
                  timeout: float = convergence.POLICY_CONVERGENCE_SECONDS, why_not=None) -> None:
@@ -129,6 +168,12 @@ class Scenario:
 
     def expect_allowed(self, client: PodRef, url: str, what: str = "allowed", **kw) -> None:
         self.converge(client, url, allowed, what + ": expected HTTP 200", **kw)
+
+    def assert_allowed_now(self, client: PodRef, url: str, what: str, count: int = 3) -> None:
+        """Every one of `count` calls made now gets HTTP 200: for "this changes nothing" after a
+        barrier (a later change whose effect was seen) showed the configuration is in effect."""
+        outcomes = self.outcomes(client, url, count=count)
+        assert all(map(allowed, outcomes)), f"{what}: expected HTTP 200 every time, got {outcomes}"
 
     def expect_denied(self, client: PodRef, url: str, what: str = "denied", **kw) -> None:
         """N consecutive prompt refusals; a timeout breaks the run and the failure says why."""

@@ -1,15 +1,18 @@
 """Manifests for the workloads and policies the conformance tests use, as plain dicts.
 
 Images are the ones the seed article uses, so the manifests run unchanged on a real cluster:
-`docker.io/kennethreitz/httpbin` (listens on 80) and `curlimages/curl` kept alive by sleep.
+`docker.io/kennethreitz/httpbin` (listens on 80) and `curlimages/curl` kept alive by sleep;
+the server that names itself and the suite's probe pods use a stock Python image.
 """
 from __future__ import annotations
 
 HTTPBIN_IMAGE = "docker.io/kennethreitz/httpbin"
 CURL_IMAGE = "curlimages/curl"
+PYTHON_IMAGE = "python:3.11-slim"
 HTTP_PORT = 8000        # service port, as in the seed
 HTTP_TARGET_PORT = 80   # httpbin's container port
 ALT_PORT = 8080         # a second port on the same pod, for port-based policy
+WHOAMI_PORT = 80        # whoami's service and container port
 AMBIENT_LABEL = {"istio.io/dataplane-mode": "ambient"}
 TRUST_DOMAIN = "cluster.local"
 
@@ -72,6 +75,29 @@ def client(ns: str, name: str, node: str | None = None) -> list[dict]:
                                                        "command": ["/bin/sleep", "3650d"]}],
                                        **_placement(node)}}}}
     return [service_account(ns, name), deployment]
+
+
+def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = None,
+           headless: bool = False) -> list[dict]:
+    """A server that names itself: a stock Python image serving its own pod name at /name
+    (Python's http.server), so a test sees which endpoint answered."""
+    labels = {"app": name}
+    script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
+              f'exec python3 -m http.server {WHOAMI_PORT}')
+    container = {"name": "whoami", "image": PYTHON_IMAGE, "command": ["sh", "-c", script],
+                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                 "ports": [{"containerPort": WHOAMI_PORT}]}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": WHOAMI_PORT,
+                                                       "targetPort": WHOAMI_PORT}]}}
+    if headless:
+        service["spec"]["clusterIP"] = "None"
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+                  "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels},
+                                        "spec": {"serviceAccountName": name, "containers": [container],
+                                                 **_placement(node)}}}}
+    return [service_account(ns, name), service, deployment]
 
 
 def authorization_policy(ns: str, name: str, spec: dict, selector_app: str | None = None) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from conformance import curl
+from conformance import workloads
 from conformance.curl import Outcome, Response
 from conformance.manifests import Manifests
 
@@ -143,12 +144,13 @@ class Target(ABC):
 
     def call_detailed(self, from_pod: PodRef, url: str, method: str = "GET",
                       headers: dict[str, str] | None = None, count: int = 1,
-                      timeout: float = curl.DEFAULT_MAX_TIME) -> list[Response]:
+                      timeout: float = curl.DEFAULT_MAX_TIME, body: bool = False) -> list[Response]:
+        """Each request's Response; with `body`, each carries the response body too."""
         if count < 1:
             raise ValueError("call needs count >= 1")
-        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout)
+        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout, body=body)
         result = self.exec(from_pod, argv, timeout=count * (timeout + 1) + 10)
-        responses = curl.parse_output(result.stdout, count)
+        responses = curl.parse_output(result.stdout, count, body=body)
         if all(r.outcome == curl.ERROR and r.exit_code == -1 for r in responses):
             raise TargetError(f"curl in pod {from_pod.namespace}/{from_pod.name} reported nothing "
                               f"(exit {result.returncode}): {result.stderr.strip()[:300]}")
@@ -175,7 +177,7 @@ class Target(ABC):
 
     # -- adversarial probes (issue 10) -------------------------------------------------------
     #: a stock image with Python 3; the probe scripts are mounted from a ConfigMap
-    PROBE_IMAGE = "python:3.11-slim"
+    PROBE_IMAGE = workloads.PYTHON_IMAGE
     PROBE_DIR = "/ac-probes"
 
     def probe_manifests(self, namespace: str, name: str, node: str | None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import adversary as adv
 from conformance import workloads as w
 from conformance.tests.l4world import spread_nodes
 
@@ -15,10 +14,10 @@ CALLS = 24
 def _deploy(scenario, headless: bool):
     server_node, client_node = spread_nodes(scenario)
     srv, cli = scenario.namespace("wsrv"), scenario.namespace("wcli")
-    scenario.deploy(adv.whoami(srv, replicas=REPLICAS if not headless else 2, node=server_node, headless=headless)
+    scenario.deploy(w.whoami(srv, replicas=REPLICAS if not headless else 2, node=server_node, headless=headless)
                     + w.client(cli, "client-a", node=client_node) + w.client(cli, "client-b", node=client_node),
                     srv, cli)
-    return srv, cli, scenario.target.pods(srv, {"app": "whoami"})
+    return srv, cli, scenario.pods(srv, {"app": "whoami"})
 
 
 @pytest.mark.features("HeadlessServiceExactPod", "HeadlessService")
@@ -28,16 +27,16 @@ def test_headless_pod_ip_reaches_exactly_that_pod_with_its_policy(scenario):
     srv, cli, pods = _deploy(scenario, headless=True)
     a, b = scenario.pod(cli, "client-a"), scenario.pod(cli, "client-b")
     for pod in pods:
-        url = f"http://{pod.ip}:{adv.WHOAMI_PORT}/name"
-        adv.expect_answers(scenario, a, url, f"pod {pod.name} by IP")
-        names = adv.bodies(scenario.target, a, url, 6)
+        url = f"http://{pod.ip}:{w.WHOAMI_PORT}/name"
+        scenario.expect_allowed(a, url, f"pod {pod.name} by IP")
+        names = scenario.bodies(a, url, 6)
         assert names == [pod.name] * 6, f"calls to {pod.ip} were answered by {names}, not only {pod.name}"
     scenario.apply([w.authorization_policy(srv, "only-a", {"action": "ALLOW", "rules": [
         {"from": [{"source": {"principals": [w.principal(cli, "client-a")]}}]}]}, selector_app="whoami")])
     for pod in pods:
-        url = f"http://{pod.ip}:{adv.WHOAMI_PORT}/name"
-        adv.expect_refused(scenario, b, url, f"client B to pod {pod.name} by IP, ALLOW of A only")
-        assert adv.bodies(scenario.target, a, url, 3) == [pod.name] * 3, f"client A no longer reaches {pod.name}"
+        url = f"http://{pod.ip}:{w.WHOAMI_PORT}/name"
+        scenario.expect_denied(b, url, f"client B to pod {pod.name} by IP, ALLOW of A only")
+        assert scenario.bodies(a, url, 3) == [pod.name] * 3, f"client A no longer reaches {pod.name}"
 
 
 @pytest.mark.features("ServiceReachesEveryEndpoint", "ServiceLoadBalancing")
@@ -46,9 +45,9 @@ def test_service_vip_reaches_every_ready_endpoint(scenario):
     24 calls every ready pod MUST answer at least once."""
     srv, cli, pods = _deploy(scenario, headless=False)
     a = scenario.pod(cli, "client-a")
-    url = f"http://whoami.{srv}:{adv.WHOAMI_PORT}/name"
-    adv.expect_answers(scenario, a, url, "service VIP")
-    names = adv.bodies(scenario.target, a, url, CALLS)
+    url = f"http://whoami.{srv}:{w.WHOAMI_PORT}/name"
+    scenario.expect_allowed(a, url, "service VIP")
+    names = scenario.bodies(a, url, CALLS)
     ready = {p.name for p in pods if p.ready}
     assert len(ready) == REPLICAS, f"expected {REPLICAS} ready pods, found {sorted(ready)}"
     assert set(names) <= ready, f"some calls were not answered by a ready pod: {names}"

@@ -34,10 +34,10 @@ class HboneWorld:
         return f"{(pod or self.server).ip}:{port}"
 
     def probe(self, *attempts: dict) -> dict[str, dict]:
-        return adv.probe(self.sc.target, self.attacker, list(attempts))
+        return adv.probe(self.sc, self.attacker, list(attempts))
 
     def mesh_creds(self, **kw) -> adv.Credentials:
-        return adv.mesh_credentials(self.sc.target, adv.spiffe(self.attacker.namespace, "attacker"), **kw)
+        return adv.mesh_credentials(self.sc, adv.spiffe(self.attacker.namespace, "attacker"), **kw)
 
     def valid_attempt(self, name: str, creds: adv.Credentials, root: str, headers: dict | None = None,
                       request_headers: dict | None = None) -> dict:
@@ -72,7 +72,7 @@ def test_hbone_refuses_clients_without_a_mesh_certificate(hbone):
     client with no certificate, and one whose certificate (claiming a mesh identity) comes from a CA
     the mesh does not trust; plaintext sent to 15008 MUST be closed without an HTTP answer; a mesh
     client MUST reach the same pod."""
-    root = hbone.sc.target.mesh_trust_anchors()
+    root = hbone.sc.mesh_trust_anchors()
     suite_ca = adv.SuiteCA()
     authority = hbone.authority()
     results = hbone.probe(
@@ -108,8 +108,8 @@ def test_hbone_refuses_other_trust_domain_and_expired_certificates(hbone):
     """HBONE MUST refuse at TLS a client certificate signed by the mesh's own CA for another trust
     domain, and a mesh-signed certificate that has expired, while a valid mesh-signed certificate
     gets CONNECT 200 and the app's answer."""
-    root = hbone.sc.target.mesh_trust_anchors()
-    other_domain = adv.mesh_credentials(hbone.sc.target, adv.spiffe(hbone.attacker.namespace, "attacker",
+    root = hbone.sc.mesh_trust_anchors()
+    other_domain = adv.mesh_credentials(hbone.sc, adv.spiffe(hbone.attacker.namespace, "attacker",
                                                                     trust_domain="evil.example"))
     results = hbone.probe(
         hbone.valid_attempt("valid", hbone.mesh_creds(), root),
@@ -126,7 +126,7 @@ def test_hbone_connect_authority_must_name_this_pod_and_a_listening_port(hbone):
     """A mesh-authenticated CONNECT to a pod's 15008 MUST be refused 400 when its authority names
     another pod, MUST be refused (4xx/5xx) when it names the pod's own 15008, and MUST be refused
     503 when it names a port nothing listens on, while the pod's app port gets 200."""
-    root, creds = hbone.sc.target.mesh_trust_anchors(), hbone.mesh_creds()
+    root, creds = hbone.sc.mesh_trust_anchors(), hbone.mesh_creds()
     ip = hbone.server.ip
 
     def connect(name, authority):
@@ -153,7 +153,7 @@ def test_hbone_forwarded_header_does_not_change_the_source_address(hbone):
     inner `X-Forwarded-For`) names an address an ALLOW admits MUST still be denied (401), and a DENY
     of the attacker's own address MUST hold whatever `forwarded` says; an ALLOW of its real address
     admits it (200)."""
-    root, creds = hbone.sc.target.mesh_trust_anchors(), hbone.mesh_creds()
+    root, creds = hbone.sc.mesh_trust_anchors(), hbone.mesh_creds()
     spoof = {"forwarded": f'for="{SPOOFED_IP}:4242"'}
     spoof_inner = {"X-Forwarded-For": SPOOFED_IP, "Forwarded": f"for={SPOOFED_IP}"}
 
@@ -184,7 +184,7 @@ def test_hbone_forwarded_header_does_not_change_the_source_address(hbone):
             f"a forwarded header naming another address escaped the DENY: {seen[-1]['spoofed']}"
     finally:
         for name in ("by-ip", "deny-attacker"):
-            hbone.sc.target.delete([w.authorization_policy(hbone.srv, name, {})])
+            hbone.sc.delete([w.authorization_policy(hbone.srv, name, {})])
 
 
 @pytest.mark.features("HBONEClientVerifiesServerIdentity")
@@ -193,14 +193,14 @@ def test_client_ztunnel_refuses_a_server_with_the_wrong_identity(hbone):
     mesh-signed certificate names another identity (the client sees a prompt reset, and no CONNECT
     reaches that server), while the same server presenting the destination's own identity is used."""
     sc, ns = hbone.sc, hbone.attacker.namespace
-    honest_creds = adv.mesh_credentials(sc.target, adv.spiffe(ns, "honest"))
-    liar_creds = adv.mesh_credentials(sc.target, adv.spiffe(ns, "someone-else"))
-    node = sc.target.pod_node(hbone.server)
+    honest_creds = adv.mesh_credentials(sc, adv.spiffe(ns, "honest"))
+    liar_creds = adv.mesh_credentials(sc, adv.spiffe(ns, "someone-else"))
+    node = sc.node_of(hbone.server)
     honest, liar = adv.deploy_impostor(sc, ns, "honest", node), adv.deploy_impostor(sc, ns, "liar", node)
-    runs = {"honest": adv.ServerRun(sc.target, honest, honest_creds, seconds=8),
-            "liar": adv.ServerRun(sc.target, liar, liar_creds, seconds=8)}
-    adv.expect_answers(sc, hbone.client, f"http://{honest.ip}:{w.HTTP_TARGET_PORT}/", "server with the right identity")
-    adv.expect_refused(sc, hbone.client, f"http://{liar.ip}:{w.HTTP_TARGET_PORT}/", "server with the wrong identity")
+    runs = {"honest": adv.ServerRun(sc, honest, honest_creds, seconds=8),
+            "liar": adv.ServerRun(sc, liar, liar_creds, seconds=8)}
+    sc.expect_allowed(hbone.client, f"http://{honest.ip}:{w.HTTP_TARGET_PORT}/", "server with the right identity")
+    sc.expect_denied(hbone.client, f"http://{liar.ip}:{w.HTTP_TARGET_PORT}/", "server with the wrong identity")
     counts = {name: run.counts() for name, run in runs.items()}
     assert counts["honest"]["connects"] > 0, f"the control server saw no CONNECT: {counts}"
     assert counts["liar"]["connections"] > 0, f"the client never reached the wrong-identity server: {counts}"

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from conformance import adversary as adv
 from conformance import workloads as w
 from conformance.scenario import Scenario
 from conformance.targets.base import Pod
@@ -27,10 +26,10 @@ class ScopeWorld:
 
     @property
     def root(self) -> str:
-        return self.sc.target.MESH_NAMESPACE
+        return self.sc.mesh_namespace
 
     def remove(self, *objects: dict) -> None:
-        self.sc.target.delete(list(objects))
+        self.sc.delete(list(objects))
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +59,19 @@ def test_namespace_policy_covers_its_namespace_only_and_empty_selector_match_cha
     NOT affect a workload in another namespace; an allow-nothing policy whose selector matches no
     pod MUST change nothing."""
     sc = scope.sc
-    adv.expect_answers(sc, scope.a, scope.url(scope.one), "namespace one, before any policy")
-    adv.expect_answers(sc, scope.a, scope.url(scope.two), "namespace two, before any policy")
+    sc.expect_allowed(scope.a, scope.url(scope.one), "namespace one, before any policy")
+    sc.expect_allowed(scope.a, scope.url(scope.two), "namespace two, before any policy")
     no_match = w.authorization_policy(scope.two, "selects-nothing", {}, selector_app="no-such-app")
     namespace_wide = w.authorization_policy(scope.one, "allow-nothing", {})
     try:
         sc.apply([no_match])
         sc.apply([namespace_wide])
-        adv.expect_refused(sc, scope.a, scope.url(scope.one), "allow-nothing in namespace one")
-        adv.assert_answers_now(sc, scope.a, scope.url(scope.two),
+        sc.expect_denied(scope.a, scope.url(scope.one), "allow-nothing in namespace one")
+        sc.assert_allowed_now(scope.a, scope.url(scope.two),
                                "namespace two: namespace one's policy and a selector matching nothing")
     finally:
         scope.remove(no_match, namespace_wide)
-    adv.expect_answers(sc, scope.a, scope.url(scope.one), "namespace one, policy removed")
+    sc.expect_allowed(scope.a, scope.url(scope.one), "namespace one, policy removed")
 
 
 @pytest.mark.features("L4PolicyRootNamespace")
@@ -80,16 +79,16 @@ def test_root_namespace_policy_applies_mesh_wide(scope):
     """A DENY without a selector in the root namespace MUST deny its client in every namespace, and
     MUST NOT deny other clients."""
     sc = scope.sc
-    adv.expect_answers(sc, scope.b, scope.url(scope.two), "client B, before any policy")
+    sc.expect_allowed(scope.b, scope.url(scope.two), "client B, before any policy")
     mesh_wide = _deny_principal(scope.root, f"cf-deny-b-{sc.suffix}", w.principal(scope.a.namespace, "client-b"))
     try:
         sc.apply([mesh_wide])
-        adv.expect_refused(sc, scope.b, scope.url(scope.one), "root-namespace DENY of B, namespace one")
-        adv.expect_refused(sc, scope.b, scope.url(scope.two), "root-namespace DENY of B, namespace two")
-        adv.assert_answers_now(sc, scope.a, scope.url(scope.two), "client A under the root-namespace DENY of B")
+        sc.expect_denied(scope.b, scope.url(scope.one), "root-namespace DENY of B, namespace one")
+        sc.expect_denied(scope.b, scope.url(scope.two), "root-namespace DENY of B, namespace two")
+        sc.assert_allowed_now(scope.a, scope.url(scope.two), "client A under the root-namespace DENY of B")
     finally:
         scope.remove(mesh_wide)
-    adv.expect_answers(sc, scope.b, scope.url(scope.two), "client B, root policy removed")
+    sc.expect_allowed(scope.b, scope.url(scope.two), "client B, root policy removed")
 
 
 @pytest.mark.features("L4PolicyTargetRefsIgnored")
@@ -97,7 +96,7 @@ def test_target_refs_policies_are_not_enforced_by_ztunnel(scope):
     """A DENY-everything AuthorizationPolicy attached with `targetRefs` (to the Service, with no
     waypoint) MUST NOT be enforced by ztunnel, while the same policy with a selector is."""
     sc = scope.sc
-    adv.expect_answers(sc, scope.a, scope.url(scope.two), "before any policy")
+    sc.expect_allowed(scope.a, scope.url(scope.two), "before any policy")
     by_ref = w.authorization_policy(scope.two, "deny-all-by-ref", {
         "action": "DENY", "rules": [{}], "targetRefs": [{"group": "", "kind": "Service", "name": "httpbin"}]})
     by_selector = w.authorization_policy(scope.one, "deny-all-by-selector",
@@ -105,8 +104,8 @@ def test_target_refs_policies_are_not_enforced_by_ztunnel(scope):
     try:
         sc.apply([by_ref])
         sc.apply([by_selector])
-        adv.expect_refused(sc, scope.a, scope.url(scope.one), "the same DENY with a selector (barrier)")
-        adv.assert_answers_now(sc, scope.a, scope.url(scope.two), "DENY attached by targetRefs")
+        sc.expect_denied(scope.a, scope.url(scope.one), "the same DENY with a selector (barrier)")
+        sc.assert_allowed_now(scope.a, scope.url(scope.two), "DENY attached by targetRefs")
     finally:
         scope.remove(by_ref, by_selector)
 
@@ -129,22 +128,22 @@ def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
     mesh = _peer_auth(scope.root, f"cf-mesh-{sc.suffix}", "STRICT")
     namespace = _peer_auth(scope.one, "default", "PERMISSIVE")
     workload = _peer_auth(scope.one, "httpbin-strict", "STRICT", selector_app="httpbin")
-    adv.expect_answers(sc, out, url, "plaintext, no PeerAuthentication")
+    sc.expect_allowed(out, url, "plaintext, no PeerAuthentication")
     try:
         sc.apply([mesh])
-        adv.expect_refused(sc, out, url, "mesh STRICT")
+        sc.expect_denied(out, url, "mesh STRICT")
         sc.apply([namespace])
-        adv.expect_answers(sc, out, url, "namespace PERMISSIVE over mesh STRICT")
+        sc.expect_allowed(out, url, "namespace PERMISSIVE over mesh STRICT")
         sc.apply([workload])
-        adv.expect_refused(sc, out, url, "workload STRICT over namespace PERMISSIVE")
-        adv.assert_answers_now(sc, scope.a, url, "mesh client under STRICT")
+        sc.expect_denied(out, url, "workload STRICT over namespace PERMISSIVE")
+        sc.assert_allowed_now(scope.a, url, "mesh client under STRICT")
         scope.remove(workload)
-        adv.expect_answers(sc, out, url, "workload policy removed: namespace PERMISSIVE again")
+        sc.expect_allowed(out, url, "workload policy removed: namespace PERMISSIVE again")
         scope.remove(namespace)
-        adv.expect_refused(sc, out, url, "namespace policy removed: mesh STRICT again")
+        sc.expect_denied(out, url, "namespace policy removed: mesh STRICT again")
     finally:
         scope.remove(mesh, namespace, workload)
-    adv.expect_answers(sc, out, url, "every PeerAuthentication removed")
+    sc.expect_allowed(out, url, "every PeerAuthentication removed")
 
 
 @pytest.mark.features("PeerAuthenticationPortLevel", "PeerAuthenticationStrict", "PeerAuthenticationPermissive")
@@ -154,13 +153,13 @@ def test_port_level_mtls_overrides_the_workload_mode_per_port(scope):
     that port only."""
     sc, out = scope.sc, scope.outsider
     main, alt = scope.url(scope.one), scope.url(scope.one, port=w.ALT_PORT)
-    adv.expect_answers(sc, out, alt, "second port, no PeerAuthentication")
+    sc.expect_allowed(out, alt, "second port, no PeerAuthentication")
     try:
         sc.apply([_peer_auth(scope.one, "ports", "STRICT", "httpbin", {w.ALT_PORT: "PERMISSIVE"})])
-        adv.expect_refused(sc, out, main, "STRICT, main port")
-        adv.assert_answers_now(sc, out, alt, "STRICT with PERMISSIVE on the second port")
+        sc.expect_denied(out, main, "STRICT, main port")
+        sc.assert_allowed_now(out, alt, "STRICT with PERMISSIVE on the second port")
         sc.apply([_peer_auth(scope.one, "ports", "PERMISSIVE", "httpbin", {w.ALT_PORT: "STRICT"})])
-        adv.expect_refused(sc, out, alt, "PERMISSIVE with STRICT on the second port")
-        adv.assert_answers_now(sc, out, main, "PERMISSIVE, main port")
+        sc.expect_denied(out, alt, "PERMISSIVE with STRICT on the second port")
+        sc.assert_allowed_now(out, main, "PERMISSIVE, main port")
     finally:
         scope.remove(_peer_auth(scope.one, "ports", "STRICT"))

@@ -56,17 +56,13 @@ def token_of_unknown_issuer(like: str) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "not-in-any-jwks"})
 
 
-def echoed_headers(target, client: PodRef, url: str = ECHO) -> tuple[object, frozenset[str]]:
-    """(HTTP status or curl failure, lower-case names of the request headers httpbin received).
-    `target.call` discards bodies, and this observation is the body, hence one curl of its own."""
-    done = target.exec(client, ["curl", "-s", "--max-time", f"{convergence.REQUEST_MAX_SECONDS:g}",
-                                "-w", "\n%{http_code}", url],
-                       timeout=convergence.REQUEST_MAX_SECONDS + 10)
-    body, _, code = done.stdout.rpartition("\n")
-    if done.returncode != 0 or code != "200":
-        return (f"curl exit {done.returncode}" if done.returncode else int(code or 0)), frozenset()
+def echoed_headers(scenario, client: PodRef, url: str = ECHO) -> tuple[object, frozenset[str]]:
+    """(the request's outcome, lower-case names of the request headers httpbin received)."""
+    response, = scenario.responses(client, url, body=True)
+    if response.outcome != 200:
+        return response.outcome, frozenset()
     try:
-        return 200, frozenset(name.lower() for name in json.loads(body).get("headers", {}))
+        return 200, frozenset(name.lower() for name in json.loads(response.body).get("headers", {}))
     except (ValueError, AttributeError):
         return 200, frozenset({"<not httpbin's JSON>"})
 
@@ -76,7 +72,7 @@ def await_proxy_headers(scenario, client: PodRef, present: bool, what: str) -> N
     def expected(observation) -> bool:
         status, names = observation
         return status == 200 and bool(names & PROXY_HEADERS) == present
-    eventually(lambda: [echoed_headers(scenario.target, client)], expected,
+    eventually(lambda: [echoed_headers(scenario, client)], expected,
                what=f"{what} ({client.namespace}/{client.name} -> {ECHO})")
 
 
@@ -88,18 +84,17 @@ def seed_apps(scenario, *extra: str) -> None:
     """Steps 1-2 of the article (namespaces, httpbin-ambient, sleep-ambient) plus `extra` manifests."""
     for ns in ("ambient-apps", "legacy-apps"):
         scenario.adopt_namespace(ns)
-    scenario.target.apply(seed("namespaces.yaml"))
+    scenario.apply(seed("namespaces.yaml"))
     scenario.deploy([seed("httpbin-ambient.yaml"), seed("sleep-ambient.yaml"), *map(seed, extra)],
                     "ambient-apps")
 
 
 def provision_waypoint(scenario) -> None:
     """Apply the article's waypoint Gateway and wait until a Ready proxy pod serves it."""
-    target = scenario.target
-    target.apply(seed("waypoint.yaml"))
+    scenario.apply(seed("waypoint.yaml"))
 
     def waypoint_pods():
-        return [p for p in target.pods("ambient-apps")
+        return [p for p in scenario.pods("ambient-apps")
                 if any(p.labels.get(label) == WAYPOINT for label in GATEWAY_POD_LABELS)]
     eventually(lambda: [any(p.ready for p in waypoint_pods())], bool,
                what=f"a Ready pod labelled {' or '.join(GATEWAY_POD_LABELS)}={WAYPOINT} in ambient-apps "
@@ -113,7 +108,6 @@ def test_seed_step_3_waypoint_takes_the_traffic_without_restarting_the_app(scena
     proxy pod for it and route sleep-ambient's requests to httpbin-ambient through an L7 proxy
     (the echoed request gains forwarding headers it lacked on the L4 path) without restarting
     or replacing the httpbin-ambient pod; deleting the Gateway MUST return traffic to L4."""
-    target = scenario.target
     seed_apps(scenario)
     sleep = scenario.pod("ambient-apps", "sleep-ambient")
     app = scenario.pod("ambient-apps", "httpbin-ambient")
@@ -127,7 +121,7 @@ def test_seed_step_3_waypoint_takes_the_traffic_without_restarting_the_app(scena
         f"httpbin-ambient was replaced or restarted: {app.name}/{app.restarts} -> {after.name}/{after.restarts}"
     assert len(after.containers) == 1, f"httpbin-ambient has containers {after.containers}; ambient adds none"
 
-    target.delete(seed("waypoint.yaml"))
+    scenario.delete(seed("waypoint.yaml"))
     await_proxy_headers(scenario, sleep, False, "after deleting waypoint.yaml: back on the L4 path")
 
 
@@ -139,7 +133,6 @@ def test_seed_l7_step_jwt_and_path_policy_at_the_waypoint(scenario):
     does not name, MUST get 401; rogue-client with the token MUST get 403 (its identity is not the
     one allowed). Every deny MUST be a prompt HTTP answer. Before the policies and after deleting
     them every one of these requests MUST get 200."""
-    target = scenario.target
     token = seed("demo.jwt").read_text().strip()
     forged, foreign = tampered(token), token_of_unknown_issuer(token)
     seed_apps(scenario, "rogue-client.yaml")
@@ -165,7 +158,7 @@ def test_seed_l7_step_jwt_and_path_policy_at_the_waypoint(scenario):
 
     play("before")
     policies = [seed("jwt-policy.yaml"), seed("l7-authz-policy.yaml")]
-    target.apply(policies)
+    scenario.apply(policies)
     play("with")   # the denies come first, so the final 200 is judged with both policies in force
-    target.delete(policies)
+    scenario.delete(policies)
     play("after deleting")
