@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .authz_model import binds  # noqa: F401  (re-exported: the control plane binds with it)
 from .authz_model import (
     DEFAULT_ROOT_NAMESPACE, AuthorizationPolicy, Condition, Decision, Rule, ServiceAccount,
     parse_authorization_policy)
@@ -339,20 +340,6 @@ def _compiled(policies: Iterable[Any], root_namespace: str) -> list[CompiledPoli
             if compiled is not None:
                 out.append(compiled)
     return [p for p in out if not p.dry_run]
-
-
-def binds(scope: str, policy_namespace: str, selector: Mapping[str, str] | None,
-          workload_namespace: str, workload_labels: Mapping[str, str] | None,
-          root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> bool:
-    """Whether a policy of this scope covers a workload: the one selector-binding rule, applied by
-    the control plane (which sends ztunnel each workload's bound policies) and by the tests."""
-    if scope == "GLOBAL":
-        return True
-    if policy_namespace != workload_namespace and not (
-            scope == "WORKLOAD_SELECTOR" and policy_namespace == root_namespace):
-        return False
-    labels = workload_labels or {}
-    return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
 def select_policies(policies: Iterable[Any], workload_namespace: str,

@@ -53,15 +53,27 @@ def applies_to(policy: Mapping[str, Any] | AuthorizationPolicy, workload_namespa
     bind to waypoints/gateways/services instead of workloads, so they never apply here.
     """
     pol = _selector_policy(policy)
-    namespace, selector = pol.namespace, pol.selector
     if pol.target_refs:
         return False
-    if namespace != root_namespace and namespace != workload_namespace:
-        return False
-    if selector is None:
+    if pol.selector is not None:
+        scope = "WORKLOAD_SELECTOR"
+    else:
+        scope = "GLOBAL" if pol.namespace == root_namespace else "NAMESPACE"
+    return binds(scope, pol.namespace, pol.selector, workload_namespace, workload_labels, root_namespace)
+
+
+def binds(scope: str, policy_namespace: str, selector: Mapping[str, str] | None,
+          workload_namespace: str, workload_labels: Mapping[str, str] | None,
+          root_namespace: str = DEFAULT_ROOT_NAMESPACE) -> bool:
+    """Whether a policy of this scope covers a workload: the one selector-binding rule, applied by
+    the control plane (which sends ztunnel each workload's bound policies) and by the tests."""
+    if scope == "GLOBAL":
         return True
+    if policy_namespace != workload_namespace and not (
+            scope == "WORKLOAD_SELECTOR" and policy_namespace == root_namespace):
+        return False
     labels = workload_labels or {}
-    return all(labels.get(k) == v for k, v in selector.items())
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
 def target_refs(policy: Mapping[str, Any] | AuthorizationPolicy) -> tuple[dict[str, str], ...]:

@@ -93,7 +93,7 @@ MUTANTS: list[Mutant] = [
            '                if p.scope == "GLOBAL" or (p.scope == "NAMESPACE"',
            '                if False or (p.scope == "NAMESPACE"'),
     Mutant("a selector that matches no pod binds its whole namespace", "scope", True,
-           "reference_impl/policy/authz_l4.py",
+           "reference_impl/policy/authz_model.py",
            "    return all(labels.get(k) == v for k, v in (selector or {}).items())\n",
            "    return True\n"),
     Mutant("ztunnel enforces targetRefs (waypoint) policies", "scope", False,
