@@ -11,7 +11,7 @@ from conformance import convergence, curl
 from conformance import workloads as w
 from conformance.convergence import eventually
 from conformance.manifests import Manifests
-from conformance.targets.base import Capture, ExecResult, Pod, PodRef, Target, TargetError
+from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Pod, PodRef, Target, TargetError
 
 #: what an L4 deny looks like from the client: a prompt refusal (reset/EOF, or a failed connect
 #: when the proxy's reset lands first), never an HTTP answer and never a timeout.
@@ -130,6 +130,15 @@ class Scenario:
     def sign_workload_certificate(self, spiffe_id: str, public_key_pem: str, not_before, not_after) -> str:
         """A chain (PEM, leaf first) for `spiffe_id` signed by the MESH's CA (NotSupported on most targets)."""
         return self.target.sign_workload_certificate(spiffe_id, public_key_pem, not_before, not_after)
+
+    def request_certificate_as_node_proxy(self, node: str, spiffe_ids: list[str]) -> list[CertificateAnswer]:
+        """The mesh CA's answer to each request, made with `node`'s node proxy's own credentials
+        (NotSupported where the target cannot present them)."""
+        return self.target.request_certificate_as_node_proxy(node, spiffe_ids)
+
+    def set_workload_certificate_ttl(self, seconds: int | None) -> None:
+        """Workload certificates requested from now on live `seconds`; None restores the mesh's default."""
+        self.target.set_workload_certificate_ttl(seconds)
 
     # -- pods of the suite's own (conformance/probes) ----------------------------------------
     def probe_manifests(self, namespace: str, name: str, node: str | None,

@@ -11,7 +11,8 @@ The spec is `{"attempts": [attempt, ...]}`; each attempt is
 certificate), "root_pem" (optional: verify the server's chain and report its URI SAN),
 "authority", "headers": {...}, "request": "raw HTTP/1.1 bytes to send through the tunnel",
 "timeout": seconds}`. For each attempt it prints ONE JSON line:
-`{"name", "outcome", "status", "server_identity", "tunnel_status", "detail", "seconds"}` where
+`{"name", "outcome", "status", "server_identity", "server_cert_sha256", "server_not_after",
+"tunnel_status", "detail", "seconds"}` (`server_not_after`, epoch seconds, only with `root_pem`) where
 outcome is `status` (the CONNECT got an HTTP/2 response; see `status`), `tls_refused` (the TLS
 handshake failed, or the server closed the TLS session before any HTTP/2 frame), `closed` /
 `reset` (plaintext mode: the connection ended without an HTTP answer), `http_answer` (plaintext
@@ -20,6 +21,7 @@ mode: the server answered HTTP), `connect_refused`, `timeout` or `error`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -66,6 +68,14 @@ def _server_identity(tls: ssl.SSLSocket) -> str:
     peer = tls.getpeercert() or {}
     uris = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
     return uris[0] if uris else ""
+
+
+def _server_certificate(tls: ssl.SSLSocket) -> dict:
+    """Which certificate the server presented (its DER digest) and until when it is valid."""
+    der = tls.getpeercert(binary_form=True) or b""
+    not_after = (tls.getpeercert() or {}).get("notAfter")
+    return {"server_cert_sha256": hashlib.sha256(der).hexdigest() if der else "",
+            "server_not_after": ssl.cert_time_to_seconds(not_after) if not_after else None}
 
 
 def _recv(sock, n: int = 65536) -> bytes:
@@ -250,6 +260,7 @@ def attempt_tls(attempt: dict, result: dict, deadline: float) -> None:
             result.update(outcome="tls_refused", detail=f"handshake: {e}")
             return
         result["server_identity"] = _server_identity(tls)
+        result.update(_server_certificate(tls))
         request = (attempt.get("request") or "").encode()
         connect = _connect_h2 if HAVE_H2 and not attempt.get("minimal_h2") else _connect_minimal
         try:
@@ -284,6 +295,7 @@ def attempt_plaintext(attempt: dict, result: dict, deadline: float) -> None:
 
 def run(attempt: dict) -> dict:
     result = {"name": attempt.get("name", ""), "outcome": "error", "status": None, "server_identity": "",
+              "server_cert_sha256": "", "server_not_after": None,
               "tunnel_status": None, "detail": "", "h2": "h2" if HAVE_H2 and not attempt.get("minimal_h2") else "minimal"}
     started = time.monotonic()
     deadline = started + float(attempt.get("timeout", 5))

@@ -51,6 +51,16 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class CertificateAnswer:
+    """What the mesh CA answered a certificate request: the signed chain (PEM, leaf first) and
+    the leaf's URI SANs, or `refusal`, the CA's own words."""
+    signed: bool
+    chain: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()
+    refusal: str = ""
+
+
+@dataclass(frozen=True)
 class Info:
     implementation: str
     version: str
@@ -215,6 +225,18 @@ class Target(ABC):
         the mesh CA's signature for an identity it chose would present."""
         raise NotSupported(f"the {self.name} target cannot have the mesh CA sign a certificate of the "
                            "suite's choosing (a mesh CA signs only the caller's own identity)")
+
+    def request_certificate_as_node_proxy(self, node: str, spiffe_ids: list[str]) -> list[CertificateAnswer]:
+        """Ask the mesh CA, presenting the credentials of `node`'s node proxy (ztunnel) on its own
+        authenticated connection, to sign a certificate for each of `spiffe_ids`, in order."""
+        raise NotSupported(f"the {self.name} target cannot ask the mesh CA for a certificate with a node "
+                           "proxy's own credentials")
+
+    def set_workload_certificate_ttl(self, seconds: int | None) -> None:
+        """Make the mesh issue workload certificates that live `seconds` (None: the mesh's default
+        again), and return once the control plane issuing them is Ready; certificates requested
+        afterwards (e.g. for pods created afterwards) have the new lifetime."""
+        raise NotSupported(f"the {self.name} target cannot change the mesh's workload certificate TTL")
 
     def stop_control_plane(self) -> None:
         """Scale the control plane (istiod) to zero and wait until none of its pods runs."""

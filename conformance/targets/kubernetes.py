@@ -25,8 +25,12 @@ class KubernetesTarget(Target):
     name = "kubernetes"
     #: what a mesh on a real cluster is assumed to support; packet capture on the node link needs
     #: node access this target does not have. Override with --supported-features.
+    #: not here: packet capture on the node link; asking istiod's CA with a ztunnel's own token
+    #: (`request_certificate_as_node_proxy`) and restarting istiod and every ztunnel with a new
+    #: certificate TTL (`set_workload_certificate_ttl`), which see the methods for why
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
-                                   if f.name != "MeshMutualTLSOnTheWire")
+                                   if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
+                                                     "WorkloadCertificateRenewal"))
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
@@ -227,6 +231,19 @@ class KubernetesTarget(Target):
         if key not in data:
             raise NotSupported(f"ConfigMap {self.MESH_NAMESPACE}/{name} has no {key}")
         return data[key]
+
+    def request_certificate_as_node_proxy(self, node, spiffe_ids):
+        raise NotSupported(
+            "on Istio a ztunnel's certificate request is a gRPC IstioCertificateService call to "
+            "istiod:15012 carrying the ztunnel's own service-account token and the impersonated identity; "
+            "this target has neither a gRPC client in its stock probe image nor a tested way to mint "
+            "that token (TokenRequest bound to the ztunnel pod), so it does not claim to ask the CA")
+
+    def set_workload_certificate_ttl(self, seconds):
+        raise NotSupported(
+            "a short workload certificate TTL on Istio means restarting istiod (DEFAULT_WORKLOAD_CERT_TTL, "
+            "capped by MAX_WORKLOAD_CERT_TTL) and every ztunnel (its requested lifetime), which this target "
+            "does not do to a cluster it does not own")
 
 
 def _reason(e) -> str:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import Capture, ExecResult, Info, Pod, PodRef, Target, TargetError
-from conformance.targets.base import selector_matches, wait_until
+from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target
+from conformance.targets.base import TargetError, selector_matches, wait_until
+from conformance.targets import reference_ca
 
 NODES = 2
 UP_TIMEOUT = 180
@@ -233,6 +234,43 @@ class ReferenceTarget(Target):
                                                       x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
                 .sign(key, hashes.SHA256()))
         return leaf.public_bytes(serialization.Encoding.PEM).decode()
+
+    # -- the mesh CA (issue 10 item 4) --------------------------------------------------------
+    def _istiod_sock(self) -> str:
+        return str(Path(self.client.sock).parent / "istiod.sock")
+
+    def request_certificate_as_node_proxy(self, node, spiffe_ids) -> list[CertificateAnswer]:
+        # The reference CA authenticates a node proxy by its config stream: the hello names the
+        # ztunnel pod and SO_PEERCRED must be that pod's process, and a second stream for the same
+        # pod is refused. So the node proxy's own credentials are its own live stream: the
+        # requests go over it (borrowed from its process while the process is paused), which is
+        # Istio's ztunnel asking istiod with its own service-account token for its node.
+        zt = self.ztunnel_pod(node)
+        statuses = ((self.get("Pod", zt.namespace, zt.name) or {}).get("status") or {}).get("containerStatuses") or ()
+        pids = [s["pid"] for s in statuses if isinstance(s.get("pid"), int) and s["pid"] > 0]
+        if len(pids) != 1:
+            raise TargetError(f"ztunnel pod {zt.namespace}/{zt.name} on node {node} records {len(pids)} "
+                              f"container pids, not one; cannot find its connection to istiod")
+        sock = self._istiod_sock()
+        wait_until(lambda: reference_ca.in_sync(sock, zt.name), 20, 0.1,
+                   f"ztunnel {zt.name} to acknowledge istiod's latest config")
+        return reference_ca.ask_over_stream_of(pids[0], sock, spiffe_ids)
+
+    def set_workload_certificate_ttl(self, seconds) -> None:
+        deployment = self.get("Deployment", self.MESH_NAMESPACE, "istiod")
+        if deployment is None:
+            raise TargetError(f"there is no Deployment {self.MESH_NAMESPACE}/istiod to set the certificate TTL on")
+        changed = reference_ca.with_cert_ttl(deployment, seconds)
+        self.apply([changed])
+
+        def rolled_out() -> bool:
+            # one istiod pod left (none terminating), running the new env, and Ready
+            istiods = self._call(self.client.list, "Pod", namespace=self.MESH_NAMESPACE, selector={"app": "istiod"})
+            return len(istiods) == 1 and reference_ca.runs_ttl(istiods[0], seconds) and any(
+                p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"}))
+        wait_until(rolled_out, 60, 0.2, f"istiod to restart with workload certificate TTL {seconds or 'default'}")
+        wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
+                   "every ztunnel to reconnect to the restarted istiod")
 
 
 def _text(x) -> str:
