@@ -96,7 +96,7 @@ def _uri_sans(chain: list[str]) -> tuple[str, ...]:
     return tuple(sans.get_values_for_type(x509.UniformResourceIdentifier))
 
 
-def _borrow_fd(pid: int, fd: int) -> int:
+def borrow_fd(pid: int, fd: int) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     try:
@@ -109,14 +109,14 @@ def _borrow_fd(pid: int, fd: int) -> int:
         os.close(pidfd)
 
 
-def _stream_of(pid: int, istiod_sock: str) -> socket.socket:
+def config_stream_of(pid: int, istiod_sock: str) -> socket.socket:
     """A duplicate of process `pid`'s connected socket to istiod (same connection, same peer)."""
     want = os.path.realpath(istiod_sock)
     for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
         with contextlib.suppress(OSError):
             if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
                 continue
-            sock = socket.socket(fileno=_borrow_fd(pid, int(name)))
+            sock = socket.socket(fileno=borrow_fd(pid, int(name)))
             with contextlib.suppress(OSError):
                 peer = sock.getpeername()
                 if sock.family == socket.AF_UNIX and peer and os.path.realpath(peer) == want:
@@ -126,7 +126,8 @@ def _stream_of(pid: int, istiod_sock: str) -> socket.socket:
 
 
 @contextlib.contextmanager
-def _stopped(pid: int):
+def stopped(pid: int):
+    """The process is stopped meanwhile, so it neither reads the answers nor reconnects."""
     os.kill(pid, signal.SIGSTOP)
     try:
         yield
@@ -138,8 +139,8 @@ def ask_over_stream_of(pid: int, istiod_sock: str, spiffe_ids: list[str]) -> lis
     if not hasattr(os, "pidfd_open") or os.uname().machine not in ("x86_64", "aarch64"):
         raise TargetError("borrowing the ztunnel's config stream needs pidfd_getfd (Linux x86_64/aarch64)")
     answers = []
-    with _stopped(pid):
-        sock = _stream_of(pid, istiod_sock)
+    with stopped(pid):
+        sock = config_stream_of(pid, istiod_sock)
         try:
             # settimeout keeps the shared descriptor non-blocking, as the ztunnel's event loop wants
             sock.settimeout(0.2)

@@ -10,11 +10,8 @@ Afterwards the real ztunnel is resumed, resyncs and still carries traffic.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +20,7 @@ import time
 import pytest
 from cryptography import x509
 
+from conformance.targets.reference_ca import config_stream_of, stopped
 from reference_impl.cluster import naming
 from reference_impl.identity import Identity, make_csr
 from reference_impl.xds import protocol
@@ -31,7 +29,6 @@ from meshkit import NS, REPO, outcome, pod_of, running_pods, seed_objects, start
 
 HTTPBIN_ID = f"spiffe://cluster.local/ns/{NS}/sa/httpbin-ambient"   # on node-0
 SLEEP_ID = f"spiffe://cluster.local/ns/{NS}/sa/sleep-ambient"       # on node-1
-SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 share the generic syscall table entry
 
 IMPOSTOR = r"""
 import asyncio, json, sys
@@ -76,33 +73,6 @@ def ztunnel_pod(c, node: str) -> dict:
     return pod
 
 
-def borrow_fd(pid: int, fd: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = os.pidfd_open(pid)
-    try:
-        ours = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-        if ours < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}")
-        return ours
-    finally:
-        os.close(pidfd)
-
-
-def config_stream_of(pid: int, istiod_sock: str) -> socket.socket:
-    """A duplicate of process `pid`'s connected socket to istiod.sock (same connection, same peer)."""
-    for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        with contextlib.suppress(OSError):
-            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
-                continue
-            sock = socket.socket(fileno=borrow_fd(pid, int(name)))
-            with contextlib.suppress(OSError):
-                if sock.family == socket.AF_UNIX and sock.getpeername() == istiod_sock:
-                    return sock
-            sock.close()  # only our duplicate: the process keeps its descriptor
-    raise AssertionError(f"process {pid} holds no connection to {istiod_sock}")
-
-
 def ask(sock: socket.socket, request_id: str, identity: str, timeout: float = 10) -> dict:
     """Send a CSR on the stream and read until istiod's answer with that id."""
     _key, csr = make_csr(Identity.parse(identity))
@@ -121,21 +91,11 @@ def ask(sock: socket.socket, request_id: str, identity: str, timeout: float = 10
     raise AssertionError(f"no answer to {request_id} within {timeout}s")
 
 
-@contextlib.contextmanager
-def paused(pid: int):
-    """Stop the process so it neither reads our answers nor reconnects while we use its stream."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 def test_node_proxy_gets_its_own_nodes_identities_and_not_another_nodes(c):
     istiod_sock = os.path.join(naming.run_dir(c.name), "istiod.sock")
     zt = ztunnel_pod(c, "node-1")
     [pid] = [s["pid"] for s in zt["status"]["containerStatuses"]]
-    with paused(pid):
+    with stopped(pid):
         stream = config_stream_of(pid, istiod_sock)
         try:
             own = ask(stream, "tm-ca-own", SLEEP_ID)
