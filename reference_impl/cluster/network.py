@@ -13,6 +13,13 @@ whose endpoint sits on the same node, without relying on `br_netfilter`.
 
 The veth of a pod is created inside the node namespace (`ip -n NODE link add ... netns POD`), so
 nothing ever touches the machine's own namespace.
+
+Every bridge gets a fixed MAC address when it is created. A bridge without one takes the lowest
+MAC of its ports and changes it whenever that port comes or goes, i.e. with pods starting and
+stopping on the node; a pod that re-learned the gateway's MAC ignores the next change for a second
+(the ARP cache's locktime) and then sends to a MAC that is gone, every packet dropped until its
+entry expires and is probed again (13 s measured from a stale entry; a fresh one first waits out
+its 15-45 s reachable time): a pooled HBONE connection that stalls without any error.
 """
 from __future__ import annotations
 
@@ -32,6 +39,16 @@ NODE_SYSCTLS = {
 }
 BRIDGE_NF_SYSCTLS = {"net.bridge.bridge-nf-call-iptables": "0",
                      "net.bridge.bridge-nf-call-ip6tables": "0"}
+
+
+#: the fabric bridge has no address of its own; its MAC is named after the subnet's first one
+FABRIC_BRIDGE_IP = "172.18.0.1"
+
+
+def bridge_mac(ip: str) -> str:
+    """The fixed MAC of the bridge whose (or whose subnet's) IPv4 address is `ip`: locally
+    administered, unique within the cluster, stable while ports come and go."""
+    return "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
 
 
 def _ip(args: list[str], batch: str | None = None) -> None:
@@ -60,14 +77,16 @@ def create_nodes(cluster: str, nodes: int) -> None:
     fabric = naming.fabric_netns(cluster)
     node_ns = [naming.node_netns(cluster, i) for i in range(nodes)]
     _netns_add([fabric, *node_ns])
-    fabric_batch = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
+    fabric_batch = ["link set lo up", f"link add br0 address {bridge_mac(FABRIC_BRIDGE_IP)} type bridge",
+                    "link set br0 up"]
     for i, ns in enumerate(node_ns):
         fabric_batch += [f"link add n{i} type veth peer name eth0 netns {ns}",
                          f"link set n{i} master br0", f"link set n{i} up"]
     _ip(["-n", fabric], "\n".join(fabric_batch) + "\n")
     for i, ns in enumerate(node_ns):
         _node_sysctls(ns)
-        batch = ["link set lo up", "link add br0 type bridge", "link set br0 up",
+        batch = ["link set lo up", f"link add br0 address {bridge_mac(naming.node_gateway(i))} type bridge",
+                 "link set br0 up",
                  f"addr add {naming.node_gateway(i)}/24 dev br0",
                  f"addr add {naming.node_ip(i)}/24 dev eth0", "link set eth0 up"]
         batch += [f"route add {naming.pod_cidr(j)} via {naming.node_ip(j)} dev eth0"
