@@ -152,6 +152,12 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "replaced before the old one expires, again and again, and calls between captured pods never "
             "fail across the renewals. Needs a target that can set the mesh's workload certificate TTL.",
             EXTENDED, _L4),
+    # -- the node proxy's lifecycle (ztunnel's drain, Istio's TestZtunnelRestart) -------------
+    Feature("ZtunnelGracefulRestart",
+            "A node proxy pod deleted gracefully (a rollout or an upgrade) cuts no established connection: a "
+            "stream open across the restart completes intact within ztunnel's smallest drain deadline (5 s), "
+            "every new connection made during the restart succeeds, and the replacement is Ready; a crash "
+            "(grace period 0) does cut such a stream.", CORE, _L4),
 ]}
 
 

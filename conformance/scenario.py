@@ -6,12 +6,17 @@ Conformance tests speak only this vocabulary: they never call the Target themsel
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from conformance import convergence, curl
 from conformance import workloads as w
 from conformance.convergence import eventually
 from conformance.manifests import Manifests
 from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Pod, PodRef, Target, TargetError
+from conformance.targets.base import wait_until
 
 #: what an L4 deny looks like from the client: a prompt refusal (reset/EOF, or a failed connect
 #: when the proxy's reset lands first), never an HTTP answer and never a timeout.
@@ -31,6 +36,35 @@ def denied(outcome) -> bool:
 
 def why_not_denied(outcome) -> str | None:
     return curl.STALL_IS_NOT_A_DENY if outcome == curl.TIMEOUT else None
+
+
+class HeldRequest:
+    """One request running in the background (a long or streamed one), to be judged once it ends."""
+
+    def __init__(self, run):
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self._response: curl.Response | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
+        self._thread.start()
+
+    def _run(self, run) -> None:
+        try:
+            self._response = run()
+        except BaseException as e:  # handed to the test in result()
+            self._error = e
+        finally:
+            self.ended = time.monotonic()
+
+    def result(self, timeout: float) -> curl.Response:
+        """The request's Response, waiting up to `timeout` seconds for it to end."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the held request was still running {timeout:g}s later")
+        if self._error is not None:
+            raise self._error
+        return self._response
 
 
 class Scenario:
@@ -139,6 +173,60 @@ class Scenario:
     def set_workload_certificate_ttl(self, seconds: int | None) -> None:
         """Workload certificates requested from now on live `seconds`; None restores the mesh's default."""
         self.target.set_workload_certificate_ttl(seconds)
+
+    def node_proxy(self, node: str) -> Pod:
+        """The node proxy (ztunnel) pod that serves `node` now (not one being deleted)."""
+        return self.target.ztunnel_pod(node)
+
+    def restart_node_proxy(self, node: str, grace_period: int) -> Pod:
+        """Delete `node`'s node proxy pod gracefully (SIGTERM, then `grace_period` seconds before a
+        kill), as a rollout or an upgrade does; returns the pod deleted. Its DaemonSet replaces it."""
+        old = self.node_proxy(node)
+        self.target.delete_pod(old, grace_period=grace_period)
+        return old
+
+    def crash_node_proxy(self, node: str) -> Pod:
+        """Kill `node`'s node proxy pod at once (grace period 0); returns the pod killed."""
+        old = self.node_proxy(node)
+        self.target.kill_ztunnel(node)
+        return old
+
+    def node_proxy_gone(self, old: Pod) -> bool:
+        """True once the node proxy pod `old` no longer exists at all (its drain is over)."""
+        return self.target.get("Pod", old.namespace, old.name) is None
+
+    def replacement_node_proxy(self, node: str, old: Pod, timeout: float = convergence.READY_SECONDS) -> Pod:
+        """Wait until a node proxy pod other than `old` serves `node` and is Ready; return it."""
+        def ready_replacement():
+            pods = [p for p in self.target.pods(self.target.MESH_NAMESPACE, self.target.ZTUNNEL_SELECTOR)
+                    if p.node == node and p.uid != old.uid and p.ready]
+            return pods[0] if pods else None
+        return wait_until(ready_replacement, timeout, 0.2, f"a Ready node proxy to replace {old.name} on {node}")
+
+    def connections_opened(self, node: str, source_principal: str) -> float:
+        """`istio_tcp_connections_opened_total` as `node`'s node proxy reports it, as the
+        destination, for connections from `source_principal` (Istio's standard metric)."""
+        want = source_principal.removeprefix("spiffe://")
+        return sum(sample.value for family in text_string_to_metric_families(self.metrics(node))
+                   for sample in family.samples
+                   if sample.name == "istio_tcp_connections_opened_total"
+                   and sample.labels.get("reporter") == "destination"
+                   and sample.labels.get("source_principal", "").removeprefix("spiffe://") == want)
+
+    def hold(self, client: PodRef, url: str, timeout: float, source_principal: str, server_node: str) -> HeldRequest:
+        """Start one request from `client` (whose identity is `source_principal`) in the background,
+        e.g. a stream that lasts seconds, and return once `server_node`'s node proxy reports its
+        connection opened: what a test does next lands on an established connection, not on one
+        still being made."""
+        def run():
+            [response] = self.responses(client, url, timeout=timeout)
+            return response
+        opened_before = self.connections_opened(server_node, source_principal)
+        held = HeldRequest(run)
+        wait_until(lambda: self.connections_opened(server_node, source_principal) > opened_before,
+                   timeout=10, interval=0.1, what=f"the connection of {client.name}'s held request to be opened "
+                                                  f"at the destination node {server_node}")
+        return held
 
     # -- pods of the suite's own (conformance/probes) ----------------------------------------
     def probe_manifests(self, namespace: str, name: str, node: str | None,
