@@ -7,7 +7,9 @@ runs on one machine never share one (clusters of a run that was killed are swept
 """
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -280,13 +282,20 @@ def _text(x) -> str:
 class _TcpdumpCapture(Capture):
     """tcpdump in a node's network namespace, writing a pcap file until stopped."""
 
+    #: A datagram sent to the node's own loopback at stop(): once it is in the file, every packet
+    #: that arrived before it is too (a starved tcpdump stopped at once would lose the last ones).
+    SENTINEL_PORT = 9
+
     def __init__(self, netns: str, bpf_filter: str):
         self._dir = tempfile.TemporaryDirectory(prefix="cf-capture-")
         self.path = Path(self._dir.name) / "capture.pcap"
         self._err = open(Path(self._dir.name) / "stderr", "w+")
+        self.netns = netns
+        self.sentinel = b"cf-capture-sentinel-" + os.urandom(8).hex().encode()
+        capture_filter = f"({bpf_filter}) or (udp and host 127.0.0.1 and dst port {self.SENTINEL_PORT})"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-s", "0",
-             "-w", str(self.path), bpf_filter], stdout=subprocess.DEVNULL, stderr=self._err)
+             "-w", str(self.path), capture_filter], stdout=subprocess.DEVNULL, stderr=self._err)
         deadline = time.monotonic() + 10
         while "listening on" not in self._stderr():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -298,7 +307,19 @@ class _TcpdumpCapture(Capture):
         self._err.flush()
         return Path(self._err.name).read_text()
 
+    def _flushed(self) -> bool:
+        return self.path.exists() and self.sentinel in self.path.read_bytes()
+
     def stop(self) -> bytes:
+        send = ("import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                f".sendto(sys.argv[1].encode(), ('127.0.0.1', {self.SENTINEL_PORT}))")
+        deadline = time.monotonic() + 10
+        while self.proc.poll() is None and not self._flushed() and time.monotonic() < deadline:
+            subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", send, self.sentinel.decode()],
+                           capture_output=True, timeout=10)
+            until = time.monotonic() + 1.0
+            while not self._flushed() and time.monotonic() < until:
+                time.sleep(0.02)
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
