@@ -282,8 +282,8 @@ def _text(x) -> str:
 class _TcpdumpCapture(Capture):
     """tcpdump in a node's network namespace, writing a pcap file until stopped."""
 
-    #: A datagram sent to the node's own loopback at stop(): once it is in the file, every packet
-    #: that arrived before it is too (a starved tcpdump stopped at once would lose the last ones).
+    #: Datagrams sent to the node's own loopback at start and at stop(): once one is in the file,
+    #: the capture is live and every packet that arrived before it is written too.
     SENTINEL_PORT = 9
 
     def __init__(self, netns: str, bpf_filter: str):
@@ -302,24 +302,35 @@ class _TcpdumpCapture(Capture):
                 self.proc.kill()
                 raise TargetError(f"tcpdump did not start in {netns}: {self._stderr().strip()[:300]}")
             time.sleep(0.05)
+        # "listening on" comes before the kernel hands packets over: traffic sent right after it
+        # was missed (seen: a plaintext request absent while the connection's later ACKs were there).
+        self._mark(self.sentinel + b"-start")
+        if not self._seen(self.sentinel + b"-start"):
+            self.proc.kill()
+            raise TargetError(f"tcpdump in {netns} wrote no packet within 10 s: {self._stderr().strip()[:300]}")
 
     def _stderr(self) -> str:
         self._err.flush()
         return Path(self._err.name).read_text()
 
-    def _flushed(self) -> bool:
-        return self.path.exists() and self.sentinel in self.path.read_bytes()
+    def _seen(self, sentinel: bytes) -> bool:
+        return self.path.exists() and sentinel in self.path.read_bytes()
 
-    def stop(self) -> bytes:
+    def _mark(self, sentinel: bytes) -> None:
+        """Send `sentinel` until tcpdump has written it (10 s at most): the capture is live then,
+        and has written every packet that came before it."""
         send = ("import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
                 f".sendto(sys.argv[1].encode(), ('127.0.0.1', {self.SENTINEL_PORT}))")
         deadline = time.monotonic() + 10
-        while self.proc.poll() is None and not self._flushed() and time.monotonic() < deadline:
-            subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", send, self.sentinel.decode()],
+        while self.proc.poll() is None and not self._seen(sentinel) and time.monotonic() < deadline:
+            subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", send, sentinel.decode()],
                            capture_output=True, timeout=10)
             until = time.monotonic() + 1.0
-            while not self._flushed() and time.monotonic() < until:
+            while not self._seen(sentinel) and time.monotonic() < until:
                 time.sleep(0.02)
+
+    def stop(self) -> bytes:
+        self._mark(self.sentinel + b"-end")
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)

@@ -67,4 +67,6 @@ def test_node_link_carries_only_tls_to_hbone_port(l4):
     sc.expect_allowed(plain_client, plain_url, "plaintext call to capture")
     outcomes, data = _capture_calls(sc, server_node, plain_client, plain_server.ip, plain_url, marker)
     assert outcomes == [200] * 3, f"captured plaintext calls failed: {outcomes}"
-    assert marker.encode() in data, "control failed: the capture did not see plaintext it should see"
+    seen = sorted({(x.src, x.sport, x.dst, x.dport) for x in pcap.tcp_segments(data)})
+    assert marker.encode() in data, ("control failed: the capture did not see plaintext it should see "
+                                     f"(client {plain_client.ip}, server {plain_server.ip}; flows seen {seen})")
