@@ -47,13 +47,28 @@ def tampered(token: str) -> str:
     return ".".join([head, payload, base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()])
 
 
-def token_of_unknown_issuer(like: str) -> str:
-    """A well-formed, unexpired RS256 token with the sample token's claims but an issuer the
-    RequestAuthentication does not name, signed by a key of its own."""
+#: A key the suite owns, trusted by a RequestAuthentication of its own (issuer SUITE_ISSUER), so
+#: a token it signs for another issuer tells "the issuer is checked" from "the signature is".
+SUITE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+SUITE_KID = "conformance-suite-key"
+SUITE_ISSUER = "conformance-suite@example.com"
+
+
+def suite_token(like: str, issuer: str) -> str:
+    """A well-formed, unexpired RS256 token with the sample token's claims, signed by SUITE_KEY."""
     claims = {**jwt.decode(like, options={"verify_signature": False}),
-              "iss": UNKNOWN_ISSUER, "sub": UNKNOWN_ISSUER, "exp": int(time.time()) + 3600}
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "not-in-any-jwks"})
+              "iss": issuer, "sub": issuer, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SUITE_KEY, algorithm="RS256", headers={"kid": SUITE_KID})
+
+
+def suite_request_authentication() -> dict:
+    """A second RequestAuthentication on httpbin-ambient trusting SUITE_KEY for SUITE_ISSUER only."""
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(SUITE_KEY.public_key())),
+           "kid": SUITE_KID, "alg": "RS256", "use": "sig"}
+    return {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "conformance-suite-jwt", "namespace": "ambient-apps"},
+            "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}},
+                     "jwtRules": [{"issuer": SUITE_ISSUER, "jwks": json.dumps({"keys": [jwk]})}]}}
 
 
 def echoed_headers(scenario, client: PodRef, url: str = ECHO) -> tuple[object, frozenset[str]]:
@@ -129,12 +144,14 @@ def test_seed_step_3_waypoint_takes_the_traffic_without_restarting_the_app(scena
 def test_seed_l7_step_jwt_and_path_policy_at_the_waypoint(scenario):
     """With the waypoint in place, `jwt-policy.yaml` + `l7-authz-policy.yaml` MUST give, from
     sleep-ambient: `/headers` with the token 403, `/ip` without a token 403, `/ip` with the token
-    200; a token whose signature was changed, and a token of an issuer the RequestAuthentication
-    does not name, MUST get 401; rogue-client with the token MUST get 403 (its identity is not the
+    200; a token whose signature was changed, and a token of an issuer no rule names (even when
+    signed by a key that a rule for another issuer trusts), MUST get 401, while a valid token of
+    that other issuer MUST get 403; rogue-client with the token MUST get 403 (its identity is not the
     one allowed). Every deny MUST be a prompt HTTP answer. Before the policies and after deleting
     them every one of these requests MUST get 200."""
     token = seed("demo.jwt").read_text().strip()
-    forged, foreign = tampered(token), token_of_unknown_issuer(token)
+    forged, foreign = tampered(token), suite_token(token, UNKNOWN_ISSUER)
+    trusted_elsewhere = suite_token(token, SUITE_ISSUER)
     seed_apps(scenario, "rogue-client.yaml")
     sleep = scenario.pod("ambient-apps", "sleep-ambient")
     rogue = scenario.pod("ambient-apps", "rogue-client")
@@ -144,7 +161,10 @@ def test_seed_l7_step_jwt_and_path_policy_at_the_waypoint(scenario):
     cases = [  # (client, path, headers, status with the policies, what)
         (sleep, "/headers", bearer(token), 403, "sleep /headers with the token: not an allowed path"),
         (sleep, "/ip", bearer(forged), 401, "sleep /ip with a token whose signature was changed"),
-        (sleep, "/ip", bearer(foreign), 401, f"sleep /ip with a token of issuer {UNKNOWN_ISSUER}"),
+        (sleep, "/ip", bearer(foreign), 401, f"sleep /ip with a token of issuer {UNKNOWN_ISSUER}, signed "
+                                             "by a key a rule for another issuer trusts"),
+        (sleep, "/ip", bearer(trusted_elsewhere), 403, f"sleep /ip with a valid token of {SUITE_ISSUER}: "
+                                                       "authenticated, but not the allowed principal"),
         (sleep, "/ip", None, 403, "sleep /ip without a token: no iss claim"),
         (rogue, "/ip", bearer(token), 403, "rogue-client /ip with the token: not sleep-ambient's identity"),
         (sleep, "/ip", bearer(token), 200, "sleep /ip with the token: the one allowed request"),
@@ -157,7 +177,7 @@ def test_seed_l7_step_jwt_and_path_policy_at_the_waypoint(scenario):
                               f"{what}, {policies} the policies: expected HTTP {want}", headers=headers)
 
     play("before")
-    policies = [seed("jwt-policy.yaml"), seed("l7-authz-policy.yaml")]
+    policies = [seed("jwt-policy.yaml"), seed("l7-authz-policy.yaml"), suite_request_authentication()]
     scenario.apply(policies)
     play("with")   # the denies come first, so the final 200 is judged with both policies in force
     scenario.delete(policies)
