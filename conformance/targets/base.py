@@ -61,6 +61,13 @@ class CertificateAnswer:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """A pod's CPU time so far (user + system, every container) and its resident memory now."""
+    cpu_seconds: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
 class Info:
     implementation: str
     version: str
@@ -249,6 +256,41 @@ class Target(ABC):
         self.scale(self.MESH_NAMESPACE, "istiod", 1)
         wait_until(lambda: any(p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"})), 90, 0.3,
                    "istiod to be Ready again")
+
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    #: Locust's own image; the pod installs hdrhistogram at start (load/locustfile.py needs it)
+    LOCUST_IMAGE = "docker.io/locustio/locust:2.37.0"
+    LOAD_DIR = "/ac-load"
+
+    def load_client_manifests(self, namespace: str, name: str, node: str | None,
+                              files: dict[str, str], extra_containers: list[dict] = ()) -> list[dict]:
+        """A Deployment whose pod can run Locust on `files` (name -> text, the locustfile among
+        them) with `locust_argv`: plain Kubernetes, the files in a ConfigMap mounted into Locust's
+        image. `extra_containers` join the pod (e.g. the Envoy peer's client)."""
+        objects = self.probe_manifests(namespace, name, node, files)
+        for o in objects:
+            if o["kind"] == "ConfigMap":
+                o["metadata"]["name"] = f"{name}-load"
+            if o["kind"] == "Deployment":
+                spec = o["spec"]["template"]["spec"]
+                spec["volumes"] = [{"name": "load", "configMap": {"name": f"{name}-load"}}]
+                spec["containers"] = [{
+                    "name": "locust", "image": self.LOCUST_IMAGE,
+                    "command": ["sh", "-c", "pip install --quiet --user hdrhistogram && exec sleep infinity"],
+                    "volumeMounts": [{"name": "load", "mountPath": self.LOAD_DIR}]}, *extra_containers]
+                o["spec"]["template"]["metadata"]["annotations"] = {
+                    "kubectl.kubernetes.io/default-container": "locust"}
+        return objects
+
+    def locust_argv(self, locustfile: str) -> list[str]:
+        """The command that runs Locust on `locustfile` (a name given to load_client_manifests)."""
+        return ["locust", "-f", f"{self.LOAD_DIR}/{locustfile}"]
+
+    def pod_usage(self, pods: list[PodRef], container: str | None = None) -> dict[PodRef, "Usage"]:
+        """CPU seconds used so far and resident memory now of each pod's containers (only the
+        container named `container`, if given)."""
+        raise NotSupported(f"the {self.name} target cannot read a pod's CPU time and memory")
 
 
 def wait_until(predicate, timeout: float, interval: float, what: str) -> Any:

@@ -10,7 +10,7 @@ import json
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError
+from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError, Usage
 from conformance.targets.base import selector_matches, wait_until
 
 FIELD_MANAGER = "ambient-conformance"
@@ -244,6 +244,36 @@ class KubernetesTarget(Target):
             "a short workload certificate TTL on Istio means restarting istiod (DEFAULT_WORKLOAD_CERT_TTL, "
             "capped by MAX_WORKLOAD_CERT_TTL) and every ztunnel (its requested lifetime), which this target "
             "does not do to a cluster it does not own")
+
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    def pod_usage(self, pods, container=None) -> dict:
+        """From each node's kubelet resource metrics (through the API server's node proxy):
+        container_cpu_usage_seconds_total and container_memory_working_set_bytes, summed per pod."""
+        from kubernetes.client.exceptions import ApiException
+        from prometheus_client.parser import text_string_to_metric_families
+        wanted = {(p.namespace, p.name): p for p in pods}
+        by_node: dict[str, list] = {}
+        for p in pods:
+            by_node.setdefault(self.pod_node(p), []).append(p)
+        cpu: dict = {}
+        rss: dict = {}
+        for node in by_node:
+            try:
+                text = self.core.connect_get_node_proxy_with_path(node, "metrics/resource")
+            except ApiException as e:
+                raise TargetError(f"kubelet resource metrics of node {node}: {_reason(e)}") from None
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    key = (sample.labels.get("namespace"), sample.labels.get("pod"))
+                    if key not in wanted or not sample.labels.get("container") or \
+                            container not in (None, sample.labels["container"]):
+                        continue
+                    if sample.name == "container_cpu_usage_seconds_total":
+                        cpu[key] = cpu.get(key, 0.0) + sample.value
+                    elif sample.name == "container_memory_working_set_bytes":
+                        rss[key] = rss.get(key, 0) + int(sample.value)
+        return {ref: Usage(cpu.get(key, 0.0), rss.get(key, 0)) for key, ref in wanted.items()}
 
 
 def _reason(e) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target
+from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target, Usage
 from conformance.targets.base import TargetError, selector_matches, wait_until
 from conformance.targets import reference_ca
 
@@ -273,6 +273,74 @@ class ReferenceTarget(Target):
         wait_until(rolled_out, 60, 0.2, f"istiod to restart with workload certificate TTL {seconds or 'default'}")
         wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
                    "every ztunnel to reconnect to the restarted istiod")
+
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    # A pod's programs are this machine's: Locust runs from the checkout's load/ with the suite's
+    # own interpreter inside the client pod's network namespace; usage is read from /proc.
+    def load_client_manifests(self, namespace, name, node, files, extra_containers=()) -> list[dict]:
+        objects = [o for o in super().probe_manifests(namespace, name, node, files) if o["kind"] != "ConfigMap"]
+        for o in objects:
+            if o["kind"] == "Deployment":
+                spec = o["spec"]["template"]["spec"]
+                spec.pop("volumes", None)
+                spec["containers"] = [{"name": "locust", "image": "curlimages/curl",
+                                       "command": ["sleep", "infinity"]}, *extra_containers]
+        return objects
+
+    def locust_argv(self, locustfile: str) -> list[str]:
+        return [sys.executable, "-m", "locust", "-f", str(Path(__file__).resolve().parents[2] / "load" / locustfile)]
+
+    def pod_usage(self, pods, container=None) -> dict:
+        wanted = {(p.namespace, p.name): p for p in pods}
+        usage = {}
+        for obj in self._call(self.client.list, "Pod"):
+            meta = obj.get("metadata") or {}
+            ref = wanted.get((meta.get("namespace"), meta.get("name")))
+            if ref is None:
+                continue
+            pids = [s["pid"] for s in (obj.get("status") or {}).get("containerStatuses") or ()
+                    if isinstance(s.get("pid"), int) and s["pid"] > 0 and container in (None, s.get("name"))]
+            cpu, rss = 0.0, 0
+            for pid in _process_tree(pids):
+                c, r = _proc_usage(pid)
+                cpu, rss = cpu + c, rss + r
+            usage[ref] = Usage(cpu, rss)
+        missing = [f"{ns}/{n}" for (ns, n) in wanted if wanted[(ns, n)] not in usage]
+        if missing:
+            raise TargetError(f"cannot read the usage of pods {', '.join(missing)}: they do not exist")
+        return usage
+
+
+def _process_tree(pids: list[int]) -> list[int]:
+    seen, todo = [], list(pids)
+    while todo and len(seen) < 256:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return seen
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_usage(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, RSS bytes) of one process; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / _TICK, rss_pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _text(x) -> str:
