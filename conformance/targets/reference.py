@@ -328,20 +328,20 @@ def _process_tree(pids: list[int]) -> list[int]:
     return seen
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def _proc_usage(pid: int) -> tuple[float, int]:
-    """(user + system CPU seconds, RSS bytes) of one process; (0, 0) once it is gone."""
+    """(CPU seconds, RSS bytes) of one process: the nanosecond on-CPU time of each of its threads
+    (schedstat; /proc/PID/stat counts in 10 ms ticks, too coarse for a slot of a second) and its
+    resident pages. (0, 0) once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        cpu_ns = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                cpu_ns += int(f.read().split()[0])
         with open(f"/proc/{pid}/statm") as f:
             rss_pages = int(f.read().split()[1])
     except (OSError, IndexError, ValueError):
         return 0.0, 0
-    return (int(fields[11]) + int(fields[12])) / _TICK, rss_pages * os.sysconf("SC_PAGE_SIZE")
-
+    return cpu_ns / 1e9, rss_pages * os.sysconf("SC_PAGE_SIZE")
 
 def _text(x) -> str:
     return x.decode(errors="replace") if isinstance(x, (bytes, bytearray)) else (x or "")
