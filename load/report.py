@@ -26,8 +26,8 @@ def _pct_label(p: float) -> str:
     return f"p{p:g}"
 
 
-def summarize(run) -> dict:
-    """The JSON summary of a `runner.RunResult`."""
+def summarize(run) -> tuple[dict, dict]:
+    """The JSON summary of a `runner.RunResult`, and the latency histogram of each path."""
     cond = run.conditions
     paths = {}
     hist = {}
@@ -110,15 +110,15 @@ def hops_csv(summary: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "hops", "percentile", "latency_us", "added_us", "added_per_hop_us", "noise_floor_us",
-                "offered_rps", "achieved_rps", "status"])
+                "service_time_us", "offered_rps", "achieved_rps", "status"])
     noise = summary["noise_floor_us"] or {}
     for name, e in summary["paths"].items():
         if "latency_us" not in e:
-            w.writerow([name, e["hops"], "", "", "", "", "", "", "", e["status"]])
+            w.writerow([name, e["hops"], "", "", "", "", "", "", "", "", e["status"]])
             continue
         for k, v in e["latency_us"].items():
             w.writerow([name, e["hops"], k, v, (e.get("added_us") or {}).get(k, ""),
-                        (e.get("added_per_hop_us") or {}).get(k, ""), noise.get(k, ""),
+                        (e.get("added_per_hop_us") or {}).get(k, ""), noise.get(k, ""), e["service_time_us"][k],
                         e["offered_rps"], e["achieved_rps"], e["status"]])
     return buf.getvalue()
 
