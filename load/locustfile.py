@@ -172,6 +172,7 @@ def _start(environment, **_):
     if isinstance(environment.runner, MasterRunner):
         return
     o = environment.parsed_options
+    RECORDER.paths.clear()  # a new test in the web UI starts afresh
     _state["schedule"] = Schedule(_slots_from(o, environment.host or ""), o.ac_rate, RECORDER)
     _state["quit"] = gevent.spawn(_quit_after_schedule, environment)
 
@@ -179,8 +180,12 @@ def _start(environment, **_):
 def _quit_after_schedule(environment):
     # bounded: the last slot's end plus one second for answers still in flight
     gevent.sleep(max(0.0, _state["schedule"].end - time.perf_counter()) + 1.0)
-    if not isinstance(environment.runner, WorkerRunner):
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    if environment.parsed_options.headless:
         environment.runner.quit()
+    else:  # the web UI stays up for the next test
+        environment.runner.stop()
 
 
 @events.request.add_listener
@@ -209,6 +214,7 @@ def _from_worker(data, **_):
         RECORDER.merge(data["ac_paths"])
 
 
+@events.test_stop.add_listener
 @events.quitting.add_listener
 def _write_results(environment, **_):
     o = environment.parsed_options
