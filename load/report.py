@@ -137,24 +137,30 @@ def table(summary: dict) -> str:
              "latency from the scheduled start, µs:",
              f"{'path':<13}{'hops':>5}" + "".join(f"{p:>9}" for p in pcts) + "   added per hop (vs direct)"
              + " " * 14 + "achieved/offered rps  status"]
+    noise = summary["noise_floor_us"] or {}
+    within = False
     for name, e in summary["paths"].items():
         if "latency_us" not in e:
             lines.append(f"{name:<13}{e['hops']:>5}   {e['status']}")
             continue
         per_hop = e.get("added_per_hop_us")
-        hop_text = " ".join(f"{per_hop[p]:>7.0f}" for p in pcts) if per_hop else " " * 31
+        marks = {p: "*" if per_hop and e["added_us"][p] <= noise.get(p, -1) else " " for p in pcts}
+        within = within or "*" in marks.values()
+        hop_text = " ".join(f"{per_hop[p]:>6.0f}{marks[p]}" for p in pcts) if per_hop else " " * 31
         lines.append(f"{name:<13}{e['hops']:>5}" + "".join(f"{e['latency_us'][p]:>9}" for p in pcts)
                      + f"   {hop_text:<40} {e['achieved_rps']:>7.0f}/{e['offered_rps']:<7.0f}   {e['status']}")
     if summary["noise_floor_us"]:
         lines.append("noise floor |baseline − direct|: " +
-                     ", ".join(f"{p} {v} µs" for p, v in summary["noise_floor_us"].items()))
+                     ", ".join(f"{p} {v} µs" for p, v in summary["noise_floor_us"].items())
+                     + ("   (* added latency within the noise floor: not resolved by this run)" if within else ""))
     comp = summary["comparisons"]
     if "waypoint_hop_us" in comp:
         lines.append("waypoint hop pXX(ambient-l7) − pXX(ambient-l4): " +
                      ", ".join(f"{p} {v} µs" for p, v in comp["waypoint_hop_us"].items()))
     if "ztunnel_hop_over_envoy_hop" in comp:
         lines.append("ztunnel hop / Envoy HBONE hop (same run, same node pair): " +
-                     ", ".join(f"{p} {v}×" for p, v in comp["ztunnel_hop_over_envoy_hop"].items()))
+                     ", ".join(f"{p} {v}×" if v is not None else f"{p} n/a (Envoy's hop ≤ 0 here)"
+                               for p, v in comp["ztunnel_hop_over_envoy_hop"].items()))
     lines.append("cost while each path ran (vCPU = CPU seconds / slot seconds; Istio 1.24 per 1,000 rps "
                  "beside: ztunnel 0.06 vCPU / 12 MB, waypoint 0.25 / 60, sidecar 0.20 / 60):")
     lines.append(f"  {'path':<13}{'proxy':<22}{'vCPU':>7}{'vCPU/1k rps':>13}{'RSS MB':>9}{'Istio 1.24':>14}")
