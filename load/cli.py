@@ -17,7 +17,8 @@ from pathlib import Path
 from conformance.targets import target_class
 from conformance.targets.base import NotSupported, TargetError
 
-SMOKE = {"rate": 50.0, "users": 2, "slot_s": 1.0, "rounds": 1, "warmup_s": 0.5}
+#: a second per path: the pipeline, not the numbers (tests/integration/test_load_smoke.py)
+SMOKE = {"rate": 50.0, "users": 2, "slot_s": 1.0, "rounds": 1, "warmup_s": 0.3, "start_margin_s": 4.0}
 
 
 def register(cli) -> None:

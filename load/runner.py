@@ -34,6 +34,7 @@ class Options:
     slot_s: float = 3.0
     rounds: int = 3
     warmup_s: float = 1.5
+    start_margin_s: float = START_MARGIN_S
     out: Path = Path("out/load")
     run: str = ""
 
@@ -179,7 +180,7 @@ def placed_payload(url: str) -> int:
 
 def run(target, opts: Options, placed: list[scenario.Placed], proxies: list, log=print) -> RunResult:
     active = [p for p in placed if p.client_pod is not None]
-    start = time.time() + START_MARGIN_S
+    start = time.time() + opts.start_margin_s
     slots = timetable([p.path.name for p in active], opts, start)
     end = slots[-1].end
     by_client: dict[PodRef, list[scenario.Placed]] = {}
