@@ -20,17 +20,21 @@ async def serve(reader, writer):
             head = await reader.readuntil(b"\r\n\r\n")
             line = head.split(b"\r\n", 1)[0].split()
             path = line[1].decode() if len(line) > 1 else "/"
-            length = 0
+            length, request_id = 0, b"-"
             for h in head.split(b"\r\n")[1:]:
                 if h[:15].lower() == b"content-length:":
                     length = int(h[15:])
+                elif h[:13].lower() == b"x-request-id:":
+                    request_id = b"yes"
             if length:
                 await reader.readexactly(length)
             size = 2
             if path.startswith("/bytes/") and path[7:].isdigit():
                 size = min(int(path[7:]), MAX_BYTES)
+            # an L7 proxy on the way adds x-request-id (Istio's own tests tell L7 from L4 by it)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                         b"Content-Length: %d\r\n\r\n" % size + b"x" * size)
+                         b"X-Saw-Request-Id: %s\r\nContent-Length: %d\r\n\r\n" % (request_id, size)
+                         + b"x" * size)
             await writer.drain()
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
         pass

@@ -40,6 +40,8 @@ LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
 ON_TIME_US = 10_000
 #: how long before its slot a user stops sleeping and yields until the slot's time instead
 EARLY_S = 0.0012
+#: how long after the schedule's end answers still in flight are waited for
+DRAIN_S = 10.0
 #: the user's connection opens here and is not counted (TCP handshake, tunnels, certificates)
 WARMUP = "warm-up"
 
@@ -174,12 +176,16 @@ def _start(environment, **_):
     o = environment.parsed_options
     RECORDER.paths.clear()  # a new test in the web UI starts afresh
     _state["schedule"] = Schedule(_slots_from(o, environment.host or ""), o.ac_rate, RECORDER)
+    _state["in_flight"] = 0
     _state["quit"] = gevent.spawn(_quit_after_schedule, environment)
 
 
 def _quit_after_schedule(environment):
-    # bounded: the last slot's end plus one second for answers still in flight
-    gevent.sleep(max(0.0, _state["schedule"].end - time.perf_counter()) + 1.0)
+    # bounded: after the last slot's end, until no answer is in flight, DRAIN_S at most
+    gevent.sleep(max(0.0, _state["schedule"].end - time.perf_counter()) + 0.05)
+    deadline = time.perf_counter() + DRAIN_S
+    while _state["in_flight"] and time.perf_counter() < deadline:
+        gevent.sleep(0.05)
     if isinstance(environment.runner, WorkerRunner):
         return
     if environment.parsed_options.headless:
@@ -232,6 +238,8 @@ class PathUser(FastHttpUser):
     # a slot a user takes may be due now while this user's previous answer was slow: the
     # schedule, not the user, sets the pace, so no wait_time
     insecure = True
+    # a request slower than this is an error; the drain after the schedule waits as long
+    network_timeout = connection_timeout = DRAIN_S
 
     @task
     def scheduled_request(self):
@@ -249,6 +257,10 @@ class PathUser(FastHttpUser):
         while time.perf_counter() < at:
             gevent.sleep(0)
         name = f"{slot.path} ({WARMUP})" if slot.warm else slot.path
-        self.client.request("GET", slot.url, name=name,
-                            context={"ac_scheduled": at, "ac_slot": slot, "ac_sent": time.perf_counter()})
+        _state["in_flight"] += 1
+        try:
+            self.client.request("GET", slot.url, name=name,
+                                context={"ac_scheduled": at, "ac_slot": slot, "ac_sent": time.perf_counter()})
+        finally:
+            _state["in_flight"] -= 1
 

@@ -152,21 +152,25 @@ def _proxy_pods(target, node_a: str, node_b: str) -> list[tuple[str, str, object
 
 _GET = ("import sys, urllib.request\n"
         "try:\n"
-        "    r = urllib.request.urlopen(sys.argv[1], timeout=3); print(r.status, len(r.read()))\n"
+        "    r = urllib.request.urlopen(sys.argv[1], timeout=3)\n"
+        "    print(r.status, len(r.read()), r.headers.get('x-saw-request-id'))\n"
         "except Exception as e:\n"
         "    print('error', e)\n")
 
 
 def _wait_path(target, placed: scenario.Placed, log) -> None:
-    """3 consecutive whole answers within 30 s (the mesh's config reaches every proxy)."""
+    """3 consecutive whole answers within 30 s (the mesh's config reaches every proxy), each
+    through an L7 proxy (the echo saw an x-request-id) exactly when the path has a waypoint."""
+    want = f"200 {placed_payload(placed.url)} {'yes' if 'waypoint' in placed.path.proxies else '-'}"
     streak, deadline = 0, time.monotonic() + 30
     last = ""
     while streak < 3:
         if time.monotonic() > deadline:
             raise TargetError(f"path {placed.path.name}: {placed.url} from pod {placed.client_pod.namespace}/"
-                              f"{placed.client_pod.name} did not answer 3 times in a row within 30 s (last: {last})")
+                              f"{placed.client_pod.name} did not answer as expected ({want!r}: status, bytes, x-request-id seen) "
+                              f"3 times in a row within 30 s; last: {last!r}")
         last = target.exec(placed.client_pod, ["python3", "-c", _GET, placed.url], timeout=10).stdout.strip()
-        streak = streak + 1 if last == f"200 {placed_payload(placed.url)}" else 0
+        streak = streak + 1 if last == want else 0
         if streak < 3:
             time.sleep(0.1)
     log(f"  {placed.path.name}: {placed.url} answers")
