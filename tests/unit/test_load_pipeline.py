@@ -113,3 +113,37 @@ print(json.dumps({"times": times, "scheduled": rec.paths["b"]["scheduled"], "slo
     gaps = [b[0] - a[0] for a, b in zip(times, times[1:]) if a[1] == b[1]]
     assert all(g == pytest.approx(0.02) for g in gaps)
     assert times[0][0] == pytest.approx(got["start"]) and times[-1][0] < got["end"]
+
+
+KUBELET_RESOURCE_METRICS = """\
+# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds
+# TYPE container_cpu_usage_seconds_total counter
+container_cpu_usage_seconds_total{container="istio-proxy",namespace="istio-system",pod="ztunnel-abc"} 12.5 1700000000000
+container_cpu_usage_seconds_total{container="envoy",namespace="load-direct",pod="client-1"} 3.25 1700000000000
+container_cpu_usage_seconds_total{container="locust",namespace="load-direct",pod="client-1"} 40 1700000000000
+# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes
+# TYPE container_memory_working_set_bytes gauge
+container_memory_working_set_bytes{container="istio-proxy",namespace="istio-system",pod="ztunnel-abc"} 1.2e+07 1700000000000
+container_memory_working_set_bytes{container="envoy",namespace="load-direct",pod="client-1"} 6.5e+07 1700000000000
+container_memory_working_set_bytes{container="locust",namespace="load-direct",pod="client-1"} 9e+07 1700000000000
+"""
+
+
+def test_kubernetes_pod_usage_reads_the_kubelets_resource_metrics_per_container():
+    from conformance.targets.base import PodRef
+    from conformance.targets.kubernetes import KubernetesTarget
+
+    class Kubelets:
+        def connect_get_node_proxy_with_path(self, node, path):
+            assert (node, path) == ("node-a", "metrics/resource")
+            return KUBELET_RESOURCE_METRICS
+
+    target = KubernetesTarget(api_client=object())
+    target.core = Kubelets()
+    target.pod_node = lambda pod: "node-a"
+    zt, client = PodRef("istio-system", "ztunnel-abc"), PodRef("load-direct", "client-1")
+    whole = target.pod_usage([zt, client])
+    assert whole[zt].cpu_seconds == 12.5 and whole[zt].rss_bytes == 12_000_000
+    assert whole[client].cpu_seconds == 43.25
+    envoy = target.pod_usage([client], container="envoy")
+    assert envoy[client].cpu_seconds == 3.25 and envoy[client].rss_bytes == 65_000_000
