@@ -80,7 +80,7 @@ def timetable(paths: list[str], opts: Options, start: float) -> list[Slot]:
 
 @dataclass
 class RunResult:
-    paths: list                     # scenario.Path_, in order
+    paths: list                     # scenario.LoadPath, in order
     results: dict                   # path -> exported Recorder entry (locustfile)
     usage: dict                     # path -> {proxy pod label: {"cpu_s", "rss_max"}}
     conditions: dict
@@ -111,7 +111,7 @@ def setup(target, opts: Options, log=print) -> tuple[list[scenario.Placed], list
     for ns in scenario.NAMESPACES:
         target.wait_ready(ns, timeout=120)
     allowed = _own_addresses(target)
-    placed, proxies = [], []
+    placed = []
     for path in scenario.paths_for(target):
         if path.unavailable:
             placed.append(scenario.Placed(path))

@@ -14,7 +14,7 @@ Every path goes from node A to node B, to the same small echo server code answer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from load import envoy_peer
@@ -31,7 +31,7 @@ SIDECAR_PROFILE = "SIDECAR-INTEROP"
 
 
 @dataclass(frozen=True)
-class Path_:
+class LoadPath:
     name: str
     client: tuple[str, str]          # (namespace, app label) of the client pod
     server: tuple[str, str]          # (namespace, Service) it calls
@@ -43,27 +43,27 @@ class Path_:
 
 
 PATHS = (
-    Path_("direct", (DIRECT, "client"), (DIRECT, "server"), 0, "direct: neither pod captured"),
-    Path_("baseline", (DIRECT, "baseline"), (DIRECT, "server"), 0,
+    LoadPath("direct", (DIRECT, "client"), (DIRECT, "server"), 0, "direct: neither pod captured"),
+    LoadPath("baseline", (DIRECT, "baseline"), (DIRECT, "server"), 0,
           "baseline: another uncaptured client, same node pair (noise floor)"),
-    Path_("ambient-l4", (AMBIENT, "client"), (AMBIENT, "server"), 2, "ambient L4: ztunnel → ztunnel",
+    LoadPath("ambient-l4", (AMBIENT, "client"), (AMBIENT, "server"), 2, "ambient L4: ztunnel → ztunnel",
           ("ztunnel",)),
-    Path_("ambient-l7", (AMBIENT, "client"), (WAYPOINT_NS, "server"), 3,
+    LoadPath("ambient-l7", (AMBIENT, "client"), (WAYPOINT_NS, "server"), 3,
           "ambient L7: ztunnel → waypoint → ztunnel", ("ztunnel", "waypoint")),
-    Path_("sidecar", (AMBIENT, "client"), (AMBIENT, "server"), 2, "sidecar → sidecar", ("sidecar",)),
-    Path_("envoy-hbone", (DIRECT, "client"), (DIRECT, "server"), 2,
+    LoadPath("sidecar", (AMBIENT, "client"), (AMBIENT, "server"), 2, "sidecar → sidecar", ("sidecar",)),
+    LoadPath("envoy-hbone", (DIRECT, "client"), (DIRECT, "server"), 2,
           "peer: Envoy → HBONE → Envoy", ("envoy",), local_port=envoy_peer.CLIENT_PORT),
 )
 
 
-def paths_for(target) -> list[Path_]:
+def paths_for(target) -> list[LoadPath]:
     """The paths, with the sidecar path marked unavailable unless the target supports sidecars."""
     from conformance import features
     sidecar = {f.name for f in features.features_in(SIDECAR_PROFILE)}
     out = []
     for p in PATHS:
         if p.name == "sidecar" and not (sidecar and sidecar <= set(target.supported_features())):
-            p = Path_(**{**p.__dict__, "unavailable": "not available: sidecar mode not implemented"})
+            p = LoadPath(**{**p.__dict__, "unavailable": "not available: sidecar mode not implemented"})
         out.append(p)
     return out
 
@@ -142,7 +142,6 @@ def workloads(target, node_a: str, node_b: str, direct_server_vip: str) -> list[
 @dataclass
 class Placed:
     """A path once its pods exist: the client pod and the URL it calls."""
-    path: Path_
-    client_pod: object = None
+    path: LoadPath
+    client_pod: object = None         # a conformance.targets.base.Pod
     url: str = ""
-    proxy_pods: list = field(default_factory=list)
