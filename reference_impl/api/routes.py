@@ -114,19 +114,27 @@ def httproute(check: Checker, obj: dict, spec) -> None:
             if request and backend and backend > request:
                 check.fail((*tpath, "backendRequest"), "is longer than timeouts.request",
                            "make backendRequest at most request")
-        retry = check.get(rule, "retry", rpath, dict)
+        retry, ypath = _retry(check, rule, "retry", rpath, RETRY)
         if retry is not None:
-            ypath = (*rpath, "retry")
-            check.known(retry, ypath, RETRY)
-            attempts = check.get(retry, "attempts", ypath, int)
-            if attempts is not None and attempts < 0:
-                check.fail((*ypath, "attempts"), f"{attempts} is negative", "use 0 or more retries")
             codes = check.get(retry, "codes", ypath, list) or []
             for i, code in enumerate(codes):
                 if not isinstance(code, int) or isinstance(code, bool) or not 400 <= code <= 599:
                     check.fail((*ypath, "codes", i), f"{describe(code)} is not an HTTP status 400-599",
                                "list status codes such as 500 or 503")
             _duration(check, retry, "backoff", ypath)
+
+
+def _retry(check: Checker, owner: dict, key: str, path, fields) -> tuple[dict | None, tuple]:
+    """The retry settings at owner[key] (HTTPRoute `retry`, VirtualService `retries`): known
+    fields only and a non-negative `attempts`; with their path."""
+    retry = check.get(owner, key, path, dict)
+    ypath = (*path, key)
+    if retry is not None:
+        check.known(retry, ypath, fields)
+        attempts = check.get(retry, "attempts", ypath, int)
+        if attempts is not None and attempts < 0:
+            check.fail((*ypath, "attempts"), f"{attempts} is negative", "use 0 or more retries")
+    return retry, ypath
 
 
 def _match(check: Checker, match: dict, mpath) -> None:
@@ -285,13 +293,8 @@ def virtualservice(check: Checker, obj: dict, spec) -> None:
             if weight is not None and not 0 <= weight <= 100:
                 check.fail((*rpath, "weight"), f"{weight} is out of range", "use 0 to 100")
         _duration(check, route, "timeout", hpath)
-        retries = check.get(route, "retries", hpath, dict)
+        retries, ypath = _retry(check, route, "retries", hpath, VS_RETRIES)
         if retries is not None:
-            ypath = (*hpath, "retries")
-            check.known(retries, ypath, VS_RETRIES)
-            attempts = check.get(retries, "attempts", ypath, int)
-            if attempts is not None and attempts < 0:
-                check.fail((*ypath, "attempts"), f"{attempts} is negative", "use 0 or more")
             _duration(check, retries, "perTryTimeout", ypath)
             check.get(retries, "retryOn", ypath, str)
         fault = check.get(route, "fault", hpath, dict)
