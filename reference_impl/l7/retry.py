@@ -123,6 +123,9 @@ def _drop_all(conn: HttpConnection, upstream) -> None:
 async def _buffer_body(conn: HttpConnection) -> tuple[list[bytes], bool]:
     """The request body's chunks read so far, and whether that is all of it (within RETRY_BUFFER)."""
     chunks, size = [], 0
+    if conn.down.they_are_waiting_for_100_continue:
+        # As Envoy does by default (proxy_100_continue off): answer the client's Expect itself.
+        await conn._send_down(h11.InformationalResponse(status_code=100, headers=[]))
     while conn.down.their_state is h11.SEND_BODY and size <= RETRY_BUFFER:
         event = await _next_event(conn.down, conn.reader)
         if isinstance(event, h11.Data):

@@ -136,3 +136,21 @@ def test_response_headers_modified_and_unmatched_path_is_404():
         status, _, _ = await h.request("/elsewhere")
         assert status == 404
     run(test)
+
+
+def test_expect_100_continue_is_answered_by_the_proxy():
+    async def test(h):
+        h.client.write(h.h11.send(h11.Request(method="POST", target="/retried", headers=[
+            ("host", "httpbin-ambient"), ("content-length", "4"), ("expect", "100-continue")])))
+        informational = None
+        while informational is None:
+            event = h.h11.next_event()
+            if event is h11.NEED_DATA:
+                h.h11.receive_data(await asyncio.wait_for(h.client.read(65536), 2))
+            else:
+                informational = event
+        assert isinstance(informational, h11.InformationalResponse) and informational.status_code == 100
+        h.client.write(h.h11.send(h11.Data(data=b"body")) + h.h11.send(h11.EndOfMessage()))
+        status, _, body = await asyncio.wait_for(h._response(), 2)
+        assert status == 200 and json.loads(body)["body"] == "body"
+    run(test)
