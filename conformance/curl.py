@@ -58,9 +58,10 @@ class Response:
 
 def curl_argv(urls: list[str], method: str = "GET", headers: dict[str, str] | None = None,
               max_time: float = DEFAULT_MAX_TIME, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-              binary: str = "curl", body: bool = False) -> list[str]:
+              binary: str = "curl", body: bool = False, head: bool = False) -> list[str]:
     """Argv for ONE curl process that issues each URL in turn (`--next` resets options per URL).
-    With `body`, each response body is written to stdout ahead of its outcome line."""
+    With `body`, each response body is written to stdout ahead of its outcome line; with `head`
+    too, the response's status line and headers ahead of the body (`split_head` parts them)."""
     if not urls:
         raise ValueError("curl_argv needs at least one URL")
     # The body's last line may lack a newline: start the outcome line on a line of its own.
@@ -72,6 +73,8 @@ def curl_argv(urls: list[str], method: str = "GET", headers: dict[str, str] | No
         argv += ["-s", "-o", "-" if body else "/dev/null", "-w", write_out,
                  "--max-time", _num(max_time), "--connect-timeout", _num(min(connect_timeout, max_time)),
                  "-X", method]
+        if head:
+            argv += ["-D", "-"]
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
         argv.append(url)
@@ -105,3 +108,44 @@ def _response(code: str, exit_code: int, size: int, seconds: float, message: str
     if exit_code == 0 and code.isdigit() and int(code) > 0:
         return Response(int(code), 0, size, seconds, message, body)
     return Response(_EXIT_OUTCOMES.get(exit_code, ERROR), exit_code, size, seconds, message, body)
+
+
+# -- whole exchanges: status, response headers and body (the MESH-HTTP tests) ---------------------
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request's Response with its response headers (lower-case names; repeated ones joined
+    with ', ') and body; made from a Response whose argv had `head=True`."""
+
+    response: Response
+    headers: dict[str, str]
+    body: str
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.response.outcome
+
+
+def split_head(response: Response) -> Exchange:
+    """The Exchange of a Response read with `head=True` (a 1xx block before the final one is skipped)."""
+    text = response.body
+    headers: dict[str, str] = {}
+    while text.startswith("HTTP/"):
+        # the exec may have read curl's output as text, turning CRLF into LF: accept both
+        lines = []
+        while True:
+            line, newline, text = text.partition("\n")
+            line = line.removesuffix("\r")
+            if not line or not newline:
+                break
+            lines.append(line)
+        headers = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon:
+                key = name.strip().lower()
+                headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+        status = (lines[0].split(" ") + [""])[1] if lines else ""
+        if not (len(status) == 3 and status.startswith("1")):
+            break
+    return Exchange(response, headers, text)

@@ -33,9 +33,14 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE. "
                                "Not yet populated."),
     Profile("SEED-WALKTHROUGH", "The seed article's walkthrough, step by step, with its own manifests."),
+    # -- HTTP routing at the waypoint (issue 9, GAMMA) --
+    Profile("MESH-HTTP", "The Gateway API mesh profile (GAMMA) at the waypoint: HTTPRoutes whose parentRef is a "
+                         "Service (matching, filters, weights, redirects, rewrites, timeouts, retries), and Istio "
+                         "VirtualService fault injection."),
 ]}
 
 _L4 = ("AMBIENT-L4",)
+_MESH = ("MESH-HTTP",)
 
 FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("AmbientEnrollmentByNamespaceLabel",
@@ -158,6 +163,61 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "stream open across the restart completes intact within ztunnel's smallest drain deadline (5 s), "
             "every new connection made during the restart succeeds, and the replacement is Ready; a crash "
             "(grace period 0) does cut such a stream.", CORE, _L4),
+    # -- HTTP routing at the waypoint: the Gateway API mesh profile (issue 9, GAMMA) -----------
+    Feature("MeshBasic",
+            "A client's call to a Service bound to a waypoint is answered by one of its endpoints, through the "
+            "waypoint (Gateway API MeshBasic).", CORE, _MESH),
+    Feature("MeshHTTPRouteSimpleSameNamespace",
+            "An HTTPRoute whose parentRef is a Service sends that Service's traffic to the route's backend "
+            "only; deleting it restores the Service's own endpoints.", CORE, _MESH),
+    Feature("MeshHTTPRouteMatching",
+            "HTTPRoute path (Exact, PathPrefix by path segment) and header matches (names case-insensitive, "
+            "values exact), with Gateway API's precedence between rules.", CORE, _MESH),
+    Feature("MeshHTTPRouteMethodMatching", "HTTPRoute `method` matches.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteQueryParamMatching",
+            "HTTPRoute `queryParams` matches (names and values exact).", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRequestHeaderModifier",
+            "The RequestHeaderModifier filter sets, adds and removes request headers (names case-insensitive).",
+            CORE, _MESH),
+    Feature("MeshHTTPRouteResponseHeaderModifier",
+            "The ResponseHeaderModifier filter sets, adds and removes response headers.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendRequestHeaderModifier",
+            "A RequestHeaderModifier on a backendRef applies to the requests sent to that backend only.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteWeight",
+            "Weighted backendRefs split requests by weight (500 requests within 5 points of 70/30), and rules "
+            "split a Service's traffic by path (MeshTrafficSplit).", CORE, _MESH),
+    Feature("MeshHTTPRouteRedirectHostAndStatus",
+            "RequestRedirect answers locally with a Location naming the new host, 302 by default, or the "
+            "status given (301, 303, 307, 308).", CORE, _MESH),
+    Feature("MeshHTTPRouteRedirectPath",
+            "RequestRedirect ReplaceFullPath and ReplacePrefixMatch (by path segment) rewrite the Location's "
+            "path, keeping the query.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRedirectPort", "RequestRedirect `port` sets the Location's port.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteSchemeRedirect",
+            "RequestRedirect `scheme` sets the Location's scheme, and its well-known port is left out.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRewritePath",
+            "URLRewrite ReplaceFullPath and ReplacePrefixMatch change the path the backend receives.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendNotFound",
+            "Requests a rule would send to a backendRef naming a Service that does not exist get HTTP 500; "
+            "the route's other rules keep serving.", CORE, _MESH),
+    Feature("MeshPorts",
+            "An HTTPRoute parentRef with a port applies to calls to that Service port only; one without a port "
+            "applies to every port.", EXTENDED, _MESH),
+    Feature("MeshFrontend",
+            "A route bound to a Service applies to calls addressed to the Service, not to calls addressed to "
+            "one of its pods by IP.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRequestTimeout",
+            "`timeouts.request` answers 504 once the bound passes without a response; `0s` disables it.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRetry",
+            "`retry` retries the listed status codes up to `attempts` times (with backoff) and relays any "
+            "other status, 503 included, after one try.", EXTENDED, _MESH),
+    Feature("MeshFaultInjection",
+            "An Istio VirtualService `fault.delay` delays and `fault.abort` aborts the requests its match "
+            "selects, at the waypoint; other requests are untouched.", EXTENDED, _MESH),
 ]}
 
 

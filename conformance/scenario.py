@@ -288,3 +288,12 @@ class Scenario:
                    what=f"{what} ({client.namespace}/{client.name} -> {url}, control "
                         f"{control.namespace}/{control.name}): expected (a deny or a drop, HTTP 200)",
                    timeout=timeout)
+
+    # -- whole HTTP exchanges (the MESH-HTTP tests: status, response headers, echoed request) --
+    def exchanges(self, client: PodRef, url: str, count: int = 1, method: str = "GET",
+                  headers: dict | None = None,
+                  timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Exchange]:
+        """Each of `count` requests (one curl process, one connection kept alive) with its status,
+        response headers and body; redirects are not followed."""
+        return [curl.split_head(r) for r in self.target.call_detailed(
+            client, url, method=method, headers=headers, count=count, timeout=timeout, head=True)]

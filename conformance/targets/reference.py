@@ -28,7 +28,9 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | (
+        # -- HTTP routing at the waypoint (issue 9, GAMMA) --
+        frozenset(f.name for f in registry.features_in("MESH-HTTP")))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster

@@ -22,6 +22,7 @@ from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, 
                     pod_ip, pod_node, pod_ready, pod_service_account, pod_workload_name,
                     workload_uid)
 from .policies import ZtunnelPolicy, slim, ztunnel_policies
+from .routes import service_routes
 from .waypoints import (Waypoint, find_waypoints, service_waypoint, workload_waypoint)
 
 
@@ -287,4 +288,5 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
         workloads=_sorted_workloads(mesh.workloads.values()),
         all_services=_sorted_services(mesh.services.values()),
         jwks_by_uri={},  # istiod fills it in: the keys behind every jwksUri of the policies
+        routes=service_routes(mesh.index, mesh.services, fronted_services) if waypoint else [],
     ).to_dict()
