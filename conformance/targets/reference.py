@@ -28,7 +28,13 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | {
+        # L7 authorization and RequestAuthentication at the waypoint (issue 9)
+        "L7AuthorizationAllowNothing", "L7AuthorizationPaths", "L7AuthorizationPathTemplates",
+        "L7AuthorizationDenyOverAllow", "L7AuthorizationRequestFields", "L7AuthorizationNotForms",
+        "L7AuthorizationSource", "L7WaypointIdentityAtDestination", "L7AuthorizationUnsupportedActions",
+        "L7RequestAuthentication", "L7AuthorizationRequestPrincipals", "L7AuthorizationClaims",
+        "L7JWTForgedTokens", "L7JWTAlgorithms", "L7JWTTokenLocations", "L7JWTForwarding", "L7JWTJwksUri"}
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
