@@ -164,6 +164,19 @@ MUTANTS: list[Mutant] = [
            '            except _Invalid as exc:\n                return AuthnResult("invalid", str(exc))\n',
            '            except _Invalid as exc:\n                if "issuer is not configured" in str(exc):\n'
            '                    continue\n                return AuthnResult("invalid", str(exc))\n'),
+    # --- L7 authorization and JWT at the waypoint (issue 9) -------------------------------------
+    Mutant("the waypoint authorizes with its own identity instead of the original client's", "waypoint", True,
+           "reference_impl/l7/pipeline.py",
+           "source_principal=peer.uri if peer else None,",
+           "source_principal=config.identity.uri if config.identity else None,"),
+    Mutant("a prefix match admits its parent (the path without the trailing slash)", "waypoint", True,
+           "reference_impl/policy/match.py",
+           "            return candidate.startswith(value)\n",
+           '            return candidate.startswith(value) or candidate + "/" == value\n'),
+    Mutant("a request with several JWTs is judged by the first valid one only", "jwt", True,
+           "reference_impl/policy/jwt_authn.py",
+           "            verified.append((token, loc, rule, claims))\n",
+           "            verified.append((token, loc, rule, claims))\n            return _success(verified)\n"),
     # --- certificates ------------------------------------------------------------------------------
     Mutant("workload certificate TTL ignored (a year instead)", "ca", False,
            "reference_impl/controlplane/istiod.py",
