@@ -22,7 +22,7 @@ from conformance import convergence, curl
 from conformance import workloads as w
 from conformance.convergence import eventually
 from conformance.scenario import Scenario
-from conformance.targets.base import Pod
+from conformance.tests.l4world import L4World
 
 MANIFESTS = Path(__file__).resolve().parent / "l7"
 WAYPOINT = "waypoint"
@@ -52,23 +52,10 @@ class Row:
 
 
 @dataclass
-class L7World:
-    sc: Scenario
-    server_ns: str
-    a_ns: str
-    b_ns: str
-    server: Pod
-    a: Pod
-    b: Pod
+class L7World(L4World):
+    """The L4 world's server and clients (same names and identities), behind a waypoint."""
+
     _vars: dict = field(default_factory=dict)
-
-    @property
-    def principal_a(self) -> str:
-        return w.principal(self.a_ns, "client-a")
-
-    @property
-    def principal_b(self) -> str:
-        return w.principal(self.b_ns, "client-b")
 
     @property
     def waypoint_principal(self) -> str:
@@ -79,7 +66,7 @@ class L7World:
     def host(self) -> str:
         return f"httpbin.{self.server_ns}"
 
-    def url(self, path: str, port: int = w.HTTP_PORT) -> str:
+    def url_for(self, path: str, port: int = w.HTTP_PORT) -> str:
         return f"http://{self.host}:{port}{path}"
 
     # -- manifests -----------------------------------------------------------------------------
@@ -110,7 +97,7 @@ class L7World:
         out: dict[int, curl.Answer] = {}
         for key in sorted({r.client for r in rows}):
             mine = [(i, r) for i, r in enumerate(rows) if r.client == key]
-            answers = self.sc.send(clients[key], [curl.Request(self.url(r.path, r.port), r.method, r.headers)
+            answers = self.sc.send(clients[key], [curl.Request(self.url_for(r.path, r.port), r.method, r.headers)
                                                   for _, r in mine])
             out.update({i: a for (i, _), a in zip(mine, answers)})
         return [(r, out[i]) for i, r in enumerate(rows)]
