@@ -7,8 +7,9 @@ an HTTP answer, and from a stall (a timeout), which is never a deny.
 """
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 Outcome = Union[int, str]
@@ -149,3 +150,70 @@ def split_head(response: Response) -> Exchange:
         if not (len(status) == 3 and status.startswith("1")):
             break
     return Exchange(response, headers, text)
+
+
+# -- many different requests in one curl (the L7 tables) --------------------------------------
+_HEADERS_MARK = "ac-headers: "
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a batch: its own URL, method and headers (pairs, so a name may repeat)."""
+
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A batch request's Response with the response headers (lower-case name -> values)."""
+
+    response: Response
+    headers: dict
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.response.outcome
+    @property
+    def body(self) -> str:
+        return self.response.body
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower()) or []
+        return values[0] if values else None
+
+
+def batch_argv(requests: list[Request], max_time: float = DEFAULT_MAX_TIME,
+               connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, binary: str = "curl") -> list[str]:
+    """Argv for ONE curl process issuing each request in turn, writing for each its body, its
+    response headers (`%{header_json}`, curl >= 7.83) and its outcome line."""
+    if not requests:
+        raise ValueError("batch_argv needs at least one request")
+    write_out = "\n" + _HEADERS_MARK + "%{header_json}\n" + _WRITE_OUT
+    argv = [binary]
+    for i, req in enumerate(requests):
+        if i:
+            argv.append("--next")
+        argv += ["-s", "-o", "-", "-w", write_out, "--max-time", _num(max_time),
+                 "--connect-timeout", _num(min(connect_timeout, max_time)), "-X", req.method]
+        for name, value in req.headers:
+            argv += ["-H", f"{name}: {value}"]
+        argv.append(req.url)
+    return argv
+
+
+def parse_batch_output(stdout: str, expected: int) -> list[Answer]:
+    answers = []
+    for response in parse_output(stdout, expected, body=True):
+        body, mark, header_json = response.body.rpartition("\n" + _HEADERS_MARK)
+        headers: dict = {}
+        if mark:
+            try:
+                headers = {k.lower(): list(v) for k, v in json.loads(header_json or "{}").items()}
+            except (ValueError, AttributeError, TypeError):
+                headers = {}
+        else:
+            body = response.body
+        answers.append(Answer(replace(response, body=body), headers))
+    return answers

@@ -29,7 +29,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("AMBIENT-L4", "Sidecar-less L4: namespace enrollment, node-proxy mTLS identity, L4 "
                           "AuthorizationPolicy and PeerAuthentication enforced by ztunnel."),
     Profile("AMBIENT-L7", "Waypoint proxies: provisioning from a Gateway, L7 AuthorizationPolicy, "
-                          "RequestAuthentication (JWT). Not yet populated."),
+                          "RequestAuthentication (JWT), each feature tested both ways with exact status "
+                          "codes through a current-Istio waypoint (class istio-waypoint)."),
     Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE. "
                                "Not yet populated."),
     Profile("SEED-WALKTHROUGH", "The seed article's walkthrough, step by step, with its own manifests."),
@@ -41,6 +42,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 
 _L4 = ("AMBIENT-L4",)
 _MESH = ("MESH-HTTP",)
+_L7 = ("AMBIENT-L7",)
 
 FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("AmbientEnrollmentByNamespaceLabel",
@@ -218,6 +220,63 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("MeshFaultInjection",
             "An Istio VirtualService `fault.delay` delays and `fault.abort` aborts the requests its match "
             "selects, at the waypoint; other requests are untouched.", EXTENDED, _MESH),
+    # -- L7 authorization and RequestAuthentication at the waypoint (issue 9) -----------------
+    Feature("L7AuthorizationAllowNothing",
+            "An ALLOW policy without rules attached to a waypoint (`targetRefs`) answers every request "
+            "through it with 403 `RBAC: access denied`.", CORE, _L7),
+    Feature("L7AuthorizationPaths",
+            "At the waypoint, `paths` match exactly, as a prefix `x*` and a suffix `*x`, each against its "
+            "near misses (an exact `/ip` admits neither `/ip/`, `/ipx` nor `/IP`; a prefix not its "
+            "parent); a request no ALLOW rule admits gets 403.", CORE, _L7),
+    Feature("L7AuthorizationPathTemplates",
+            "At the waypoint, Istio's path templates: `{*}` matches one path segment, `{**}` any rest "
+            "(Istio 1.22 and later).", EXTENDED, _L7),
+    Feature("L7AuthorizationDenyOverAllow",
+            "At the waypoint, a matching DENY policy wins over a matching ALLOW policy.", CORE, _L7),
+    Feature("L7AuthorizationRequestFields",
+            "At the waypoint, `methods`, `hosts` (case-insensitive, the Host header's port included), "
+            "`ports` and `when: request.headers[...]` admit and deny exactly as written.", CORE, _L7),
+    Feature("L7AuthorizationNotForms",
+            "At the waypoint, `notPaths`, `notMethods`, `notPorts`, `notHosts`, `notPrincipals`, "
+            "`notNamespaces`, `notRequestPrincipals` and `notValues` exclude exactly what they name.",
+            CORE, _L7),
+    Feature("L7AuthorizationSource",
+            "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
+            "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7WaypointIdentityAtDestination",
+            "Behind a waypoint the destination's node proxy sees the waypoint's identity: a selector "
+            "policy allowing only the client refuses waypoint traffic, one allowing the waypoint admits "
+            "it.", CORE, _L7),
+    Feature("L7AuthorizationUnsupportedActions",
+            "AUDIT changes no decision, and CUSTOM naming an extension provider the mesh does not define "
+            "denies (403): neither is ever treated as an ALLOW.", CORE, _L7),
+    Feature("L7RequestAuthentication",
+            "RequestAuthentication at the waypoint, Istio's TestL7JWT: no token 403 (the policy), a valid "
+            "token 200, another `sub` 403, expired 401, an issuer no RequestAuthentication names 401; a "
+            "401 carries `www-authenticate: Bearer realm=..., error=\"invalid_token\"`.", CORE, _L7),
+    Feature("L7AuthorizationRequestPrincipals",
+            "At the waypoint, `requestPrincipals` (`iss/sub`, with `*` forms) and `notRequestPrincipals` "
+            "match the verified JWT.", CORE, _L7),
+    Feature("L7AuthorizationClaims",
+            "At the waypoint, `when: request.auth.claims[...]` matches nested claims and any element of "
+            "a list claim.", CORE, _L7),
+    Feature("L7JWTForgedTokens",
+            "Every forged or malformed JWT gets 401: alg none, unknown kid, another key's signature, HS256 "
+            "keyed with the RSA public key, tampered header or payload, truncated or empty signature, "
+            "garbage, wrong JSON types (alg, aud, exp, nbf); a request carrying several tokens (header and "
+            "`?access_token=`, two Authorization headers) passes only if every one verifies.", CORE, _L7),
+    Feature("L7JWTAlgorithms",
+            "JWTs signed with RS256, RS384, RS512, PS256, ES256, ES384 and EdDSA verify; `exp` and `nbf` "
+            "are judged with 60 s of clock skew.", CORE, _L7),
+    Feature("L7JWTTokenLocations",
+            "`fromHeaders` (name and prefix) and `fromParams` move where the token is read, and the "
+            "default places are then not read; `audiences` admit only tokens for them.", CORE, _L7),
+    Feature("L7JWTForwarding",
+            "By default the token header is removed before the app; `forwardOriginalToken` keeps it; "
+            "`outputPayloadToHeader` and `outputClaimToHeaders` add what they name.", CORE, _L7),
+    Feature("L7JWTJwksUri",
+            "A `jwksUri` is fetched by the control plane and its keys verify tokens; a URI that fails "
+            "leaves that issuer's tokens rejected with 401, never accepted.", CORE, _L7),
 ]}
 
 

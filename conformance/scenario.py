@@ -250,6 +250,12 @@ class Scenario:
         with `body`, each response's body too."""
         return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout, body=body)
 
+    def send(self, client: PodRef, requests: list[curl.Request],
+             timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Answer]:
+        """Many different requests (URL, method, headers each) from `client` in one exec; each
+        Answer has the outcome, the body and the response headers."""
+        return self.target.call_batch(client, requests, timeout=timeout)
+
     def bodies(self, client: PodRef, url: str, count: int, fresh_connections: bool = True) -> list[str]:
         """The body of each of `count` requests ('' for a failed one); with `fresh_connections`
         each request opens a connection of its own, so each is load-balanced anew."""

@@ -175,6 +175,18 @@ class Target(ABC):
                               f"(exit {result.returncode}): {result.stderr.strip()[:300]}")
         return responses
 
+    # -- traffic: many different requests in one exec (the L7 tables, issue 9) ------------------
+    def call_batch(self, from_pod: PodRef, requests: list[curl.Request],
+                   timeout: float = curl.DEFAULT_MAX_TIME) -> list[curl.Answer]:
+        """Each request's Answer (outcome, body, response headers), made by ONE curl process."""
+        argv = curl.batch_argv(requests, max_time=timeout)
+        result = self.exec(from_pod, argv, timeout=len(requests) * (timeout + 1) + 10)
+        answers = curl.parse_batch_output(result.stdout, len(requests))
+        if all(a.outcome == curl.ERROR and a.response.exit_code == -1 for a in answers):
+            raise TargetError(f"curl in pod {from_pod.namespace}/{from_pod.name} reported nothing "
+                              f"(exit {result.returncode}): {result.stderr.strip()[:300]}")
+        return answers
+
     # -- the mesh ----------------------------------------------------------------------------
     def ztunnel_pod(self, node: str) -> Pod:
         for p in self.pods(self.MESH_NAMESPACE, self.ZTUNNEL_SELECTOR):

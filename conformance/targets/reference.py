@@ -28,9 +28,9 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | (
-        # -- HTTP routing at the waypoint (issue 9, GAMMA) --
-        frozenset(f.name for f in registry.features_in("MESH-HTTP")))
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | frozenset(
+        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding, routing
+        f.name for profile in ("AMBIENT-L7", "MESH-HTTP") for f in registry.features_in(profile))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster

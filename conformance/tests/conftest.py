@@ -24,3 +24,15 @@ def mesh(target):
         yield build_mesh_world(sc)
     finally:
         sc.cleanup()
+
+
+# -- the shared L7 world (issue 9): one per pytest worker, reused by every L7 test module -------
+@pytest.fixture(scope="session")
+def l7(target):
+    from conformance.scenario import Scenario
+    from conformance.tests.l7world import build_l7_world
+    sc = Scenario(target, "l7-world")
+    try:
+        yield build_l7_world(sc)
+    finally:
+        sc.cleanup()

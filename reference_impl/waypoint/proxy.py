@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from ..hbone import ConnectRequest, HboneClient, HboneServer, Listener, Outcome, parse_forwarded
 from ..identity import Identity
 from ..l7 import AccessRecord, HttpConnection, Router, Tunnel, UpstreamConnector, resolve
+from ..policy.authz_l7 import unsupported_action
 from .config import WaypointConfig
 
 log = logging.getLogger("waypoint")
@@ -57,6 +58,9 @@ class Waypoint:
                         version, config.identity, self.identity, self.identity)
         self.config = config
         self.ready.set()
+        for bound in config.authorization:
+            if (why := unsupported_action(bound.value)) is not None:
+                log.warning("%s", why)
         log.info("config version %d: %d service(s) by VIP, %d workload(s), %d authorization and "
                  "%d authentication polic(ies)", version, len(config.services_by_vip),
                  len(config.fronted_workloads_by_ip), len(config.authorization), len(config.authentication))
