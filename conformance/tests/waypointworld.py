@@ -65,6 +65,7 @@ class WaypointWorld:
     srv: str            # the servers' namespace (ambient)
     cli: str            # the client's namespace (ambient)
     client: Pod
+    other_ns: str = ""  # a second servers' namespace, where a test's world has one
 
     def url(self, service: str, path: str = ECHO, namespace: str | None = None) -> str:
         return w.service_url(service, namespace or self.srv, path=path)
