@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.tests.waypointworld import (L4, L7, USE_WAYPOINT, WaypointWorld, build_world, manifest,
+from conformance import workloads as w
+from conformance.scenario import Scenario
+from conformance.tests.waypointworld import (ECHO, L4, L7, USE_WAYPOINT, WaypointWorld, build_world, manifest,
                                              waypoint)
 
-WP = "wp"
+WP, WORKLOAD_WP, SHARED_WP = "wp", "wl", "shared"
 
 
 @pytest.fixture(scope="module")
 def world(target):
-    from conformance.scenario import Scenario
     sc = Scenario(target, "waypoint-binding")
     try:
-        yield build_world(sc, "wbind", waypoints=[(WP, "service")])
+        world = build_world(sc, "wbind", waypoints=[(WP, "service"), (WORKLOAD_WP, "workload")])
+        # a waypoint other namespaces may use, in a namespace of its own
+        world.other_ns = sc.namespace("wbindw")
+        sc.apply(manifest("waypoint-shared.yaml", namespace=world.other_ns, name=SHARED_WP))
+        sc.await_waypoint(world.other_ns, SHARED_WP)
+        yield world
     finally:
         sc.cleanup()
 
@@ -139,3 +145,48 @@ def test_use_waypoint_naming_no_gateway_stays_l4_and_says_why(world: WaypointWor
     finally:
         world.use_waypoint("alpha", None)
         sc.label_namespace(world.srv, {USE_WAYPOINT: None})
+
+
+@pytest.mark.features("WaypointForWorkload")
+def test_workload_waypoint_serves_labelled_pods_and_refuses_services(world: WaypointWorld):
+    """A waypoint labelled istio.io/waypoint-for: workload MUST carry the traffic addressed to a pod
+    labelled for it (L7 by pod IP) and MUST refuse a Service labelled for it: WaypointBound False
+    with reason UnsupportedTrafficType, the Service's traffic staying on L4."""
+    sc = world.sc
+    beta = sc.pod(world.srv, "beta")
+    pod_url = f"http://{beta.ip}:{w.HTTP_TARGET_PORT}{ECHO}"
+    world.expect(pod_url, L4, "beta's pod by IP, before the label")
+    sc.label("Pod", world.srv, beta.name, {USE_WAYPOINT: WORKLOAD_WP})
+    world.use_waypoint("alpha", WORKLOAD_WP)
+    try:
+        world.expect(pod_url, L7, f"beta's pod by IP, labelled use-waypoint={WORKLOAD_WP}")
+        world.expect_bound_condition("alpha", "False", "UnsupportedTrafficType",
+                                     f"Service alpha labelled for the workload waypoint {WORKLOAD_WP}",
+                                     message_has=f"{world.srv}/{WORKLOAD_WP}")
+        world.assert_now(world.url("alpha"), L4, "Service alpha, refused by the workload waypoint")
+    finally:
+        world.use_waypoint("alpha", None)
+        sc.label("Pod", world.srv, beta.name, {USE_WAYPOINT: None})
+    world.expect(pod_url, L4, "beta's pod by IP after the label was removed")
+    assert sc.pod(world.srv, "beta").uid == beta.uid, "labelling the pod replaced it"
+
+
+@pytest.mark.features("WaypointCrossNamespace")
+def test_use_waypoint_namespace_binds_a_waypoint_of_another_namespace(world: WaypointWorld):
+    """use-waypoint naming a waypoint of another namespace MUST bind only with
+    istio.io/use-waypoint-namespace naming that namespace (its mesh listener allows all
+    namespaces): without it the name is looked up in the Service's own namespace (WaypointBound
+    False, WaypointIsNotReady, traffic on L4); with it the traffic passes that waypoint."""
+    url = world.url("alpha")
+    world.use_waypoint("alpha", SHARED_WP)
+    try:
+        world.expect_bound_condition("alpha", "False", "WaypointIsNotReady", "use-waypoint without its namespace",
+                                     message_has=f"{world.srv}/{SHARED_WP}")
+        world.assert_now(url, L4, f"alpha labelled use-waypoint={SHARED_WP} without use-waypoint-namespace")
+        world.use_waypoint("alpha", SHARED_WP, waypoint_namespace=world.other_ns)
+        world.expect(url, L7, f"alpha labelled use-waypoint={SHARED_WP}, use-waypoint-namespace={world.other_ns}")
+        world.expect_bound_condition("alpha", "True", "WaypointAccepted", "cross-namespace waypoint",
+                                     message_has=f"{world.other_ns}/{SHARED_WP}")
+    finally:
+        world.use_waypoint("alpha", None)
+    world.expect(url, L4, "alpha after the labels were removed")
