@@ -1,4 +1,4 @@
-"""`cluster describe pod NAME -n NS` and `cluster proxy-config NODE`, in the spirit of istioctl.
+"""`cluster describe pod|service NAME -n NS` and `cluster proxy-config NODE`, in the spirit of istioctl.
 
 Both ask istiod over its socket (`{"type": "debug"}` requests, reference_impl.xds): what it
 derived for a pod, and what it last sent to / had acknowledged by a node's ztunnel.
@@ -36,7 +36,8 @@ def format_describe(d: dict) -> str:
              f"Status:          {d.get('status') or '-'}",
              f"ztunnel:         {('istio-system/' + d['ztunnel']) if d.get('ztunnel') else '(none on this node)'}"]
     waypoint = d.get("waypoint")
-    lines.append(f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none)'}")
+    lines.append(f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none)'}"
+                 + _why_unbound(d.get("waypointBinding")))
     for binding in d.get("serviceWaypoints") or ():
         lines.append(f"  service waypoint: {binding}")
     lines.append(f"Services:        {', '.join(d.get('services') or ()) or '(none)'}")
@@ -50,6 +51,26 @@ def format_describe(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _why_unbound(binding: dict | None) -> str:
+    """ `  (use-waypoint on the Service: WaypointIsNotReady: waypoint "ns/x" is not ready)` or ''."""
+    if not binding or not binding.get("reason"):
+        return ""
+    return f"  (use-waypoint on the {binding['via']}: {binding['reason']}: {binding['message']})"
+
+
+def format_describe_service(d: dict) -> str:
+    waypoint = d.get("waypoint")
+    labels = ", ".join(f"{k}={v}" for k, v in sorted((d.get("useWaypoint") or {}).items()))
+    return "\n".join([
+        f"Service:         {d['service']} ({d.get('hostname') or '-'})",
+        f"VIPs:            {', '.join(d.get('vips') or ()) or '(headless)'}",
+        f"Endpoints:       {', '.join(d.get('endpoints') or ()) or '(none)'}",
+        f"Labels:          {labels or '(no use-waypoint label)'}",
+        f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none: L4 only)'}"
+        + _why_unbound(d.get("waypointBinding")),
+        f"Policies:        {', '.join(d.get('attachedPolicies') or ()) or '(none attached with targetRefs)'}"])
+
+
 def format_proxy_config(d: dict) -> str:
     head = [f"ztunnel {d['namespace']}/{d['pod']} on node {d['node']}",
             f"sent version {d['sentVersion']}, acknowledged version {d['ackedVersion']}"
@@ -60,6 +81,12 @@ def format_proxy_config(d: dict) -> str:
 def cmd_describe_pod(args) -> int:
     result = _ask(args.name, "describe_pod", namespace=args.namespace, name=args.pod)
     print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_describe(result))
+    return 0
+
+
+def cmd_describe_service(args) -> int:
+    result = _ask(args.name, "describe_service", namespace=args.namespace, name=args.service)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_describe_service(result))
     return 0
 
 
@@ -78,6 +105,12 @@ def register(cli) -> None:
     pod.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cli.add_name(pod)
     pod.set_defaults(func=cmd_describe_pod)
+    svc = kinds.add_parser("service", help="VIPs, endpoints, waypoint binding (or why none) and attached policies")
+    svc.add_argument("service", metavar="NAME")
+    svc.add_argument("-n", "--namespace", default="default")
+    svc.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    cli.add_name(svc)
+    svc.set_defaults(func=cmd_describe_service)
 
     proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
     proxy.add_argument("node", metavar="NODE")
