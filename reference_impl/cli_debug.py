@@ -97,20 +97,18 @@ def cmd_proxy_config(args) -> int:
 
 
 def register(cli) -> None:
-    describe = cli.cluster.add_parser("describe", help="describe a pod as the mesh sees it")
+    describe = cli.cluster.add_parser("describe", help="describe a pod or service as the mesh sees it")
     kinds = describe.add_subparsers(dest="describe_kind", required=True)
-    pod = kinds.add_parser("pod", help="data-plane mode, node, ztunnel, waypoint and policies of a pod")
-    pod.add_argument("pod", metavar="NAME")
-    pod.add_argument("-n", "--namespace", default="default")
-    pod.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    cli.add_name(pod)
-    pod.set_defaults(func=cmd_describe_pod)
-    svc = kinds.add_parser("service", help="VIPs, endpoints, waypoint binding (or why none) and attached policies")
-    svc.add_argument("service", metavar="NAME")
-    svc.add_argument("-n", "--namespace", default="default")
-    svc.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    cli.add_name(svc)
-    svc.set_defaults(func=cmd_describe_service)
+    for kind, dest, help_text, func in (
+            ("pod", "pod", "data-plane mode, node, ztunnel, waypoint and policies of a pod", cmd_describe_pod),
+            ("service", "service", "VIPs, endpoints, waypoint binding (or why none) and attached policies",
+             cmd_describe_service)):
+        parser = kinds.add_parser(kind, help=help_text)
+        parser.add_argument(dest, metavar="NAME")
+        parser.add_argument("-n", "--namespace", default="default")
+        parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+        cli.add_name(parser)
+        parser.set_defaults(func=func)
 
     proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
     proxy.add_argument("node", metavar="NODE")

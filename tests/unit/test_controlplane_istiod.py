@@ -243,12 +243,16 @@ def test_restarted_istiod_keeps_its_root_and_resyncs_changes_made_while_down():
     run(scenario)
 
 
+def waypoint_gateway() -> dict:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "wp", "namespace": "ambient-apps"},
+            "spec": {"gatewayClassName": "istio-waypoint",
+                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+
+
 def test_waypoint_gateway_is_provisioned_and_cleaned_up_in_the_store():
     async def scenario(h: Harness):
-        gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                   "metadata": {"name": "wp", "namespace": "ambient-apps"},
-                   "spec": {"gatewayClassName": "istio-waypoint",
-                            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+        gateway = waypoint_gateway()
         h.store.apply([gateway])
         await poll(lambda: all(h.store.get(k, "ambient-apps", "wp")
                                for k in ("Deployment", "Service", "ServiceAccount")))
@@ -300,10 +304,7 @@ def test_debug_requests_describe_pods_and_node_proxy_config():
 def test_waypoint_status_is_written_and_describe_service_says_why_traffic_stays_l4():
     async def scenario(h: Harness):
         from reference_impl.cli_debug import format_describe_service
-        gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                   "metadata": {"name": "wp", "namespace": "ambient-apps"},
-                   "spec": {"gatewayClassName": "istio-waypoint",
-                            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+        gateway = waypoint_gateway()
         httpbin = {"apiVersion": "v1", "kind": "Service",
                    "metadata": {"name": "httpbin", "namespace": "ambient-apps",
                                 "labels": {"istio.io/use-waypoint": "wp"}},
