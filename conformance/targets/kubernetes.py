@@ -213,6 +213,14 @@ class KubernetesTarget(Target):
         self.apps.patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
 
     # -- waypoints (issue 9) -------------------------------------------------------------------
+    def scale_waypoint(self, namespace, gateway, replicas) -> None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.scale(namespace, gateway, replicas)
+        except ApiException as e:
+            raise TargetError(f"scale waypoint {namespace}/{gateway}: its Deployment (named after the Gateway, as "
+                              f"Istio provisions it) could not be scaled: {_reason(e)}") from None
+
     def label(self, kind, namespace, name, labels) -> None:
         from kubernetes.client.exceptions import ApiException
         api_version = {"Service": "v1", "Pod": "v1"}.get(kind)
