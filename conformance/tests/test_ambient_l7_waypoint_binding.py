@@ -42,7 +42,7 @@ def test_gateway_is_provisioned_ready_with_status_and_takes_traffic_without_rest
     """A Gateway of class istio-waypoint with the mesh/15008/HBONE listener MUST get a Deployment
     and a Service named after it and Ready proxy pods, without restarting any app pod; its status
     MUST carry Accepted and Programmed True (type, status, reason, message, observedGeneration,
-    lastTransitionTime). A Service labelled for it before it existed MUST stay on L4 meanwhile,
+    lastTransitionTime), and its mesh listener's status Accepted. A Service labelled for it before it existed MUST stay on L4 meanwhile,
     with WaypointBound False (WaypointIsNotReady), and move to the waypoint once it is served
     (WaypointBound True). A Gateway of another class MUST get nothing. Deleting the Gateway MUST
     return the traffic to L4."""
@@ -72,6 +72,10 @@ def test_gateway_is_provisioned_ready_with_status_and_takes_traffic_without_rest
             _condition_is_gateway_api_shaped(conditions[ctype], generation, f"Gateway {name} {ctype}")
             assert (conditions[ctype]["status"], conditions[ctype]["reason"]) == ("True", ctype), \
                 f"Gateway {name}: {ctype} is {conditions[ctype]}"
+        listeners = {l.get("name"): l for l in (gateway.get("status") or {}).get("listeners") or ()}
+        accepted = {c.get("type"): c.get("status") for c in (listeners.get("mesh") or {}).get("conditions") or ()}
+        assert accepted.get("Accepted") == "True", \
+            f"Gateway {name}: status.listeners has no Accepted mesh listener: {listeners}"
         assert all(p.ready for p in pods)
         # The barrier above (traffic moved, status written) shows the other Gateway was seen too.
         assert sc.get("Deployment", world.srv, "other") is None, \

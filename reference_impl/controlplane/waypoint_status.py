@@ -37,6 +37,19 @@ def _condition(obj: dict, current: list[dict], ctype: str, status: bool, reason:
             "observedGeneration": _generation(obj), "lastTransitionTime": since or now}
 
 
+def _listener_status(gateway: dict, listener: dict, status: dict, now: str) -> dict:
+    """A listener's status as Istio reports a waypoint's (no routes attach to the mesh listener)."""
+    name = listener.get("name") or ""
+    previous = next((l for l in status.get("listeners") or () if l.get("name") == name), {})
+    current = list(previous.get("conditions") or ())
+    fine = "No errors found"
+    return {"name": name, "attachedRoutes": 0, "supportedKinds": [],
+            "conditions": [_condition(gateway, current, ACCEPTED, True, ACCEPTED, fine, now),
+                           _condition(gateway, current, "Conflicted", False, "NoConflicts", fine, now),
+                           _condition(gateway, current, PROGRAMMED, True, PROGRAMMED, fine, now),
+                           _condition(gateway, current, "ResolvedRefs", True, "ResolvedRefs", fine, now)]}
+
+
 def gateway_status(gateway: dict, waypoint: Waypoint, has_ready_pod: bool, now: str) -> dict:
     status = dict(gateway.get("status") or {})
     current = list(status.get("conditions") or ())
@@ -49,7 +62,10 @@ def gateway_status(gateway: dict, waypoint: Waypoint, has_ready_pod: bool, now: 
     status["conditions"] = [
         _condition(gateway, current, ACCEPTED, True, ACCEPTED, "Resource accepted", now),
         _condition(gateway, current, PROGRAMMED, *programmed, now),
+        _condition(gateway, current, "ResolvedRefs", True, "ResolvedRefs", "All references resolved", now),
     ]
+    status["listeners"] = [_listener_status(gateway, listener, status, now)
+                           for listener in (gateway.get("spec") or {}).get("listeners") or ()]
     # Do not report an address until the waypoint has served; once reported, never remove it.
     if waypoint.address and has_ready_pod and not status.get("addresses"):
         status["addresses"] = [{"type": "Hostname", "value": waypoint.hostname}]

@@ -121,7 +121,12 @@ def test_status_reports_programmed_and_the_address_only_once_the_waypoint_served
     [(kind, _, _, status)] = status_updates(derive_mesh(objects), "T0")
     assert kind == "Gateway" and "addresses" not in status
     assert {c["type"]: (c["status"], c["reason"], c["observedGeneration"]) for c in status["conditions"]} == {
-        "Accepted": ("True", "Accepted", 3), "Programmed": ("False", "AddressNotUsable", 3)}
+        "Accepted": ("True", "Accepted", 3), "Programmed": ("False", "AddressNotUsable", 3),
+        "ResolvedRefs": ("True", "ResolvedRefs", 3)}
+    [mesh_listener] = status["listeners"]
+    assert (mesh_listener["name"], mesh_listener["attachedRoutes"]) == ("mesh", 0)
+    assert {c["type"]: c["status"] for c in mesh_listener["conditions"]} == {
+        "Accepted": "True", "Conflicted": "False", "Programmed": "True", "ResolvedRefs": "True"}
     # Its Service got an address: Programmed; its pod became ready: the address is reported.
     objects += [waypoint_service(NS, "wp"),
                 pod(NS, "wp-1", "10.244.0.9", labels={"gateway.networking.k8s.io/gateway-name": "wp"})]
