@@ -235,6 +235,10 @@ def _targets(policy: dict, waypoint: Waypoint,
     through Services, the endpoints of those services (a Service-attached policy governs that
     service's traffic only: TestAuthorizationServiceAttached); None = all the waypoint's traffic.
 
+    The L7 engine scopes a policy by the endpoint a request is routed to (`appliesToWorkloads`),
+    so a pod that backs two Services behind one waypoint, or is also addressed by its own IP, gets
+    a Service-attached policy for those requests too; Istio scopes by the service addressed.
+
     Istio's targetRefs name objects of the policy's own namespace (a `namespace` that differs is
     not supported and binds nothing), except GatewayClass `istio-waypoint` from the root namespace.
     """
