@@ -277,6 +277,50 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7JWTJwksUri",
             "A `jwksUri` is fetched by the control plane and its keys verify tokens; a URI that fails "
             "leaves that issuer's tokens rejected with 401, never accepted.", CORE, _L7),
+    # -- waypoints: provisioning, binding, policy attachment, availability (issue 9) -----------
+    Feature("WaypointProvisioning",
+            "A Gateway of class `istio-waypoint` with the `mesh`/15008/HBONE listener gets a Deployment and a "
+            "Service named after it and Ready proxy pods without any app pod restarting; its status carries "
+            "Gateway API's `Accepted` and `Programmed` conditions (True, with reason, observedGeneration and "
+            "lastTransitionTime); a Gateway of another class gets nothing.", CORE, _L7),
+    Feature("WaypointBindingLabels",
+            "`istio.io/use-waypoint` on a Service or its Namespace moves its traffic to the waypoint (L4 before, "
+            "L7 after, seen by the `x-request-id` the waypoint adds) and removing it moves it back, no pod "
+            "restarted; the Service's own label wins over its namespace's and `none` opts out; a bound Service "
+            "has `istio.io/WaypointBound` True (reason WaypointAccepted).", CORE, _L7),
+    Feature("WaypointBogusUseWaypoint",
+            "`istio.io/use-waypoint` naming a Gateway that does not exist (yet) leaves the traffic on L4, never "
+            "blackholed, and the Service's `istio.io/WaypointBound` is False with reason WaypointIsNotReady "
+            "naming it (Istio's TestBogusUseWaypoint).", CORE, _L7),
+    Feature("WaypointForWorkload",
+            "A waypoint labelled `istio.io/waypoint-for: workload` serves the pods labelled for it (traffic to "
+            "the pod's IP passes it) and refuses a Service (WaypointBound False, UnsupportedTrafficType; its "
+            "traffic stays L4).", EXTENDED, _L7),
+    Feature("WaypointCrossNamespace",
+            "`istio.io/use-waypoint-namespace` binds a Service to a waypoint in another namespace whose mesh "
+            "listener allows it (`allowedRoutes.namespaces.from: All`); without that label the name is looked "
+            "up in the Service's own namespace.", EXTENDED, _L7),
+    Feature("WaypointPolicyTargetRefsGateway",
+            "An AuthorizationPolicy attached with `targetRefs` to the waypoint Gateway is enforced by the "
+            "waypoint: a request it does not allow gets HTTP 403 `RBAC: access denied`, one it allows 200.",
+            CORE, _L7),
+    Feature("WaypointSelectorPolicyAtZtunnel",
+            "A `selector` AuthorizationPolicy is not enforced by the waypoint but by the destination's ztunnel, "
+            "where an ALLOW rule holding L7 fields is dropped (fail closed): even the request the rule names is "
+            "refused, never answered 403 by the waypoint nor let through.", CORE, _L7),
+    Feature("WaypointPolicyGatewayClass",
+            "An AuthorizationPolicy in the root namespace attached to GatewayClass `istio-waypoint` applies at "
+            "every waypoint of the class, and not to traffic that passes no waypoint.", CORE, _L7),
+    Feature("WaypointPolicyServiceAttached",
+            "An AuthorizationPolicy attached with `targetRefs` to a Service applies to that Service only: "
+            "another Service behind the same waypoint is unaffected (Istio's TestAuthorizationServiceAttached).",
+            CORE, _L7),
+    Feature("WaypointUnavailableNoFallback",
+            "While a waypoint has no ready endpoints, the traffic bound to it fails (no fallback to L4) and "
+            "L4-only traffic to other Services keeps flowing; it recovers when the waypoint is back.", CORE, _L7),
+    Feature("WaypointReplicaLoss",
+            "With two waypoint replicas, new requests keep succeeding through the waypoint when one replica is "
+            "killed, before its replacement is Ready.", CORE, _L7),
 ]}
 
 

@@ -306,6 +306,26 @@ class Target(ABC):
         container named `container`, if given)."""
         raise NotSupported(f"the {self.name} target cannot read a pod's CPU time and memory")
 
+    # -- waypoints (issue 9: provisioning, binding, availability) ----------------------------
+    #: the label Gateway API implementations put on a Gateway's proxy pods (Istio's waypoints too)
+    WAYPOINT_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+    def waypoint_pods(self, namespace: str, gateway: str) -> list[Pod]:
+        """The proxy pods serving waypoint Gateway `namespace/gateway` (not those being deleted)."""
+        return self.pods(namespace, {self.WAYPOINT_POD_LABEL: gateway})
+
+    def scale_waypoint(self, namespace: str, gateway: str, replicas: int) -> None:
+        """Set the replica count of a waypoint's Deployment (named after its Gateway, as Istio's is)."""
+        self.scale(namespace, gateway, replicas)
+
+    def kill_waypoint_pod(self, pod: PodRef) -> None:
+        """Kill one waypoint proxy pod at once (grace period 0); its Deployment replaces it."""
+        self.delete_pod(pod, grace_period=0)
+
+    def label(self, kind: str, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        """Set labels on a namespaced object (a Service, a Pod); a value of None removes that label."""
+        raise NotSupported(f"the {self.name} target cannot label a {kind}")
+
 
 def wait_until(predicate, timeout: float, interval: float, what: str) -> Any:
     """Poll `predicate` until it returns something truthy; TargetError naming `what` on timeout."""

@@ -30,7 +30,13 @@ class KubernetesTarget(Target):
     #: certificate TTL (`set_workload_certificate_ttl`), which see the methods for why
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
                                    if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
-                                                     "WorkloadCertificateRenewal"))
+                                                     "WorkloadCertificateRenewal")) | {
+        # -- waypoints: provisioning, binding, policy attachment, availability (issue 9): plain
+        # Gateway API / Istio objects, pod deletes and Deployment scales, which any cluster has
+        "WaypointProvisioning", "WaypointBindingLabels", "WaypointBogusUseWaypoint", "WaypointForWorkload",
+        "WaypointCrossNamespace", "WaypointPolicyTargetRefsGateway", "WaypointSelectorPolicyAtZtunnel",
+        "WaypointPolicyGatewayClass", "WaypointPolicyServiceAttached", "WaypointUnavailableNoFallback",
+        "WaypointReplicaLoss"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
@@ -205,6 +211,28 @@ class KubernetesTarget(Target):
 
     def scale(self, namespace, deployment, replicas) -> None:
         self.apps.patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
+
+    # -- waypoints (issue 9) -------------------------------------------------------------------
+    def scale_waypoint(self, namespace, gateway, replicas) -> None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.scale(namespace, gateway, replicas)
+        except ApiException as e:
+            raise TargetError(f"scale waypoint {namespace}/{gateway}: its Deployment (named after the Gateway, as "
+                              f"Istio provisions it) could not be scaled: {_reason(e)}") from None
+
+    def label(self, kind, namespace, name, labels) -> None:
+        from kubernetes.client.exceptions import ApiException
+        api_version = {"Service": "v1", "Pod": "v1"}.get(kind)
+        if api_version is None:
+            raise NotSupported(f"the kubernetes target labels Services and Pods, not {kind}")
+        resource = self._resource({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}})
+        try:
+            # A JSON merge patch: a null value removes the label.
+            resource.patch(body={"metadata": {"labels": dict(labels)}}, name=name, namespace=namespace,
+                           content_type="application/merge-patch+json")
+        except ApiException as e:
+            raise TargetError(f"label {kind} {namespace}/{name}: {_reason(e)}") from None
 
     # -- the mesh ----------------------------------------------------------------------------
     def metrics(self, node: str) -> str:

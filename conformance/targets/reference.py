@@ -29,7 +29,8 @@ class ReferenceTarget(Target):
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
         "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | frozenset(
-        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding, routing
+        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding,
+        # policy attachment, availability, routing
         f.name for profile in ("AMBIENT-L7", "MESH-HTTP") for f in registry.features_in(profile))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
@@ -175,6 +176,23 @@ class ReferenceTarget(Target):
 
     def scale(self, namespace, deployment, replicas) -> None:
         self._call(self.client.scale, namespace, deployment, replicas)
+
+    # -- waypoints (issue 9) -------------------------------------------------------------------
+    def label(self, kind, namespace, name, labels) -> None:
+        current = self.get(kind, namespace, name)
+        if current is None:
+            raise TargetError(f"{kind} {namespace}/{name} does not exist")
+        meta = current.get("metadata") or {}
+        new_labels = {**(meta.get("labels") or {}), **{k: v for k, v in labels.items() if v is not None}}
+        for k in [k for k, v in labels.items() if v is None]:
+            new_labels.pop(k, None)
+        # What the user wrote, as `kubectl apply` would send it back: the store keeps status and
+        # its own metadata, and a Pod whose spec is unchanged is not restarted.
+        obj = {k: v for k, v in current.items() if k not in ("metadata", "status")}
+        obj["metadata"] = {"name": name, "namespace": namespace, "labels": new_labels,
+                           "annotations": dict(meta.get("annotations") or {}),
+                           **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})}
+        self.apply([obj])
 
     # -- the mesh ----------------------------------------------------------------------------
     def metrics(self, node: str) -> str:

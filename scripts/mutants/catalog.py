@@ -177,6 +177,27 @@ MUTANTS: list[Mutant] = [
            "reference_impl/policy/jwt_authn.py",
            "            verified.append((token, loc, rule, claims))\n",
            "            verified.append((token, loc, rule, claims))\n            return _success(verified)\n"),
+    # --- waypoint binding and policy attachment (issue 9) --------------------------------------
+    Mutant("the namespace's use-waypoint label beats the Service's own", "waypoint-binding", False,
+           "reference_impl/controlplane/waypoints.py",
+           "    labelled, ref = _requested(own_labels, namespace)\n    if labelled:\n",
+           "    labelled, ref = _requested(own_labels, namespace)\n"
+           "    if labelled and not _requested(namespace_labels, namespace)[0]:\n"),
+    Mutant("a use-waypoint naming no Gateway binds anyway (traffic blackholed)", "waypoint-binding", False,
+           "reference_impl/controlplane/waypoints.py",
+           "        return Binding(None, NOT_READY, f'waypoint \"{key}\" is not ready', via)\n",
+           "        return Binding(Waypoint(ref[0], ref[1], \"all\", False, None, None), NOT_READY, \"\", via)\n"),
+    Mutant("waypoints enforce the selector policies of the services they front", "waypoint-policy", True,
+           "reference_impl/controlplane/derive.py",
+           "                elif waypoint.legacy:\n"
+           "                    uids = _selected_workloads(policy, fronted_workloads)\n",
+           "                else:\n"
+           "                    uids = _selected_workloads(policy, fronted_workloads + [\n"
+           "                        mesh.workloads[u] for s in fronted_services for u in s.endpoints])\n"),
+    Mutant("a Service-attached policy applies to every service of the waypoint", "waypoint-policy", True,
+           "reference_impl/controlplane/derive.py",
+           "            via_service = True\n",
+           "            whole = True\n"),
     # --- certificates ------------------------------------------------------------------------------
     Mutant("workload certificate TTL ignored (a year instead)", "ca", False,
            "reference_impl/controlplane/istiod.py",
