@@ -157,7 +157,7 @@ MUTANTS: list[Mutant] = [
            "    matching = list(loc_rules)\n"),
     Mutant("the waypoint ignores L7 AuthorizationPolicies", "waypoint", True,
            "reference_impl/l7/pipeline.py",
-           "    decision = evaluate_l7(config.policies_for(workload_uid), request)\n",
+           "    decision = evaluate_l7(config.policies_for(workload_uid, service_key), request)\n",
            "    decision = evaluate_l7([], request)\n"),
     Mutant("a JWT of an unknown issuer is treated as no token", "jwt", True,
            "reference_impl/policy/jwt_authn.py",
@@ -196,7 +196,7 @@ MUTANTS: list[Mutant] = [
            "                        mesh.workloads[u] for s in fronted_services for u in s.endpoints])\n"),
     Mutant("a Service-attached policy applies to every service of the waypoint", "waypoint-policy", True,
            "reference_impl/controlplane/derive.py",
-           "            via_service = True\n",
+           "            services.add(fronted_services[(policy_ns, name)].key)\n",
            "            whole = True\n"),
     # --- certificates ------------------------------------------------------------------------------
     Mutant("workload certificate TTL ignored (a year instead)", "ca", False,
