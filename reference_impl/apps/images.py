@@ -78,6 +78,8 @@ IMAGES: list[Image] = [
           _module("reference_impl.ztunnel")),
     Image("ambient-conformance/waypoint*", "python -m reference_impl.waypoint",
           _module("reference_impl.waypoint")),
+    Image("ambient-conformance/sidecar*", "python -m reference_impl.sidecar (the injected istio-proxy)",
+          _module("reference_impl.sidecar")),
     Image("ambient-conformance/tcp-echo*", "an asyncio TCP echo server on the container port",
           _tcp_echo),
     Image("*httpbin*", "httpbin 0.10.4 under gunicorn on the container port", _httpbin),
