@@ -28,7 +28,9 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | (
+        # -- sidecar interop (issue 11)
+        frozenset(f.name for f in registry.features_in("SIDECAR-INTEROP")))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
@@ -180,6 +182,15 @@ class ReferenceTarget(Target):
         result = self.exec(zt, ["curl", "-s", "--max-time", "5", f"http://{zt.ip}:15020/metrics"])
         if result.returncode != 0:
             raise TargetError(f"could not read ztunnel metrics on node {node}: curl exit {result.returncode}")
+        return result.stdout
+
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        # curl runs in the pod's namespace; loopback is never captured, so this reaches the proxy.
+        result = self.exec(pod, ["curl", "-s", "--max-time", "5", "http://127.0.0.1:15090/stats/prometheus"])
+        if result.returncode != 0:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
+                              f"curl exit {result.returncode}")
         return result.stdout
 
     def capture(self, node: str, bpf_filter: str) -> Capture:

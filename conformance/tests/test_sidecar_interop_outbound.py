@@ -1,0 +1,43 @@
+"""SIDECAR-INTEROP: calls OUT of a sidecar pod, to ambient and to uncaptured servers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conformance import workloads as w
+from conformance.tests.sidecarworld import OTHER, allow_principals, sidecar_namespace
+
+
+@pytest.mark.features("SidecarInteropSidecarToAmbient", "SidecarInteropSidecarToUncaptured")
+def test_sidecar_client_uses_hbone_to_ambient_and_plaintext_to_uncaptured(scenario):
+    """A sidecar client's call to an ambient server MUST reach the server's ztunnel over HBONE with
+    the sidecar pod's own identity: an L4 policy there naming another identity MUST refuse it and
+    one naming the sidecar client MUST admit it, and the ztunnel MUST count the connection under
+    that identity. To a server outside the mesh the same client MUST connect in plaintext, from
+    its own pod address."""
+    sc = scenario
+    server_node, client_node = sc.spread_nodes()
+    side, amb, plain = sidecar_namespace(sc, "oside"), sc.namespace("oamb"), sc.namespace("oplain", ambient=False)
+    sc.deploy(w.client(side, "side-cli", node=client_node) + w.httpbin(amb, node=server_node)
+              + w.httpbin(plain, node=server_node), side, amb, plain)
+    side_cli, amb_srv = sc.pod(side, "side-cli"), sc.pod(amb, "httpbin")
+    side_id = w.principal(side, "side-cli")
+    amb_url = w.service_url("httpbin", amb)
+
+    sc.expect_allowed(side_cli, amb_url, "sidecar -> ambient before any policy")
+    node = sc.node_of(amb_srv)
+    before = sc.connections_opened(node, side_id)
+    sc.assert_allowed_now(side_cli, amb_url, "sidecar -> ambient, counted", count=2)
+    assert sc.connections_opened(node, side_id) >= before + 2, \
+        f"the server's ztunnel counted no HBONE connections from {side_id}: the sidecar did not present its identity"
+    allow_principals(sc, amb, "only", [w.principal(side, OTHER)])
+    sc.expect_denied(side_cli, amb_url, "sidecar -> ambient, L4 policy naming another identity")
+    allow_principals(sc, amb, "only", [side_id])
+    sc.expect_allowed(side_cli, amb_url, "sidecar -> ambient, L4 policy naming the sidecar client")
+
+    plain_url = w.service_url("httpbin", plain, path="/ip")
+    sc.expect_allowed(side_cli, plain_url, "sidecar -> uncaptured (plaintext passthrough)")
+    origin = json.loads(sc.bodies(side_cli, plain_url, 1)[0])["origin"]
+    assert origin == side_cli.ip, (f"the uncaptured server saw the call from {origin}, not from the sidecar "
+                                   f"pod {side_cli.ip}: it was not passed through as plain TCP")
