@@ -29,7 +29,8 @@ def test_sidecar_client_uses_hbone_to_ambient_and_plaintext_to_uncaptured(scenar
     node = sc.node_of(amb_srv)
     before = sc.connections_opened(node, side_id)
     sc.assert_allowed_now(side_cli, amb_url, "sidecar -> ambient, counted", count=2)
-    assert sc.connections_opened(node, side_id) >= before + 2, \
+    # One curl run may reuse its connection: at least one new HBONE connection, under that identity.
+    assert sc.connections_opened(node, side_id) >= before + 1, \
         f"the server's ztunnel counted no HBONE connections from {side_id}: the sidecar did not present its identity"
     allow_principals(sc, amb, "only", [w.principal(side, OTHER)])
     sc.expect_denied(side_cli, amb_url, "sidecar -> ambient, L4 policy naming another identity")
