@@ -42,3 +42,28 @@ def test_sidecar_client_uses_hbone_to_ambient_and_plaintext_to_uncaptured(scenar
     origin = json.loads(sc.bodies(side_cli, plain_url, 1)[0])["origin"]
     assert origin == side_cli.ip, (f"the uncaptured server saw the call from {origin}, not from the sidecar "
                                    f"pod {side_cli.ip}: it was not passed through as plain TCP")
+
+
+@pytest.mark.features("SidecarInteropSidecarToAmbient")
+def test_sidecar_client_skips_the_destination_waypoint(scenario):
+    """Istio's sidecars send HBONE straight to the destination pod, skipping the waypoint the
+    destination's service is bound to (ISTIO-SEMANTICS section 10): with a waypoint L7 DENY on
+    `/headers`, an ambient client MUST get 403 there (control: 200 on `/get`) while a sidecar client
+    MUST get 200 on `/headers`, since its request never passes the waypoint."""
+    sc = scenario
+    amb = sc.namespace("wamb", labels={"istio.io/use-waypoint": "waypoint"})
+    cli_ns, side = sc.namespace("wcli"), sidecar_namespace(sc, "wside")
+    sc.apply([{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "waypoint", "namespace": amb},
+               "spec": {"gatewayClassName": "istio-waypoint",
+                        "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}},
+              w.authorization_policy(amb, "no-headers", {
+                  "targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "waypoint"}],
+                  "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/headers"]}}]}]})])
+    sc.deploy(w.httpbin(amb) + w.client(cli_ns, "amb-cli") + w.client(side, "side-cli"), amb, cli_ns, side)
+    amb_cli, side_cli = sc.pod(cli_ns, "amb-cli"), sc.pod(side, "side-cli")
+    headers_url = w.service_url("httpbin", amb, path="/headers")
+    sc.converge(amb_cli, headers_url, lambda o: o == 403,
+                "ambient client through the waypoint, L7 DENY /headers: expected 403")
+    sc.assert_allowed_now(amb_cli, w.service_url("httpbin", amb), "ambient client, /get through the waypoint")
+    sc.assert_allowed_now(side_cli, headers_url, "sidecar client, /headers: the waypoint is skipped")
