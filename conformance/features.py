@@ -182,6 +182,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("SidecarPolicyL7",
             "At the sidecar itself, a selector AuthorizationPolicy's L7 fields give 403 and "
             "RequestAuthentication an invalid token 401, as at a waypoint.", CORE, _SIDECAR),
+    Feature("SidecarMigration",
+            "A namespace moved from sidecar to ambient (relabel, rollout) under traffic every 500 ms from "
+            "sidecar and ambient clients loses no request.", EXTENDED, _SIDECAR),
     Feature("SeedWalkthroughSidecar",
             "The seed article's Step 2 for `legacy-apps`: httpbin-legacy runs with the injected proxy and "
             "sleep-ambient's call to it arrives over HBONE with sleep-ambient's identity, not as plaintext.",
