@@ -1,8 +1,12 @@
-"""Added latency of the ztunnel path and bulk throughput through one HBONE tunnel.
+"""Added latency of the ztunnel, waypoint and sidecar paths, and bulk throughput through one
+HBONE tunnel.
 
-Starts a 2-node local cluster with two client/server pod pairs pinned the same way (client on
+Starts a 2-node local cluster with client/server pod pairs pinned the same way (client on
 node-0, server on node-1): one pair in an ambient namespace (client ztunnel -> HBONE -> server
-ztunnel), one in a plain namespace (direct). A small HTTP/1.1 keep-alive server runs in each
+ztunnel), one in an ambient namespace whose Service is bound to a waypoint (ztunnel -> waypoint
+L7 -> ztunnel, addressed by the Service VIP), one in an `istio-injection=enabled` namespace (client
+sidecar -> HBONE -> server sidecar, whose inbound is the L7 engine), one in a plain namespace
+(direct). A small HTTP/1.1 keep-alive server runs in each
 server pod; this process opens one keep-alive connection per path from inside the client pods'
 namespaces and alternates single requests between the paths (interleaved samples), then prints
 p50/p99 per path and the difference per hop (two ztunnels = two hops).
@@ -24,6 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 HTTP_PORT, SINK_PORT = 8080, 8081
+PATHS = {"bench-direct": "direct", "bench-mesh": "ztunnel L4 (2 hops, HBONE)",
+         "bench-l7": "waypoint L7 (ztunnel-waypoint-ztunnel)", "bench-sidecar": "sidecar -> sidecar (HBONE, L7 in)"}
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -115,28 +121,42 @@ def main(argv=None) -> int:
         serve()
         return 0
     from reference_impl.cluster import client as cluster
-    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-mesh",
-                                                                    "labels": {"istio.io/dataplane-mode": "ambient"}}},
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-direct"}}]
-    for ns in ("bench-mesh", "bench-direct"):
+    ambient = {"istio.io/dataplane-mode": "ambient"}
+    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-mesh", "labels": ambient}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-l7", "labels": {
+                **ambient, "istio.io/use-waypoint": "waypoint"}}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-sidecar",
+                                                                    "labels": {"istio-injection": "enabled"}}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-direct"}},
+            {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+             "metadata": {"name": "waypoint", "namespace": "bench-l7"},
+             "spec": {"gatewayClassName": "istio-waypoint",
+                      "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": "bench-l7"},
+             "spec": {"selector": {"app": "server"}, "ports": [{"name": "http", "port": HTTP_PORT,
+                                                                 "targetPort": HTTP_PORT}]}}]
+    for ns in PATHS:
         objs += [pod("client", ns, "node-0"), pod("server", ns, "node-1")]
     print(f"starting cluster {args.cluster} (2 nodes)...", flush=True)
     c = cluster.up(args.cluster, nodes=2, manifests=objs, timeout=120)
     servers = []
     try:
+        c.wait_ready(120)   # the waypoint Deployment istiod provisions, the sidecars
         paths = {}
-        for ns in ("bench-direct", "bench-mesh"):
+        for ns in PATHS:
             server_netns = c.pod_netns(ns, "server")
             servers.append(subprocess.Popen(["ip", "netns", "exec", server_netns, sys.executable, __file__, "--serve"]))
             ip = c.get("Pod", ns, "server")["status"]["podIP"]
+            if ns == "bench-l7":  # the waypoint serves service-addressed traffic
+                ip = c.get("Service", ns, "server")["spec"]["clusterIP"]
             paths[ns] = (c.pod_netns(ns, "client"), ip)
-        mesh_netns = paths["bench-mesh"][0]
         end = time.monotonic() + 30
-        while subprocess.run(["ip", "netns", "exec", mesh_netns, "nft", "list", "table", "inet", "ztunnel"],
-                             capture_output=True).returncode != 0:
-            if time.monotonic() > end:
-                raise SystemExit("the mesh client pod was never captured")
-            time.sleep(0.1)
+        for ns in ("bench-mesh", "bench-l7"):
+            while subprocess.run(["ip", "netns", "exec", paths[ns][0], "nft", "list", "table", "inet", "ztunnel"],
+                                 capture_output=True).returncode != 0:
+                if time.monotonic() > end:
+                    raise SystemExit(f"the {ns} client pod was never captured")
+                time.sleep(0.1)
         socks = {ns: connect_from(netns, (ip, HTTP_PORT)) for ns, (netns, ip) in paths.items()}
         for s in socks.values():  # warm-up: tunnel set-up, certificates, caches
             for _ in range(50):
@@ -157,14 +177,17 @@ def main(argv=None) -> int:
               + (" - BUSY MACHINE: figures are pessimistic" if load > cores else ""))
         print(f"\nsmall HTTP/1.1 requests, 1 keep-alive connection per path, {n} interleaved samples per path, "
               f"client node-0 -> server node-1, sequential (no concurrency)")
-        print(f"{'path':<28}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'mean us':>10}")
-        for ns, label in (("bench-direct", "direct"), ("bench-mesh", "ztunnel L4 (2 hops, HBONE)")):
+        print(f"{'path':<34}{'p50 us':>10}{'p90 us':>10}{'p99 us':>10}{'mean us':>10}")
+        for ns, label in PATHS.items():
             v = samples[ns]
-            print(f"{label:<28}{pct(v, 50):>10.0f}{pct(v, 90):>10.0f}{pct(v, 99):>10.0f}{statistics.mean(v):>10.0f}")
+            print(f"{label:<34}{pct(v, 50):>10.0f}{pct(v, 90):>10.0f}{pct(v, 99):>10.0f}{statistics.mean(v):>10.0f}")
         for p in (50, 99):
             added = pct(samples["bench-mesh"], p) - pct(samples["bench-direct"], p)
             aim = " (aim < 300 us per hop)" if p == 50 else ""
             print(f"added p{p}: {added:.0f} us for two hops = {added / 2:.0f} us per hop{aim}")
+        for ns in ("bench-l7", "bench-sidecar"):
+            print(f"added by {PATHS[ns]}: " + ", ".join(
+                f"p{p} {pct(samples[ns], p) - pct(samples['bench-direct'], p):.0f} us" for p in (50, 90, 99)))
 
         netns, ip = paths["bench-mesh"]
         bulk = connect_from(netns, (ip, SINK_PORT))
