@@ -192,3 +192,45 @@ def test_a_killed_proxy_is_restarted_and_counted_while_the_app_keeps_running(mes
     assert web.split()[3] == str(before + 1), rows
     url = f"http://{pod['status']['podIP']}:80/get"
     until(lambda: allowed(mesh, "amb", "cli", url), 20, what="traffic through the restarted proxy")
+
+
+ECHO_PROBE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 9000), timeout=3)
+try:
+    s.sendall(b"ping-sidecar")
+    print(s.recv(64).decode() or "EOF")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def _echo(c, url_ip) -> str:
+    done = c.exec("amb", "cli", [sys.executable, "-c", ECHO_PROBE, url_ip], timeout=15)
+    return (done.stdout or done.stderr).strip().splitlines()[-1] if (done.stdout or done.stderr) else ""
+
+
+def test_non_http_traffic_at_the_sidecar_is_judged_by_l4_policy(mesh):
+    echo = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo", "namespace": "side", "labels": {"app": "echo"}},
+            "spec": {"serviceAccountName": "web", "nodeSelector": {"kubernetes.io/hostname": "node-0"},
+                     "containers": [{"name": "main", "image": "ambient-conformance/tcp-echo",
+                                     "ports": [{"containerPort": 9000}]}]}}
+    mesh.apply([echo])
+    until(lambda: _ready(_pod(mesh, "side", "echo") or {}), 40, what="echo pod ready")
+    ip = _pod(mesh, "side", "echo")["status"]["podIP"]
+    until(lambda: _echo(mesh, ip) == "ping-sidecar", 20, what="echo through the sidecar")
+
+    def policy(principal):
+        return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "echo", "namespace": "side"},
+                "spec": {"selector": {"matchLabels": {"app": "echo"}},
+                         "rules": [{"from": [{"source": {"principals": [principal]}}]}]}}
+    try:
+        mesh.apply([policy("cluster.local/ns/amb/sa/someone-else")])
+        until(lambda: _echo(mesh, ip) in ("EOF", "ConnectionResetError"), 20, what="echo refused by L4 policy")
+        mesh.apply([policy("cluster.local/ns/amb/sa/cli")])
+        until(lambda: _echo(mesh, ip) == "ping-sidecar", 20, what="echo admitted by the client's principal")
+    finally:
+        mesh.delete([policy("x")])
+    log = mesh.logs("side", "echo", "istio-proxy")
+    assert "tcp " in log and "denied" in log and "src=spiffe://cluster.local/ns/amb/sa/cli" in log, log[-1500:]
