@@ -78,12 +78,10 @@ class Inbound:
     # ---- captured plaintext (15006) ----
     async def plaintext(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        try:
-            ip, port = net.original_dst(writer)
-        except OSError as exc:
-            log.info("plaintext from %s without an original destination: %s", peer, exc)
-            abort(writer)
+        original = net.redirected(writer, "plaintext")
+        if original is None:
             return
+        ip, port = original
         config = self.proxy.config
         if config is None or config.own is None or not config.plaintext_allowed(port):
             why = "no configuration yet" if config is None or config.own is None else \

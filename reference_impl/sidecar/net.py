@@ -4,9 +4,11 @@ destination of a redirected connection, and a reset close."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 
+from ..hbone import abort
 from .capture import PROXY_MARK
 
 SO_ORIGINAL_DST = 80
@@ -35,6 +37,18 @@ async def open_marked(addr: tuple[str, int], timeout: float = CONNECT_TIMEOUT):
     """(reader, writer) of a marked TCP connection."""
     sock = await connect_marked(addr, timeout)
     return await asyncio.open_connection(sock=sock, limit=256 * 1024)
+
+
+def redirected(writer: asyncio.StreamWriter, listener: str) -> tuple[str, int] | None:
+    """The original destination of a connection the capture rules redirected to `listener`, or
+    None (the connection reset and the reason logged) when the kernel has none for it."""
+    try:
+        return original_dst(writer)
+    except OSError as exc:
+        logging.getLogger("sidecar").info("%s connection from %s without an original destination: %s",
+                                          listener, writer.get_extra_info("peername"), exc)
+        abort(writer)
+        return None
 
 
 def original_dst(writer: asyncio.StreamWriter) -> tuple[str, int]:

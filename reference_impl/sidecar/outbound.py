@@ -53,12 +53,10 @@ class Outbound:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        try:
-            ip, port = net.original_dst(writer)
-        except OSError as exc:
-            log.info("outbound from %s without an original destination: %s", peer, exc)
-            abort(writer)
+        original = net.redirected(writer, "outbound")
+        if original is None:
             return
+        ip, port = original
         workload, address, how = self.route(ip, port)
         me = self.proxy.identity
         dest = workload.identity.uri if workload is not None and workload.identity else None
