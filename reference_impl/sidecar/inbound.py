@@ -82,6 +82,9 @@ class Inbound:
         if original is None:
             return
         ip, port = original
+        if port in PROXY_PORTS:  # a direct call to the listener itself: relaying it would loop
+            abort(writer)
+            return
         config = self.proxy.config
         if config is None or config.own is None or not config.plaintext_allowed(port):
             why = "no configuration yet" if config is None or config.own is None else \

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..hbone import HboneError, HboneTLSError, abort, pipe
 from . import net
-from .capture import HBONE_PORT
+from .capture import HBONE_PORT, INBOUND_PORT, OUTBOUND_PORT
 from .config import pick_endpoint
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ class Outbound:
         if original is None:
             return
         ip, port = original
+        if port in (OUTBOUND_PORT, INBOUND_PORT) and (ip.startswith("127.") or ip == self.proxy.pod_ip):
+            abort(writer)  # the app dialled a capture listener itself: relaying it would loop
+            return
         workload, address, how = self.route(ip, port)
         me = self.proxy.identity
         dest = workload.identity.uri if workload is not None and workload.identity else None

@@ -38,6 +38,7 @@ class Sidecar:
         self.server = HboneServer(self.inbound.hbone, tls_context)
         self.draining = False
         self.listeners: dict[str, tuple[str, int]] = {}
+        self.pod_ip = ""
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Future] = set()
         self._http: dict[asyncio.Future, object] = {}
@@ -80,6 +81,7 @@ class Sidecar:
 
     # ---- listeners ----
     async def listen(self, pod_ip: str, *, outbound_port=15001, inbound_port=15006, hbone_port=15008) -> None:
+        self.pod_ip = pod_ip
         async def serve(handler, port: int, name: str) -> None:
             server = await asyncio.start_server(lambda r, w: self.spawn(handler(r, w)), "0.0.0.0", port,
                                                 reuse_address=True, limit=256 * 1024)

@@ -234,3 +234,13 @@ def test_non_http_traffic_at_the_sidecar_is_judged_by_l4_policy(mesh):
         mesh.delete([policy("x")])
     log = mesh.logs("side", "echo", "istio-proxy")
     assert "tcp " in log and "denied" in log and "src=spiffe://cluster.local/ns/amb/sa/cli" in log, log[-1500:]
+
+
+def test_the_app_dialling_the_capture_listeners_is_refused_not_looped(mesh):
+    pod = _pod(mesh, "side", "web")
+    for target in ("127.0.0.1:15001", "127.0.0.1:15006", f"{pod['status']['podIP']}:15006"):
+        done = mesh.exec("side", "web", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3",
+                                         f"http://{target}/"], timeout=10)
+        assert done.returncode in (7, 52, 56) and done.stdout == "000", f"{target}: exit {done.returncode} {done.stdout}"
+    until(lambda: allowed(mesh, "amb", "cli", f"http://{pod['status']['podIP']}:80/get"), 20,
+          what="the proxy still serves after those calls")
