@@ -30,7 +30,9 @@ class KubernetesTarget(Target):
     #: certificate TTL (`set_workload_certificate_ttl`), which see the methods for why
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
                                    if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
-                                                     "WorkloadCertificateRenewal"))
+                                                     "WorkloadCertificateRenewal")) | {
+        # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
+        "SeedWalkthroughSidecar"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
