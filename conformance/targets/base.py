@@ -202,6 +202,11 @@ class Target(ABC):
     def metrics(self, node: str) -> str:
         """The Prometheus text of the ztunnel on `node`."""
 
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        """The Prometheus text of `pod`'s injected sidecar (Envoy's 15090 /stats/prometheus)."""
+        raise NotSupported(f"the {self.name} target cannot read sidecar metrics")
+
     def capture(self, node: str, bpf_filter: str) -> Capture:
         """Start a packet capture on `node`'s network; NotSupported when the target cannot."""
         raise NotSupported(f"the {self.name} target cannot capture packets")

@@ -36,7 +36,9 @@ class KubernetesTarget(Target):
         "WaypointProvisioning", "WaypointBindingLabels", "WaypointBogusUseWaypoint", "WaypointForWorkload",
         "WaypointCrossNamespace", "WaypointPolicyTargetRefsGateway", "WaypointSelectorPolicyAtZtunnel",
         "WaypointPolicyGatewayClass", "WaypointPolicyServiceAttached", "WaypointUnavailableNoFallback",
-        "WaypointReplicaLoss"}
+        "WaypointReplicaLoss",
+        # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
+        "SeedWalkthroughSidecar"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
@@ -178,13 +180,14 @@ class KubernetesTarget(Target):
     def pod_node(self, pod: PodRef) -> str:
         return self.core.read_namespaced_pod(pod.name, pod.namespace).spec.node_name or ""
 
-    def exec(self, pod: PodRef, argv, timeout=30) -> ExecResult:
+    def exec(self, pod: PodRef, argv, timeout=30, container: str | None = None) -> ExecResult:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
         try:
             spec = self.core.read_namespaced_pod(pod.name, pod.namespace)
             annotations = spec.metadata.annotations or {}
-            container = annotations.get("kubectl.kubernetes.io/default-container") or spec.spec.containers[0].name
+            container = container or annotations.get("kubectl.kubernetes.io/default-container") \
+                or spec.spec.containers[0].name
             ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         command=list(argv), container=container, stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False)
@@ -200,6 +203,14 @@ class KubernetesTarget(Target):
         finally:
             ws.close()
         return ExecResult(code if code is not None else -1, stdout, stderr)
+
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        result = self.exec(pod, ["pilot-agent", "request", "GET", "stats/prometheus"], container="istio-proxy")
+        if result.returncode != 0:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
+                              f"pilot-agent exit {result.returncode}: {result.stderr[-200:]}")
+        return result.stdout
 
     def delete_pod(self, pod: PodRef, grace_period=None) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -29,9 +29,9 @@ class ReferenceTarget(Target):
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
         "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | frozenset(
-        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding,
-        # policy attachment, availability, routing
-        f.name for profile in ("AMBIENT-L7", "MESH-HTTP") for f in registry.features_in(profile))
+        # the waypoint profiles (issue 9) and sidecar interop (issue 11)
+        f.name for profile in ("AMBIENT-L7", "MESH-HTTP", "SIDECAR-INTEROP")
+        for f in registry.features_in(profile))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
@@ -200,6 +200,15 @@ class ReferenceTarget(Target):
         result = self.exec(zt, ["curl", "-s", "--max-time", "5", f"http://{zt.ip}:15020/metrics"])
         if result.returncode != 0:
             raise TargetError(f"could not read ztunnel metrics on node {node}: curl exit {result.returncode}")
+        return result.stdout
+
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        # curl runs in the pod's namespace; loopback is never captured, so this reaches the proxy.
+        result = self.exec(pod, ["curl", "-s", "--max-time", "5", "http://127.0.0.1:15090/stats/prometheus"])
+        if result.returncode != 0:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
+                              f"curl exit {result.returncode}")
         return result.stdout
 
     def capture(self, node: str, bpf_filter: str) -> Capture:

@@ -24,7 +24,7 @@ import time
 from reference_impl import api
 from reference_impl.apps import images
 
-from . import controllers, naming, network, teardown, virtual
+from . import admission, controllers, naming, network, teardown, virtual
 from .apiserver import APIServer, HTTPError
 from .errors import ClusterError
 from .kubelet import Kubelet, proc_start_time
@@ -62,6 +62,7 @@ class Daemon:
         self.node_count = node_count
         self.nodes = [naming.node_name(i) for i in range(node_count)]
         self.store = Store(admission=[check_images])
+        self.store.add_mutating(admission.sidecar_injector(self._namespace_labels))
         self.virtual = virtual.VirtualKubelet(self.store, virtual_node_count)
         self.routing = ServiceRouting(name, self.store, node_count)
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
@@ -76,6 +77,9 @@ class Daemon:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._state_written = None
+
+    def _namespace_labels(self, namespace: str) -> dict:
+        return ((self.store.get("Namespace", "", namespace) or {}).get("metadata") or {}).get("labels") or {}
 
     # -- operations behind the API --------------------------------------------------------------
     def apply(self, objects: list[dict]) -> list[dict]:

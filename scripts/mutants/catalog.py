@@ -220,4 +220,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/l7/retry.py",
            "        if action.timeout:\n",
            "        if False:\n"),
+    # --- sidecar (issue 11) ---------------------------------------------------------------------
+    Mutant("the sidecar accepts plaintext under PeerAuthentication STRICT", "sidecar", True,
+           "reference_impl/sidecar/inbound.py",
+           "        if config is None or config.own is None or not config.plaintext_allowed(port):\n",
+           "        if config is None or config.own is None:\n"),
+    Mutant("the sidecar reports its own identity as the source of HBONE calls", "sidecar", True,
+           "reference_impl/sidecar/inbound.py",
+           "        self.proxy.spawn(self.serve(our_reader, our_writer, request.peer_identity, request.peer_address[0],\n",
+           "        self.proxy.spawn(self.serve(our_reader, our_writer, self.proxy.identity, request.peer_address[0],\n"),
 ]
