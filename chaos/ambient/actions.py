@@ -130,6 +130,7 @@ def wait_for_waypoint(replicas: int = 1, timeout: float = 30, configuration: dic
     since the fault."""
     s = session(configuration)
     start = s.first("fault-start") or time.time()
+    replicas = int(replicas)
     try:
         wait_until(lambda: len([p for p in _waypoint_pods(s) if p.ready]) >= replicas, timeout, 0.05,
                    f"{replicas} Ready waypoint pods")
