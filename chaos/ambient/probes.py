@@ -18,7 +18,7 @@ from .session import failed, session
 
 log = logging.getLogger("chaostoolkit")
 
-__all__ = ["success_rate", "failed_requests", "recovery_seconds", "plaintext_segments",
+__all__ = ["success_rate", "failed_requests", "recovery_seconds", "max_latency_seconds", "plaintext_segments",
            "held_connection_violations", "mesh_ready", "requests_succeed_now"]
 
 
@@ -45,12 +45,21 @@ def failed_requests(streams: list[dict], recording: str = "method", after: str =
     return sum(analysis.failures(r, since) for r in records.values())
 
 
-def recovery_seconds(streams: list[dict], recording: str = "method", configuration: dict = None) -> float:
-    """The longest time any of `streams` took from the fault to its last run of successes (0 when
-    none failed; 3600 when one still failed at the end)."""
+def recovery_seconds(streams: list[dict], recording: str = "method", since: str = "fault-start",
+                     configuration: dict = None) -> float:
+    """The longest time any of `streams` took from event `since` (the fault's start, or its end:
+    fault-end) to its last run of successes (0 when none failed; 3600 when one still failed at
+    the end)."""
     s, records, _ = _window(streams, recording, configuration)
-    worst = max(analysis.recovery_seconds(r, s.first("fault-start")) for r in records.values())
+    worst = max(analysis.recovery_seconds(r, s.first(since)) for r in records.values())
     return 3600.0 if math.isinf(worst) else worst
+
+
+def max_latency_seconds(streams: list[dict], recording: str = "method", configuration: dict = None) -> float:
+    """The longest any request of `streams` took, failed ones included: a call that fails must
+    fail within its timeout, not hang."""
+    _, records, _ = _window(streams, recording, configuration)
+    return round(max((lat for r in records.values() for _, lat, _ in r), default=0.0), 3)
 
 
 def plaintext_segments(node: int = 1, port: int = 80, streams: list[dict] = (), configuration: dict = None) -> int:
@@ -89,6 +98,7 @@ def held_connection_violations(recording: str = "held", drain_seconds: float = 5
         return 0
     import json
     held = json.loads(path.read_text())
+    drain_seconds, slack = float(drain_seconds), float(slack)
     ended_after = held["ended"] - fault
     last_byte = (held["chunks"][-1][0] - fault) if held["chunks"] else -math.inf
     ok = (held["started"] < fault and drain_seconds - slack <= ended_after <= drain_seconds + slack
