@@ -4,6 +4,7 @@ state met before and after, and the experiment's numbers. Each hypothesis is sho
 a deliberately broken mesh (or a single waypoint replica) makes the matching experiment deviate."""
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
@@ -65,3 +66,79 @@ def test_waypoint_ha_deviates_with_a_single_replica(chaos_cluster, tmp_path):
     run = chaoskit.run("waypoint-ha", chaos_cluster, tmp_path, env={"AMBIENT_WAYPOINT_REPLICAS": "1"})
     assert run.journal["status"] == "completed" and run.journal["deviated"], run.log[-3000:]
     assert run.probe("after", "l7-requests-failed-after-the-kill") > 0
+
+
+def _lost_after_fault(run) -> dict[str, int]:
+    fault = next(e["t"] for e in run.events() if e["event"] == "fault-start")
+    return {name: sum(1 for t, _, o in s["records"] if o != 200 and t >= fault) for name, s in run.traffic().items()}
+
+
+def test_ztunnel_restart_fails_no_request_and_drains_until_the_deadline(chaos_cluster, tmp_path):
+    run = chaoskit.run("ztunnel-restart", chaos_cluster, tmp_path)
+    run.assert_held()
+    assert all(o == 200 for s in run.traffic().values() for _, _, o in s["records"])
+    assert sum(len(s["records"]) for s in run.traffic().values()) >= 450  # every 50 ms, 3 streams, 10 s
+    held = run.method("long-lived-connection")
+    fault = next(e["t"] for e in run.events() if e["event"] == "fault-start")
+    ended = (tmp_path / "out" / "test" / "ztunnel-restart" / "held-held.json")
+    record = json.loads(ended.read_text())
+    assert held["outcome"] in ("reset", "eof") and 4.0 <= record["ended"] - fault <= 6.5, (held, record["ended"] - fault)
+    assert run.probe("after", "held-connection-drain-violations") == 0
+
+
+def test_ztunnel_restart_deviates_when_the_restart_is_a_crash(chaos_cluster, tmp_path):
+    """The same experiment with grace period 0 (no drain): requests fail and the long-lived
+    connection is cut at once, so the hypothesis must not hold."""
+    def crash(experiment):
+        step = next(s for s in experiment["method"] if s["name"].startswith("graceful-restart"))
+        step["provider"]["arguments"]["grace_period"] = 0
+    run = chaoskit.run("ztunnel-restart", chaos_cluster, tmp_path, change=crash)
+    assert run.journal["deviated"], run.log[-3000:]
+
+
+def test_waypoint_kill_fails_only_l7_traffic_and_recovers(chaos_cluster, tmp_path):
+    run = chaoskit.run("waypoint-kill", chaos_cluster, tmp_path)
+    run.assert_held()
+    lost = _lost_after_fault(run)
+    assert lost["client-0>server-l7"] > 0, f"killing the only waypoint failed no L7 request: {lost}"
+    assert lost["client-0>server-1"] == 0 and lost["client-1>server-0"] == 0, lost
+    assert 0 < run.probe("after", "l7-recovery-seconds") <= 5
+
+
+def test_istiod_down_keeps_traffic_and_lands_changes_after_its_return(chaos_cluster, tmp_path):
+    run = chaoskit.run("istiod-down", chaos_cluster, tmp_path)
+    run.assert_held()
+    checks = {c["check"]: c for c in json.loads((run.out / "checks.json").read_text())}
+    assert checks["client-1>server-1 still allowed"]["ok"]
+    assert checks["client-1>server-1 denied"]["seconds"] <= 5
+    assert checks["client-0>server-2 allowed"]["seconds"] <= 8
+    events = {e["event"]: e["t"] for e in run.events()}
+    assert events["fault-end"] - events["fault-start"] >= 2, "istiod was not down for the bounded time"
+
+
+def test_cert_rotation_renews_at_least_twice_without_a_failed_request(chaos_cluster, tmp_path):
+    run = chaoskit.run("cert-rotation", chaos_cluster, tmp_path)
+    run.assert_held()
+    served = run.method("certificates-server-1-serves")
+    assert served["distinct"] >= 3 and served["renewals_before_expiry"] == served["distinct"] - 1, served
+    assert run.probe("after", "failed-requests") == 0
+
+
+def test_ca_unreachable_past_half_life_keeps_serving(chaos_cluster, tmp_path):
+    run = chaoskit.run("ca-unreachable", chaos_cluster, tmp_path)
+    run.assert_held()
+    events = {e["event"]: e["t"] for e in run.events()}
+    assert events["fault-end"] - events["fault-start"] >= 6, "istiod came back before the certificates' half-life"
+    assert run.probe("after", "failed-requests") == 0
+
+
+@pytest.mark.xfail(strict=False, reason="found by this experiment: at the onset of a partition the "
+                   "reference ztunnel of a node stalls for 1-2 s, so a same-node call now and then "
+                   "times out (same-node-success-rate 0.99); see README, chaos section")
+def test_node_partition_fails_cross_node_calls_fast_and_heals(chaos_cluster, tmp_path):
+    run = chaoskit.run("node-partition", chaos_cluster, tmp_path)
+    lost = _lost_after_fault(run)
+    assert lost["client-0>server-1"] > 0 and lost["client-1>server-0"] > 0, f"the partition cut nothing: {lost}"
+    run.assert_held()
+    assert run.probe("after", "slowest-call-seconds") <= 1.5
+    assert lost["client-0>server-0"] == 0 and lost["client-1>server-1"] == 0, lost
