@@ -36,15 +36,9 @@ def _terminate(s: Session, pod, grace_period: int, configuration: dict | None) -
         from chaosk8s.pod.actions import terminate_pods
         label = ",".join(f"{k}={v}" for k, v in pod.labels.items())
         terminate_pods(label_selector=label or None, name_pattern=f"^{pod.name}$", ns=pod.namespace,
-                       grace_period=grace_period, all=True, configuration=configuration,
-                       secrets=_secrets(s))
+                       grace_period=grace_period, all=True)
     else:
         s.target.delete_pod(pod, grace_period=grace_period)
-
-
-def _secrets(s: Session) -> dict | None:
-    kubeconfig = s.configuration.get("ambient_kubeconfig")
-    return {"KUBERNETES_CONFIG_FILE": kubeconfig} if kubeconfig else None
 
 
 def kill_ztunnel(node: int = 1, configuration: dict = None) -> dict:
@@ -115,7 +109,7 @@ def scale_waypoint(replicas: int = 2, configuration: dict = None) -> int:
     try:
         if s.kind == "kubernetes":
             from chaosk8s.deployment.actions import scale_deployment
-            scale_deployment(world.WAYPOINT, replicas, ns=world.NAMESPACE, secrets=_secrets(s))
+            scale_deployment(world.WAYPOINT, replicas, ns=world.NAMESPACE)
         else:
             s.target.scale(world.NAMESPACE, world.WAYPOINT, replicas)
         wait_until(lambda: len([p for p in _waypoint_pods(s) if p.ready]) == replicas == len(_waypoint_pods(s)),

@@ -13,6 +13,7 @@ Configuration keys (each experiment declares them, from the environment with def
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,7 +90,11 @@ def open_session(configuration: dict | None, start_cluster: bool = True) -> Sess
                 target.start()
                 started = True
         else:
-            target = cls(kubeconfig=_value(configuration, "ambient_kubeconfig") or None)
+            kubeconfig = _value(configuration, "ambient_kubeconfig")
+            if kubeconfig:
+                # chaostoolkit-kubernetes' activities read the kubeconfig from KUBECONFIG
+                os.environ["KUBECONFIG"] = kubeconfig
+            target = cls(kubeconfig=kubeconfig or None)
             target.start()
     except TargetError as e:
         raise InterruptExecution(f"the {kind} target is not usable: {e}") from None
