@@ -6,19 +6,21 @@ that should not have lost a request but did, plaintext segments on the wire), a 
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 
 from conformance import pcap
 from conformance.targets.base import NotSupported, TargetError
 
-from . import analysis, traffic
+from . import analysis, traffic, world
 from .actions import node_name
 from .session import failed, session
 
 log = logging.getLogger("chaostoolkit")
 
 __all__ = ["success_rate", "failed_requests", "recovery_seconds", "max_latency_seconds", "plaintext_segments",
+           "plaintext_connections_at_servers",
            "held_connection_violations", "mesh_ready", "requests_succeed_now"]
 
 
@@ -65,7 +67,8 @@ def max_latency_seconds(streams: list[dict], recording: str = "method", configur
 def plaintext_segments(node: int = 1, port: int = 80, streams: list[dict] = (), configuration: dict = None) -> int:
     """TCP segments carrying data to or from the application `port` on `node`'s network: traffic
     that bypassed the mesh (mesh traffic between pods is HBONE on 15008). Judges the method's
-    capture (capture-<node>.pcap) once it exists, else a capture around a fresh burst of `streams`."""
+    capture (capture-<node>.pcap) once it exists, else a capture around a fresh burst of `streams`.
+    -1 when the target cannot capture packets (then plaintext_connections_at_servers is the check)."""
     s = session(configuration)
     name = node_name(s, node)
     path = s.out / f"capture-{name}.pcap"
@@ -79,11 +82,46 @@ def plaintext_segments(node: int = 1, port: int = 80, streams: list[dict] = (), 
             finally:
                 data = capture.stop()
         leaks = [seg for seg in pcap.tcp_segments(data) if seg.payload and port in (seg.sport, seg.dport)]
-    except (TargetError, NotSupported, pcap.PcapError) as e:
+    except NotSupported as e:
+        log.warning("no wire check on the %s target: %s", s.kind, e)
+        return -1
+    except (TargetError, pcap.PcapError) as e:
         raise failed(f"watch the wire of node {node}", e) from None
     for seg in leaks[:3]:
         log.warning("plaintext on %s: %s:%s -> %s:%s %r", name, seg.src, seg.sport, seg.dst, seg.dport, seg.payload[:60])
     return len(leaks)
+
+
+def _plaintext_inbound(s, node_names: list[str]) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for name in node_names:
+        for family in text_string_to_metric_families(s.target.metrics(name)):
+            total += sum(x.value for x in family.samples if x.name == "istio_tcp_connections_opened_total"
+                         and x.labels.get("reporter") == "destination"
+                         and x.labels.get("destination_workload_namespace") == world.NAMESPACE
+                         and x.labels.get("connection_security_policy") != "mutual_tls")
+    return total
+
+
+def plaintext_connections_at_servers(streams: list[dict] = (), configuration: dict = None) -> int:
+    """The servers' view of the source: connections the node proxies of every node accepted for
+    the experiment's pods WITHOUT mutual TLS (Istio's istio_tcp_connections_opened_total,
+    reporter=destination, connection_security_policy other than mutual_tls) since the steady state
+    was first probed. Before the method: those opened across a fresh burst of `streams`."""
+    s = session(configuration)
+    baseline = s.out / "plaintext-baseline.json"
+    try:
+        nodes = s.target.nodes()[:2]
+        if not baseline.exists():
+            start = _plaintext_inbound(s, nodes)
+            traffic.run_streams(s, list(streams), 0.5, 0.05, 2.0)
+            end = _plaintext_inbound(s, nodes)
+            baseline.write_text(json.dumps(end))
+            return int(end - start)
+        return int(_plaintext_inbound(s, nodes) - json.loads(baseline.read_text()))
+    except TargetError as e:
+        raise failed("read the node proxies' connection metrics", e) from None
 
 
 def held_connection_violations(recording: str = "held", drain_seconds: float = 5, slack: float = 1.5,
@@ -96,7 +134,6 @@ def held_connection_violations(recording: str = "held", drain_seconds: float = 5
     fault = s.first("fault-start")
     if not path.exists() or fault is None:
         return 0
-    import json
     held = json.loads(path.read_text())
     drain_seconds, slack = float(drain_seconds), float(slack)
     ended_after = held["ended"] - fault

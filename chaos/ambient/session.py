@@ -69,7 +69,8 @@ def open_session(configuration: dict | None, start_cluster: bool = True) -> Sess
     run = _value(configuration, "ambient_run", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     out = Path(_value(configuration, "ambient_out", "out/chaos")) / run / experiment
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in ("events.json", "traffic-*.json", "held-*.json", "capture-*.pcap"):
+    for pattern in ("events.json", "traffic-*.json", "held-*.json", "capture-*.pcap", "checks.json",
+                    "certs-served.json", "plaintext-baseline.json"):
         for stale in out.glob(pattern):
             stale.unlink()
     try:

@@ -38,6 +38,8 @@ def test_ztunnel_kill_hurts_only_its_node_fails_closed_and_recovers(chaos_cluste
     assert run.numbers["streams_hit"] == ["client-1>server-0", "client-0>server-1"]
     assert 0 < run.probe("after", "recovery-seconds") <= 5
     assert run.probe("after", "plaintext-segments-on-dead-node") == 0
+    assert run.probe("before", "plaintext-connections-seen-by-servers") == 0
+    assert run.probe("after", "plaintext-connections-seen-by-servers") == 0
     assert (run.out / "timeline.png").stat().st_size > 10_000 and (run.out / "report.md").exists()
 
 
@@ -51,6 +53,22 @@ def test_ztunnel_kill_deviates_when_the_dead_nodes_pods_fail_open(chaos_cluster,
                        extra_pythonpath=str(HERE))
     assert run.journal["deviated"], run.log[-3000:]
     assert run.probe("after", "plaintext-segments-on-dead-node") > 0
+
+
+def test_ztunnel_kill_deviates_on_the_servers_view_alone(chaos_cluster, tmp_path):
+    """Without the wire check (a target that cannot capture), the servers' node proxies still
+    report the fail-open pod's plaintext connections, and the experiment deviates."""
+    breakage = {"type": "action", "name": "fail-open-capture-of-client-1",
+                "provider": {"type": "python", "module": "chaos_breakage", "func": "fail_open_capture",
+                             "arguments": {"client": "client-1"}}}
+
+    def change(experiment):
+        _after_kill(experiment, breakage)
+        probes = experiment["steady-state-hypothesis"]["probes"]
+        probes[:] = [p for p in probes if p["name"] != "plaintext-segments-on-dead-node"]
+    run = chaoskit.run("ztunnel-kill", chaos_cluster, tmp_path, change=change, extra_pythonpath=str(HERE))
+    assert run.journal["deviated"], run.log[-3000:]
+    assert run.probe("after", "plaintext-connections-seen-by-servers") > 0
 
 
 def test_waypoint_ha_two_replicas_lose_no_new_request(chaos_cluster, tmp_path):
