@@ -2,7 +2,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 N ?= 2
 
-.PHONY: setup test unit certify mutants bench clean
+.PHONY: setup test unit certify mutants bench clean chaos
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,11 @@ certify: setup
 # The suite's kill rate: each realistic bug of scripts/mutants/catalog.py against `certify` (~15 min).
 mutants: setup
 	bash scripts/mutation-check.sh
+
+# chaos experiments (issue 12): every chaos/experiments/*.yaml on one reference cluster (chaos run
+# per experiment) and the table; journals, reports and timelines in out/chaos/<run>/.
+chaos: setup
+	.venv/bin/ambient-conformance chaos
 
 bench: setup
 	$(PY) bench/cluster_up.py

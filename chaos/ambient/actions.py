@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from chaoslib.exceptions import InterruptExecution
+
 from conformance.targets.base import NotSupported, TargetError, wait_until
 
 from . import world
@@ -160,9 +162,12 @@ def partition_nodes(a: int = 0, b: int = 1, configuration: dict = None) -> str:
     s = session(configuration)
     try:
         na, nb = node_name(s, a), node_name(s, b)
-        s.event("fault-start", what=f"link {na} <-> {nb} dropped")
         s.target.partition_nodes(na, nb)
-    except (TargetError, NotSupported) as e:
+        s.event("fault-start", what=f"link {na} <-> {nb} dropped")
+    except NotSupported as e:
+        # without the fault the hypothesis would hold vacuously: stop the experiment instead
+        raise InterruptExecution(f"partition node {a} from node {b}: not supported: {e}") from None
+    except TargetError as e:
         raise failed(f"partition node {a} from node {b}", e) from None
     return f"{na}|{nb}"
 

@@ -44,7 +44,10 @@ def before_experiment_control(context: dict, configuration: dict = None, waypoin
             wait_until(lambda: len([p for p in t.pods(world.NAMESPACE, {world.GATEWAY_NAME_LABEL: world.WAYPOINT})
                                     if p.ready]) == int(waypoint_replicas), 60, 0.2,
                        f"{waypoint_replicas} Ready waypoint pods")
-    except (TargetError, NotSupported, ValueError) as e:
+    except NotSupported as e:
+        close_session()
+        raise InterruptExecution(f"the experiment's setup is not supported on the {s.kind} target: {e}") from None
+    except (TargetError, ValueError) as e:
         close_session()
         raise InterruptExecution(f"the experiment's workloads did not come up: {e}") from None
     s.event("world-ready")
