@@ -3,7 +3,8 @@ reference cluster when none is named) and the experiment's workloads (world.py);
 journal, report and timeline in the run's directory, the workloads removed, a cluster it started
 stopped. Declared in each experiment's `controls`; `arguments`: waypoint (bool), waypoint_replicas, cert_ttl (seconds:
 the workload certificate TTL the world's pods get; restored after), cert_observer (bool: an
-uncaptured pod that watches the certificate a server serves, certificates.py)."""
+uncaptured pod that watches the certificate a server serves, certificates.py), remote_servers
+(bool: servers for cross-node streams only, world.py)."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,7 @@ log = logging.getLogger("chaostoolkit")
 
 def before_experiment_control(context: dict, configuration: dict = None, waypoint: bool = False,
                               waypoint_replicas: int = 1, cert_ttl: int | None = None,
-                              cert_observer: bool = False, **_) -> None:
+                              cert_observer: bool = False, remote_servers: bool = False, **_) -> None:
     s = open_session(configuration)
     t = s.target
     try:
@@ -31,7 +32,7 @@ def before_experiment_control(context: dict, configuration: dict = None, waypoin
         t.delete_namespace(world.NAMESPACE)
         wait_until(lambda: not t.pods(world.NAMESPACE), 60, 0.2, f"the old {world.NAMESPACE} pods to go")
         image = t.PROBE_IMAGE
-        t.apply(world.manifests(t.nodes(), image, waypoint=waypoint))
+        t.apply(world.manifests(t.nodes(), image, waypoint=waypoint, remote_servers=remote_servers))
         if waypoint:
             wait_until(lambda: t.get("Deployment", world.NAMESPACE, world.WAYPOINT), 60, 0.2,
                        "the waypoint's Deployment to be provisioned")

@@ -50,8 +50,15 @@ def waypoint_manifests(ns: str) -> list[dict]:
     return [gateway, service]
 
 
-def manifests(nodes: list[str], image: str, waypoint: bool = False) -> list[dict]:
-    """The world on the first two of `nodes`."""
+def remote(i: int) -> str:
+    return f"remote-{i}"
+
+
+def manifests(nodes: list[str], image: str, waypoint: bool = False, remote_servers: bool = False) -> list[dict]:
+    """The world on the first two of `nodes`; with `remote_servers`, a second server per node
+    (`remote-N`) for cross-node streams only, so a server that same-node streams use never also
+    serves a cross-node client (an app blocked on a cut peer, e.g. gunicorn waiting up to 2 s for
+    the FIN of a connection it closed, must not pass for the mesh's fault)."""
     if len(nodes) < 2:
         raise ValueError(f"the chaos experiments need two nodes that run workloads; the cluster has "
                          f"{len(nodes)} ({', '.join(nodes) or 'none'})")
@@ -59,6 +66,8 @@ def manifests(nodes: list[str], image: str, waypoint: bool = False) -> list[dict
     for i, node in enumerate(nodes[:2]):
         objects += w.httpbin(NAMESPACE, name=server(i), node=node)
         objects += client_manifests(NAMESPACE, client(i), node, image)
+        if remote_servers:
+            objects += w.httpbin(NAMESPACE, name=remote(i), node=node)
     if waypoint:
         objects += waypoint_manifests(NAMESPACE)
     return objects
