@@ -304,6 +304,57 @@ class ReferenceTarget(Target):
                    "every ztunnel to reconnect to the restarted istiod")
 
 
+    # -- chaos experiments (issue 12) ---------------------------------------------------------
+    @classmethod
+    def attach(cls, cluster: str) -> "ReferenceTarget":
+        """A target on the already running cluster `cluster` (its owner stops it, not this target)."""
+        from reference_impl.cluster import client as api
+        target = cls(cluster=cluster, keep=True)
+        target._client = target._call(api.ClusterClient, cluster)
+        return target
+
+    @classmethod
+    def for_run(cls, part: str) -> "ReferenceTarget":
+        """A target that start() brings up as a cluster of this run (swept if the run dies)."""
+        from reference_impl.cluster import client as api
+        return cls(cluster=api.run_scoped_name("cf", part))
+
+    def run_python(self, pod: PodRef, source, args, timeout=60) -> ExecResult:
+        # a pod's programs are this machine's: the suite's own interpreter, in the pod's netns
+        return self.exec(pod, [sys.executable, "-c", source, *args], timeout=timeout)
+
+    #: the nftables table (bridge family, in the cluster's fabric namespace) a partition lives in
+    PARTITION_TABLE = "ac_chaos_partition"
+
+    def _fabric(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", f"ac-{self.cluster}-fabric", *argv],
+                              capture_output=True, text=True, timeout=10)
+
+    def _fabric_port(self, node: str) -> str:
+        # node i is plugged into the fabric bridge by veth `n<i>` (docs/INTERNALS.md, "Addresses")
+        if node not in self.nodes() or not node.startswith("node-"):
+            raise TargetError(f"node {node!r} is not a real node of cluster {self.cluster}; choose one of "
+                              f"{', '.join(self.nodes())}")
+        return "n" + node.split("-", 1)[1]
+
+    def partition_nodes(self, a, b) -> None:
+        pa, pb = self._fabric_port(a), self._fabric_port(b)
+        rules = (f"add table bridge {self.PARTITION_TABLE}\n"
+                 f"add chain bridge {self.PARTITION_TABLE} forward {{ type filter hook forward priority -10; }}\n"
+                 f"add rule bridge {self.PARTITION_TABLE} forward iifname {pa} oifname {pb} drop\n"
+                 f"add rule bridge {self.PARTITION_TABLE} forward iifname {pb} oifname {pa} drop\n")
+        done = subprocess.run(["ip", "netns", "exec", f"ac-{self.cluster}-fabric", "nft", "-f", "-"],
+                              input=rules, capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise TargetError(f"could not partition {a} from {b} in the fabric of {self.cluster}: "
+                              f"{done.stderr.strip()[:300]}")
+
+    def heal_nodes(self, a, b) -> None:
+        self._fabric_port(a), self._fabric_port(b)
+        # one table holds the partition, so healing removes it whole (absent: already healed)
+        self._fabric("nft", "delete", "table", "bridge", self.PARTITION_TABLE)
+
+
     # -- load tests (issue 13, load/) --------------------------------------------------------
     # A pod's programs are this machine's: Locust runs from the checkout's load/ with the suite's
     # own interpreter inside the client pod's network namespace; usage is read from /proc.
