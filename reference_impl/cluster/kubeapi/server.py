@@ -31,7 +31,7 @@ from reference_impl.cluster.apiserver import HTTPError
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
 
-from . import discovery, openapi, patch, protobuf, tables
+from . import defaults, discovery, openapi, patch, protobuf, tables
 from .events import EventRecorder
 from .exec import ExecSession, accept_token, choose_protocol
 from .history import History
@@ -293,6 +293,7 @@ class KubeAPIServer:
         return obj
 
     def _out(self, t: Target, obj: dict) -> dict:
+        obj = defaults.served(obj)
         if obj.get("apiVersion") == t.resource.api_version(t.version):
             return obj
         return dict(obj, apiVersion=t.resource.api_version(t.version))
