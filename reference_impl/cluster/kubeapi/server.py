@@ -333,9 +333,12 @@ class KubeAPIServer:
                 obj = self._out(t, obj)
             return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
+        # WatchList (client-go 1.33+, `sendInitialEvents=true`): the current objects, then a
+        # BOOKMARK marking the end of the initial events.
+        initial_events = req.arg("sendInitialEvents") == "true"
         queue = self.history.subscribe()  # no await until `initial` is read: nothing is lost
         try:
-            if since == "0" or not since.isdigit():
+            if initial_events or since == "0" or not since.isdigit():
                 initial = [("ADDED", o) for o in self._objects(r, t.namespace) if wanted(o)]
             elif self.history.too_old(int(since)):
                 initial = None
@@ -351,8 +354,14 @@ class KubeAPIServer:
                 writer.write(conn.send(h11.EndOfMessage()))
                 await writer.drain()
                 return
-            if initial:
-                writer.write(conn.send(h11.Data(data=b"".join(frame(k, o) for k, o in initial))))
+            data = b"".join(frame(k, o) for k, o in initial)
+            if initial_events:
+                bookmark = {"kind": r.kind, "apiVersion": r.api_version(t.version),
+                            "metadata": {"resourceVersion": self.store.resource_version,
+                                         "annotations": {"k8s.io/initial-events-end": "true"}}}
+                data += json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n"
+            if data:
+                writer.write(conn.send(h11.Data(data=data)))
             await writer.drain()
             closed = asyncio.ensure_future(reader.read(1))
             while True:
@@ -635,9 +644,11 @@ class KubeAPIServer:
         pod = self._get(t)
         container = self._container(pod, req.arg("container"))
         tail = req.arg("tailLines")
+        if tail is not None and (not tail.isdigit() or tail == "0"):
+            tail = None if not tail.isdigit() else "0"
         if not req.flag("follow"):
             try:
-                text = self.ops["logs"](t.namespace, t.name, container, tail)
+                text = "" if tail == "0" else self.ops["logs"](t.namespace, t.name, container, tail)
             except HTTPError as exc:
                 raise ApiError(exc.status, str(exc)) from None
             return 200, text.encode(), "text/plain"
@@ -651,7 +662,7 @@ class KubeAPIServer:
             ("content-type", "text/plain"), ("transfer-encoding", "chunked")])))
         closed = asyncio.ensure_future(reader.read(1))
         try:
-            text = self.ops["logs"](t.namespace, t.name, container, tail)
+            text = "" if tail == "0" else self.ops["logs"](t.namespace, t.name, container, tail)
             if text:
                 writer.write(conn.send(h11.Data(data=text.encode())))
             await writer.drain()
