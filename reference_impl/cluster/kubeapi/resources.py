@@ -29,7 +29,7 @@ _CATEGORIES = {
 }
 # Subresources per kind (beyond the object itself).
 _SUBRESOURCES = {
-    "Pod": ("status", "log", "exec"), "Deployment": ("status", "scale"),
+    "Pod": ("status", "log", "exec", "proxy"), "Deployment": ("status", "scale"),
     "DaemonSet": ("status",), "Namespace": ("status",), "Node": ("status",),
     "Gateway": ("status",), "HTTPRoute": ("status",), "GatewayClass": ("status",),
 }

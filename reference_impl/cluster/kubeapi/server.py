@@ -17,9 +17,10 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 import yaml
@@ -30,6 +31,7 @@ from reference_impl.cluster import naming
 from reference_impl.cluster.apiserver import HTTPError
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
+from reference_impl.netns import netns_path, socket_in
 
 from . import defaults, discovery, openapi, patch, protobuf, tables
 from .events import EventRecorder
@@ -197,7 +199,7 @@ class KubeAPIServer:
 
     # -- routing --------------------------------------------------------------------------------
     def _route(self, req: Request):
-        parts = [p for p in req.path.split("/") if p]
+        parts = [unquote(p) for p in req.path.split("/") if p]
         if req.path in ("/healthz", "/livez", "/readyz"):
             return 200, b"ok", "text/plain"
         if req.path == "/version":
@@ -224,6 +226,10 @@ class KubeAPIServer:
             if doc is None:
                 raise ApiError(404, "the server could not find the requested resource")
             return 200, doc, JSON
+        if len(rest) >= 5 and rest[0] == "namespaces" and rest[2] == "pods" and \
+                rest[4] == "proxy" and group == "":
+            raise Stream(lambda c, rd, w: self._proxy(req, rest[1], rest[3],
+                                                      "/" + "/".join(rest[5:]), c, rd, w))
         target = self._target(group, version, rest)
         return self._handle(req, target)
 
@@ -685,6 +691,35 @@ class KubeAPIServer:
         finally:
             closed.cancel()
 
+    async def _proxy(self, req: Request, namespace: str, target: str, path: str, conn, reader,
+                     writer) -> None:
+        """`pods/NAME:PORT/proxy/PATH` (GET): an HTTP request to the pod from inside its own
+        network namespace, its answer relayed (how clients read a ztunnel's /metrics)."""
+        name, _, port = target.partition(":")
+        status_code, body, ctype = 200, b"", "text/plain"
+        try:
+            if req.method != "GET":
+                raise ApiError(405, "pods/proxy: only GET is served")
+            pod = self.store.get("Pod", namespace, name)
+            if pod is None:
+                raise not_found("pods", name, "pods")
+            netns = (pod["metadata"].get("annotations") or {}).get("ambient-conformance.io/netns")
+            ip = (pod.get("status") or {}).get("podIP")
+            if not netns or not ip or not port.isdigit():
+                raise ApiError(503, f"pod {namespace}/{name} is not running or no port was given "
+                                    "(use NAME:PORT)")
+            status_code, ctype, body = await _http_get_in(netns, ip, int(port), path)
+        except ApiError as error:
+            status_code, body, ctype = error.code, json.dumps(error.status).encode(), JSON
+        except (OSError, asyncio.TimeoutError) as exc:
+            error = ApiError(503, f"error trying to reach service: {exc}")
+            status_code, body, ctype = 503, json.dumps(error.status).encode(), JSON
+        writer.write(conn.send(h11.Response(status_code=status_code, headers=[
+            ("content-type", ctype), ("content-length", str(len(body))), ("connection", "close")])))
+        writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
     async def _exec(self, req: Request, t: Target, conn, reader, writer) -> None:
         def refuse(error: ApiError) -> None:
             data = json.dumps(error.status).encode()
@@ -724,6 +759,26 @@ class KubeAPIServer:
         leftover = conn.trailing_data[0]
         session = ExecSession(reader, writer, protocol, leftover)
         await session.run(argv, netns, req.flag("stdin"), req.flag("tty"))
+
+
+async def _http_get_in(netns: str, ip: str, port: int, path: str) -> tuple[int, str, bytes]:
+    loop = asyncio.get_running_loop()
+    sock = socket_in(netns_path(netns), socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), timeout=5)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+    finally:
+        sock.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    code = int(lines[0].split()[1]) if len(lines[0].split()) > 1 else 502
+    ctype = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                  if line.lower().startswith("content-type:")), "text/plain")
+    return code, ctype, body
 
 
 def _field_value(obj: dict, field: str):
