@@ -28,7 +28,7 @@ import yaml
 from reference_impl import api
 from reference_impl.api import ManifestError
 from reference_impl.cluster import naming
-from reference_impl.cluster.apiserver import HTTPError
+from reference_impl.cluster.apiserver import HTTPError, read_request
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
 from reference_impl.netns import netns_path, socket_in
@@ -44,7 +44,6 @@ from .status import (ApiError, already_exists, conflict, gone, invalid, not_foun
                      success, unauthorized)
 
 log = logging.getLogger("ambient-conformance.kubeapi")
-MAX_BODY = 16 * 1024 * 1024
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 JSON = "application/json"
@@ -173,29 +172,12 @@ class KubeAPIServer:
                 pass
 
     async def _read_request(self, conn: h11.Connection, reader) -> Request | None:
-        request, chunks, size = None, [], 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and request is None:
-                    return None
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    raise ConnectionError("request body too large")
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                url = urlsplit(request.target.decode())
-                headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-                return Request(request.method.decode(), url.path, parse_qs(url.query),
-                               headers, b"".join(chunks))
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
+        request, body = await read_request(conn, reader)
+        if request is None:
+            return None
+        url = urlsplit(request.target.decode())
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        return Request(request.method.decode(), url.path, parse_qs(url.query), headers, body)
 
     # -- routing --------------------------------------------------------------------------------
     def _route(self, req: Request):
