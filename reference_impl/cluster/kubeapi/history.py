@@ -8,7 +8,7 @@ import collections
 
 from reference_impl.cluster.store import Store
 
-KEEP = 20000
+KEEP = 5000  # changes kept for watches (each an object version the store has replaced)
 
 
 class History:
