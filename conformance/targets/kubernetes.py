@@ -60,6 +60,11 @@ class KubernetesTarget(Target):
                 raise TargetError(f"cannot load kubeconfig {self.kubeconfig or '(default)'}"
                                   f"{' context ' + self.context if self.context else ''}: {e}") from None
         self.core = client.CoreV1Api(self._api)
+        # kubeapi (issue 14): exec streams get an ApiClient of their own. `kubernetes.stream`
+        # swaps the client's call_api for a WebSocket one while it runs, so a request made
+        # meanwhile from another thread on a shared client (metrics, listing pods) would be sent
+        # as a WebSocket handshake.
+        self._exec_core = client.CoreV1Api(client.ApiClient(self._api.configuration))
         self.apps = client.AppsV1Api(self._api)
         try:
             self.dynamic = dynamic.DynamicClient(self._api)
@@ -188,7 +193,7 @@ class KubernetesTarget(Target):
             annotations = spec.metadata.annotations or {}
             container = container or annotations.get("kubectl.kubernetes.io/default-container") \
                 or spec.spec.containers[0].name
-            ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            ws = stream(self._exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         command=list(argv), container=container, stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False)
         except ApiException as e:

@@ -24,7 +24,7 @@ import time
 from reference_impl import api
 from reference_impl.apps import images
 
-from . import admission, controllers, naming, network, teardown, virtual
+from . import admission, controllers, kubeapi, naming, network, teardown, virtual
 from .apiserver import APIServer, HTTPError
 from .errors import ClusterError
 from .kubelet import Kubelet, proc_start_time
@@ -185,6 +185,11 @@ class Daemon:
         self.store.subscribe(lambda event, obj: self._dirty.set())
         self._create_cluster_objects()
         self.reconcile()
+        # The Kubernetes REST API (kubectl, the official client): up before api.sock answers, so
+        # the kubeconfig exists once `up()` returns.
+        self.kubeapi = await kubeapi.start(self.name, self.store, {
+            "apply": self.apply, "delete": self.store.delete, "delete_pod": self.delete_pod,
+            "scale": self.scale, "logs": self.logs})
         await self.api.start(naming.api_sock(self.name))
         log.info("cluster %s: %d nodes (+%d virtual) up in %.2fs, API on %s", self.name,
                  self.node_count, len(self.virtual.nodes), time.monotonic() - started,
@@ -205,6 +210,7 @@ class Daemon:
             except ClusterError as exc:  # e.g. a pod that cannot be wired; keep the rest going
                 log.error("%s", exc)
         await self.api.stop()
+        await self.kubeapi.stop()
         self.shutdown()
 
     def shutdown(self) -> None:
