@@ -210,12 +210,18 @@ class KubernetesTarget(Target):
         return ExecResult(code if code is not None else -1, stdout, stderr)
 
     # -- sidecar interop (issue 11) ----------------------------------------------------------
+    #: Envoy's own Prometheus port on every Istio sidecar (containerPort `http-envoy-prom`)
+    SIDECAR_METRICS_PORT = 15090
+
     def sidecar_metrics(self, pod: PodRef) -> str:
-        result = self.exec(pod, ["pilot-agent", "request", "GET", "stats/prometheus"], container="istio-proxy")
-        if result.returncode != 0:
-            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
-                              f"pilot-agent exit {result.returncode}: {result.stderr[-200:]}")
-        return result.stdout
+        # through the API server's pod proxy, as for ztunnel: no exec, no tool in the proxy's image
+        from kubernetes.client.exceptions import ApiException
+        try:
+            return self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod.name}:{self.SIDECAR_METRICS_PORT}", pod.namespace, "stats/prometheus")
+        except ApiException as e:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name} "
+                              f"(port {self.SIDECAR_METRICS_PORT} /stats/prometheus): {_reason(e)}") from None
 
     def delete_pod(self, pod: PodRef, grace_period=None) -> None:
         from kubernetes.client.exceptions import ApiException

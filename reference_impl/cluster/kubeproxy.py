@@ -5,13 +5,16 @@ change. Each service port gets a chain that picks an endpoint with `numgen rando
 like kube-proxy's nftables mode) and jumps to a per-endpoint chain that DNATs. A connection from
 an endpoint to itself through its own service (hairpin) is masqueraded, or the pod would receive
 a packet from its own address and drop it. A service port without ready endpoints is rejected
-with a TCP reset (connection refused), as kube-proxy does.
+with a TCP reset (connection refused), as kube-proxy does; so is any other packet still addressed
+to the service range after DNAT (a ClusterIP port no Service has), as kube-proxy's nftables mode
+rejects unallocated ClusterIP ports, instead of leaving it to an ARP query nobody answers.
 """
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
 
+from . import naming
 from .errors import ClusterError
 
 TABLE = "ac_kube_proxy"
@@ -48,7 +51,10 @@ def render(ports: list[ServicePort]) -> str:
                    f"    numgen random mod {len(sp.endpoints)} vmap {{ {', '.join(targets)} }}",
                    "  }"]
     lines += ["  chain services {", *dispatch, "  }"]
-    lines += ["  chain no_endpoints {", *no_endpoints, "  }"]
+    service_cidr = f"{naming.SERVICE_CIDR_PREFIX}0.0/16"
+    unallocated = [f"    ip daddr {service_cidr} meta l4proto tcp reject with tcp reset",
+                   f"    ip daddr {service_cidr} reject"]
+    lines += ["  chain no_endpoints {", *no_endpoints, *unallocated, "  }"]
     lines += chains
     lines += [
         "  chain nat_prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
