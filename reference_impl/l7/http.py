@@ -79,6 +79,12 @@ def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
 
+def head_size(request: h11.Request) -> int:
+    """The bytes of the request's head on the wire: request line, header lines, blank line."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers) + 2
+
+
 def _framing_conflict(request: h11.Request) -> str | None:
     """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
     names = {name for name, _ in request.headers}
@@ -174,6 +180,10 @@ class HttpConnection:
                 self.idle = False
                 if not isinstance(event, h11.Request):
                     break  # ConnectionClosed: the client is done
+                # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+                if head_size(event) > limits.MAX_REQUEST_HEADERS_BYTES:
+                    raise h11.RemoteProtocolError(f"request headers exceed {limits.MAX_REQUEST_HEADERS_BYTES} bytes",
+                                                  error_status_hint=431)
                 conflict = _framing_conflict(event)
                 if conflict:
                     raise h11.RemoteProtocolError(conflict, error_status_hint=400)
