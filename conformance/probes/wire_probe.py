@@ -14,7 +14,8 @@ The spec is `{"attempts": [attempt, ...]}`, run concurrently; each is `{"name", 
   outcome `echoed` (status 101, `echoed` = count) or what failed.
 - `tcp` (`data_b64`): sends the bytes, expects them back; outcome `echoed`, `reset`, `closed`,
   `timeout` or `mismatch`.
-- `raw` (`data_b64`): sends the bytes, reads until the server closes or `timeout`; `status` is
+- `raw` (`data_b64`, optional `fill_headers`: [count, length] header lines of `length` bytes
+  put after the request line): sends the bytes, reads until the server closes or `timeout`; `status` is
   the HTTP status of the first response line, outcome `answered`, `reset`, `closed` or `timeout`.
 - `slow` (`head_b64`, `interval`): sends the start of a request head, then one more header byte
   every `interval` seconds, never finishing it; outcome `cut_off` (the server answered or closed;
@@ -152,8 +153,13 @@ def tcp(attempt: dict) -> dict:
 
 
 def raw(attempt: dict) -> dict:
+    data = base64.b64decode(attempt["data_b64"])
+    count, length = attempt.get("fill_headers", (0, 0))
+    if count:  # big heads are made here: a command line is too small to carry them
+        line, rest = data.split(b"\r\n", 1)
+        data = line + b"\r\n" + b"".join(b"x-fill-%d: %s\r\n" % (i, b"a" * length) for i in range(count)) + rest
     sock = _connect(attempt)
-    sock.sendall(base64.b64decode(attempt["data_b64"]))
+    sock.sendall(data)
     got = b""
     try:
         while chunk := sock.recv(65536):

@@ -30,7 +30,11 @@ class KubernetesTarget(Target):
     #: certificate TTL (`set_workload_certificate_ttl`), which see the methods for why
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
                                    if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
-                                                     "WorkloadCertificateRenewal"))
+                                                     "WorkloadCertificateRenewal")) | {
+        # -- protocols and bad input at the waypoint (issue 9); not WaypointSlowHeadersCutOff:
+        # Istio configures no request-headers timeout on its waypoints by default --
+        "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
+        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig

@@ -28,7 +28,10 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | {
+        # -- protocols and bad input at the waypoint (issue 9) --
+        "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
+        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP", "WaypointSlowHeadersCutOff"}
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
