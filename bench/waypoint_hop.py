@@ -46,7 +46,10 @@ def serve() -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = b""
         while True:
-            data = conn.recv(65536)
+            try:
+                data = conn.recv(65536)
+            except ConnectionError:   # the measuring side closed its connections hard
+                data = b""
             if not data:
                 return conn.close()
             buf += data

@@ -18,7 +18,7 @@ from http import HTTPStatus
 
 import h11
 
-from ..hbone import abort
+from ..hbone import abort, pipe
 from . import limits
 from .config import L7Config
 from .pipeline import Tunnel, Verdict, decide, hop_by_hop
@@ -330,7 +330,7 @@ class HttpConnection:
                 up.writer.write(early_down)
             if early_up:
                 self.writer.write(early_up)
-            await splice(self.reader, self.writer, up.reader, up.writer)
+            await pipe(self.reader, self.writer, up.reader, up.writer)
         finally:
             up.close()
 
@@ -468,26 +468,6 @@ class _UpstreamClosed(ConnectionError):
 
 class _DownstreamGone(ConnectionError):
     """The client went away while its request body was being relayed."""
-
-
-async def splice(down_reader, down_writer, up_reader, up_writer) -> None:
-    """Copy bytes both ways until both directions ended (EOF is passed on as a half-close) or
-    either side failed."""
-    async def pump(reader, writer) -> None:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-    tasks = [asyncio.ensure_future(pump(down_reader, up_writer)),
-             asyncio.ensure_future(pump(up_reader, down_writer))]
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _strip_hop_by_hop(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

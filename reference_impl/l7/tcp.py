@@ -15,11 +15,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..hbone import abort
+from ..hbone import abort, pipe
 from ..policy.authz_l4 import Connection, evaluate_l4, translate_for_ztunnel
 from ..policy.authz_model import Decision
 from .config import L7Config
-from .http import AccessRecord, UpstreamOpener, UpstreamUnavailable, splice
+from .http import AccessRecord, UpstreamOpener, UpstreamUnavailable
 from .pipeline import Tunnel
 from .routing import Router, Upstream
 
@@ -104,7 +104,7 @@ class TcpConnection:
         try:
             if self.initial:
                 up_writer.write(self.initial)
-            await splice(self.reader, self.writer, up_reader, up_writer)
+            await pipe(self.reader, self.writer, up_reader, up_writer)
         except (ConnectionError, OSError) as exc:
             log.debug("TCP relay for %s ended: %r", self.principal, exc)
         finally:

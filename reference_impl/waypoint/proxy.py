@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from ..hbone import ConnectRequest, HboneClient, HboneServer, Listener, Outcome, parse_forwarded
 from ..identity import Identity
 from ..l7 import AccessRecord, Router, Tunnel, UpstreamConnector, resolve
+from ..l7.duplex import duplex_pair
 from ..l7.front import classify, declared_protocol, handler_for
 from .config import WaypointConfig
 
@@ -104,20 +104,13 @@ class Waypoint:
                                         f"waypoint serves")
         client_ip = _forwarded_ip(parse_forwarded(request.forwarded).get("for")) or request.peer_address[0]
         tunnel = Tunnel(request.peer_identity, client_ip, destination)
-        # The HBONE server pipes the tunnel into a (reader, writer); a socket pair hands its other
-        # end to the HTTP handler with ordinary back-pressure and half-close.
-        ours, theirs = socket.socketpair()
-        try:
-            our_reader, our_writer = await asyncio.open_connection(sock=ours, limit=256 * 1024)
-            their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=256 * 1024)
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            return Outcome.refused(503, f"cannot set up the HTTP handler: {exc}")
-        task = asyncio.ensure_future(self._serve_tunnel(our_reader, our_writer, tunnel))
+        # The HBONE server pipes the tunnel into a (reader, writer); an in-process duplex pipe hands
+        # its other end to the L7 engine with back-pressure, half-close and reset, and no syscalls.
+        ours, theirs = duplex_pair()
+        task = asyncio.ensure_future(self._serve_tunnel(ours, ours, tunnel))
         self._connections[task] = None
         task.add_done_callback(lambda t: self._connections.pop(t, None))
-        return Outcome.connected(their_reader, their_writer)
+        return Outcome.connected(theirs, theirs)
 
     async def _serve_tunnel(self, reader, writer, tunnel: Tunnel) -> None:
         initial, kind = await classify(reader, declared_protocol(tunnel.destination))
