@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from . import limits
 from .config import L7Config
-from .http import CHUNK, AccessRecord, HttpConnection, UpstreamOpener
+from .http import CHUNK, AccessRecord, HttpConnection, TunnelHandler, UpstreamOpener
 from .http2 import Http2Connection
 from .pipeline import Tunnel
 from .protocols import H2_PREFACE, HTTP, TCP, UNKNOWN, sniff
@@ -73,12 +73,6 @@ async def classify(reader, declared: str) -> tuple[bytes, str | None]:
 def handler_for(kind: str, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
                 router: Router, open_upstream: UpstreamOpener,
                 on_record: Callable[[AccessRecord], None] | None, draining: Callable[[], bool],
-                initial: bytes):
-    if kind == HTTP2:
-        return Http2Connection(reader, writer, tunnel, get_config, router, open_upstream, on_record,
-                               draining, initial=initial)
-    if kind == TCP:
-        return TcpConnection(reader, writer, tunnel, get_config, router, open_upstream, on_record,
-                             initial=initial)
-    return HttpConnection(reader, writer, tunnel, get_config, router, open_upstream, on_record,
-                          draining, initial=initial)
+                initial: bytes) -> TunnelHandler:
+    handler = {HTTP2: Http2Connection, TCP: TcpConnection}.get(kind, HttpConnection)
+    return handler(reader, writer, tunnel, get_config, router, open_upstream, on_record, draining, initial)

@@ -143,26 +143,39 @@ class _UpstreamConnection:
             pass
 
 
-class HttpConnection:
-    """Serves one downstream HTTP/1.1 connection until either side closes it."""
+class TunnelHandler:
+    """What each handler of one terminated tunnel (HTTP/1.1, HTTP/2, TCP) holds; `initial` is
+    the bytes already read from `reader` (by protocol sniffing)."""
 
     def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
                  router: Router, open_upstream: UpstreamOpener,
                  on_record: Callable[[AccessRecord], None] | None = None,
                  draining: Callable[[], bool] = lambda: False, initial: bytes = b""):
-        """`initial`: bytes already read from `reader` (by protocol sniffing)."""
         self.reader, self.writer = reader, writer
-        self.draining = draining
         self.tunnel = tunnel
         self.get_config = get_config
         self.router = router
         self.open_upstream = open_upstream
         self.on_record = on_record
-        self.down = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.MAX_REQUEST_HEADERS_BYTES)
-        if initial:
-            self.down.receive_data(initial)
-        self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
+        self.draining = draining
+        self.initial = initial
         self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+
+    def emit(self, record: AccessRecord) -> None:
+        access_log.info("%s", record.line())
+        if self.on_record is not None:
+            self.on_record(record)
+
+
+class HttpConnection(TunnelHandler):
+    """Serves one downstream HTTP/1.1 connection until either side closes it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.down = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.MAX_REQUEST_HEADERS_BYTES)
+        if self.initial:
+            self.down.receive_data(self.initial)
+        self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.idle = True   # between requests: safe to close when draining
 
     def close_if_idle(self) -> bool:
@@ -256,9 +269,7 @@ class HttpConnection:
             record.duration_ms = (time.monotonic() - started) * 1000
             if record.status == 0:
                 record.reason = f"{record.reason}; downstream reset"
-            access_log.info("%s", record.line())
-            if self.on_record is not None:
-                self.on_record(record)
+            self.emit(record)
 
     async def _send_down(self, event) -> None:
         data = self.down.send(event)

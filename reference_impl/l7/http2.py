@@ -14,7 +14,6 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h11
@@ -26,14 +25,11 @@ import h2.exceptions
 import h2.settings
 
 from . import limits
-from .config import L7Config
 from .http import (CHUNK, NO_CONFIG_BODY, UPSTREAM_CONNECT_FAILURE, UPSTREAM_RESET, AccessRecord,
-                   UpstreamOpener, UpstreamUnavailable, _UpstreamClosed, _UpstreamConnection)
-from .pipeline import Tunnel, Verdict, decide, hop_by_hop
-from .routing import Router
+                   TunnelHandler, UpstreamUnavailable, _UpstreamClosed, _UpstreamConnection)
+from .pipeline import Verdict, decide, hop_by_hop
 
 log = logging.getLogger("l7.http2")
-access_log = logging.getLogger("l7.access")
 
 #: RFC 9113 section 8.2.2: connection-specific fields, never sent in HTTP/2
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
@@ -61,22 +57,11 @@ class _Stream:
             self.body.put_nowait(None)
 
 
-class Http2Connection:
+class Http2Connection(TunnelHandler):
     """Serves one downstream HTTP/2 connection until either side closes it."""
 
-    def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
-                 router: Router, open_upstream: UpstreamOpener,
-                 on_record: Callable[[AccessRecord], None] | None = None,
-                 draining: Callable[[], bool] = lambda: False, initial: bytes = b""):
-        self.reader, self.writer = reader, writer
-        self.tunnel = tunnel
-        self.get_config = get_config
-        self.router = router
-        self.open_upstream = open_upstream
-        self.on_record = on_record
-        self.draining = draining
-        self.initial = initial
-        self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding="latin-1", validate_inbound_headers=True))
         # HPACK may decode a little more than the limit, so the stream gets a 431 rather than the
@@ -218,9 +203,7 @@ class Http2Connection:
             record.duration_ms = (time.monotonic() - started) * 1000
             if record.status == 0:
                 record.reason = f"{record.reason}; downstream reset"
-            access_log.info("%s", record.line())
-            if self.on_record is not None:
-                self.on_record(record)
+            self.emit(record)
 
     async def _local_reply(self, stream: _Stream, status: int, body: bytes,
                            extra: list[tuple[str, str]] = ()) -> int:

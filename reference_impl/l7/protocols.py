@@ -58,6 +58,3 @@ def sniff(first_bytes: bytes) -> str | None:
     method = line.partition(b" ")[0]
     return None if method and _METHOD_PREFIX.match(method) else TCP
 
-
-def is_h2_preface(first_bytes: bytes) -> bool:
-    return first_bytes.startswith(H2_PREFACE)

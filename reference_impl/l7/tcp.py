@@ -13,18 +13,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 
 from ..hbone import abort, pipe
 from ..policy.authz_l4 import Connection, evaluate_l4, translate_for_ztunnel
 from ..policy.authz_model import Decision
 from .config import L7Config
-from .http import AccessRecord, UpstreamOpener, UpstreamUnavailable
+from .http import AccessRecord, TunnelHandler, UpstreamUnavailable
 from .pipeline import Tunnel
-from .routing import Router, Upstream
+from .routing import Upstream
 
 log = logging.getLogger("l7.tcp")
-access_log = logging.getLogger("l7.access")
 
 TCP_METHOD = "TCP"   # what the access record shows in place of an HTTP method
 
@@ -45,20 +43,8 @@ def authorize_tcp(config: L7Config, tunnel: Tunnel, upstream: Upstream | None) -
     return evaluate_l4(policies, connection)
 
 
-class TcpConnection:
+class TcpConnection(TunnelHandler):
     """Relays one downstream TCP stream to its endpoint, or resets it."""
-
-    def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
-                 router: Router, open_upstream: UpstreamOpener,
-                 on_record: Callable[[AccessRecord], None] | None = None, initial: bytes = b""):
-        self.reader, self.writer = reader, writer
-        self.tunnel = tunnel
-        self.get_config = get_config
-        self.router = router
-        self.open_upstream = open_upstream
-        self.on_record = on_record
-        self.initial = initial
-        self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
 
     def close_if_idle(self) -> bool:
         return False  # a byte stream has no safe point to stop at; the drain deadline ends it
@@ -71,9 +57,7 @@ class TcpConnection:
             await self._serve(record)
         finally:
             record.duration_ms = (time.monotonic() - started) * 1000
-            access_log.info("%s", record.line())
-            if self.on_record is not None:
-                self.on_record(record)
+            self.emit(record)
 
     async def _serve(self, record: AccessRecord) -> None:
         config = self.get_config()

@@ -20,7 +20,7 @@ import wsproto.events
 
 from reference_impl.identity import Identity
 from reference_impl.l7 import limits
-from test_waypoint_loopback import TIMEOUT, Mesh, free_port, http, httpbin_port, seed  # noqa: F401 (fixture)
+from test_waypoint_loopback import TIMEOUT, Mesh, free_port, httpbin_port, seed  # noqa: F401 (fixture)
 from tests.support.waypoint_seed import seed_token
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,6 @@ import json
 import h2.config
 import h2.connection
 import h2.events
-import h11
 import pytest
 
 from reference_impl.identity import Identity
