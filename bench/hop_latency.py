@@ -98,6 +98,20 @@ def request(sock) -> float:
     return (time.perf_counter() - t) * 1e6
 
 
+def interleaved(socks: dict, requests: int, max_seconds: float, one=None) -> dict[str, list[float]]:
+    """Microseconds of `requests` single requests per path, alternating the paths' order each round
+    (so drift on the machine lands on every path alike); `one(sock)` -> microseconds."""
+    one = one or request
+    samples = {name: [] for name in socks}
+    stop = time.monotonic() + max_seconds
+    for i in range(requests):
+        if time.monotonic() > stop:
+            break
+        for name in (list(socks) if i % 2 == 0 else list(socks)[::-1]):
+            samples[name].append(one(socks[name]))
+    return samples
+
+
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))]
@@ -142,13 +156,7 @@ def main(argv=None) -> int:
             for _ in range(50):
                 request(s)
         load_before = os.getloadavg()[0]
-        samples = {ns: [] for ns in socks}
-        stop = time.monotonic() + args.max_seconds
-        for i in range(args.requests):
-            if time.monotonic() > stop:
-                break
-            for ns in (list(socks) if i % 2 == 0 else list(socks)[::-1]):
-                samples[ns].append(request(socks[ns]))
+        samples = interleaved(socks, args.requests, args.max_seconds)
         n = len(samples["bench-direct"])
         load = max(load_before, os.getloadavg()[0])
         cores = os.cpu_count() or 1

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hop_latency import connect_from, pct, pod  # noqa: E402 (the house's cluster helpers)
+from hop_latency import connect_from, interleaved, pct, pod  # noqa: E402 (the house's bench helpers)
 
 HTTP_PORT = 8080
 NS = "bench-waypoint"
@@ -189,13 +189,7 @@ def main(argv=None) -> int:
             for _ in range(100):
                 request(s)
         load_before = os.getloadavg()[0]
-        samples = {name: [] for name in socks}
-        stop = time.monotonic() + args.max_seconds
-        for i in range(args.requests):
-            if time.monotonic() > stop:
-                break
-            for name in (list(socks) if i % 2 == 0 else list(socks)[::-1]):
-                samples[name].append(request(socks[name])[0])
+        samples = interleaved(socks, args.requests, args.max_seconds, lambda s: request(s)[0])
         for s in socks.values():
             s.close()
         n = len(samples["server-l4"])

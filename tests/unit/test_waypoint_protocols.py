@@ -228,12 +228,7 @@ class H2Harness:
         await asyncio.wait_for(pump(), TIMEOUT)
         return [self.responses[s] for s in stream_ids]
 
-    async def close(self):
-        self.client.close()
-        await asyncio.wait_for(self.served, TIMEOUT)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+    close = Harness.close   # the same client end, served task and upstream tasks
 
 
 def test_http2_streams_get_the_same_policy_as_http1_and_run_concurrently():
