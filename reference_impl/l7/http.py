@@ -405,21 +405,26 @@ class HttpConnection(TunnelHandler):
             else:
                 raise _DownstreamGone("client closed before the request body was complete")
 
+    async def _next_event_or_body_failure(self, up: _UpstreamConnection, body_task: asyncio.Future):
+        next_event = asyncio.ensure_future(up.next_event())
+        # A failing request-body relay must not leave us waiting for a response forever.
+        done, _ = await asyncio.wait({next_event, body_task}, return_when=asyncio.FIRST_COMPLETED)
+        if next_event not in done:
+            if body_task.exception() is not None:
+                next_event.cancel()
+                await asyncio.gather(next_event, return_exceptions=True)
+                raise body_task.exception()
+            return await next_event
+        return next_event.result()
+
     async def _relay_response(self, up: _UpstreamConnection, body_task: asyncio.Future,
                               upgrade: str | None = None) -> int:
         status = 0
         while True:
-            next_event = asyncio.ensure_future(up.next_event())
-            # A failing request-body relay must not leave us waiting for a response forever.
-            done, _ = await asyncio.wait({next_event, body_task}, return_when=asyncio.FIRST_COMPLETED)
-            if next_event not in done:
-                if body_task.exception() is not None:
-                    next_event.cancel()
-                    await asyncio.gather(next_event, return_exceptions=True)
-                    raise body_task.exception()
-                event = await next_event
+            if body_task.done() and body_task.exception() is None:
+                event = await up.next_event()   # the request is sent: nothing else to watch for
             else:
-                event = next_event.result()
+                event = await self._next_event_or_body_failure(up, body_task)
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101 and upgrade is not None:
                     headers = [*_strip_hop_by_hop(event.headers), (b"connection", b"upgrade"),

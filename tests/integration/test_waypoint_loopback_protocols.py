@@ -252,7 +252,9 @@ async def raw_tunnel(mesh: Mesh, data: bytes, trickle: float | None = None) -> t
 
 
 def test_bad_input_is_refused_while_a_good_client_keeps_getting_200(httpbin_port, monkeypatch):
-    bound = 1.5
+    # A good request stalled behind the attackers would wait until they are cut off (the bound);
+    # one served beside them takes a small fraction of it, even on a loaded machine.
+    bound = 3.0
     monkeypatch.setattr(limits, "REQUEST_HEADERS_TIMEOUT", bound)
 
     async def main():
@@ -272,7 +274,7 @@ def test_bad_input_is_refused_while_a_good_client_keeps_getting_200(httpbin_port
                 good.append((status, time.monotonic() - started))
             results = attack.result()
             assert len(good) >= 5 and all(status == 200 for status, _ in good), good
-            assert max(seconds for _, seconds in good) < 1.0, f"the good client was stalled: {good}"
+            assert max(seconds for _, seconds in good) < bound / 2, f"the good client was stalled: {good}"
             slow, big, conflicting = results[:20], results[20:25], results[25:]
             assert all(out.startswith(b"HTTP/1.1 408 ") and bound <= seconds < bound + 2 for out, seconds in slow), slow[:2]
             assert all(out.startswith(b"HTTP/1.1 431 ") for out, _ in big), big[:1]
