@@ -2,7 +2,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 N ?= 2
 
-.PHONY: setup test unit certify mutants bench clean
+.PHONY: setup test unit certify mutants bench load clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,11 @@ certify: setup
 # The suite's kill rate: each realistic bug of scripts/mutants/catalog.py against `certify` (~15 min).
 mutants: setup
 	bash scripts/mutation-check.sh
+
+# Hop latency and proxy cost per path with Locust (direct, ztunnel L4, waypoint L7, the Envoy
+# HBONE peer), interleaved, on a fresh reference cluster; out/load/<run>/ (< 2 min on 2 cores).
+load: setup
+	.venv/bin/ambient-conformance load
 
 bench: setup
 	$(PY) bench/cluster_up.py

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hop_latency import connect_from, interleaved, pct, pod  # noqa: E402 (the house's bench helpers)
+from tunnel_bulk import connect_from, pod  # noqa: E402 (the house's bench helpers)
 
 HTTP_PORT = 8080
 NS = "bench-waypoint"
@@ -98,6 +98,24 @@ def manifests() -> list[dict]:
                      "spec": {"selector": {"app": "server"},
                               "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT}]}})
     return objs
+
+
+def interleaved(socks: dict, requests: int, max_seconds: float, one) -> dict[str, list[float]]:
+    """Microseconds of `requests` single requests per path, alternating the paths' order each round
+    (so drift on the machine lands on every path alike); `one(sock)` -> microseconds."""
+    samples = {name: [] for name in socks}
+    stop = time.monotonic() + max_seconds
+    for i in range(requests):
+        if time.monotonic() > stop:
+            break
+        for name in (list(socks) if i % 2 == 0 else list(socks)[::-1]):
+            samples[name].append(one(socks[name]))
+    return samples
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
 def cpu_seconds(pid: int) -> float:

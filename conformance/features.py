@@ -29,13 +29,20 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("AMBIENT-L4", "Sidecar-less L4: namespace enrollment, node-proxy mTLS identity, L4 "
                           "AuthorizationPolicy and PeerAuthentication enforced by ztunnel."),
     Profile("AMBIENT-L7", "Waypoint proxies: provisioning from a Gateway, L7 AuthorizationPolicy, "
-                          "RequestAuthentication (JWT). Not yet populated."),
+                          "RequestAuthentication (JWT), each feature tested both ways with exact status "
+                          "codes through a current-Istio waypoint (class istio-waypoint)."),
     Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE. "
                                "Not yet populated."),
     Profile("SEED-WALKTHROUGH", "The seed article's walkthrough, step by step, with its own manifests."),
+    # -- HTTP routing at the waypoint (issue 9, GAMMA) --
+    Profile("MESH-HTTP", "The Gateway API mesh profile (GAMMA) at the waypoint: HTTPRoutes whose parentRef is a "
+                         "Service (matching, filters, weights, redirects, rewrites, timeouts, retries), and Istio "
+                         "VirtualService fault injection."),
 ]}
 
 _L4 = ("AMBIENT-L4",)
+_MESH = ("MESH-HTTP",)
+_L7 = ("AMBIENT-L7",)
 
 FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("AmbientEnrollmentByNamespaceLabel",
@@ -158,6 +165,162 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "stream open across the restart completes intact within ztunnel's smallest drain deadline (5 s), "
             "every new connection made during the restart succeeds, and the replacement is Ready; a crash "
             "(grace period 0) does cut such a stream.", CORE, _L4),
+    # -- HTTP routing at the waypoint: the Gateway API mesh profile (issue 9, GAMMA) -----------
+    Feature("MeshBasic",
+            "A client's call to a Service bound to a waypoint is answered by one of its endpoints, through the "
+            "waypoint (Gateway API MeshBasic).", CORE, _MESH),
+    Feature("MeshHTTPRouteSimpleSameNamespace",
+            "An HTTPRoute whose parentRef is a Service sends that Service's traffic to the route's backend "
+            "only; deleting it restores the Service's own endpoints.", CORE, _MESH),
+    Feature("MeshHTTPRouteMatching",
+            "HTTPRoute path (Exact, PathPrefix by path segment) and header matches (names case-insensitive, "
+            "values exact), with Gateway API's precedence between rules.", CORE, _MESH),
+    Feature("MeshHTTPRouteMethodMatching", "HTTPRoute `method` matches.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteQueryParamMatching",
+            "HTTPRoute `queryParams` matches (names and values exact).", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRequestHeaderModifier",
+            "The RequestHeaderModifier filter sets, adds and removes request headers (names case-insensitive).",
+            CORE, _MESH),
+    Feature("MeshHTTPRouteResponseHeaderModifier",
+            "The ResponseHeaderModifier filter sets, adds and removes response headers.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendRequestHeaderModifier",
+            "A RequestHeaderModifier on a backendRef applies to the requests sent to that backend only.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteWeight",
+            "Weighted backendRefs split requests by weight (500 requests within 5 points of 70/30), and rules "
+            "split a Service's traffic by path (MeshTrafficSplit).", CORE, _MESH),
+    Feature("MeshHTTPRouteRedirectHostAndStatus",
+            "RequestRedirect answers locally with a Location naming the new host, 302 by default, or the "
+            "status given (301, 303, 307, 308).", CORE, _MESH),
+    Feature("MeshHTTPRouteRedirectPath",
+            "RequestRedirect ReplaceFullPath and ReplacePrefixMatch (by path segment) rewrite the Location's "
+            "path, keeping the query.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRedirectPort", "RequestRedirect `port` sets the Location's port.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteSchemeRedirect",
+            "RequestRedirect `scheme` sets the Location's scheme, and its well-known port is left out.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRewritePath",
+            "URLRewrite ReplaceFullPath and ReplacePrefixMatch change the path the backend receives.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendNotFound",
+            "Requests a rule would send to a backendRef naming a Service that does not exist get HTTP 500; "
+            "the route's other rules keep serving.", CORE, _MESH),
+    Feature("MeshPorts",
+            "An HTTPRoute parentRef with a port applies to calls to that Service port only; one without a port "
+            "applies to every port.", EXTENDED, _MESH),
+    Feature("MeshFrontend",
+            "A route bound to a Service applies to calls addressed to the Service, not to calls addressed to "
+            "one of its pods by IP.", EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRequestTimeout",
+            "`timeouts.request` answers 504 once the bound passes without a response; `0s` disables it.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRouteRetry",
+            "`retry` retries the listed status codes up to `attempts` times (with backoff) and relays any "
+            "other status, 503 included, after one try.", EXTENDED, _MESH),
+    Feature("MeshFaultInjection",
+            "An Istio VirtualService `fault.delay` delays and `fault.abort` aborts the requests its match "
+            "selects, at the waypoint; other requests are untouched.", EXTENDED, _MESH),
+    # -- L7 authorization and RequestAuthentication at the waypoint (issue 9) -----------------
+    Feature("L7AuthorizationAllowNothing",
+            "An ALLOW policy without rules attached to a waypoint (`targetRefs`) answers every request "
+            "through it with 403 `RBAC: access denied`.", CORE, _L7),
+    Feature("L7AuthorizationPaths",
+            "At the waypoint, `paths` match exactly, as a prefix `x*` and a suffix `*x`, each against its "
+            "near misses (an exact `/ip` admits neither `/ip/`, `/ipx` nor `/IP`; a prefix not its "
+            "parent); a request no ALLOW rule admits gets 403.", CORE, _L7),
+    Feature("L7AuthorizationPathTemplates",
+            "At the waypoint, Istio's path templates: `{*}` matches one path segment, `{**}` any rest "
+            "(Istio 1.22 and later).", EXTENDED, _L7),
+    Feature("L7AuthorizationDenyOverAllow",
+            "At the waypoint, a matching DENY policy wins over a matching ALLOW policy.", CORE, _L7),
+    Feature("L7AuthorizationRequestFields",
+            "At the waypoint, `methods`, `hosts` (case-insensitive, the Host header's port included), "
+            "`ports` and `when: request.headers[...]` admit and deny exactly as written.", CORE, _L7),
+    Feature("L7AuthorizationNotForms",
+            "At the waypoint, `notPaths`, `notMethods`, `notPorts`, `notHosts`, `notPrincipals`, "
+            "`notNamespaces`, `notRequestPrincipals` and `notValues` exclude exactly what they name.",
+            CORE, _L7),
+    Feature("L7AuthorizationSource",
+            "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
+            "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7WaypointIdentityAtDestination",
+            "Behind a waypoint the destination's node proxy sees the waypoint's identity: a selector "
+            "policy allowing only the client refuses waypoint traffic, one allowing the waypoint admits "
+            "it.", CORE, _L7),
+    Feature("L7AuthorizationUnsupportedActions",
+            "AUDIT changes no decision, and CUSTOM naming an extension provider the mesh does not define "
+            "denies (403): neither is ever treated as an ALLOW.", CORE, _L7),
+    Feature("L7RequestAuthentication",
+            "RequestAuthentication at the waypoint, Istio's TestL7JWT: no token 403 (the policy), a valid "
+            "token 200, another `sub` 403, expired 401, an issuer no RequestAuthentication names 401; a "
+            "401 carries `www-authenticate: Bearer realm=..., error=\"invalid_token\"`.", CORE, _L7),
+    Feature("L7AuthorizationRequestPrincipals",
+            "At the waypoint, `requestPrincipals` (`iss/sub`, with `*` forms) and `notRequestPrincipals` "
+            "match the verified JWT.", CORE, _L7),
+    Feature("L7AuthorizationClaims",
+            "At the waypoint, `when: request.auth.claims[...]` matches nested claims and any element of "
+            "a list claim.", CORE, _L7),
+    Feature("L7JWTForgedTokens",
+            "Every forged or malformed JWT gets 401: alg none, unknown kid, another key's signature, HS256 "
+            "keyed with the RSA public key, tampered header or payload, truncated or empty signature, "
+            "garbage, wrong JSON types (alg, aud, exp, nbf); a request carrying several tokens (header and "
+            "`?access_token=`, two Authorization headers) passes only if every one verifies.", CORE, _L7),
+    Feature("L7JWTAlgorithms",
+            "JWTs signed with RS256, RS384, RS512, PS256, ES256, ES384 and EdDSA verify; `exp` and `nbf` "
+            "are judged with 60 s of clock skew.", CORE, _L7),
+    Feature("L7JWTTokenLocations",
+            "`fromHeaders` (name and prefix) and `fromParams` move where the token is read, and the "
+            "default places are then not read; `audiences` admit only tokens for them.", CORE, _L7),
+    Feature("L7JWTForwarding",
+            "By default the token header is removed before the app; `forwardOriginalToken` keeps it; "
+            "`outputPayloadToHeader` and `outputClaimToHeaders` add what they name.", CORE, _L7),
+    Feature("L7JWTJwksUri",
+            "A `jwksUri` is fetched by the control plane and its keys verify tokens; a URI that fails "
+            "leaves that issuer's tokens rejected with 401, never accepted.", CORE, _L7),
+    # -- waypoints: provisioning, binding, policy attachment, availability (issue 9) -----------
+    Feature("WaypointProvisioning",
+            "A Gateway of class `istio-waypoint` with the `mesh`/15008/HBONE listener gets a Deployment and a "
+            "Service named after it and Ready proxy pods without any app pod restarting; its status carries "
+            "Gateway API's `Accepted` and `Programmed` conditions (True, with reason, observedGeneration and "
+            "lastTransitionTime); a Gateway of another class gets nothing.", CORE, _L7),
+    Feature("WaypointBindingLabels",
+            "`istio.io/use-waypoint` on a Service or its Namespace moves its traffic to the waypoint (L4 before, "
+            "L7 after, seen by the `x-request-id` the waypoint adds) and removing it moves it back, no pod "
+            "restarted; the Service's own label wins over its namespace's and `none` opts out; a bound Service "
+            "has `istio.io/WaypointBound` True (reason WaypointAccepted).", CORE, _L7),
+    Feature("WaypointBogusUseWaypoint",
+            "`istio.io/use-waypoint` naming a Gateway that does not exist (yet) leaves the traffic on L4, never "
+            "blackholed, and the Service's `istio.io/WaypointBound` is False with reason WaypointIsNotReady "
+            "naming it (Istio's TestBogusUseWaypoint).", CORE, _L7),
+    Feature("WaypointForWorkload",
+            "A waypoint labelled `istio.io/waypoint-for: workload` serves the pods labelled for it (traffic to "
+            "the pod's IP passes it) and refuses a Service (WaypointBound False, UnsupportedTrafficType; its "
+            "traffic stays L4).", EXTENDED, _L7),
+    Feature("WaypointCrossNamespace",
+            "`istio.io/use-waypoint-namespace` binds a Service to a waypoint in another namespace whose mesh "
+            "listener allows it (`allowedRoutes.namespaces.from: All`); without that label the name is looked "
+            "up in the Service's own namespace.", EXTENDED, _L7),
+    Feature("WaypointPolicyTargetRefsGateway",
+            "An AuthorizationPolicy attached with `targetRefs` to the waypoint Gateway is enforced by the "
+            "waypoint: a request it does not allow gets HTTP 403 `RBAC: access denied`, one it allows 200.",
+            CORE, _L7),
+    Feature("WaypointSelectorPolicyAtZtunnel",
+            "A `selector` AuthorizationPolicy is not enforced by the waypoint but by the destination's ztunnel, "
+            "where an ALLOW rule holding L7 fields is dropped (fail closed): even the request the rule names is "
+            "refused, never answered 403 by the waypoint nor let through.", CORE, _L7),
+    Feature("WaypointPolicyGatewayClass",
+            "An AuthorizationPolicy in the root namespace attached to GatewayClass `istio-waypoint` applies at "
+            "every waypoint of the class, and not to traffic that passes no waypoint.", CORE, _L7),
+    Feature("WaypointPolicyServiceAttached",
+            "An AuthorizationPolicy attached with `targetRefs` to a Service applies to that Service only: "
+            "another Service behind the same waypoint is unaffected (Istio's TestAuthorizationServiceAttached).",
+            CORE, _L7),
+    Feature("WaypointUnavailableNoFallback",
+            "While a waypoint has no ready endpoints, the traffic bound to it fails (no fallback to L4) and "
+            "L4-only traffic to other Services keeps flowing; it recovers when the waypoint is back.", CORE, _L7),
+    Feature("WaypointReplicaLoss",
+            "With two waypoint replicas, new requests keep succeeding through the waypoint when one replica is "
+            "killed, before its replacement is Ready.", CORE, _L7),
     # -- protocols and bad input at the waypoint (issue 9, "Protocols and failure") -----------
     Feature("WaypointHTTP2PriorKnowledge",
             "HTTP/2 with prior knowledge (h2c, as gRPC clients speak it; `curl --http2-prior-knowledge`) to a "

@@ -252,6 +252,12 @@ class Scenario:
         return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout, body=body,
                                          options=curl_options)
 
+    def send(self, client: PodRef, requests: list[curl.Request],
+             timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Answer]:
+        """Many different requests (URL, method, headers each) from `client` in one exec; each
+        Answer has the outcome, the body and the response headers."""
+        return self.target.call_batch(client, requests, timeout=timeout)
+
     def bodies(self, client: PodRef, url: str, count: int, fresh_connections: bool = True) -> list[str]:
         """The body of each of `count` requests ('' for a failed one); with `fresh_connections`
         each request opens a connection of its own, so each is load-balanced anew."""
@@ -290,3 +296,39 @@ class Scenario:
                    what=f"{what} ({client.namespace}/{client.name} -> {url}, control "
                         f"{control.namespace}/{control.name}): expected (a deny or a drop, HTTP 200)",
                    timeout=timeout)
+
+    # -- whole HTTP exchanges (the MESH-HTTP tests: status, response headers, echoed request) --
+    def exchanges(self, client: PodRef, url: str, count: int = 1, method: str = "GET",
+                  headers: dict | None = None,
+                  timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Exchange]:
+        """Each of `count` requests (one curl process, one connection kept alive) with its status,
+        response headers and body; redirects are not followed."""
+        return [curl.split_head(r) for r in self.target.call_detailed(
+            client, url, method=method, headers=headers, count=count, timeout=timeout, head=True)]
+
+    # -- waypoints (issue 9: provisioning, binding, availability) ----------------------------
+    def label(self, kind: str, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        """Set labels on a Service or Pod; a value of None removes that label."""
+        self.target.label(kind, namespace, name, labels)
+
+    def conditions(self, kind: str, namespace: str, name: str) -> dict[str, dict]:
+        """An object's `status.conditions` by type ({} when it has none or does not exist)."""
+        obj = self.target.get(kind, namespace, name) or {}
+        return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or ()}
+
+    def waypoint_pods(self, namespace: str, gateway: str) -> list[Pod]:
+        return self.target.waypoint_pods(namespace, gateway)
+
+    def await_waypoint(self, namespace: str, gateway: str, replicas: int = 1,
+                       timeout: float = convergence.READY_SECONDS) -> list[Pod]:
+        """Wait until exactly `replicas` Ready proxy pods serve the waypoint Gateway; return them."""
+        def ready():
+            pods = self.waypoint_pods(namespace, gateway)
+            return pods if len(pods) == replicas and all(p.ready for p in pods) else None
+        return wait_until(ready, timeout, 0.2, f"{replicas} Ready pod(s) of waypoint {namespace}/{gateway}")
+
+    def scale_waypoint(self, namespace: str, gateway: str, replicas: int) -> None:
+        self.target.scale_waypoint(namespace, gateway, replicas)
+
+    def kill_waypoint_pod(self, pod: PodRef) -> None:
+        self.target.kill_waypoint_pod(pod)

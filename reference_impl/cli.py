@@ -32,7 +32,7 @@ from reference_impl.api import ManifestError
 from reference_impl.cluster import client as cluster_client
 from reference_impl.cluster.errors import ClusterError
 
-PLUGIN_MODULES = ("conformance.cli",)
+PLUGIN_MODULES = ("conformance.cli", "load.cli")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`cluster describe pod NAME -n NS` and `cluster proxy-config NODE`, in the spirit of istioctl.
+"""`cluster describe pod|service NAME -n NS` and `cluster proxy-config NODE`, in the spirit of istioctl.
 
 Both ask istiod over its socket (`{"type": "debug"}` requests, reference_impl.xds): what it
 derived for a pod, and what it last sent to / had acknowledged by a node's ztunnel.
@@ -36,7 +36,8 @@ def format_describe(d: dict) -> str:
              f"Status:          {d.get('status') or '-'}",
              f"ztunnel:         {('istio-system/' + d['ztunnel']) if d.get('ztunnel') else '(none on this node)'}"]
     waypoint = d.get("waypoint")
-    lines.append(f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none)'}")
+    lines.append(f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none)'}"
+                 + _why_unbound(d.get("waypointBinding")))
     for binding in d.get("serviceWaypoints") or ():
         lines.append(f"  service waypoint: {binding}")
     lines.append(f"Services:        {', '.join(d.get('services') or ()) or '(none)'}")
@@ -48,6 +49,26 @@ def format_describe(d: dict) -> str:
     else:
         lines.append("Policies:        (none: all traffic allowed at L4)")
     return "\n".join(lines)
+
+
+def _why_unbound(binding: dict | None) -> str:
+    """ `  (use-waypoint on the Service: WaypointIsNotReady: waypoint "ns/x" is not ready)` or ''."""
+    if not binding or not binding.get("reason"):
+        return ""
+    return f"  (use-waypoint on the {binding['via']}: {binding['reason']}: {binding['message']})"
+
+
+def format_describe_service(d: dict) -> str:
+    waypoint = d.get("waypoint")
+    labels = ", ".join(f"{k}={v}" for k, v in sorted((d.get("useWaypoint") or {}).items()))
+    return "\n".join([
+        f"Service:         {d['service']} ({d.get('hostname') or '-'})",
+        f"VIPs:            {', '.join(d.get('vips') or ()) or '(headless)'}",
+        f"Endpoints:       {', '.join(d.get('endpoints') or ()) or '(none)'}",
+        f"Labels:          {labels or '(no use-waypoint label)'}",
+        f"Waypoint:        {waypoint['namespace'] + '/' + waypoint['hostname'] if waypoint else '(none: L4 only)'}"
+        + _why_unbound(d.get("waypointBinding")),
+        f"Policies:        {', '.join(d.get('attachedPolicies') or ()) or '(none attached with targetRefs)'}"])
 
 
 def format_proxy_config(d: dict) -> str:
@@ -63,6 +84,12 @@ def cmd_describe_pod(args) -> int:
     return 0
 
 
+def cmd_describe_service(args) -> int:
+    result = _ask(args.name, "describe_service", namespace=args.namespace, name=args.service)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_describe_service(result))
+    return 0
+
+
 def cmd_proxy_config(args) -> int:
     result = _ask(args.name, "proxy_config", node=args.node)
     print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_proxy_config(result))
@@ -70,14 +97,18 @@ def cmd_proxy_config(args) -> int:
 
 
 def register(cli) -> None:
-    describe = cli.cluster.add_parser("describe", help="describe a pod as the mesh sees it")
+    describe = cli.cluster.add_parser("describe", help="describe a pod or service as the mesh sees it")
     kinds = describe.add_subparsers(dest="describe_kind", required=True)
-    pod = kinds.add_parser("pod", help="data-plane mode, node, ztunnel, waypoint and policies of a pod")
-    pod.add_argument("pod", metavar="NAME")
-    pod.add_argument("-n", "--namespace", default="default")
-    pod.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    cli.add_name(pod)
-    pod.set_defaults(func=cmd_describe_pod)
+    for kind, dest, help_text, func in (
+            ("pod", "pod", "data-plane mode, node, ztunnel, waypoint and policies of a pod", cmd_describe_pod),
+            ("service", "service", "VIPs, endpoints, waypoint binding (or why none) and attached policies",
+             cmd_describe_service)):
+        parser = kinds.add_parser(kind, help=help_text)
+        parser.add_argument(dest, metavar="NAME")
+        parser.add_argument("-n", "--namespace", default="default")
+        parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+        cli.add_name(parser)
+        parser.set_defaults(func=func)
 
     proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
     proxy.add_argument("node", metavar="NODE")

@@ -61,6 +61,13 @@ class CertificateAnswer:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """A pod's CPU time so far (user + system, every container) and its resident memory now."""
+    cpu_seconds: float
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
 class Info:
     implementation: str
     version: str
@@ -155,18 +162,32 @@ class Target(ABC):
     def call_detailed(self, from_pod: PodRef, url: str, method: str = "GET",
                       headers: dict[str, str] | None = None, count: int = 1,
                       timeout: float = curl.DEFAULT_MAX_TIME, body: bool = False,
-                      options: tuple[str, ...] = ()) -> list[Response]:
-        """Each request's Response; with `body`, each carries the response body too; `options`:
+                      head: bool = False, options: tuple[str, ...] = ()) -> list[Response]:
+        """Each request's Response; with `body`, each carries the response body too; with `head`,
+        the status line and response headers ahead of it (curl.split_head parts them); `options`:
         more curl options (conformance.curl.curl_argv)."""
         if count < 1:
             raise ValueError("call needs count >= 1")
-        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout, body=body, options=options)
+        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout, body=body or head, head=head,
+                              options=options)
         result = self.exec(from_pod, argv, timeout=count * (timeout + 1) + 10)
-        responses = curl.parse_output(result.stdout, count, body=body)
+        responses = curl.parse_output(result.stdout, count, body=body or head)
         if all(r.outcome == curl.ERROR and r.exit_code == -1 for r in responses):
             raise TargetError(f"curl in pod {from_pod.namespace}/{from_pod.name} reported nothing "
                               f"(exit {result.returncode}): {result.stderr.strip()[:300]}")
         return responses
+
+    # -- traffic: many different requests in one exec (the L7 tables, issue 9) ------------------
+    def call_batch(self, from_pod: PodRef, requests: list[curl.Request],
+                   timeout: float = curl.DEFAULT_MAX_TIME) -> list[curl.Answer]:
+        """Each request's Answer (outcome, body, response headers), made by ONE curl process."""
+        argv = curl.batch_argv(requests, max_time=timeout)
+        result = self.exec(from_pod, argv, timeout=len(requests) * (timeout + 1) + 10)
+        answers = curl.parse_batch_output(result.stdout, len(requests))
+        if all(a.outcome == curl.ERROR and a.response.exit_code == -1 for a in answers):
+            raise TargetError(f"curl in pod {from_pod.namespace}/{from_pod.name} reported nothing "
+                              f"(exit {result.returncode}): {result.stderr.strip()[:300]}")
+        return answers
 
     # -- the mesh ----------------------------------------------------------------------------
     def ztunnel_pod(self, node: str) -> Pod:
@@ -251,6 +272,61 @@ class Target(ABC):
         self.scale(self.MESH_NAMESPACE, "istiod", 1)
         wait_until(lambda: any(p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"})), 90, 0.3,
                    "istiod to be Ready again")
+
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    #: Locust's own image; the pod installs hdrhistogram at start (load/locustfile.py needs it)
+    LOCUST_IMAGE = "docker.io/locustio/locust:2.37.0"
+    LOAD_DIR = "/ac-load"
+
+    def load_client_manifests(self, namespace: str, name: str, node: str | None,
+                              files: dict[str, str], extra_containers: list[dict] = ()) -> list[dict]:
+        """A Deployment whose pod can run Locust on `files` (name -> text, the locustfile among
+        them) with `locust_argv`: plain Kubernetes, the files in a ConfigMap mounted into Locust's
+        image. `extra_containers` join the pod (e.g. the Envoy peer's client)."""
+        objects = self.probe_manifests(namespace, name, node, files)
+        for o in objects:
+            if o["kind"] == "ConfigMap":
+                o["metadata"]["name"] = f"{name}-load"
+            if o["kind"] == "Deployment":
+                spec = o["spec"]["template"]["spec"]
+                spec["volumes"] = [{"name": "load", "configMap": {"name": f"{name}-load"}}]
+                spec["containers"] = [{
+                    "name": "locust", "image": self.LOCUST_IMAGE,
+                    "command": ["sh", "-c", "pip install --quiet --user hdrhistogram && exec sleep infinity"],
+                    "volumeMounts": [{"name": "load", "mountPath": self.LOAD_DIR}]}, *extra_containers]
+                o["spec"]["template"]["metadata"]["annotations"] = {
+                    "kubectl.kubernetes.io/default-container": "locust"}
+        return objects
+
+    def locust_argv(self, locustfile: str) -> list[str]:
+        """The command that runs Locust on `locustfile` (a name given to load_client_manifests)."""
+        return ["locust", "-f", f"{self.LOAD_DIR}/{locustfile}"]
+
+    def pod_usage(self, pods: list[PodRef], container: str | None = None) -> dict[PodRef, "Usage"]:
+        """CPU seconds used so far and resident memory now of each pod's containers (only the
+        container named `container`, if given)."""
+        raise NotSupported(f"the {self.name} target cannot read a pod's CPU time and memory")
+
+    # -- waypoints (issue 9: provisioning, binding, availability) ----------------------------
+    #: the label Gateway API implementations put on a Gateway's proxy pods (Istio's waypoints too)
+    WAYPOINT_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+    def waypoint_pods(self, namespace: str, gateway: str) -> list[Pod]:
+        """The proxy pods serving waypoint Gateway `namespace/gateway` (not those being deleted)."""
+        return self.pods(namespace, {self.WAYPOINT_POD_LABEL: gateway})
+
+    def scale_waypoint(self, namespace: str, gateway: str, replicas: int) -> None:
+        """Set the replica count of a waypoint's Deployment (named after its Gateway, as Istio's is)."""
+        self.scale(namespace, gateway, replicas)
+
+    def kill_waypoint_pod(self, pod: PodRef) -> None:
+        """Kill one waypoint proxy pod at once (grace period 0); its Deployment replaces it."""
+        self.delete_pod(pod, grace_period=0)
+
+    def label(self, kind: str, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        """Set labels on a namespaced object (a Service, a Pod); a value of None removes that label."""
+        raise NotSupported(f"the {self.name} target cannot label a {kind}")
 
 
 def wait_until(predicate, timeout: float, interval: float, what: str) -> Any:

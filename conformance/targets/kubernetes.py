@@ -10,7 +10,7 @@ import json
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError
+from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError, Usage
 from conformance.targets.base import selector_matches, wait_until
 
 FIELD_MANAGER = "ambient-conformance"
@@ -31,6 +31,12 @@ class KubernetesTarget(Target):
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
                                    if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
                                                      "WorkloadCertificateRenewal")) | {
+        # -- waypoints: provisioning, binding, policy attachment, availability (issue 9): plain
+        # Gateway API / Istio objects, pod deletes and Deployment scales, which any cluster has
+        "WaypointProvisioning", "WaypointBindingLabels", "WaypointBogusUseWaypoint", "WaypointForWorkload",
+        "WaypointCrossNamespace", "WaypointPolicyTargetRefsGateway", "WaypointSelectorPolicyAtZtunnel",
+        "WaypointPolicyGatewayClass", "WaypointPolicyServiceAttached", "WaypointUnavailableNoFallback",
+        "WaypointReplicaLoss",
         # -- protocols and bad input at the waypoint (issue 9); not WaypointSlowHeadersCutOff:
         # Istio configures no request-headers timeout on its waypoints by default --
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
@@ -210,6 +216,28 @@ class KubernetesTarget(Target):
     def scale(self, namespace, deployment, replicas) -> None:
         self.apps.patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
 
+    # -- waypoints (issue 9) -------------------------------------------------------------------
+    def scale_waypoint(self, namespace, gateway, replicas) -> None:
+        from kubernetes.client.exceptions import ApiException
+        try:
+            self.scale(namespace, gateway, replicas)
+        except ApiException as e:
+            raise TargetError(f"scale waypoint {namespace}/{gateway}: its Deployment (named after the Gateway, as "
+                              f"Istio provisions it) could not be scaled: {_reason(e)}") from None
+
+    def label(self, kind, namespace, name, labels) -> None:
+        from kubernetes.client.exceptions import ApiException
+        api_version = {"Service": "v1", "Pod": "v1"}.get(kind)
+        if api_version is None:
+            raise NotSupported(f"the kubernetes target labels Services and Pods, not {kind}")
+        resource = self._resource({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}})
+        try:
+            # A JSON merge patch: a null value removes the label.
+            resource.patch(body={"metadata": {"labels": dict(labels)}}, name=name, namespace=namespace,
+                           content_type="application/merge-patch+json")
+        except ApiException as e:
+            raise TargetError(f"label {kind} {namespace}/{name}: {_reason(e)}") from None
+
     # -- the mesh ----------------------------------------------------------------------------
     def metrics(self, node: str) -> str:
         from kubernetes.client.exceptions import ApiException
@@ -248,6 +276,36 @@ class KubernetesTarget(Target):
             "a short workload certificate TTL on Istio means restarting istiod (DEFAULT_WORKLOAD_CERT_TTL, "
             "capped by MAX_WORKLOAD_CERT_TTL) and every ztunnel (its requested lifetime), which this target "
             "does not do to a cluster it does not own")
+
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    def pod_usage(self, pods, container=None) -> dict:
+        """From each node's kubelet resource metrics (through the API server's node proxy):
+        container_cpu_usage_seconds_total and container_memory_working_set_bytes, summed per pod."""
+        from kubernetes.client.exceptions import ApiException
+        from prometheus_client.parser import text_string_to_metric_families
+        wanted = {(p.namespace, p.name): p for p in pods}
+        by_node: dict[str, list] = {}
+        for p in pods:
+            by_node.setdefault(self.pod_node(p), []).append(p)
+        cpu: dict = {}
+        rss: dict = {}
+        for node in by_node:
+            try:
+                text = self.core.connect_get_node_proxy_with_path(node, "metrics/resource")
+            except ApiException as e:
+                raise TargetError(f"kubelet resource metrics of node {node}: {_reason(e)}") from None
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    key = (sample.labels.get("namespace"), sample.labels.get("pod"))
+                    if key not in wanted or not sample.labels.get("container") or \
+                            container not in (None, sample.labels["container"]):
+                        continue
+                    if sample.name == "container_cpu_usage_seconds_total":
+                        cpu[key] = cpu.get(key, 0.0) + sample.value
+                    elif sample.name == "container_memory_working_set_bytes":
+                        rss[key] = rss.get(key, 0) + int(sample.value)
+        return {ref: Usage(cpu.get(key, 0.0), rss.get(key, 0)) for key, ref in wanted.items()}
 
 
 def _reason(e) -> str:

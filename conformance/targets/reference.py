@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target
+from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target, Usage
 from conformance.targets.base import TargetError, selector_matches, wait_until
 from conformance.targets import reference_ca
 
@@ -28,10 +28,10 @@ class ReferenceTarget(Target):
     name = "reference"
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
-        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | {
-        # -- protocols and bad input at the waypoint (issue 9) --
-        "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
-        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP", "WaypointSlowHeadersCutOff"}
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | frozenset(
+        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding,
+        # policy attachment, availability, routing
+        f.name for profile in ("AMBIENT-L7", "MESH-HTTP") for f in registry.features_in(profile))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
@@ -177,6 +177,23 @@ class ReferenceTarget(Target):
     def scale(self, namespace, deployment, replicas) -> None:
         self._call(self.client.scale, namespace, deployment, replicas)
 
+    # -- waypoints (issue 9) -------------------------------------------------------------------
+    def label(self, kind, namespace, name, labels) -> None:
+        current = self.get(kind, namespace, name)
+        if current is None:
+            raise TargetError(f"{kind} {namespace}/{name} does not exist")
+        meta = current.get("metadata") or {}
+        new_labels = {**(meta.get("labels") or {}), **{k: v for k, v in labels.items() if v is not None}}
+        for k in [k for k, v in labels.items() if v is None]:
+            new_labels.pop(k, None)
+        # What the user wrote, as `kubectl apply` would send it back: the store keeps status and
+        # its own metadata, and a Pod whose spec is unchanged is not restarted.
+        obj = {k: v for k, v in current.items() if k not in ("metadata", "status")}
+        obj["metadata"] = {"name": name, "namespace": namespace, "labels": new_labels,
+                           "annotations": dict(meta.get("annotations") or {}),
+                           **({"ownerReferences": meta["ownerReferences"]} if meta.get("ownerReferences") else {})}
+        self.apply([obj])
+
     # -- the mesh ----------------------------------------------------------------------------
     def metrics(self, node: str) -> str:
         zt = self.ztunnel_pod(node)
@@ -277,6 +294,74 @@ class ReferenceTarget(Target):
         wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
                    "every ztunnel to reconnect to the restarted istiod")
 
+
+    # -- load tests (issue 13, load/) --------------------------------------------------------
+    # A pod's programs are this machine's: Locust runs from the checkout's load/ with the suite's
+    # own interpreter inside the client pod's network namespace; usage is read from /proc.
+    def load_client_manifests(self, namespace, name, node, files, extra_containers=()) -> list[dict]:
+        objects = [o for o in super().probe_manifests(namespace, name, node, files) if o["kind"] != "ConfigMap"]
+        for o in objects:
+            if o["kind"] == "Deployment":
+                spec = o["spec"]["template"]["spec"]
+                spec.pop("volumes", None)
+                spec["containers"] = [{"name": "locust", "image": "curlimages/curl",
+                                       "command": ["sleep", "infinity"]}, *extra_containers]
+        return objects
+
+    def locust_argv(self, locustfile: str) -> list[str]:
+        return [sys.executable, "-m", "locust", "-f", str(Path(__file__).resolve().parents[2] / "load" / locustfile)]
+
+    def pod_usage(self, pods, container=None) -> dict:
+        wanted = {(p.namespace, p.name): p for p in pods}
+        usage = {}
+        for obj in self._call(self.client.list, "Pod"):
+            meta = obj.get("metadata") or {}
+            ref = wanted.get((meta.get("namespace"), meta.get("name")))
+            if ref is None:
+                continue
+            pids = [s["pid"] for s in (obj.get("status") or {}).get("containerStatuses") or ()
+                    if isinstance(s.get("pid"), int) and s["pid"] > 0 and container in (None, s.get("name"))]
+            cpu, rss = 0.0, 0
+            for pid in _process_tree(pids):
+                c, r = _proc_usage(pid)
+                cpu, rss = cpu + c, rss + r
+            usage[ref] = Usage(cpu, rss)
+        missing = [f"{ns}/{n}" for (ns, n) in wanted if wanted[(ns, n)] not in usage]
+        if missing:
+            raise TargetError(f"cannot read the usage of pods {', '.join(missing)}: they do not exist")
+        return usage
+
+
+def _process_tree(pids: list[int]) -> list[int]:
+    seen, todo = [], list(pids)
+    while todo and len(seen) < 256:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return seen
+
+
+def _proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of one process: the nanosecond on-CPU time of each of its threads
+    (schedstat; /proc/PID/stat counts in 10 ms ticks, too coarse for a slot of a second) and its
+    resident pages. (0, 0) once it is gone."""
+    try:
+        cpu_ns = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                cpu_ns += int(f.read().split()[0])
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0
+    return cpu_ns / 1e9, rss_pages * os.sysconf("SC_PAGE_SIZE")
 
 def _text(x) -> str:
     return x.decode(errors="replace") if isinstance(x, (bytes, bytearray)) else (x or "")

@@ -49,11 +49,5 @@ NODE_SPEC = ("configSource", "externalID", "podCIDR", "podCIDRs", "providerID", 
 GATEWAY_SPEC = ("gatewayClassName", "listeners", "addresses", "infrastructure", "backendTLS",
                 "allowedListeners")
 LISTENER = ("name", "hostname", "port", "protocol", "tls", "allowedRoutes")
-HTTPROUTE_SPEC = ("parentRefs", "hostnames", "rules")
-PARENT_REF = ("group", "kind", "namespace", "name", "sectionName", "port")
-HTTPROUTE_RULE = ("name", "matches", "filters", "backendRefs", "timeouts", "retry",
-                  "sessionPersistence")
-HTTPROUTE_MATCH = ("path", "headers", "queryParams", "method")
-BACKEND_REF = ("group", "kind", "name", "namespace", "port", "weight", "filters")
 
 # Istio security kinds: security.py holds their field table next to their parser.

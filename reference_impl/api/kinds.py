@@ -39,6 +39,9 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     KindInfo("AuthorizationPolicy", _ISTIO_SECURITY, namespaced=True),
     KindInfo("RequestAuthentication", _ISTIO_SECURITY, namespaced=True),
     KindInfo("PeerAuthentication", _ISTIO_SECURITY, namespaced=True),
+    # -- HTTP routing at the waypoint (issue 9, GAMMA) --
+    KindInfo("VirtualService", ("networking.istio.io/v1", "networking.istio.io/v1beta1",
+                                "networking.istio.io/v1alpha3"), namespaced=True),
 )}
 
 

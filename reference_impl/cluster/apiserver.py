@@ -175,6 +175,15 @@ class APIServer:
                 raise HTTPError(400, f"{path}: send {{\"objects\": [...]}}")
             results = ops["apply"](objects) if path == "/apply" else ops["delete"](objects)
             return {"results": results}
+        if path == "/status":
+            # The status subresource: controllers (istiod) report on objects they do not own.
+            status = data.get("status")
+            if not isinstance(status, dict) or not data.get("kind") or not data.get("name"):
+                raise HTTPError(400, "/status: send {\"kind\", \"namespace\", \"name\", \"status\": {...}}")
+            if self.store.get(data["kind"], data.get("namespace") or "", data["name"]) is None:
+                raise HTTPError(404, f"/status: {data['kind']} {data.get('namespace') or ''}/{data['name']} not found")
+            self.store.set_status(data["kind"], data.get("namespace") or "", data["name"], status)
+            return {"ok": True}
         if path == "/pods/delete":
             grace = data.get("gracePeriodSeconds")
             if grace is not None and (not isinstance(grace, int) or grace < 0):
@@ -194,4 +203,4 @@ class APIServer:
         raise HTTPError(404, f"no route {method} {path}")
 
 
-_POST_PATHS = {"/apply", "/delete", "/pods/delete", "/scale", "/shutdown"}
+_POST_PATHS = {"/apply", "/delete", "/status", "/pods/delete", "/scale", "/shutdown"}

@@ -43,6 +43,7 @@ BRIDGE_NF_SYSCTLS = {"net.bridge.bridge-nf-call-iptables": "0",
 
 #: the fabric bridge has no address of its own; its MAC is named after the subnet's first one
 FABRIC_BRIDGE_IP = "172.18.0.1"
+SERVICE_CIDR = f"{naming.SERVICE_CIDR_PREFIX}0.0/16"
 
 
 def bridge_mac(ip: str) -> str:
@@ -91,6 +92,9 @@ def create_nodes(cluster: str, nodes: int) -> None:
                  f"addr add {naming.node_ip(i)}/24 dev eth0", "link set eth0 up"]
         batch += [f"route add {naming.pod_cidr(j)} via {naming.node_ip(j)} dev eth0"
                   for j in range(nodes) if j != i]
+        # hostNetwork pods (istiod fetching a jwksUri, say) reach ClusterIPs as on a real node: the
+        # route only gets the packet to the OUTPUT hook, where the kube-proxy DNAT rewrites it
+        batch.append(f"route add {SERVICE_CIDR} dev br0")
         _ip(["-n", ns], "\n".join(batch) + "\n")
 
 

@@ -4,6 +4,8 @@
 - `config_dump`    the derived mesh: ztunnel config, waypoints, sync state
 - `proxy_config`   `node`: the config last sent to that node's ztunnel, with sent/acked versions
 - `describe_pod`   `namespace`, `name`: data-plane mode, node, ztunnel, waypoint, policies
+- `describe_service` `namespace`, `name`: VIPs, endpoints, its waypoint binding (or why none), and
+                   the waypoint policies attached to it
 Raising LookupError answers with an error message (the CLI prints it).
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .derive import ztunnel_config
+from .derive import target_refs, ztunnel_config
 from .index import ROOT_NAMESPACE, labels_of, ns_name, pod_node, workload_uid
+from .waypoints import Binding
 
 if TYPE_CHECKING:
     from .istiod import Istiod
@@ -26,7 +29,10 @@ def answer(istiod: "Istiod", request: dict):
         return proxy_config(istiod, request.get("node") or "")
     if what == "describe_pod":
         return describe_pod(istiod, request.get("namespace") or "default", request.get("name") or "")
-    raise LookupError(f"unknown debug request {what!r}; use proxies, config_dump, proxy_config or describe_pod")
+    if what == "describe_service":
+        return describe_service(istiod, request.get("namespace") or "default", request.get("name") or "")
+    raise LookupError(f"unknown debug request {what!r}; use proxies, config_dump, proxy_config, "
+                      "describe_pod or describe_service")
 
 
 def _require_mesh(istiod: "Istiod"):
@@ -89,6 +95,7 @@ def describe_pod(istiod: "Istiod", namespace: str, name: str) -> dict:
     service_waypoints = sorted({f"{s} -> {mesh.services[s].waypoint.destination.hostname}"
                                 for s in services if s in mesh.services and mesh.services[s].waypoint})
     return {"pod": f"{namespace}/{name}", "node": node,
+            "waypointBinding": _binding(mesh.workload_bindings.get(workload.uid) if workload else None),
             "dataplaneMode": workload.dataplane_mode if workload else "unknown (no pod IP yet)",
             "protocol": workload.protocol if workload else None,
             "identity": workload.identity if workload else None,
@@ -96,3 +103,29 @@ def describe_pod(istiod: "Istiod", namespace: str, name: str) -> dict:
             "ztunnel": ztunnels[0] if ztunnels else None,
             "waypoint": waypoint, "serviceWaypoints": service_waypoints, "services": services,
             "policies": policies}
+
+
+def _binding(binding: Binding | None) -> dict | None:
+    """How the object's labels resolved: bound to a waypoint, or Istio's reason for not binding."""
+    if binding is None:
+        return None
+    return {"waypoint": binding.waypoint.key if binding.waypoint else None, "via": binding.via,
+            "reason": binding.reason, "message": binding.message}
+
+
+def describe_service(istiod: "Istiod", namespace: str, name: str) -> dict:
+    mesh = _require_mesh(istiod)
+    obj = mesh.index.get("Service", namespace, name)
+    if obj is None:
+        raise LookupError(f"service {namespace}/{name} not found")
+    key = f"{namespace}/{name}.{namespace}.svc.cluster.local"
+    service = mesh.services.get(key)
+    waypoint = service.waypoint.destination.model_dump() if service and service.waypoint else None
+    attached = [f"{ns_name(p)[0]}/{ns_name(p)[1]}" for p in mesh.index.kind("AuthorizationPolicy")
+                if ns_name(p)[0] == namespace and any(r.get("kind") == "Service" and r.get("name") == name
+                                                      for r in target_refs(p))]
+    return {"service": f"{namespace}/{name}", "hostname": service.hostname if service else None,
+            "vips": service.vips if service else [], "endpoints": sorted(service.endpoints) if service else [],
+            "useWaypoint": {k: v for k, v in labels_of(obj).items() if k.startswith("istio.io/use-waypoint")},
+            "waypoint": waypoint, "waypointBinding": _binding(mesh.service_bindings.get(key)),
+            "attachedPolicies": attached}

@@ -22,7 +22,8 @@ from .index import (CLUSTER_ID, NETNS_ANNOTATION, ROOT_NAMESPACE, TRUST_DOMAIN, 
                     pod_ip, pod_node, pod_ready, pod_service_account, pod_workload_name,
                     workload_uid)
 from .policies import ZtunnelPolicy, slim, ztunnel_policies
-from .waypoints import (Waypoint, find_waypoints, service_waypoint, workload_waypoint)
+from .routes import service_routes
+from .waypoints import (UNBOUND, WAYPOINT_CLASS, Binding, Waypoint, find_waypoints, service_binding, workload_binding)
 
 
 @dataclass
@@ -36,6 +37,9 @@ class Mesh:
     policies: list[ZtunnelPolicy] = field(default_factory=list)
     # Selector policies enforced by a legacy (1.18) waypoint instead of ztunnel: key -> waypoint key
     moved_to_waypoint: dict[str, str] = field(default_factory=dict)
+    # What each object's use-waypoint labels bound it to, with Istio's reason when nothing
+    service_bindings: dict[str, Binding] = field(default_factory=dict)   # ns/hostname -> Binding
+    workload_bindings: dict[str, Binding] = field(default_factory=dict)  # uid -> Binding
     trust_bundle: list[str] = field(default_factory=list)
 
 
@@ -92,7 +96,7 @@ def _is_headless(spec: dict) -> bool:
 
 
 def _service(service: dict, index: MeshIndex, workloads: dict[str, Workload], waypoints: dict,
-             workload_waypoints: dict[str, Waypoint | None]) -> Service:
+             workload_waypoints: dict[str, Waypoint | None]) -> tuple[Service, Binding]:
     namespace, name = ns_name(service)
     spec = service.get("spec") or {}
     hostname = f"{name}.{namespace}.svc.cluster.local"
@@ -128,7 +132,8 @@ def _service(service: dict, index: MeshIndex, workloads: dict[str, Workload], wa
             endpoints[uid] = Endpoint(workload_uid=uid, port=port_map, status=workload.status)
             workload.services.append(f"{namespace}/{hostname}")
             endpoint_waypoints.append(workload_waypoints[uid])
-    waypoint = service_waypoint(service, index, waypoints, endpoint_waypoints)
+    binding = service_binding(service, index, waypoints, endpoint_waypoints)
+    waypoint = binding.waypoint
     headless = _is_headless(spec)
     return Service(
         name=name,
@@ -142,7 +147,7 @@ def _service(service: dict, index: MeshIndex, workloads: dict[str, Workload], wa
         headless=headless,
         subject_alt_names=[],
         waypoint=waypoint.gateway_address() if waypoint else None,
-    )
+    ), binding
 
 
 def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
@@ -153,13 +158,17 @@ def derive_mesh(objects, trust_bundle: list[str] | None = None) -> Mesh:
     for pod in index.kind("Pod"):
         if not pod_ip(pod):
             continue  # not scheduled/started yet: nothing can address it
-        waypoint = workload_waypoint(pod, index, mesh.waypoints)
-        workload = _workload(pod, index, waypoint)
+        binding = workload_binding(pod, index, mesh.waypoints)
+        workload = _workload(pod, index, binding.waypoint)
         mesh.workloads[workload.uid] = workload
-        workload_waypoints[workload.uid] = waypoint
+        workload_waypoints[workload.uid] = binding.waypoint
+        if binding is not UNBOUND:
+            mesh.workload_bindings[workload.uid] = binding
     for service in index.kind("Service"):
-        derived = _service(service, index, mesh.workloads, mesh.waypoints, workload_waypoints)
+        derived, binding = _service(service, index, mesh.workloads, mesh.waypoints, workload_waypoints)
         mesh.services[derived.key] = derived
+        if binding is not UNBOUND:
+            mesh.service_bindings[derived.key] = binding
 
     mesh.policies = ztunnel_policies(index.kind("AuthorizationPolicy"))
     # A selector policy can only select workloads of its own namespace (or, from the root
@@ -214,22 +223,43 @@ def _sorted_services(services) -> list[Service]:
     return sorted(services, key=lambda s: (s.namespace, s.hostname))
 
 
-def _targets(policy: dict, waypoint: Waypoint, fronted_services: set[tuple[str, str]]) -> bool:
+def target_refs(policy: dict) -> list[dict]:
     spec = policy.get("spec") or {}
     refs = list(spec.get("targetRefs") or ())
     if spec.get("targetRef"):
         refs.append(spec["targetRef"])
+    return refs
+
+
+def _targets(policy: dict, waypoint: Waypoint,
+             fronted_services: dict[tuple[str, str], Service]) -> tuple[bool, set[str] | None]:
+    """(bound, workload uids): whether the policy's targetRefs reach this waypoint, and if only
+    through Services, the endpoints of those services (a Service-attached policy governs that
+    service's traffic only: TestAuthorizationServiceAttached); None = all the waypoint's traffic.
+
+    The L7 engine scopes a policy by the endpoint a request is routed to (`appliesToWorkloads`),
+    so a pod that backs two Services behind one waypoint, or is also addressed by its own IP, gets
+    a Service-attached policy for those requests too; Istio scopes by the service addressed.
+
+    Istio's targetRefs name objects of the policy's own namespace (a `namespace` that differs is
+    not supported and binds nothing), except GatewayClass `istio-waypoint` from the root namespace.
+    """
     policy_ns, _ = ns_name(policy)
-    for ref in refs:
+    whole, via_service, uids = False, False, set()
+    for ref in target_refs(policy):
         kind, name = ref.get("kind"), ref.get("name")
-        ref_ns = ref.get("namespace") or policy_ns
-        if kind == "Gateway" and (ref_ns, name) == (waypoint.namespace, waypoint.name):
-            return True
-        if kind == "Service" and (ref_ns, name) in fronted_services:
-            return True
-        if kind == "GatewayClass" and name == "istio-waypoint" and policy_ns == ROOT_NAMESPACE:
-            return True
-    return False
+        if (ref.get("namespace") or policy_ns) != policy_ns:
+            continue
+        if kind == "Gateway" and (policy_ns, name) == (waypoint.namespace, waypoint.name):
+            whole = True
+        elif kind == "GatewayClass" and name == WAYPOINT_CLASS and policy_ns == ROOT_NAMESPACE:
+            whole = True
+        elif kind == "Service" and (policy_ns, name) in fronted_services:
+            via_service = True
+            uids.update(fronted_services[(policy_ns, name)].endpoints)
+    if whole:
+        return True, None
+    return via_service, uids if via_service else None
 
 
 def _selected_workloads(policy: dict, workloads: list[Workload]) -> list[str]:
@@ -248,8 +278,9 @@ def _selected_workloads(policy: dict, workloads: list[Workload]) -> list[str]:
 def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
     """What one waypoint holds: the services/workloads it fronts and the L7 policies bound to it.
 
-    Policies bound by targetRefs (Gateway, a fronted Service, GatewayClass in the root
-    namespace) apply to all its traffic. For a legacy (1.18) waypoint, selector policies and
+    Policies bound by targetRefs to the Gateway, or to GatewayClass `istio-waypoint` from the root
+    namespace, apply to all its traffic; those bound to a fronted Service, to that service's
+    endpoints only. Selector policies are ztunnel's (section 7). For a legacy (1.18) waypoint, selector policies and
     RequestAuthentications of the workloads it serves come too, with `appliesToWorkloads`.
     """
     waypoint = mesh.waypoints.get((namespace, name))
@@ -260,15 +291,16 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
 
     fronted_services = _sorted_services(s for s in mesh.services.values() if bound(s))
     fronted_workloads = _sorted_workloads(w for w in mesh.workloads.values() if bound(w))
-    fronted_keys = {(s.namespace, s.name) for s in fronted_services}
+    fronted_keys = {(s.namespace, s.name): s for s in fronted_services}
     bound_policies = {"AuthorizationPolicy": [], "RequestAuthentication": []}
     if waypoint is not None:
         for kind, out in bound_policies.items():
             for policy in mesh.index.kind(kind):
-                spec = policy.get("spec") or {}
-                if spec.get("targetRefs") or spec.get("targetRef"):
-                    if _targets(policy, waypoint, fronted_keys):
-                        out.append(BoundPolicy(**slim(policy), appliesToWorkloads=None))
+                if target_refs(policy):
+                    attached, uids = _targets(policy, waypoint, fronted_keys)
+                    if attached:
+                        out.append(BoundPolicy(**slim(policy),
+                                               appliesToWorkloads=None if uids is None else sorted(uids)))
                 elif waypoint.legacy:
                     uids = _selected_workloads(policy, fronted_workloads)
                     if uids:
@@ -288,4 +320,5 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
         workloads=_sorted_workloads(mesh.workloads.values()),
         all_services=_sorted_services(mesh.services.values()),
         jwks_by_uri={},  # istiod fills it in: the keys behind every jwksUri of the policies
+        routes=service_routes(mesh.index, mesh.services, fronted_services) if waypoint else [],
     ).to_dict()

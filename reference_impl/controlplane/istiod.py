@@ -1,4 +1,5 @@
-"""The istiod process: watch the store, derive, stream snapshots, sign CSRs, provision waypoints.
+"""The istiod process: watch the store, derive, stream snapshots, sign CSRs, provision waypoints
+and write their status (Gateway conditions and addresses, Services' istio.io/WaypointBound).
 
 Run as the `istiod` pod (`python -m reference_impl.controlplane`); everything it holds is either
 derived from the store or, for the CA root, kept in AC_RUN_DIR/ca/, so it can be killed at any
@@ -23,6 +24,7 @@ from .index import GATEWAY_NAME_LABEL, MeshIndex, labels_of
 from .jwks import JwksResolver, jwks_uris
 from .provision import plan_waypoint_objects
 from .store_watch import StoreError, StoreWatch, list_objects_sync
+from .waypoint_status import status_updates
 
 log = logging.getLogger("controlplane.istiod")
 
@@ -90,6 +92,7 @@ class Istiod:
             await self.server.push()
             if self.provision_waypoints:
                 await self._reconcile_waypoints(self.mesh.index)
+                await self._write_status(self.mesh)
 
     async def _reconcile_waypoints(self, index: MeshIndex) -> None:
         to_apply, to_delete = plan_waypoint_objects(index)
@@ -108,6 +111,20 @@ class Istiod:
             log.error("waypoint provisioning failed: %s", exc)
         except Exception:
             log.exception("waypoint provisioning failed")
+
+    async def _write_status(self, mesh: Mesh) -> None:
+        """Gateway and Service status (waypoint_status); a write comes back through the watch,
+        and the next derive finds nothing left to write."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for kind, namespace, name, status in status_updates(mesh, now):
+            try:
+                await self.store.post("/status", {"kind": kind, "namespace": namespace, "name": name,
+                                                  "status": status})
+            except StoreError as exc:
+                log.debug("status of %s %s/%s not written: %s", kind, namespace, name, exc)
+            except Exception as exc:  # the store went away (httpx / OS errors): the next derive retries
+                log.error("writing status of %s %s/%s failed: %s", kind, namespace, name, exc)
+                return
 
     # -- what each proxy gets -------------------------------------------------------------------
     def _config_for(self, stream: ProxyStream) -> dict | None:

@@ -84,6 +84,9 @@ def plan_waypoint_objects(index: MeshIndex) -> tuple[list[dict], list[dict]]:
             current = existing.get(obj_key)
             if current is None or annotations_of(current).get(HASH_ANNOTATION) != \
                     obj["metadata"]["annotations"][HASH_ANNOTATION]:
+                if current is not None and obj["kind"] == "Deployment":
+                    # The user owns the replica count (`kubectl scale`), as with Istio's waypoints.
+                    obj["spec"]["replicas"] = (current.get("spec") or {}).get("replicas", 1)
                 to_apply.append(obj)
     to_delete = [{"apiVersion": obj.get("apiVersion"), "kind": kind,
                   "metadata": {"name": name, "namespace": namespace}}

@@ -69,6 +69,7 @@ class L7Config:
     authorization: list[Bound] = field(default_factory=list)                 # Bound(AuthorizationPolicy)
     authentication: list[Bound] = field(default_factory=list)                # Bound(list[JwtRule])
     jwks_by_uri: dict[str, str] = field(default_factory=dict)
+    routes: dict[str, Any] = field(default_factory=dict)   # service key -> l7.httproute.RouteTable
 
     def policies_for(self, workload_uid: str | None) -> list[AuthorizationPolicy]:
         return [b.value for b in self.authorization if b.covers(workload_uid)]

@@ -254,7 +254,12 @@ class HttpConnection(TunnelHandler):
         record = AccessRecord(method, target.split("?", 1)[0], 0, self.principal, verdict.reason,
                               request_principal=verdict.request_principal)
         try:
-            if verdict.forwards:
+            if verdict.route is not None:   # an HTTP route decided: l7/retry.py forwards (timeouts, retries)
+                from .retry import exchange
+                record.status, failure = await exchange(self, request, verdict, record)
+                if failure:
+                    record.reason = f"{record.reason}; {failure}"
+            elif verdict.forwards:
                 upstream = verdict.upstream
                 record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
                                   f"{upstream.address[0]}:{upstream.address[1]}"

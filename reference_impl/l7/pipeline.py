@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from ..identity import Identity
 from ..policy import L7Request, authenticate, evaluate_l7
 from .config import L7Config
+from .httproute import RouteAction, apply_routes
 from .routing import Destination, Router, Upstream
 
 RBAC_DENIED_BODY = b"RBAC: access denied"
@@ -42,6 +43,7 @@ class Verdict:
     reply_headers: list[tuple[str, str]] = field(default_factory=list)
     forward_headers: list[tuple[str, str]] = field(default_factory=list)
     request_principal: str | None = None
+    route: RouteAction | None = None   # set when an HTTP route decided (l7/httproute.py)
 
     @property
     def forwards(self) -> bool:
@@ -89,6 +91,13 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     if not decision.allowed:
         return Verdict(403, decision.reason, body=RBAC_DENIED_BODY,
                        request_principal=request.request_principal)
+    routed = apply_routes(config, router, tunnel.destination, method, target, headers)
+    if routed is not None:
+        if routed.status is not None:
+            return Verdict(routed.status, f"{decision.reason}; {routed.reason}", body=routed.body,
+                           reply_headers=routed.reply_headers, request_principal=request.request_principal,
+                           route=routed.action)
+        upstream, headers = routed.upstream, routed.headers
     if upstream is None:
         return Verdict(503, f"{decision.reason}; no healthy endpoint for {tunnel.destination}",
                        body=NO_HEALTHY_UPSTREAM_BODY, request_principal=request.request_principal)
@@ -102,4 +111,4 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     if "x-request-id" not in present:
         forward.append(("x-request-id", str(uuid.uuid4())))
     return Verdict(None, decision.reason, upstream=upstream, forward_headers=forward,
-                   request_principal=request.request_principal)
+                   request_principal=request.request_principal, route=routed.action if routed else None)

@@ -15,7 +15,8 @@ from .authz_model import (
     AuthorizationPolicy, Condition, Decision, Operation, Rule, Source,
     parse_authorization_policy)
 from .match import (
-    IPAddress, StringMatch, ip_in, parse_cidr, parse_ip, parse_port, PeerSource, positive_negative)
+    IPAddress, StringMatch, ip_in, is_path_template, parse_cidr, parse_ip, parse_port,
+    path_template_regex, PeerSource, positive_negative)
 
 # Envoy's jwt_authn turns these space-separated string claims into lists (Istio configures it).
 SPACE_DELIMITED_CLAIMS = ("scope", "permission")
@@ -129,6 +130,16 @@ _pattern = functools.lru_cache(maxsize=4096)(StringMatch.parse)
 _cidr = functools.lru_cache(maxsize=4096)(parse_cidr)
 
 
+@functools.lru_cache(maxsize=4096)
+def _path_matcher(pattern: str):
+    """A `paths` value: an Envoy URI template when it holds {*} / {**}, else an Istio string match."""
+    if is_path_template(pattern):
+        regex = path_template_regex(pattern)
+        return lambda path: regex.fullmatch(path) is not None
+    match = StringMatch.parse(pattern)
+    return match.matches
+
+
 def _condition_matches(cond: Condition, req: L7Request) -> bool:
     kind, candidates = _condition_candidates(cond.key, req)
 
@@ -167,7 +178,7 @@ def _operation_matches(op: Operation, req: L7Request) -> bool:
     return (
         _field(g("hosts"), g("notHosts"), lambda p: _pattern(p).matches(req.host, ignore_case=True))
         and _field(g("methods"), g("notMethods"), lambda p: _pattern(p).matches(req.method))
-        and _field(g("paths"), g("notPaths"), lambda p: _pattern(p).matches(req.path_only))
+        and _field(g("paths"), g("notPaths"), lambda p: _path_matcher(p)(req.path_only))
         and _field(g("ports"), g("notPorts"), lambda p: p == req.port))
 
 
@@ -183,17 +194,39 @@ def policy_matches(policy: AuthorizationPolicy, req: L7Request) -> bool:
     return any(rule_matches(r, req) for r in policy.rules)
 
 
+#: what the reference waypoint does with the actions it does not implement (no ext-authz, no audit sink)
+UNSUPPORTED_ACTIONS = {
+    "CUSTOM": "action CUSTOM is not supported by this waypoint (it has no ext-authz extension providers): "
+              "like Istio with a provider it cannot find, it denies every request the policy covers",
+    "AUDIT": "action AUDIT is not supported by this waypoint (it has no audit sink): the policy is not "
+             "enforced and changes no decision",
+}
+
+
+def unsupported_action(policy: Mapping[str, Any] | AuthorizationPolicy) -> str | None:
+    """Why this waypoint cannot enforce `policy` as written (CUSTOM, AUDIT), else None."""
+    parsed = parse_authorization_policy(policy)
+    reason = UNSUPPORTED_ACTIONS.get(parsed.action)
+    return None if reason is None else f"AuthorizationPolicy {parsed.key}: {reason}"
+
+
 def evaluate_l7(policies: Iterable[Mapping[str, Any] | AuthorizationPolicy],
                 request: L7Request) -> Decision:
     """Decide an HTTP request against the policies bound to this waypoint (the caller selects them).
 
-    DENY first (an explicit DENY wins), then: no ALLOW policy → allow; an ALLOW matches → allow;
-    else deny (403 at the waypoint). CUSTOM (ext-authz) and AUDIT policies are not enforced by
-    the reference waypoint and are skipped, as are dry-run policies. A proxy deciding many
-    requests should pass policies already parsed with `parse_authorization_policy`.
+    CUSTOM first: the reference waypoint has no ext-authz provider, so, as istiod does for a
+    CUSTOM policy whose provider it cannot resolve, a CUSTOM policy denies every request it
+    covers (never an ALLOW). Then DENY (an explicit DENY wins), then: no ALLOW policy → allow; an
+    ALLOW matches → allow; else deny (403 at the waypoint). AUDIT policies change no decision, and
+    dry-run policies are skipped. A proxy deciding many requests should pass policies already
+    parsed with `parse_authorization_policy`.
     """
     parsed = [parse_authorization_policy(p) for p in policies]
-    parsed = [p for p in parsed if not p.dry_run and p.action in ("ALLOW", "DENY")]
+    parsed = [p for p in parsed if not p.dry_run]
+    for p in parsed:
+        if p.action == "CUSTOM":
+            return Decision(False, f"denied by CUSTOM policy {p.key}: provider {p.provider!r} is not "
+                                   "available at this waypoint (fail closed)", p.key)
     for p in parsed:
         if p.action == "DENY" and policy_matches(p, request):
             return Decision(False, f"denied by DENY policy {p.key}", p.key)

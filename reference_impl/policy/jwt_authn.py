@@ -6,10 +6,16 @@ rule names, expired, not yet valid or for another audience makes the request inv
 caller answers 401). Fetching JWKS is the control plane's job: rules with `jwksUri` are looked
 up in the `jwks_by_uri` dict the caller passes (a rule with neither `jwks` nor `jwksUri` is
 looked up under its issuer, standing in for OpenID discovery).
+
+Every token the request carries is verified, as Envoy's jwt_authn does: a valid token in one place
+never carries a forged one in another (a query parameter, a second Authorization header) along.
+A token is attacker input: a header or claim of the wrong JSON type is one more invalid token
+(401), never an exception.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import json
 from dataclasses import dataclass, field
@@ -28,25 +34,26 @@ ALLOWED_ALGORITHMS = frozenset({
 Location = TokenLocation
 
 
-def extract(location: TokenLocation, headers: Mapping[str, str], params: Mapping[str, list[str]],
-            cookies: Mapping[str, str]) -> str | None:
-    """The token at `location` in one request, None when there is none."""
+def extract(location: TokenLocation, headers: Mapping[str, list[str]],
+            params: Mapping[str, list[str]], cookies: Mapping[str, str]) -> list[str]:
+    """Every token at `location` in one request (a repeated header or parameter gives several)."""
     if location.kind == "param":
-        values = params.get(location.name) or []
-        return values[0] if values and values[0] else None
+        return [v for v in params.get(location.name) or [] if v]
     if location.kind == "cookie":
-        return cookies.get(location.name) or None
-    value = headers.get(location.name)
-    if value is None:
-        return None
-    if location.prefix:
-        is_default = (location.name, location.prefix) == DEFAULT_TOKEN_HEADER
-        head = value[:len(location.prefix)]
-        if head != location.prefix and not (
-                is_default and head.lower() == location.prefix.lower()):
-            return None
-        value = value[len(location.prefix):]
-    return value.strip() or None
+        value = cookies.get(location.name)
+        return [value] if value else []
+    tokens = []
+    for value in headers.get(location.name) or []:
+        if location.prefix:
+            is_default = (location.name, location.prefix) == DEFAULT_TOKEN_HEADER
+            head = value[:len(location.prefix)]
+            if head != location.prefix and not (
+                    is_default and head.lower() == location.prefix.lower()):
+                continue
+            value = value[len(location.prefix):]
+        if value.strip():
+            tokens.append(value.strip())
+    return tokens
 
 
 @dataclass
@@ -107,9 +114,51 @@ def _jwks_for(rule: JwtRule, jwks_by_uri: Mapping[str, Any]) -> str:
     return doc if isinstance(doc, str) else json.dumps(doc)
 
 
-def _verify(token: str, rule: JwtRule, jwks_by_uri: Mapping[str, Any]) -> dict[str, Any]:
-    header = jwt.get_unverified_header(token)
-    alg = header.get("alg")
+_NOT_JWT = "Jwt is not in the form of Header.Payload.Signature"
+
+
+def _segment(part: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(jwt.utils.base64url_decode(part.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise _Invalid(f"Jwt {what} is an invalid JSON") from None
+    if not isinstance(value, dict):
+        raise _Invalid(f"Jwt {what} is an invalid JSON")
+    return value
+
+
+def _is_time(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
+        isinstance(value, float) and value.is_integer() and value >= 0)
+
+
+def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, claims) of a token, unverified, with every field Envoy reads of the right type
+    (jwt_verify_lib's parse errors): anything else is a 401, never an exception further on."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise _Invalid(_NOT_JWT)
+    header, claims = _segment(parts[0], "header"), _segment(parts[1], "payload")
+    if not isinstance(header.get("alg"), str):
+        raise _Invalid("Jwt header [alg] field is required and must be a string")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise _Invalid("Jwt header [kid] field is not a string")
+    for name in ("iss", "sub", "azp", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _Invalid(f"Jwt payload [{name}] field is not a string")
+    aud = claims.get("aud")
+    if "aud" in claims and not (isinstance(aud, str) or (
+            isinstance(aud, list) and all(isinstance(a, str) for a in aud))):
+        raise _Invalid("Jwt payload [aud] field is not a string or string list")
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not _is_time(claims[name]):
+            raise _Invalid(f"Jwt payload [{name}] field is not an integer")
+    return header, claims
+
+
+def _verify(token: str, header: Mapping[str, Any], rule: JwtRule,
+            jwks_by_uri: Mapping[str, Any]) -> dict[str, Any]:
+    alg = header["alg"]
     if alg not in ALLOWED_ALGORITHMS:
         raise _Invalid(f"Jwt algorithm {alg!r} is not supported")
     try:
@@ -119,6 +168,8 @@ def _verify(token: str, rule: JwtRule, jwks_by_uri: Mapping[str, Any]) -> dict[s
     kid = header.get("kid")
     candidates = [k for k in keys if not kid or "kid" not in k or k["kid"] == kid]
     candidates = [k for k in candidates if k.get("alg") in (None, alg)]
+    if not candidates:
+        raise _Invalid("Jwks doesn't have key to match kid or alg from Jwt")
     for jwk_dict in candidates:
         key = _pyjwk(json.dumps(jwk_dict, sort_keys=True), alg)
         if key is None:
@@ -164,11 +215,12 @@ def _claim_header_value(value: Any) -> str | None:
     return None
 
 
-def _normalise_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+def _normalise_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every value of every header, by lower-case name (a repeated header keeps all its values)."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
     for k, v in pairs:
-        out.setdefault(k.lower(), v)
+        out.setdefault(k.lower(), []).append(v)
     return out
 
 
@@ -179,12 +231,13 @@ def _normalise_params(params: Mapping[str, Any] | None) -> dict[str, list[str]]:
     return out
 
 
-def _cookies(headers: Mapping[str, str]) -> dict[str, str]:
+def _cookies(headers: Mapping[str, list[str]]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for part in (headers.get("cookie") or "").split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            out.setdefault(name, value)
+    for line in headers.get("cookie") or []:
+        for part in line.split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep:
+                out.setdefault(name, value)
     return out
 
 
@@ -195,15 +248,34 @@ def collect_rules(request_authentications: Iterable[Mapping[str, Any] | JwtRule]
     return rules
 
 
+def _verify_one(token: str, loc_rules: list[JwtRule],
+                jwks_by_uri: Mapping[str, Any]) -> tuple[JwtRule, dict[str, Any]]:
+    """The rule (of the token's issuer, declared for this location) that verifies it, and its claims."""
+    header, unverified = _parse(token)
+    matching = [r for r in loc_rules if r.issuer == unverified.get("iss")]
+    if not matching:
+        raise _Invalid("Jwt issuer is not configured")
+    failure = ""
+    for rule in matching:
+        try:
+            claims = _verify(token, header, rule, jwks_by_uri)
+            _check_audience(claims, rule)
+            return rule, claims
+        except _Invalid as exc:
+            failure = failure or str(exc)
+    raise _Invalid(failure)
+
+
 def authenticate(request_authentications_for_workload: Iterable[Mapping[str, Any] | JwtRule],
                  headers: Mapping[str, str] | Iterable[tuple[str, str]],
                  query_params: Mapping[str, Any] | None = None,
                  jwks_by_uri: Mapping[str, Any] | None = None) -> AuthnResult:
     """Authenticate one request against every jwtRule of the RequestAuthentications given.
 
-    Like Envoy's `requires_any: [each provider, allow_missing]`: a token that verifies against a
-    rule of its issuer makes the request "ok"; a token found but verified by no rule makes it
-    "invalid"; no token at all is "none".
+    Every token found, in every location some rule declares, must verify against a rule of its
+    issuer that declares that location; one that does not makes the request "invalid" (401),
+    whatever the others are. No token at all is "none"; else "ok", with the principal and claims
+    of the first token (headers before parameters, in rule order).
     """
     rules = collect_rules(request_authentications_for_workload)
     jwks_by_uri = jwks_by_uri or {}
@@ -211,52 +283,39 @@ def authenticate(request_authentications_for_workload: Iterable[Mapping[str, Any
     params = _normalise_params(query_params)
     cookies = _cookies(hdrs)
 
-    # One token per location; several rules (issuers) may share a location.
-    found: dict[Location, tuple[str, list[JwtRule]]] = {}
+    # The rules declaring each location; several rules (issuers) may share one.
+    by_location: dict[Location, list[JwtRule]] = {}
     for rule in rules:
         for loc in rule.locations:
-            if loc in found:
-                found[loc][1].append(rule)
-                continue
-            token = extract(loc, hdrs, params, cookies)
-            if token is not None:
-                found[loc] = (token, [rule])
-    if not found:
-        return AuthnResult("none", "no JWT in the request")
+            by_location.setdefault(loc, []).append(rule)
 
-    failure = ""
-    for loc, (token, loc_rules) in found.items():
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
-            failure = failure or "Jwt is not in the form of Header.Payload.Signature"
-            continue
-        issuer = unverified.get("iss")
-        matching = [r for r in loc_rules if r.issuer == issuer]
-        if not matching:
-            failure = failure or "Jwt issuer is not configured"
-            continue
-        for rule in matching:
+    verified: list[tuple[str, Location, JwtRule, dict[str, Any]]] = []
+    for loc, loc_rules in sorted(by_location.items(), key=lambda item: item[0].kind != "header"):
+        for token in extract(loc, hdrs, params, cookies):
             try:
-                claims = _verify(token, rule, jwks_by_uri)
-                _check_audience(claims, rule)
+                rule, claims = _verify_one(token, loc_rules, jwks_by_uri)
             except _Invalid as exc:
-                failure = failure or str(exc)
-                continue
-            return _success(token, loc, rule, claims)
-    return AuthnResult("invalid", failure)
+                return AuthnResult("invalid", str(exc))
+            verified.append((token, loc, rule, claims))
+    if not verified:
+        return AuthnResult("none", "no JWT in the request")
+    return _success(verified)
 
 
-def _success(token: str, loc: Location, rule: JwtRule, claims: dict[str, Any]) -> AuthnResult:
-    result = AuthnResult("ok", "verified", principal=f"{claims.get('iss', '')}/{claims.get('sub', '')}",
-                         claims=claims, issuer=rule.issuer)
-    if not rule.forward_original_token and loc.kind == "header":
-        result.headers_to_remove.append(loc.name)
-    if rule.output_payload_to_header:
-        # Envoy forwards the token's own base64url payload segment.
-        result.headers_to_add[rule.output_payload_to_header] = token.split(".")[1]
-    for header, claim in rule.output_claim_to_headers:
-        value = _claim_header_value(_claim(claims, claim))
-        if value is not None:
-            result.headers_to_add[header] = value
+def _success(verified: list[tuple[str, Location, JwtRule, dict[str, Any]]]) -> AuthnResult:
+    _, _, first_rule, first_claims = verified[0]
+    result = AuthnResult("ok", "verified",
+                         principal=f"{first_claims.get('iss', '')}/{first_claims.get('sub', '')}",
+                         claims=first_claims, issuer=first_rule.issuer)
+    for token, loc, rule, claims in verified:
+        if not rule.forward_original_token and loc.kind == "header" \
+                and loc.name not in result.headers_to_remove:
+            result.headers_to_remove.append(loc.name)
+        if rule.output_payload_to_header:
+            # Envoy forwards the token's own base64url payload segment.
+            result.headers_to_add.setdefault(rule.output_payload_to_header, token.split(".")[1])
+        for header, claim in rule.output_claim_to_headers:
+            value = _claim_header_value(_claim(claims, claim))
+            if value is not None:
+                result.headers_to_add.setdefault(header, value)
     return result

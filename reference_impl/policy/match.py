@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..api.path_templates import PathTemplateError, is_path_template, path_template_regex  # noqa: F401
 from .errors import PolicyError
 
 SPIFFE_PREFIX = "spiffe://"

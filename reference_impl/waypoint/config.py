@@ -16,6 +16,7 @@ from typing import Any
 
 from ..identity import Identity, IdentityError
 from ..l7 import Bound, Endpoint, L7Config, Service, Workload
+from ..l7.httproute import RouteConfigError, bind as bind_routes
 from ..l7.protocols import port_protocol
 from ..policy import PolicyError, parse_authorization_policy, parse_jwt_rules
 from ..xds import BoundPolicy, SnapshotError, WaypointSnapshot
@@ -68,6 +69,7 @@ class _Binder:
             workload = self._workload(raw, f"workloads[{i}]")
             config.workloads[workload.uid] = workload
         fronted_services = set(self.snap.services)
+        services_by_key = {}
         for uid in self.snap.workload_uids:
             workload = config.workloads.get(uid)
             if workload is None:
@@ -76,6 +78,7 @@ class _Binder:
                 config.fronted_workloads_by_ip[ip] = workload
         for raw in self.snap.all_services:
             service = self._service(raw, config.workloads)
+            services_by_key[service.key] = service
             if service.key in fronted_services:
                 fronted_services.discard(service.key)
                 for vip in service.vips:
@@ -105,6 +108,10 @@ class _Binder:
             if not isinstance(keys, list):
                 raise self._fail(f"jwksByUri[{uri!r}]", "is not a JWKS document (an object with a `keys` list)")
             config.jwks_by_uri[uri] = text
+        try:
+            config.routes = bind_routes(self.snap.routes, services_by_key)
+        except RouteConfigError as exc:
+            raise self._fail("routes", str(exc)) from None
         return config
 
     def _identity(self, uri: str, where: str) -> Identity | None:

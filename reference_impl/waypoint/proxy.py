@@ -18,6 +18,7 @@ from ..identity import Identity
 from ..l7 import AccessRecord, Router, Tunnel, UpstreamConnector, resolve
 from ..l7.duplex import duplex_pair
 from ..l7.front import classify, declared_protocol, handler_for
+from ..policy.authz_l7 import unsupported_action
 from .config import WaypointConfig
 
 log = logging.getLogger("waypoint")
@@ -60,6 +61,9 @@ class Waypoint:
                         version, config.identity, self.identity, self.identity)
         self.config = config
         self.ready.set()
+        for bound in config.authorization:
+            if (why := unsupported_action(bound.value)) is not None:
+                log.warning("%s", why)
         log.info("config version %d: %d service(s) by VIP, %d workload(s), %d authorization and "
                  "%d authentication polic(ies)", version, len(config.services_by_vip),
                  len(config.fronted_workloads_by_ip), len(config.authorization), len(config.authentication))

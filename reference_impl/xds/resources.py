@@ -225,3 +225,111 @@ class WaypointSnapshot(Resource):
     workloads: list[Workload] = []
     all_services: list[Service] = []
     jwks_by_uri: dict[str, Any] = {}       # jwksUri -> JWKS document (text or object), by istiod
+    routes: list[ServiceRoutes] = []       # HTTP routes of the fronted services (controlplane/routes.py)
+
+
+# -- HTTP routes at the waypoint (HTTPRoute with a Service parent, VirtualService; issue 9, GAMMA) --
+# The control plane resolves references and orders the matches (Gateway API precedence); the
+# waypoint only walks `matches` in order and applies the first rule that matches.
+
+class RouteNameValue(Resource):
+    name: str
+    value: str
+
+
+class RouteValueMatch(Resource):
+    """A header or query-parameter match: header names compare case-insensitively, query names exactly."""
+
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression", "Prefix"] = "Exact"   # Prefix: VirtualService only
+
+
+class RouteMatch(Resource):
+    # PathPrefix: Gateway API's, by path segment; StringPrefix: VirtualService `uri.prefix`, by character
+    path_type: Literal["Exact", "PathPrefix", "RegularExpression", "StringPrefix"] = "PathPrefix"
+    path: str = "/"
+    headers: list[RouteValueMatch] = []
+    query_params: list[RouteValueMatch] = []
+    method: str | None = None
+
+
+class RouteHeaderModifier(Resource):
+    set: list[RouteNameValue] = []
+    add: list[RouteNameValue] = []
+    remove: list[str] = []
+
+
+class RoutePathModifier(Resource):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    value: str
+
+
+class RouteRedirect(Resource):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: RoutePathModifier | None = None
+    port: int | None = None
+    status_code: int = 302
+
+
+class RouteRewrite(Resource):
+    hostname: str | None = None
+    path: RoutePathModifier | None = None
+
+
+class RouteBackend(Resource):
+    """One backendRef: `service` is the resolved key (namespace/hostname), or None with `error`
+    saying why it could not be resolved (its share of the traffic gets 500)."""
+
+    service: str | None
+    port: int                         # 0: the port the request was sent to (a VirtualService without one)
+    weight: int = 1
+    request_headers: RouteHeaderModifier | None = None
+    error: str | None = None
+
+
+class RouteRetry(Resource):
+    attempts: int                     # retries after the first try
+    codes: list[int] = []             # response codes that are retried
+    backoff_seconds: float = 0.025    # base interval (Envoy's default 25 ms)
+    per_try_timeout_seconds: float | None = None
+
+
+class RouteFault(Resource):
+    delay_seconds: float | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+class RouteRule(Resource):
+    source: str                       # e.g. "HTTPRoute ns/name rules[0]", for logs and describe
+    request_headers: RouteHeaderModifier | None = None
+    response_headers: RouteHeaderModifier | None = None
+    redirect: RouteRedirect | None = None
+    rewrite: RouteRewrite | None = None
+    backends: list[RouteBackend] = []
+    timeout_seconds: float | None = None  # None or 0: no request timeout
+    retry: RouteRetry | None = None
+    fault: RouteFault | None = None
+
+
+class RouteEntry(Resource):
+    """One match of one rule, in precedence order; `ports` None: every port of the service."""
+
+    rule: int
+    ports: list[int] | None = None
+    match: RouteMatch
+
+
+class ServiceRoutes(Resource):
+    """The routes of one fronted service (namespace/hostname), from HTTPRoutes or VirtualServices."""
+
+    service: str
+    rules: list[RouteRule] = []
+    matches: list[RouteEntry] = []
+    ports: list[int] | None = None    # ports some route binds (None: all); other ports are not routed
+
+
+WaypointSnapshot.model_rebuild()

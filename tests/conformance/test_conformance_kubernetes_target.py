@@ -202,3 +202,39 @@ def test_unreachable_cluster_is_one_clear_sentence(tmp_path):
         t.start()
     with pytest.raises(TargetError, match="cannot load kubeconfig"):
         KubernetesTarget(kubeconfig=str(tmp_path / "missing")).start()
+
+
+# -- waypoints (issue 9) -------------------------------------------------------------------------
+def test_waypoint_verbs_and_labels_on_services_and_pods(target):
+    from conformance.targets.base import NotSupported
+    target.apply(_workloads())
+    # What Istio provisions for a waypoint Gateway: a Deployment named after it whose pods carry
+    # the Gateway API gateway-name label.
+    labels = {target.WAYPOINT_POD_LABEL: "wp"}
+    target.apply([{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "wp", "namespace": "cf-k8s"},
+                   "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                            "template": {"metadata": {"labels": labels},
+                                         "spec": {"containers": [{"name": "istio-proxy", "image": "proxyv2"}]}}}}])
+    [first] = target.waypoint_pods("cf-k8s", "wp")
+    target.scale_waypoint("cf-k8s", "wp", 2)
+    target.wait_ready("cf-k8s", timeout=10)
+    assert len(target.waypoint_pods("cf-k8s", "wp")) == 2
+    target.kill_waypoint_pod(first)
+    assert first.name not in {p.name for p in target.waypoint_pods("cf-k8s", "wp")}
+
+    target.label("Service", "cf-k8s", "httpbin", {"istio.io/use-waypoint": "wp"})
+    assert target.get("Service", "cf-k8s", "httpbin")["metadata"]["labels"] == \
+        {"app": "httpbin", "istio.io/use-waypoint": "wp"}
+    target.label("Service", "cf-k8s", "httpbin", {"istio.io/use-waypoint": None})
+    assert target.get("Service", "cf-k8s", "httpbin")["metadata"]["labels"] == {"app": "httpbin"}
+    pod = target.pods("cf-k8s", {"app": "client"})[0]
+    target.label("Pod", "cf-k8s", pod.name, {"istio.io/use-waypoint": "wp"})
+    assert target.get("Pod", "cf-k8s", pod.name)["metadata"]["labels"]["istio.io/use-waypoint"] == "wp"
+    with pytest.raises(NotSupported, match="not Deployment"):
+        target.label("Deployment", "cf-k8s", "wp", {"a": "b"})
+
+
+def test_scaling_a_waypoint_that_has_no_deployment_is_one_clear_sentence(target):
+    target.apply(_workloads())
+    with pytest.raises(TargetError, match="scale waypoint cf-k8s/ghost: its Deployment"):
+        target.scale_waypoint("cf-k8s", "ghost", 2)

@@ -44,12 +44,17 @@ def authz(ns, name, spec):
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-def gateway(ns, name, cls="istio-waypoint", labels=None, annotations=None):
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {}),
-                         "annotations": dict(annotations or {}), "uid": f"gw-{name}"},
-            "spec": {"gatewayClassName": cls,
-                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+def gateway(ns, name, cls="istio-waypoint", labels=None, annotations=None, served=True):
+    """A waypoint Gateway; `served`: istiod has written its address (it had a ready pod), so
+    objects may bind to it."""
+    obj = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+           "metadata": {"name": name, "namespace": ns, "labels": dict(labels or {}),
+                        "annotations": dict(annotations or {}), "uid": f"gw-{name}"},
+           "spec": {"gatewayClassName": cls,
+                    "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+    if served:
+        obj["status"] = {"addresses": [{"type": "Hostname", "value": f"{name}.{ns}.svc.cluster.local"}]}
+    return obj
 
 
 def base():

@@ -243,12 +243,16 @@ def test_restarted_istiod_keeps_its_root_and_resyncs_changes_made_while_down():
     run(scenario)
 
 
+def waypoint_gateway() -> dict:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "wp", "namespace": "ambient-apps"},
+            "spec": {"gatewayClassName": "istio-waypoint",
+                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+
+
 def test_waypoint_gateway_is_provisioned_and_cleaned_up_in_the_store():
     async def scenario(h: Harness):
-        gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                   "metadata": {"name": "wp", "namespace": "ambient-apps"},
-                   "spec": {"gatewayClassName": "istio-waypoint",
-                            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+        gateway = waypoint_gateway()
         h.store.apply([gateway])
         await poll(lambda: all(h.store.get(k, "ambient-apps", "wp")
                                for k in ("Deployment", "Service", "ServiceAccount")))
@@ -293,5 +297,37 @@ def test_debug_requests_describe_pods_and_node_proxy_config():
 
         with pytest.raises(LookupError, match="no ztunnel on node 'node-9'"):
             await loop.run_in_executor(None, lambda: debug_query(h.xds_sock, "proxy_config", node="node-9"))
+
+    run(scenario)
+
+
+def test_waypoint_status_is_written_and_describe_service_says_why_traffic_stays_l4():
+    async def scenario(h: Harness):
+        from reference_impl.cli_debug import format_describe_service
+        gateway = waypoint_gateway()
+        httpbin = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "httpbin", "namespace": "ambient-apps",
+                                "labels": {"istio.io/use-waypoint": "wp"}},
+                   "spec": {"selector": {"app": "httpbin"}, "ports": [{"port": 8000}]}}
+        h.store.apply([gateway, httpbin])
+
+        def conditions(kind, name):
+            obj = h.store.get(kind, "ambient-apps", name) or {}
+            return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or ()}
+        await poll(lambda: conditions("Gateway", "wp").get("Programmed", {}).get("status") == "True")
+        assert conditions("Gateway", "wp")["Accepted"]["reason"] == "Accepted"
+        # No kubelet here, so the waypoint never has a ready pod: no address, nothing may bind yet.
+        assert "addresses" not in h.store.get("Gateway", "ambient-apps", "wp")["status"]
+        await poll(lambda: "istio.io/WaypointBound" in conditions("Service", "httpbin"))
+        bound = conditions("Service", "httpbin")["istio.io/WaypointBound"]
+        assert (bound["status"], bound["reason"]) == ("False", "WaypointIsNotReady")
+
+        loop = asyncio.get_running_loop()
+        described = await loop.run_in_executor(None, lambda: debug_query(
+            h.xds_sock, "describe_service", namespace="ambient-apps", name="httpbin"))
+        assert described["waypoint"] is None
+        text = format_describe_service(described)
+        assert 'Waypoint:        (none: L4 only)  (use-waypoint on the Service: WaypointIsNotReady: ' \
+               'waypoint "ambient-apps/wp" is not ready)' in text, text
 
     run(scenario)

@@ -210,3 +210,139 @@ def waypoint_status(path, headers):
         "deny-with-sub-2-token", "deny-with-expired-token", "allow-healthz"])
 def test_istio_l7_jwt(path, tok, status):
     assert waypoint_status(path, bearer(tok) if tok else {}) == status
+
+
+# --- every token must verify; forged tokens and wrong JSON types are 401, never an exception -----
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
+
+EC384_KEY = ec.generate_private_key(ec.SECP384R1())
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+ALG_KEYS = {  # alg -> (private key, jwk of its public key)
+    "RS256": RSA_KEY, "RS384": RSA_KEY, "RS512": RSA_KEY, "PS256": RSA_KEY,
+    "ES256": EC_KEY, "ES384": EC384_KEY, "EdDSA": ED_KEY,
+}
+
+
+def public_jwk(private_key, kid):
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return {**json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private_key.public_key())), "kid": kid}
+    return jwk(private_key, kid)
+
+
+ALL_ALGS_JWKS = {"keys": [public_jwk(k, f"{alg}-key") for alg, k in ALG_KEYS.items()]}
+
+
+def b64(data) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def forged_segments(header=None, claims=None, signature=b"sig"):
+    """A token built by hand: a header and claims of any JSON shape, an arbitrary signature."""
+    now = int(time.time())
+    header = {"alg": "RS256", "kid": "rsa-1"} if header is None else header
+    claims = {"iss": ISSUER, "sub": "alice", "exp": now + 3600} if claims is None else claims
+    return ".".join([b64(header), b64(claims), b64(signature)])
+
+
+@pytest.mark.parametrize("alg", sorted(ALG_KEYS))
+def test_every_supported_algorithm_verifies(alg):
+    tok = token(ALG_KEYS[alg], f"{alg}-key", alg)
+    rules = [{"issuer": ISSUER, "jwks": json.dumps(ALL_ALGS_JWKS)}]
+    assert authenticate([ra(*rules)], bearer(tok), {}, {}).status == "ok"
+    # the same token re-signed by another key of the same kind is refused
+    other = {"RS": OTHER_RSA_KEY, "PS": OTHER_RSA_KEY, "ES": ec.generate_private_key(
+        ec.SECP256R1() if alg == "ES256" else ec.SECP384R1()), "Ed": ed25519.Ed25519PrivateKey.generate()}
+    forged = token(other[alg[:2]], f"{alg}-key", alg)
+    assert authenticate([ra(*rules)], bearer(forged), {}, {}).status == "invalid"
+
+
+RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _hs256_with_public_key() -> str:
+    """The classic key-confusion forgery: HS256 keyed with the issuer's RSA public key."""
+    import hashlib
+    import hmac
+    head = b64({"alg": "HS256", "kid": "rsa-1"})
+    body = b64({"iss": ISSUER, "sub": "alice", "exp": int(time.time()) + 3600})
+    mac = hmac.new(RSA_PUBLIC_PEM, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+def _truncated(tok):
+    head, body, sig = tok.split(".")
+    return f"{head}.{body}.{sig[: len(sig) // 2]}"
+
+
+FORGED = [  # (id, token builder)
+    ("alg-none", lambda: forged_segments({"alg": "none"}, signature=b"")),
+    ("unknown-kid", lambda: token(kid="no-such-key")),
+    ("other-key", lambda: token(OTHER_RSA_KEY)),
+    ("hs256-with-rsa-public-key", _hs256_with_public_key),
+    ("tampered-header", lambda: ".".join([b64({"alg": "RS384", "kid": "rsa-1"}), *token().split(".")[1:]])),
+    ("truncated-signature", lambda: _truncated(token())),
+    ("empty-signature", lambda: token().rsplit(".", 1)[0] + "."),
+    ("garbage", lambda: "eyJ!!!.%%%.???"),
+    ("two-segments", lambda: token().rsplit(".", 1)[0]),
+    ("alg-is-a-list", lambda: forged_segments({"alg": ["RS256"], "kid": "rsa-1"})),
+    ("alg-is-an-object", lambda: forged_segments({"alg": {"RS256": 1}, "kid": "rsa-1"})),
+    ("alg-missing", lambda: forged_segments({"kid": "rsa-1"})),
+    ("kid-is-a-number", lambda: forged_segments({"alg": "RS256", "kid": 7})),
+    ("header-is-a-list", lambda: forged_segments(["RS256"])),
+    ("payload-is-a-string", lambda: forged_segments(claims="alice")),
+    ("aud-is-a-number", lambda: forged_segments(claims={"iss": ISSUER, "sub": "a", "aud": 7})),
+    ("aud-is-an-object", lambda: forged_segments(claims={"iss": ISSUER, "sub": "a", "aud": {"x": 1}})),
+    ("exp-is-a-string", lambda: forged_segments(claims={"iss": ISSUER, "sub": "a", "exp": "9999999999"})),
+    ("nbf-is-a-string", lambda: forged_segments(claims={"iss": ISSUER, "sub": "a", "nbf": "0"})),
+    ("exp-is-a-bool", lambda: forged_segments(claims={"iss": ISSUER, "sub": "a", "exp": True})),
+    ("iss-is-a-list", lambda: forged_segments(claims={"iss": [ISSUER], "sub": "a"})),
+]
+
+
+@pytest.mark.parametrize("build", [f[1] for f in FORGED], ids=[f[0] for f in FORGED])
+def test_forged_and_mistyped_tokens_are_invalid_and_never_raise(build):
+    result = authenticate([ra(rule(audiences=[]))], bearer(build()), {}, JWKS_BY_URI)
+    assert result.status == "invalid", result
+    assert result.principal is None
+
+
+def test_the_forged_table_rule_admits_a_genuine_token():
+    # the positive control for the table above
+    assert authenticate([ra(rule(audiences=[]))], bearer(token()), {}, JWKS_BY_URI).status == "ok"
+
+
+MULTI_TOKEN = [  # (id, headers, params, status)
+    ("forged-header-valid-param", bearer(token(OTHER_RSA_KEY)), {"access_token": token()}, "invalid"),
+    ("valid-header-forged-param", bearer(token()), {"access_token": token(OTHER_RSA_KEY)}, "invalid"),
+    ("valid-header-expired-param", bearer(token()), {"access_token": token(exp=int(time.time()) - 3600)},
+     "invalid"),
+    ("valid-header-valid-param", bearer(token()), {"access_token": token(sub="bob")}, "ok"),
+    ("two-params-one-forged", {}, {"access_token": [token(), token(OTHER_RSA_KEY)]}, "invalid"),
+    ("two-authorization-headers-second-bad",
+     [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token(OTHER_RSA_KEY)}")], {}, "invalid"),
+    ("two-authorization-headers-first-bad",
+     [("authorization", f"Bearer {token(OTHER_RSA_KEY)}"), ("authorization", f"Bearer {token()}")], {}, "invalid"),
+    ("two-authorization-headers-both-good",
+     [("authorization", f"Bearer {token()}"), ("Authorization", f"Bearer {token(sub='bob')}")], {}, "ok"),
+]
+
+
+@pytest.mark.parametrize("headers, params, status", [c[1:] for c in MULTI_TOKEN], ids=[c[0] for c in MULTI_TOKEN])
+def test_every_token_in_the_request_must_verify(headers, params, status):
+    result = authenticate([ra(rule())], headers, params, JWKS_BY_URI)
+    assert result.status == status, result.reason
+
+
+def test_several_tokens_principal_is_the_header_one():
+    result = authenticate([ra(rule())], bearer(token(sub="from-header")), {"access_token": token(sub="from-param")},
+                          JWKS_BY_URI)
+    assert result.principal == f"{ISSUER}/from-header"
+    assert result.headers_to_remove == ["authorization"]
+
+
+def test_a_jwks_without_usable_keys_fails_closed():
+    assert authenticate([ra(rule())], bearer(token()), {}, {JWKS_URI: {"keys": []}}).status == "invalid"

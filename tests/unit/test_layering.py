@@ -93,3 +93,19 @@ def test_the_proxies_share_the_l7_engine_and_never_import_each_other():
     assert "sidecar" not in ALLOWED["waypoint"] and "waypoint" not in ALLOWED["sidecar"]
     assert not ALLOWED["l7"] & {"waypoint", "sidecar", "ztunnel", "controlplane"}
 
+
+
+def test_only_the_locustfile_imports_locust_or_gevent():
+    """Locust monkey-patches with gevent at import: anything else in load/ that imported it would
+    patch the CLI (or pytest) process; Locust runs only as its own process."""
+    offending = {}
+    for path in (REPO / "load").rglob("*.py"):
+        if path.name == "locustfile.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            hits = [n for n in names if n.split(".")[0] in ("locust", "gevent", "geventhttpclient")]
+            if hits:
+                offending.setdefault(str(path.relative_to(REPO)), []).extend(hits)
+    assert not offending, f"load/ modules other than the locustfile import Locust or gevent: {offending}"

@@ -52,6 +52,33 @@ def jwt_req(**kw):
 
 CASES = [
     ("no-policy-allows", [], req(), True),
+    # exact paths and their near misses
+    *[(f"path-exact-{p}", [allow(op(paths=["/ip"]))], req(path=p), p == "/ip")
+      for p in ["/ip", "/ip/", "/ipx", "/IP", "/i", "/ip/x"]],
+    # a prefix does not admit its parent
+    *[(f"path-prefix-{p}", [allow(op(paths=["/status/*"]))], req(path=p), p.startswith("/status/"))
+      for p in ["/status/200", "/status/", "/status", "/statusx"]],
+    *[(f"path-suffix-{p}", [allow(op(paths=["*/json"]))], req(path=p), p.endswith("/json"))
+      for p in ["/json", "/a/json", "/jsonx", "/ajson"]],
+    *[(f"path-presence-{p}", [allow(op(paths=["*"]))], req(path=p), True) for p in ["/", "/x"]],
+    # Envoy URI templates: {*} one segment, {**} any rest
+    *[(f"path-template-one-{p}", [allow(op(paths=["/status/{*}"]))], req(path=p), p == "/status/200")
+      for p in ["/status/200", "/status/", "/status", "/status/200/x", "/statusx/200"]],
+    *[(f"path-template-middle-{p}", [allow(op(paths=["/anything/{*}/x"]))], req(path=p), p == "/anything/a/x")
+      for p in ["/anything/a/x", "/anything//x", "/anything/a/b/x", "/anything/a/xy"]],
+    *[(f"path-template-rest-{p}", [allow(op(paths=["/anything/{**}"]))], req(path=p), p.startswith("/anything/"))
+      for p in ["/anything/", "/anything/a", "/anything/a/b/c", "/anything", "/anythingx/a"]],
+    ("path-template-literal-star-in-not-template", [allow(op(paths=["/a/{*}"]))], req(path="/a/{*}"), False),
+    # hosts: case-insensitive, the port is part of the Host header
+    *[(f"host-{pattern}-{host}", [allow(op(hosts=[pattern]))], req(host=host), ok)
+      for pattern, host, ok in [("httpbin.apps:8000", "HTTPBIN.Apps:8000", True),
+                                ("httpbin.apps:8000", "httpbin.apps", False),
+                                ("httpbin.apps", "httpbin.apps", True),
+                                ("httpbin.apps", "httpbin.apps:8000", False),
+                                ("httpbin.apps:*", "httpbin.apps:8000", True),
+                                ("httpbin.apps*", "httpbin.apps", True),
+                                ("*.apps:8000", "HTTPBIN.APPS:8000", True),
+                                ("httpbin.apps", "httpbin.appsx", False)]],
     # paths
     ("path-exact", [allow(op(paths=["/ip"]))], req(), True),
     ("path-exact-miss", [allow(op(paths=["/ip"]))], req(path="/headers"), False),
@@ -132,8 +159,16 @@ CASES = [
     ("spec-empty-denies", [{}], req(), False),
     ("allow-without-rules-denies", [{"action": "ALLOW"}], req(), False),
     ("deny-without-rules-nothing", [{"action": "DENY"}], req(), True),
-    ("custom-skipped", [{"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}], req(), True),
-    ("audit-skipped", [{"action": "AUDIT", "rules": [{}]}], req(), True),
+    # no ext-authz provider at this waypoint: CUSTOM fails closed for every request it covers
+    ("custom-denies-matching", [{"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [op(paths=["/ip"])]}],
+     req(), False),
+    ("custom-denies-all-it-covers", [{"action": "CUSTOM", "provider": {"name": "ext"},
+                                      "rules": [op(paths=["/ip"])]}], req(path="/get"), False),
+    ("custom-is-not-an-allow", [{"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [op(paths=["/ip"])]},
+                                allow(op(paths=["/ip"]))], req(), False),
+    ("audit-changes-nothing", [{"action": "AUDIT", "rules": [{}]}], req(), True),
+    ("audit-is-not-an-allow", [{"action": "AUDIT", "rules": [op(paths=["/ip"])]}, allow(op(paths=["/get"]))],
+     req(), False),
 ]
 
 
@@ -165,3 +200,19 @@ def test_seed_article_l7_policy(path, claims, principal, allowed):
                          port=8000, source_principal=principal, claims=claims,
                          request_principal=claims and f"{claims['iss']}/{claims['sub']}")
     assert evaluate_l7([ARTICLE_POLICY], request_).allowed is allowed
+
+
+@pytest.mark.parametrize("template", ["/{**}/x/{*}", "/a/{*}.txt", "/*/b/{*}", "/a{*}", "/a/{x}/{*}"])
+def test_invalid_path_templates_are_refused_at_apply(template):
+    from reference_impl.policy import PolicyError, parse_authorization_policy
+    with pytest.raises(PolicyError) as err:
+        parse_authorization_policy(ap(allow(op(paths=[template]))))
+    assert "paths[0]" in str(err.value) and "path template" in str(err.value)
+
+
+def test_unsupported_actions_are_named():
+    from reference_impl.policy.authz_l7 import unsupported_action
+    custom = ap({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]})
+    assert "CUSTOM is not supported" in unsupported_action(custom)
+    assert "AUDIT is not supported" in unsupported_action(ap({"action": "AUDIT", "rules": [{}]}))
+    assert unsupported_action(ap(allow({}))) is None

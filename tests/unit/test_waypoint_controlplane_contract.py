@@ -32,6 +32,9 @@ def seed_objects():
     for obj in objects:
         if obj["kind"] == "Service":
             obj["spec"]["clusterIP"] = VIP if obj["metadata"]["name"] == "httpbin-ambient" else "10.96.0.21"
+        if obj["kind"] == "Gateway":  # served: istiod wrote its address once its pod was ready
+            obj["status"] = {"addresses": [{"type": "Hostname",
+                                            "value": "httpbin-ambient-waypoint.ambient-apps.svc.cluster.local"}]}
     objects.append({"apiVersion": "v1", "kind": "Service",
                     "metadata": {"name": "httpbin-ambient-waypoint", "namespace": "ambient-apps"},
                     "spec": {"clusterIP": "10.96.0.30", "ports": [{"port": 15008}]}})

@@ -161,3 +161,24 @@ def test_bad_snapshots_name_the_field(mutate, words):
     message = str(err.value)
     assert "version 7" in message and words in message, message
     assert "\n" not in message
+
+
+def _b64(obj) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def test_a_forged_alg_is_a_401_answer_not_a_crash():
+    # issue 9: a token whose `alg` is a list raised inside the request's task
+    claims = json.loads(base64.urlsafe_b64decode(seed_token().split(".")[1] + "=="))
+    forged = f"{_b64({'alg': ['RS256'], 'typ': 'JWT'})}.{_b64(claims)}.c2ln"
+    verdict = run(seed_snapshot(), "/ip", forged)
+    assert verdict.status == 401
+    assert dict(verdict.reply_headers)["www-authenticate"] == \
+        'Bearer realm="http://httpbin-ambient.ambient-apps:8000/ip", error="invalid_token"'
+
+
+def test_a_forged_header_token_does_not_ride_along_with_a_valid_query_token():
+    valid_query = run(seed_snapshot(), f"/ip?access_token={seed_token()}")
+    assert valid_query.forwards, valid_query.reason
+    both = run(seed_snapshot(), f"/ip?access_token={seed_token()}", tampered(seed_token()))
+    assert both.status == 401, both.reason

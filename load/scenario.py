@@ -1,0 +1,147 @@
+"""What the load runs on: the namespaces, workloads and paths, as plain Kubernetes objects.
+
+Every path goes from node A to node B, to the same small echo server code answering
+`GET /bytes/<payload>` (load/echo.py), through a Service VIP as users call it:
+
+| path | client pod (node A) | server (node B) | proxies on the way |
+|---|---|---|---|
+| direct | load-direct/client | load-direct/server | none (neither pod captured) |
+| baseline | load-direct/baseline | load-direct/server | none: a second uncaptured client on the same node pair; its distance from `direct` is the noise floor |
+| ambient-l4 | load-ambient/client | load-ambient/server | client ztunnel → HBONE → server ztunnel |
+| ambient-l7 | load-ambient/client | load-waypoint/server | ztunnel → waypoint → ztunnel (Gateway class istio-waypoint, namespace label istio.io/use-waypoint) |
+| sidecar | — | — | sidecar → sidecar, when the target supports sidecars |
+| envoy-hbone | load-direct/client | load-direct/server | a real Envoy pair: TCP → HTTP/2 CONNECT over mTLS 1.3 → TCP (load/envoy_peer.py) |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from load import envoy_peer
+
+DIRECT, AMBIENT, WAYPOINT_NS = "load-direct", "load-ambient", "load-waypoint"
+NAMESPACES = (DIRECT, AMBIENT, WAYPOINT_NS)
+WAYPOINT = "waypoint"
+APP_PORT = 8080
+PYTHON_IMAGE = "python:3.11-slim"
+ECHO_SOURCE = (Path(__file__).resolve().parent / "echo.py").read_text()
+LOCUSTFILE = "locustfile.py"
+LOCUSTFILE_SOURCE = (Path(__file__).resolve().parent / LOCUSTFILE).read_text()
+SIDECAR_PROFILE = "SIDECAR-INTEROP"
+
+
+@dataclass(frozen=True)
+class LoadPath:
+    name: str
+    client: tuple[str, str]          # (namespace, app label) of the client pod
+    server: tuple[str, str]          # (namespace, Service) it calls
+    hops: int                        # proxies on the way (each one a hop)
+    description: str
+    proxies: tuple[str, ...] = ()    # roles whose cost is this path's: ztunnel, waypoint, envoy
+    local_port: int | None = None    # the client calls 127.0.0.1:<port> in its own pod (the peer)
+    unavailable: str = ""            # why this path cannot run on the target, if it cannot
+
+
+PATHS = (
+    LoadPath("direct", (DIRECT, "client"), (DIRECT, "server"), 0, "direct: neither pod captured"),
+    LoadPath("baseline", (DIRECT, "baseline"), (DIRECT, "server"), 0,
+          "baseline: another uncaptured client, same node pair (noise floor)"),
+    LoadPath("ambient-l4", (AMBIENT, "client"), (AMBIENT, "server"), 2, "ambient L4: ztunnel → ztunnel",
+          ("ztunnel",)),
+    LoadPath("ambient-l7", (AMBIENT, "client"), (WAYPOINT_NS, "server"), 3,
+          "ambient L7: ztunnel → waypoint → ztunnel", ("ztunnel", "waypoint")),
+    LoadPath("sidecar", (AMBIENT, "client"), (AMBIENT, "server"), 2, "sidecar → sidecar", ("sidecar",)),
+    LoadPath("envoy-hbone", (DIRECT, "client"), (DIRECT, "server"), 2,
+          "peer: Envoy → HBONE → Envoy", ("envoy",), local_port=envoy_peer.CLIENT_PORT),
+)
+
+
+def paths_for(target) -> list[LoadPath]:
+    """The paths, with the sidecar path marked unavailable unless the target supports sidecars."""
+    from conformance import features
+    sidecar = {f.name for f in features.features_in(SIDECAR_PROFILE)}
+    out = []
+    for p in PATHS:
+        if p.name == "sidecar" and not (sidecar and sidecar <= set(target.supported_features())):
+            p = LoadPath(**{**p.__dict__, "unavailable": "not available: sidecar mode not implemented"})
+        out.append(p)
+    return out
+
+
+def _namespace(name: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _placement(node: str) -> dict:
+    return {"nodeSelector": {"kubernetes.io/hostname": node}, "terminationGracePeriodSeconds": 0}
+
+
+def _deployment(ns: str, name: str, spec: dict) -> list[dict]:
+    labels = {"app": name}
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                      "template": {"metadata": {"labels": labels},
+                                   "spec": {"serviceAccountName": name, **spec}}}}]
+
+
+def echo_container() -> dict:
+    return {"name": "echo", "image": PYTHON_IMAGE, "command": ["python3", "-c", ECHO_SOURCE, str(APP_PORT)],
+            "ports": [{"containerPort": APP_PORT}]}
+
+
+def spiffe(ns: str, sa: str) -> str:
+    return f"spiffe://cluster.local/ns/{ns}/sa/{sa}"
+
+
+def services() -> list[dict]:
+    """The Services first: the Envoy peer's client needs the server's ClusterIP."""
+    out = []
+    for ns in NAMESPACES:
+        ports = [{"name": "http", "port": APP_PORT, "targetPort": APP_PORT}]
+        if ns == DIRECT:
+            ports.append({"name": "tcp-envoy-hbone", "port": envoy_peer.HBONE_PORT,
+                          "targetPort": envoy_peer.HBONE_PORT})
+        out.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": ns},
+                    "spec": {"selector": {"app": "server"}, "ports": ports}})
+    return out
+
+
+def namespaces() -> list[dict]:
+    ambient = {"istio.io/dataplane-mode": "ambient"}
+    return [_namespace(DIRECT, {}), _namespace(AMBIENT, ambient),
+            _namespace(WAYPOINT_NS, {**ambient, "istio.io/use-waypoint": WAYPOINT})]
+
+
+def workloads(target, node_a: str, node_b: str, direct_server_vip: str) -> list[dict]:
+    """Clients on node A (Locust pods, via the target), servers and the waypoint's Gateway."""
+    pki = envoy_peer.PeerPKI()
+    client_id, server_id = spiffe(DIRECT, "client"), spiffe(DIRECT, "server")
+    envoy_server = envoy_peer.container("envoy", envoy_peer.server_bootstrap(pki.leaf(server_id), client_id,
+                                                                            APP_PORT), envoy_peer.HBONE_PORT)
+    envoy_client = envoy_peer.container("envoy", envoy_peer.client_bootstrap(
+        pki.leaf(client_id), server_id, (direct_server_vip, envoy_peer.HBONE_PORT), APP_PORT), envoy_peer.CLIENT_PORT)
+    files = {LOCUSTFILE: LOCUSTFILE_SOURCE}
+    objects = [*target.load_client_manifests(DIRECT, "client", node_a, files, [envoy_client]),
+               *target.load_client_manifests(DIRECT, "baseline", node_a, files),
+               *target.load_client_manifests(AMBIENT, "client", node_a, files)]
+    for o in objects:  # the suite's pods never linger: a run's teardown is immediate
+        if o["kind"] == "Deployment":
+            o["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0
+    objects += _deployment(DIRECT, "server", {**_placement(node_b), "containers": [echo_container(), envoy_server]})
+    for ns in (AMBIENT, WAYPOINT_NS):
+        objects += _deployment(ns, "server", {**_placement(node_b), "containers": [echo_container()]})
+    objects.append({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                    "metadata": {"name": WAYPOINT, "namespace": WAYPOINT_NS,
+                                 "labels": {"istio.io/waypoint-for": "service"}},
+                    "spec": {"gatewayClassName": "istio-waypoint",
+                             "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})
+    return objects
+
+
+@dataclass
+class Placed:
+    """A path once its pods exist: the client pod and the URL it calls."""
+    path: LoadPath
+    client_pod: object = None         # a conformance.targets.base.Pod
+    url: str = ""
