@@ -2,7 +2,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 N ?= 2
 
-.PHONY: setup test unit certify mutants bench load clean
+.PHONY: setup test unit certify mutants bench load chaos clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,11 @@ mutants: setup
 # HBONE peer), interleaved, on a fresh reference cluster; out/load/<run>/ (< 2 min on 2 cores).
 load: setup
 	.venv/bin/ambient-conformance load
+
+# chaos experiments (issue 12): every chaos/experiments/*.yaml on one reference cluster (chaos run
+# per experiment) and the table; journals, reports and timelines in out/chaos/<run>/.
+chaos: setup
+	.venv/bin/ambient-conformance chaos
 
 bench: setup
 	$(PY) bench/cluster_up.py

@@ -31,8 +31,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("AMBIENT-L7", "Waypoint proxies: provisioning from a Gateway, L7 AuthorizationPolicy, "
                           "RequestAuthentication (JWT), each feature tested both ways with exact status "
                           "codes through a current-Istio waypoint (class istio-waypoint)."),
-    Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE. "
-                               "Not yet populated."),
+    Profile("SIDECAR-INTEROP", "Sidecar and ambient workloads calling each other over HBONE: "
+                               "injection, each data path both ways, policy at the sidecar."),
     Profile("SEED-WALKTHROUGH", "The seed article's walkthrough, step by step, with its own manifests."),
     # -- HTTP routing at the waypoint (issue 9, GAMMA) --
     Profile("MESH-HTTP", "The Gateway API mesh profile (GAMMA) at the waypoint: HTTPRoutes whose parentRef is a "
@@ -43,6 +43,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 _L4 = ("AMBIENT-L4",)
 _MESH = ("MESH-HTTP",)
 _L7 = ("AMBIENT-L7",)
+_SIDECAR = ("SIDECAR-INTEROP",)
 
 FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("AmbientEnrollmentByNamespaceLabel",
@@ -348,6 +349,36 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "every half second) is cut off within 15 s, twenty of them at once, while a good client keeps "
             "getting 200. Envoy sets no request-headers timeout by default, so Istio needs one configured.",
             EXTENDED, ("AMBIENT-L7",)),
+    # -- sidecar mode and sidecar <-> ambient interop (issue 11) --------------------------------
+    Feature("SidecarInjection",
+            "A pod created in a namespace labelled `istio-injection=enabled` gets an `istio-proxy` container "
+            "and becomes Ready with it; a pod in an ambient namespace gets none.", CORE, _SIDECAR),
+    Feature("SidecarInteropAmbientToSidecar",
+            "An ambient client's call to a sidecar pod arrives over mutual TLS with the client's SPIFFE "
+            "identity: a policy at the sidecar naming the client admits it, one naming another identity "
+            "refuses it.", CORE, _SIDECAR),
+    Feature("SidecarInteropSidecarToAmbient",
+            "A sidecar client's call to an ambient pod arrives at the destination ztunnel over HBONE with "
+            "the sidecar pod's own identity, so an L4 policy there can admit or refuse it.", CORE, _SIDECAR),
+    Feature("SidecarInteropSidecarToSidecar",
+            "Between two sidecar pods, mutual TLS carries both identities: the server's policy tells the "
+            "client's identity apart.", CORE, _SIDECAR),
+    Feature("SidecarInteropSidecarToUncaptured",
+            "A sidecar client reaches a pod outside the mesh in plaintext, from its own pod address.",
+            CORE, _SIDECAR),
+    Feature("SidecarInteropUncapturedToSidecar",
+            "A pod outside the mesh reaches a sidecar pod in plaintext under PERMISSIVE (no identity), and is "
+            "refused under PeerAuthentication STRICT while mesh clients still get in.", CORE, _SIDECAR),
+    Feature("SidecarPolicyL7",
+            "At the sidecar itself, a selector AuthorizationPolicy's L7 fields give 403 and "
+            "RequestAuthentication an invalid token 401, as at a waypoint.", CORE, _SIDECAR),
+    Feature("SidecarMigration",
+            "A namespace moved from sidecar to ambient (relabel, rollout) under traffic every 500 ms from "
+            "sidecar and ambient clients loses no request.", EXTENDED, _SIDECAR),
+    Feature("SeedWalkthroughSidecar",
+            "The seed article's Step 2 for `legacy-apps`: httpbin-legacy runs with the injected proxy and "
+            "sleep-ambient's call to it arrives over HBONE with sleep-ambient's identity, not as plaintext.",
+            CORE, ("SIDECAR-INTEROP", "SEED-WALKTHROUGH")),
 ]}
 
 

@@ -213,6 +213,19 @@ class Scenario:
                    and sample.labels.get("reporter") == "destination"
                    and sample.labels.get("source_principal", "").removeprefix("spiffe://") == want)
 
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_requests(self, pod: PodRef, source_principal: str | None, mtls: bool) -> float:
+        """`istio_requests_total` as `pod`'s sidecar reports it, as the destination, for requests
+        from `source_principal` (None: plaintext, `unknown`) over mutual TLS or not."""
+        want = source_principal.removeprefix("spiffe://") if source_principal else "unknown"
+        policy = "mutual_tls" if mtls else "none"
+        return sum(sample.value for family in text_string_to_metric_families(self.target.sidecar_metrics(pod))
+                   for sample in family.samples
+                   if sample.name == "istio_requests_total"
+                   and sample.labels.get("reporter") == "destination"
+                   and sample.labels.get("connection_security_policy") == policy
+                   and sample.labels.get("source_principal", "").removeprefix("spiffe://") == want)
+
     def hold(self, client: PodRef, url: str, timeout: float, source_principal: str, server_node: str) -> HeldRequest:
         """Start one request from `client` (whose identity is `source_principal`) in the background,
         e.g. a stream that lasts seconds, and return once `server_node`'s node proxy reports its

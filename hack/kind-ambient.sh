@@ -57,9 +57,14 @@ kubectl -n istio-system rollout status ds/ztunnel --timeout=300s
 kubectl -n istio-system rollout status ds/istio-cni-node --timeout=300s
 
 # Pre-pull the suite's images so the first tests do not spend their readiness bound pulling.
-for image in docker.io/kennethreitz/httpbin curlimages/curl; do
+for image in docker.io/kennethreitz/httpbin curlimages/curl python:3.11-slim; do
   docker pull -q "$image" >/dev/null && kind load docker-image "$image" --name "$CLUSTER" >/dev/null || true
 done
+
+# SUITE=chaos: the chaos experiments instead of the conformance suite (.github/workflows/chaos-nightly.yaml)
+if [ "${SUITE:-conformance}" = chaos ]; then
+  exec .venv/bin/ambient-conformance chaos --target kubernetes --kubeconfig "$KUBECONFIG_PATH" "$@"
+fi
 
 exec .venv/bin/ambient-conformance run --target kubernetes --kubeconfig "$KUBECONFIG_PATH" \
   --implementation "istio/$ISTIO_VERSION" -n 2 --report out/conformance-report-kind.yaml \

@@ -7,6 +7,7 @@
     ambient-conformance cluster logs [-n NS] POD [-c CONTAINER] [--tail N]
     ambient-conformance cluster delete pod NAME [-n NS] [--grace-period N]
     ambient-conformance cluster scale deploy NAME --replicas N [-n NS]
+    ambient-conformance cluster kubeconfig        (path of the kubeconfig for kubectl)
     ambient-conformance cluster down [--all]
 
 Every `cluster` command takes `--name` (default `ambient`, or `$AC_CLUSTER`).
@@ -32,7 +33,7 @@ from reference_impl.api import ManifestError
 from reference_impl.cluster import client as cluster_client
 from reference_impl.cluster.errors import ClusterError
 
-PLUGIN_MODULES = ("conformance.cli", "load.cli")
+PLUGIN_MODULES = ("conformance.cli", "load.cli", "chaos.cli")
 
 
 @dataclass
@@ -60,6 +61,23 @@ def cmd_up(args) -> int:
     c.close()
     virtual = f" (+{args.virtual_nodes} virtual)" if args.virtual_nodes else ""
     print(f"cluster {args.name!r} is up: {args.nodes} nodes{virtual}, {len(pods)} pods ready")
+    print(f"export KUBECONFIG={kubeapi_kubeconfig(args.name)}")
+    return 0
+
+
+def kubeapi_kubeconfig(name: str) -> str:
+    """The kubeconfig of cluster `name`'s Kubernetes API (kubectl, the official client)."""
+    from reference_impl.cluster.kubeapi import kubeconfig_path
+    return kubeconfig_path(name)
+
+
+def cmd_kubeconfig(args) -> int:
+    _connect(args).close()  # ClusterError in one sentence when it is not running
+    path = kubeapi_kubeconfig(args.name)
+    if not os.path.exists(path):
+        raise ClusterError(f"cluster {args.name!r} has no kubeconfig at {path}; restart it with "
+                           f"`ambient-conformance cluster down --name {args.name}` and `up`")
+    print(path)
     return 0
 
 
@@ -270,6 +288,7 @@ def build_parser() -> CLI:
     p.add_argument("resource", help="deploy")
     p.add_argument("deploy", metavar="NAME")
     p.add_argument("--replicas", type=int, required=True)
+    sub("kubeconfig", cmd_kubeconfig, "print the path of the cluster's kubeconfig (for kubectl)")
     p = sub("down", cmd_down, "stop a cluster and remove everything it created")
     p.add_argument("--all", action="store_true", help="every cluster found on this machine")
     _load_plugins(cli)

@@ -91,6 +91,11 @@ def cmd_describe_service(args) -> int:
 
 
 def cmd_proxy_config(args) -> int:
+    if args.node == "listeners":  # `proxy-config listeners POD`: the sidecar's, or the ambient pod's ztunnel's
+        if not args.pod:
+            raise ClusterError("give the pod: `cluster proxy-config listeners POD -n NS`")
+        from reference_impl.cli_listeners import cmd_listeners
+        return cmd_listeners(args, args.pod)
     result = _ask(args.name, "proxy_config", node=args.node)
     print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_proxy_config(result))
     return 0
@@ -111,7 +116,9 @@ def register(cli) -> None:
         parser.set_defaults(func=func)
 
     proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
-    proxy.add_argument("node", metavar="NODE")
+    proxy.add_argument("node", metavar="NODE", help="a node, or `listeners` followed by a pod")
+    proxy.add_argument("pod", metavar="POD", nargs="?", help="with `listeners`: the pod")
+    proxy.add_argument("-n", "--namespace", default="default", help="with `listeners`: the pod's namespace")
     proxy.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cli.add_name(proxy)
     proxy.set_defaults(func=cmd_proxy_config)

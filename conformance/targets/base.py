@@ -204,6 +204,11 @@ class Target(ABC):
     def metrics(self, node: str) -> str:
         """The Prometheus text of the ztunnel on `node`."""
 
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        """The Prometheus text of `pod`'s injected sidecar (Envoy's 15090 /stats/prometheus)."""
+        raise NotSupported(f"the {self.name} target cannot read sidecar metrics")
+
     def capture(self, node: str, bpf_filter: str) -> Capture:
         """Start a packet capture on `node`'s network; NotSupported when the target cannot."""
         raise NotSupported(f"the {self.name} target cannot capture packets")
@@ -272,6 +277,20 @@ class Target(ABC):
         self.scale(self.MESH_NAMESPACE, "istiod", 1)
         wait_until(lambda: any(p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"})), 90, 0.3,
                    "istiod to be Ready again")
+
+    # -- chaos experiments (issue 12) ---------------------------------------------------------
+    def run_python(self, pod: PodRef, source: str, args: list[str], timeout: float = 60) -> ExecResult:
+        """Run a self-contained Python program, given as its source, in `pod` (whose image has
+        python3, e.g. PROBE_IMAGE): the chaos suite's traffic generator runs this way."""
+        return self.exec(pod, ["python3", "-c", source, *args], timeout=timeout)
+
+    def partition_nodes(self, a: str, b: str) -> None:
+        """Drop every packet between nodes `a` and `b` (both directions) until heal_nodes."""
+        raise NotSupported(f"the {self.name} target cannot cut the link between two nodes")
+
+    def heal_nodes(self, a: str, b: str) -> None:
+        """Undo partition_nodes(a, b); a no-op when they are not partitioned."""
+        raise NotSupported(f"the {self.name} target cannot cut the link between two nodes")
 
 
     # -- load tests (issue 13, load/) --------------------------------------------------------

@@ -40,7 +40,9 @@ class KubernetesTarget(Target):
         # -- protocols and bad input at the waypoint (issue 9); not WaypointSlowHeadersCutOff:
         # Istio configures no request-headers timeout on its waypoints by default --
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
-        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP"}
+        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP",
+        # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
+        "SeedWalkthroughSidecar"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
@@ -62,6 +64,11 @@ class KubernetesTarget(Target):
                 raise TargetError(f"cannot load kubeconfig {self.kubeconfig or '(default)'}"
                                   f"{' context ' + self.context if self.context else ''}: {e}") from None
         self.core = client.CoreV1Api(self._api)
+        # kubeapi (issue 14): exec streams get an ApiClient of their own. `kubernetes.stream`
+        # swaps the client's call_api for a WebSocket one while it runs, so a request made
+        # meanwhile from another thread on a shared client (metrics, listing pods) would be sent
+        # as a WebSocket handshake.
+        self._exec_core = client.CoreV1Api(client.ApiClient(self._api.configuration))
         self.apps = client.AppsV1Api(self._api)
         try:
             self.dynamic = dynamic.DynamicClient(self._api)
@@ -182,14 +189,15 @@ class KubernetesTarget(Target):
     def pod_node(self, pod: PodRef) -> str:
         return self.core.read_namespaced_pod(pod.name, pod.namespace).spec.node_name or ""
 
-    def exec(self, pod: PodRef, argv, timeout=30) -> ExecResult:
+    def exec(self, pod: PodRef, argv, timeout=30, container: str | None = None) -> ExecResult:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
         try:
             spec = self.core.read_namespaced_pod(pod.name, pod.namespace)
             annotations = spec.metadata.annotations or {}
-            container = annotations.get("kubectl.kubernetes.io/default-container") or spec.spec.containers[0].name
-            ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            container = container or annotations.get("kubectl.kubernetes.io/default-container") \
+                or spec.spec.containers[0].name
+            ws = stream(self._exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         command=list(argv), container=container, stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False)
         except ApiException as e:
@@ -204,6 +212,14 @@ class KubernetesTarget(Target):
         finally:
             ws.close()
         return ExecResult(code if code is not None else -1, stdout, stderr)
+
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        result = self.exec(pod, ["pilot-agent", "request", "GET", "stats/prometheus"], container="istio-proxy")
+        if result.returncode != 0:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
+                              f"pilot-agent exit {result.returncode}: {result.stderr[-200:]}")
+        return result.stdout
 
     def delete_pod(self, pod: PodRef, grace_period=None) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -29,9 +29,9 @@ class ReferenceTarget(Target):
     #: everything the reference mesh implements, in one place
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")) | {
         "SeedWalkthroughWaypoint", "SeedWalkthroughL7"} | frozenset(
-        # the waypoint profiles (issue 9): L7 authorization, RequestAuthentication, binding,
-        # policy attachment, availability, routing
-        f.name for profile in ("AMBIENT-L7", "MESH-HTTP") for f in registry.features_in(profile))
+        # the waypoint profiles (issue 9) and sidecar interop (issue 11)
+        f.name for profile in ("AMBIENT-L7", "MESH-HTTP", "SIDECAR-INTEROP")
+        for f in registry.features_in(profile))
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
@@ -202,6 +202,15 @@ class ReferenceTarget(Target):
             raise TargetError(f"could not read ztunnel metrics on node {node}: curl exit {result.returncode}")
         return result.stdout
 
+    # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def sidecar_metrics(self, pod: PodRef) -> str:
+        # curl runs in the pod's namespace; loopback is never captured, so this reaches the proxy.
+        result = self.exec(pod, ["curl", "-s", "--max-time", "5", "http://127.0.0.1:15090/stats/prometheus"])
+        if result.returncode != 0:
+            raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name}: "
+                              f"curl exit {result.returncode}")
+        return result.stdout
+
     def capture(self, node: str, bpf_filter: str) -> Capture:
         return _TcpdumpCapture(self._call(self.client.node_netns, node), bpf_filter)
 
@@ -293,6 +302,57 @@ class ReferenceTarget(Target):
         wait_until(rolled_out, 60, 0.2, f"istiod to restart with workload certificate TTL {seconds or 'default'}")
         wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
                    "every ztunnel to reconnect to the restarted istiod")
+
+
+    # -- chaos experiments (issue 12) ---------------------------------------------------------
+    @classmethod
+    def attach(cls, cluster: str) -> "ReferenceTarget":
+        """A target on the already running cluster `cluster` (its owner stops it, not this target)."""
+        from reference_impl.cluster import client as api
+        target = cls(cluster=cluster, keep=True)
+        target._client = target._call(api.ClusterClient, cluster)
+        return target
+
+    @classmethod
+    def for_run(cls, part: str) -> "ReferenceTarget":
+        """A target that start() brings up as a cluster of this run (swept if the run dies)."""
+        from reference_impl.cluster import client as api
+        return cls(cluster=api.run_scoped_name("cf", part))
+
+    def run_python(self, pod: PodRef, source, args, timeout=60) -> ExecResult:
+        # a pod's programs are this machine's: the suite's own interpreter, in the pod's netns
+        return self.exec(pod, [sys.executable, "-c", source, *args], timeout=timeout)
+
+    #: the nftables table (bridge family, in the cluster's fabric namespace) a partition lives in
+    PARTITION_TABLE = "ac_chaos_partition"
+
+    def _fabric(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", f"ac-{self.cluster}-fabric", *argv],
+                              capture_output=True, text=True, timeout=10)
+
+    def _fabric_port(self, node: str) -> str:
+        # node i is plugged into the fabric bridge by veth `n<i>` (docs/INTERNALS.md, "Addresses")
+        if node not in self.nodes() or not node.startswith("node-"):
+            raise TargetError(f"node {node!r} is not a real node of cluster {self.cluster}; choose one of "
+                              f"{', '.join(self.nodes())}")
+        return "n" + node.split("-", 1)[1]
+
+    def partition_nodes(self, a, b) -> None:
+        pa, pb = self._fabric_port(a), self._fabric_port(b)
+        rules = (f"add table bridge {self.PARTITION_TABLE}\n"
+                 f"add chain bridge {self.PARTITION_TABLE} forward {{ type filter hook forward priority -10; }}\n"
+                 f"add rule bridge {self.PARTITION_TABLE} forward iifname {pa} oifname {pb} drop\n"
+                 f"add rule bridge {self.PARTITION_TABLE} forward iifname {pb} oifname {pa} drop\n")
+        done = subprocess.run(["ip", "netns", "exec", f"ac-{self.cluster}-fabric", "nft", "-f", "-"],
+                              input=rules, capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise TargetError(f"could not partition {a} from {b} in the fabric of {self.cluster}: "
+                              f"{done.stderr.strip()[:300]}")
+
+    def heal_nodes(self, a, b) -> None:
+        self._fabric_port(a), self._fabric_port(b)
+        # one table holds the partition, so healing removes it whole (absent: already healed)
+        self._fabric("nft", "delete", "table", "bridge", self.PARTITION_TABLE)
 
 
     # -- load tests (issue 13, load/) --------------------------------------------------------

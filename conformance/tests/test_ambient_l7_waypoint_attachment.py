@@ -7,6 +7,8 @@ One world for the module: alpha and beta bound to the waypoint `wp` by their nam
 `other` in a second namespace bound to its own waypoint `wp2`, and `plain`, bound to none."""
 from __future__ import annotations
 
+import copy
+
 import secrets
 
 import pytest
@@ -28,6 +30,12 @@ def world(target):
         world = build_world(sc, "wattach", services=("alpha", "beta", "plain"), waypoints=[(WP, "service")],
                             namespace_labels={USE_WAYPOINT: WP})
         world.use_waypoint("plain", "none")
+        # a second Service in front of alpha's own pods: Istio scopes a Service-attached policy by
+        # the service addressed, not by the pods behind it
+        [alpha_service] = [o for o in w.httpbin(world.srv, name="alpha") if o["kind"] == "Service"]
+        twin = copy.deepcopy(alpha_service)
+        twin["metadata"]["name"] = "alpha-twin"
+        sc.apply([twin])
         # a second waypoint of the class, in a namespace of its own
         world.other_ns = sc.namespace("wattacho", labels={USE_WAYPOINT: WP2})
         sc.apply(w.httpbin(world.other_ns, name="other") + waypoint(world.other_ns, WP2))
@@ -128,7 +136,8 @@ def test_policy_attached_to_the_gateway_class_applies_at_every_waypoint(world: W
 def test_policy_attached_to_a_service_applies_to_that_service_only(world: WaypointWorld):
     """A policy attached with targetRefs to Service alpha that allows only a principal nobody has
     MUST deny alpha (403) and MUST NOT affect beta behind the same waypoint (Istio's
-    TestAuthorizationServiceAttached); deleting it MUST restore alpha."""
+    TestAuthorizationServiceAttached), nor alpha-twin, another Service in front of alpha's very
+    pods (the policy follows the service addressed); deleting it MUST restore alpha."""
     sc = world.sc
     policy = manifest("policy-service-principal.yaml", namespace=world.srv, name="service-alpha", service="alpha")
     sc.apply(policy)
@@ -136,6 +145,8 @@ def test_policy_attached_to_a_service_applies_to_that_service_only(world: Waypoi
         eventually(lambda: _statuses_and_bodies(world, world.url("alpha")), _rbac_denied,
                    what="alpha, its Service-attached policy allows only another principal: expected 403")
         world.assert_now(world.url("beta"), L7, "beta, behind the same waypoint, no policy attached to it")
+        world.assert_now(world.url("alpha-twin"), L7,
+                         "alpha-twin, a Service in front of alpha's pods, no policy attached to it")
     finally:
         sc.delete(policy)
     world.expect(world.url("alpha"), L7, "alpha after its policy was deleted")

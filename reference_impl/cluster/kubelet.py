@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from reference_impl.apps import images
 from reference_impl.netns import netns_path, socket_in
 
-from . import naming, network
+from . import naming, network, sidecar_lifecycle
 from .controllers import is_terminating
 from .errors import ClusterError
 from .services import ServiceRouting
@@ -105,6 +105,7 @@ class PodRuntime:
     start_time: str = ""
     terminating: bool = False
     kill_at: float = 0.0
+    proxy_stopping: bool = False   # the injected proxy got its SIGTERM (sidecar_lifecycle)
 
 
 class Kubelet:
@@ -159,6 +160,8 @@ class Kubelet:
             if rt.terminating:
                 if now >= rt.kill_at or not any(c.running() for c in rt.containers):
                     self._finish(rt, remove_object=True)
+                elif (proxy := sidecar_lifecycle.proxy_to_stop(rt)) is not None:
+                    _signal_group(proxy.proc, signal.SIGTERM)
                 continue
             for c in rt.containers:
                 self._supervise(rt, c, now)
@@ -209,7 +212,8 @@ class Kubelet:
             p["metadata"].setdefault("annotations", {})[NETNS_ANNOTATION] = netns
         self.store.update("Pod", rt.namespace, rt.name, annotate)
         for c in rt.containers:
-            self._start_container(rt, c)
+            if not sidecar_lifecycle.held(rt, c):
+                self._start_container(rt, c)
         self._report(rt)
 
     def _env(self, rt: PodRuntime, c: Container, pod: dict) -> dict[str, str]:
@@ -273,7 +277,8 @@ class Kubelet:
                 c.next_start = now + backoff
             else:
                 c.next_start = float("inf")
-        if c.proc is None and c.argv is not None and now >= c.next_start:
+        if c.proc is None and c.argv is not None and now >= c.next_start \
+                and not sidecar_lifecycle.held(rt, c):
             self._start_container(rt, c)
         if c.running() and not c.probing and now >= c.next_probe:
             if c.port is None:
@@ -359,6 +364,8 @@ class Kubelet:
         for c in rt.containers:
             c.ready = False
             if c.running():
+                if grace != 0 and sidecar_lifecycle.stops_last(rt, c):
+                    continue  # the injected proxy gets its SIGTERM once the app has stopped
                 _signal_group(c.proc, signal.SIGKILL if grace == 0 else signal.SIGTERM if first
                               else None)
         if first:

@@ -50,6 +50,12 @@ class Store:
         self._rv = 0
         self._listeners: list[Listener] = []
         self._admission = list(admission)
+        # Mutating admission (the sidecar injector): runs on every object the store creates,
+        # whether the user applied it or a controller made it (a Deployment's pods).
+        self._mutating: list[Callable[[dict], None]] = []
+
+    def add_mutating(self, hook: Callable[[dict], None]) -> None:
+        self._mutating.append(hook)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -96,6 +102,8 @@ class Store:
     def create(self, obj: dict) -> dict:
         """Store a new object written by the cluster itself (controllers); no validation."""
         obj = copy.deepcopy(obj)
+        for mutate in self._mutating:
+            mutate(obj)
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", now_iso())

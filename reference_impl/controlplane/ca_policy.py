@@ -1,7 +1,7 @@
 """Who may get a certificate for which identity (ISTIO-SEMANTICS section 3).
 
 A node proxy (ztunnel) gets certificates only for identities of workloads scheduled on its node;
-a waypoint only for its own service account. The proxy's hello names its pod: the pod must
+a waypoint or a sidecar only for its own pod's service account. The proxy's hello names its pod: the pod must
 exist in the store, be a ztunnel (or waypoint) pod on the node it claims, and, when the kubelet
 recorded container pids, the peer process of the socket (SO_PEERCRED) must be that container's
 process or one of its children.
@@ -17,6 +17,8 @@ from .index import (GATEWAY_NAME_LABEL, TRUST_DOMAIN, MeshIndex, labels_of, pod_
 
 ZTUNNEL_IMAGE = "ambient-conformance/ztunnel"
 WAYPOINT_IMAGE = "ambient-conformance/waypoint"
+SIDECAR_IMAGE = "ambient-conformance/sidecar"
+_PROXY_IMAGES = {"ztunnel": ZTUNNEL_IMAGE, "waypoint": WAYPOINT_IMAGE, "sidecar": SIDECAR_IMAGE}
 
 
 def _images(pod: dict) -> list[str]:
@@ -59,10 +61,10 @@ def _caller_pod(index: MeshIndex, stream: ProxyStream) -> dict:
     if pod_node(pod) != hello.node:
         raise CsrRefused(f"{who} runs on node {pod_node(pod) or '(none)'}, not on node {hello.node} "
                          f"as its hello claims; refusing to sign")
-    expected_image = ZTUNNEL_IMAGE if hello.proxy == "ztunnel" else WAYPOINT_IMAGE
+    expected_image = _PROXY_IMAGES[hello.proxy]
     if not any(expected_image in image for image in _images(pod)):
         raise CsrRefused(f"{who} does not run the {expected_image} image; only node proxies and "
-                         f"waypoints may request certificates")
+                         f"waypoints and sidecars may request certificates")
     pids = _container_pids(pod)
     if pids and stream.peer_pid is not None and not is_descendant(stream.peer_pid, pids):
         raise CsrRefused(f"the process on this connection (pid {stream.peer_pid}) is not {who} "
@@ -79,12 +81,18 @@ def authorize_csr(index: MeshIndex, stream: ProxyStream, identity_uri: str) -> I
         raise CsrRefused(f"cannot sign {identity_uri!r}: {exc}") from None
     if identity.trust_domain != TRUST_DOMAIN:
         raise CsrRefused(f"identity {identity_uri} is outside the mesh trust domain {TRUST_DOMAIN}")
-    if hello.proxy not in ("ztunnel", "waypoint"):
+    if hello.proxy not in _PROXY_IMAGES:
         raise CsrRefused(f"a {hello.proxy!r} connection may not request certificates")
     caller = _caller_pod(index, stream)
     if hello.proxy == "waypoint":
         if pod_identity(caller) != identity_uri or GATEWAY_NAME_LABEL not in labels_of(caller):
             raise CsrRefused(f"waypoint pod {hello.namespace}/{hello.pod} may only get its own identity "
+                             f"{pod_identity(caller)}, not {identity_uri}")
+        return identity
+    if hello.proxy == "sidecar":
+        # An injected istio-proxy holds only its own pod's identity, as Istio's pilot-agent does.
+        if pod_identity(caller) != identity_uri:
+            raise CsrRefused(f"sidecar of pod {hello.namespace}/{hello.pod} may only get its own identity "
                              f"{pod_identity(caller)}, not {identity_uri}")
         return identity
     for pod in index.pods_by_namespace.get(identity.namespace, ()):

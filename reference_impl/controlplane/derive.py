@@ -233,19 +233,19 @@ def target_refs(policy: dict) -> list[dict]:
 
 def _targets(policy: dict, waypoint: Waypoint,
              fronted_services: dict[tuple[str, str], Service]) -> tuple[bool, set[str] | None]:
-    """(bound, workload uids): whether the policy's targetRefs reach this waypoint, and if only
-    through Services, the endpoints of those services (a Service-attached policy governs that
-    service's traffic only: TestAuthorizationServiceAttached); None = all the waypoint's traffic.
+    """(bound, service keys): whether the policy's targetRefs reach this waypoint, and if only
+    through Services, those services (a Service-attached policy governs that service's traffic
+    only: TestAuthorizationServiceAttached); None = all the waypoint's traffic.
 
-    The L7 engine scopes a policy by the endpoint a request is routed to (`appliesToWorkloads`),
-    so a pod that backs two Services behind one waypoint, or is also addressed by its own IP, gets
-    a Service-attached policy for those requests too; Istio scopes by the service addressed.
+    As Istio, a Service-attached policy is scoped by the service a request addresses
+    (`appliesToServices`), not by its endpoints: a pod that backs two Services behind one waypoint,
+    or is also addressed by its own IP, is not governed by it for those other requests.
 
     Istio's targetRefs name objects of the policy's own namespace (a `namespace` that differs is
     not supported and binds nothing), except GatewayClass `istio-waypoint` from the root namespace.
     """
     policy_ns, _ = ns_name(policy)
-    whole, via_service, uids = False, False, set()
+    whole, services = False, set()
     for ref in target_refs(policy):
         kind, name = ref.get("kind"), ref.get("name")
         if (ref.get("namespace") or policy_ns) != policy_ns:
@@ -255,11 +255,10 @@ def _targets(policy: dict, waypoint: Waypoint,
         elif kind == "GatewayClass" and name == WAYPOINT_CLASS and policy_ns == ROOT_NAMESPACE:
             whole = True
         elif kind == "Service" and (policy_ns, name) in fronted_services:
-            via_service = True
-            uids.update(fronted_services[(policy_ns, name)].endpoints)
+            services.add(fronted_services[(policy_ns, name)].key)
     if whole:
         return True, None
-    return via_service, uids if via_service else None
+    return bool(services), services or None
 
 
 def _selected_workloads(policy: dict, workloads: list[Workload]) -> list[str]:
@@ -297,10 +296,10 @@ def waypoint_config(mesh: Mesh, namespace: str, name: str) -> dict:
         for kind, out in bound_policies.items():
             for policy in mesh.index.kind(kind):
                 if target_refs(policy):
-                    attached, uids = _targets(policy, waypoint, fronted_keys)
+                    attached, services = _targets(policy, waypoint, fronted_keys)
                     if attached:
                         out.append(BoundPolicy(**slim(policy),
-                                               appliesToWorkloads=None if uids is None else sorted(uids)))
+                                               appliesToServices=None if services is None else sorted(services)))
                 elif waypoint.legacy:
                     uids = _selected_workloads(policy, fronted_workloads)
                     if uids:

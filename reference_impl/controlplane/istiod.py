@@ -23,6 +23,7 @@ from .derive import Mesh, derive_mesh, waypoint_config, ztunnel_config
 from .index import GATEWAY_NAME_LABEL, MeshIndex, labels_of
 from .jwks import JwksResolver, jwks_uris
 from .provision import plan_waypoint_objects
+from .sidecars import sidecar_config
 from .store_watch import StoreError, StoreWatch, list_objects_sync
 from .waypoint_status import status_updates
 
@@ -141,6 +142,10 @@ class Istiod:
                 config["jwksByUri"] = self.jwks.resolve(jwks_uris(config["requestAuthentications"]))
                 self._waypoint_configs[key] = config
             return self._waypoint_configs[key]
+        if stream.hello.proxy == "sidecar":
+            config = sidecar_config(self.mesh, stream.hello.namespace, stream.hello.pod)
+            config["jwksByUri"] = self.jwks.resolve(jwks_uris(config["requestAuthentications"]))
+            return config
         return None
 
     def _gateway_of(self, stream: ProxyStream) -> tuple[str, str]:

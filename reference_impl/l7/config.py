@@ -49,12 +49,15 @@ class Service:
 
 @dataclass(frozen=True)
 class Bound:
-    """A policy and the workloads it is limited to (None: all traffic of this proxy)."""
+    """A policy and the workloads and services it is limited to (None: no limit of that kind)."""
 
     value: Any
     applies_to: frozenset[str] | None
+    applies_to_services: frozenset[str] | None = None
 
-    def covers(self, workload_uid: str | None) -> bool:
+    def covers(self, workload_uid: str | None, service_key: str | None = None) -> bool:
+        if self.applies_to_services is not None and service_key not in self.applies_to_services:
+            return False
         return self.applies_to is None or (workload_uid is not None and workload_uid in self.applies_to)
 
 
@@ -71,8 +74,8 @@ class L7Config:
     jwks_by_uri: dict[str, str] = field(default_factory=dict)
     routes: dict[str, Any] = field(default_factory=dict)   # service key -> l7.httproute.RouteTable
 
-    def policies_for(self, workload_uid: str | None) -> list[AuthorizationPolicy]:
-        return [b.value for b in self.authorization if b.covers(workload_uid)]
+    def policies_for(self, workload_uid: str | None, service_key: str | None = None) -> list[AuthorizationPolicy]:
+        return [b.value for b in self.authorization if b.covers(workload_uid, service_key)]
 
-    def jwt_rules_for(self, workload_uid: str | None) -> list[JwtRule]:
-        return [rule for b in self.authentication if b.covers(workload_uid) for rule in b.value]
+    def jwt_rules_for(self, workload_uid: str | None, service_key: str | None = None) -> list[JwtRule]:
+        return [rule for b in self.authentication if b.covers(workload_uid, service_key) for rule in b.value]

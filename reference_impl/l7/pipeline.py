@@ -71,10 +71,11 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     """``headers`` are (lower-case name, value) pairs as received."""
     upstream = router.pick(config, tunnel.destination)
     workload_uid = upstream.workload.uid if upstream else None
+    service_key = tunnel.destination.service.key if tunnel.destination.service else None
     path, _, query = target.partition("?")
     host = _host(headers)
 
-    authn = authenticate(config.jwt_rules_for(workload_uid), headers, parse_qs(query),
+    authn = authenticate(config.jwt_rules_for(workload_uid, service_key), headers, parse_qs(query),
                          config.jwks_by_uri)
     if authn.status == "invalid":
         realm = f"http://{host}{path}"
@@ -87,7 +88,7 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
                         headers=headers, source_principal=peer.uri if peer else None,
                         source_namespace=peer.namespace if peer else None,
                         source_ip=tunnel.client_ip, dest_ip=tunnel.destination.ip, auth=authn)
-    decision = evaluate_l7(config.policies_for(workload_uid), request)
+    decision = evaluate_l7(config.policies_for(workload_uid, service_key), request)
     if not decision.allowed:
         return Verdict(403, decision.reason, body=RBAC_DENIED_BODY,
                        request_principal=request.request_principal)

@@ -31,8 +31,9 @@ def authorize_tcp(config: L7Config, tunnel: Tunnel, upstream: Upstream | None) -
     """The L4 decision on a TCP connection through this proxy: the proxy's policies (all of them
     are targetRefs policies, bound by the control plane) in their L4 form."""
     workload_uid = upstream.workload.uid if upstream else None
+    service_key = tunnel.destination.service.key if tunnel.destination.service else None
     policies = []
-    for policy in config.policies_for(workload_uid):
+    for policy in config.policies_for(workload_uid, service_key):
         compiled = translate_for_ztunnel(dataclasses.replace(policy, target_refs=(), selector=None))
         if compiled is not None:  # None: CUSTOM / AUDIT / dry-run, which the L7 chain skips too
             policies.append(compiled)

@@ -91,14 +91,14 @@ class _Binder:
                 policy = parse_authorization_policy(_object(bound))
             except PolicyError as exc:
                 raise self._fail(where, str(exc)) from None
-            config.authorization.append(Bound(policy, _applies_to(bound)))
+            config.authorization.append(Bound(policy, _applies_to(bound), _services(bound)))
         for i, bound in enumerate(self.snap.request_authentications):
             where = f"requestAuthentications[{i}] ({_object_name(bound)})"
             try:
                 rules = parse_jwt_rules(_object(bound))
             except PolicyError as exc:
                 raise self._fail(where, str(exc)) from None
-            config.authentication.append(Bound(rules, _applies_to(bound)))
+            config.authentication.append(Bound(rules, _applies_to(bound), _services(bound)))
         for uri, doc in self.snap.jwks_by_uri.items():
             text = doc if isinstance(doc, str) else json.dumps(doc)
             try:
@@ -152,3 +152,7 @@ def _object_name(bound: BoundPolicy) -> str:
 
 def _applies_to(bound: BoundPolicy) -> frozenset[str] | None:
     return None if bound.appliesToWorkloads is None else frozenset(bound.appliesToWorkloads)
+
+
+def _services(bound: BoundPolicy) -> frozenset[str] | None:
+    return None if bound.appliesToServices is None else frozenset(bound.appliesToServices)

@@ -10,8 +10,9 @@ from .resources import (Authorization, BoundPolicy, Endpoint, GatewayAddress, Ku
                         NamespacedHostname, Service, SnapshotError, WaypointInfo, WaypointSnapshot,
                         Workload, ZtunnelSnapshot)
 from .server import CsrRefused, ProxyStream, XdsServer
+from .sidecar_snapshot import SidecarSnapshot
 
 __all__ = ["Authorization", "BoundPolicy", "CsrRefused", "CsrRejected", "Endpoint", "GatewayAddress",
            "Hello", "KubeObject", "MeshConfig", "NamespacedHostname", "ProtocolError", "ProxyStream",
-           "STREAM_LIMIT", "Service", "SnapshotError", "WaypointInfo", "WaypointSnapshot", "Workload",
+           "STREAM_LIMIT", "Service", "SidecarSnapshot", "SnapshotError", "WaypointInfo", "WaypointSnapshot", "Workload",
            "XdsClient", "XdsServer", "XdsUnavailable", "ZtunnelSnapshot", "debug_query"]

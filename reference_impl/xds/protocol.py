@@ -14,7 +14,7 @@ from dataclasses import dataclass
 # asyncio's default 64 KiB line limit is far below a full-mesh snapshot.
 STREAM_LIMIT = 64 * 1024 * 1024
 
-PROXY_KINDS = ("ztunnel", "waypoint", "debug")
+PROXY_KINDS = ("ztunnel", "waypoint", "sidecar", "debug")
 
 
 class ProtocolError(ValueError):

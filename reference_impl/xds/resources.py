@@ -186,9 +186,12 @@ class KubeObject(Resource):
 
 class BoundPolicy(KubeObject):
     """An AuthorizationPolicy or RequestAuthentication sent to a waypoint, with the workloads it
-    is limited to (None: all the waypoint's traffic; a legacy waypoint's selector policies)."""
+    is limited to (None: all the waypoint's traffic; a legacy waypoint's selector policies) and
+    the services (namespace/hostname) it is limited to (a Service-attached policy: requests
+    addressed to that service, whichever endpoint serves them)."""
 
     appliesToWorkloads: list[str] | None = None
+    appliesToServices: list[str] | None = None
 
 
 class ZtunnelSnapshot(Resource):

@@ -157,7 +157,7 @@ MUTANTS: list[Mutant] = [
            "    matching = list(loc_rules)\n"),
     Mutant("the waypoint ignores L7 AuthorizationPolicies", "waypoint", True,
            "reference_impl/l7/pipeline.py",
-           "    decision = evaluate_l7(config.policies_for(workload_uid), request)\n",
+           "    decision = evaluate_l7(config.policies_for(workload_uid, service_key), request)\n",
            "    decision = evaluate_l7([], request)\n"),
     Mutant("a JWT of an unknown issuer is treated as no token", "jwt", True,
            "reference_impl/policy/jwt_authn.py",
@@ -196,7 +196,7 @@ MUTANTS: list[Mutant] = [
            "                        mesh.workloads[u] for s in fronted_services for u in s.endpoints])\n"),
     Mutant("a Service-attached policy applies to every service of the waypoint", "waypoint-policy", True,
            "reference_impl/controlplane/derive.py",
-           "            via_service = True\n",
+           "            services.add(fronted_services[(policy_ns, name)].key)\n",
            "            whole = True\n"),
     # --- protocols and bad input at the waypoint (issue 9) ------------------------------------------
     Mutant("the waypoint has no request-header size limit", "waypoint-protocols", False,
@@ -229,4 +229,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/l7/retry.py",
            "        if action.timeout:\n",
            "        if False:\n"),
+    # --- sidecar (issue 11) ---------------------------------------------------------------------
+    Mutant("the sidecar accepts plaintext under PeerAuthentication STRICT", "sidecar", True,
+           "reference_impl/sidecar/inbound.py",
+           "        if config is None or config.own is None or not config.plaintext_allowed(port):\n",
+           "        if config is None or config.own is None:\n"),
+    Mutant("the sidecar reports its own identity as the source of HBONE calls", "sidecar", True,
+           "reference_impl/sidecar/inbound.py",
+           "        self.proxy.spawn(self.serve(our_reader, our_writer, request.peer_identity, request.peer_address[0],\n",
+           "        self.proxy.spawn(self.serve(our_reader, our_writer, self.proxy.identity, request.peer_address[0],\n"),
 ]

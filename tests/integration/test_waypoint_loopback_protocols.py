@@ -54,7 +54,7 @@ def policy(name: str, spec: dict) -> dict:
     return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
             "metadata": {"name": name, "namespace": "ambient-apps"},
             "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "httpbin-ambient"}], **spec},
-            "appliesToWorkloads": None}
+            "appliesToWorkloads": None, "appliesToServices": None}
 
 
 def echo_snapshot(ports: dict, policies=()) -> dict:

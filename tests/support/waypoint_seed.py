@@ -49,7 +49,7 @@ def workload(name: str, ip: str, identity: str, namespace: str = NAMESPACE, prot
 
 
 def _bound(obj: dict, applies_to: list[str] | None) -> BoundPolicy:
-    return BoundPolicy(**obj, appliesToWorkloads=applies_to)
+    return BoundPolicy(**obj, appliesToWorkloads=applies_to, appliesToServices=None)
 
 
 def seed_snapshot(*, vip: str = "10.96.0.50", service_port: int = 8000, httpbin_ip: str = "10.244.0.5",

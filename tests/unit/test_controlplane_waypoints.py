@@ -92,7 +92,7 @@ def _two_services_behind_one_waypoint():
     return objects
 
 
-def test_service_attached_policy_is_limited_to_that_services_endpoints():
+def test_service_attached_policy_is_limited_to_the_service_addressed():
     objects = _two_services_behind_one_waypoint() + [
         authz(NS, "svc", {"targetRefs": [{"kind": "Service", "group": "", "name": "httpbin-ambient"}]}),
         authz(NS, "gw", {"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "wp"}]}),
@@ -100,9 +100,10 @@ def test_service_attached_policy_is_limited_to_that_services_endpoints():
         authz("istio-system", "class", {"targetRefs": [{"kind": "GatewayClass", "name": "istio-waypoint"}]}),
         authz(NS, "class-not-root", {"targetRefs": [{"kind": "GatewayClass", "name": "istio-waypoint"}]}),
     ]
-    bound = {p["metadata"]["name"]: p["appliesToWorkloads"]
+    bound = {p["metadata"]["name"]: (p["appliesToServices"], p["appliesToWorkloads"])
              for p in waypoint_config(derive_mesh(objects), NS, "wp")["authorizationPolicies"]}
-    assert bound == {"svc": ["Kubernetes//Pod/ambient-apps/httpbin-1"], "gw": None, "class": None}
+    assert bound == {"svc": ([f"{NS}/httpbin-ambient.{NS}.svc.cluster.local"], None),
+                     "gw": (None, None), "class": (None, None)}
 
 
 def test_selector_policies_stay_at_ztunnel_for_a_current_waypoint():

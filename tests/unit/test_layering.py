@@ -109,3 +109,16 @@ def test_only_the_locustfile_imports_locust_or_gevent():
             if hits:
                 offending.setdefault(str(path.relative_to(REPO)), []).extend(hits)
     assert not offending, f"load/ modules other than the locustfile import Locust or gevent: {offending}"
+
+
+# -- chaos experiments (issue 12) -------------------------------------------------------------
+def test_chaos_provider_reaches_the_mesh_only_through_a_target():
+    """chaos/ builds a conformance Target from the experiment's configuration; it imports no
+    part of reference_impl at all (not even the cluster client: the reference target does)."""
+    offending = {}
+    for path in (REPO / "chaos").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offending.update({str(path.relative_to(REPO)): n for n in names if n.startswith("reference_impl")})
+    assert not offending, f"chaos/ imports reference_impl: {offending}"

@@ -106,9 +106,23 @@ def test_target_ref_policies_apply_to_all_traffic():
         "spec": {"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io",
                                  "name": "httpbin-ambient-waypoint"}],
                  "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/deny*"]}}]}]},
-        "appliesToWorkloads": None}]
+        "appliesToWorkloads": None, "appliesToServices": None}]
     assert run(snap, "/deny/x").status == 403
     assert run(snap, "/ip").forwards
+
+
+def test_a_service_attached_policy_follows_the_service_addressed_not_its_pods():
+    snap = seed_snapshot(policies=False)
+    deny = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "deny-all-paths", "namespace": "ambient-apps"},
+            "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "other"}],
+                     "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["*"]}}]}]},
+            "appliesToWorkloads": None}
+    snap["authorizationPolicies"] = [dict(deny, appliesToServices=["ambient-apps/other.ambient-apps.svc.cluster.local"])]
+    assert run(snap, "/ip").forwards, "a policy attached to another Service must not govern this one"
+    service_key = snap["allServices"][0]["namespace"] + "/" + snap["allServices"][0]["hostname"]
+    snap["authorizationPolicies"] = [dict(deny, appliesToServices=[service_key])]
+    assert run(snap, "/ip").status == 403
 
 
 def test_allowed_but_no_healthy_endpoint_is_503():

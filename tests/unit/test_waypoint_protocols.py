@@ -271,7 +271,7 @@ def _config(policy_specs: list[dict]) -> WaypointConfig:
         {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
          "metadata": {"name": f"p{i}", "namespace": "ambient-apps"},
          "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "httpbin-ambient"}], **spec},
-         "appliesToWorkloads": None}
+         "appliesToWorkloads": None, "appliesToServices": None}
         for i, spec in enumerate(policy_specs)]
     return WaypointConfig.from_snapshot(snapshot, 1)
 
