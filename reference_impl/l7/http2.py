@@ -27,12 +27,15 @@ import h2.settings
 from . import limits
 from .http import (CHUNK, NO_CONFIG_BODY, UPSTREAM_CONNECT_FAILURE, UPSTREAM_RESET, AccessRecord,
                    TunnelHandler, UpstreamUnavailable, _UpstreamClosed, _UpstreamConnection)
+from .httproute import modify_headers
 from .pipeline import Verdict, decide, hop_by_hop
 
 log = logging.getLogger("l7.http2")
 
 #: RFC 9113 section 8.2.2: connection-specific fields, never sent in HTTP/2
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+#: Envoy's body for a route timeout (as l7/retry.py answers it over HTTP/1.1)
+ROUTE_TIMEOUT_BODY = b"upstream request timeout"
 #: RFC 7541 section 4.1: each field counts its name, its value and 32 octets
 _FIELD_OVERHEAD = 32
 
@@ -187,13 +190,16 @@ class Http2Connection(TunnelHandler):
             else:
                 verdict = decide(config, self.router, self.tunnel, method, target, headers)
             record.reason, record.request_principal = verdict.reason, verdict.request_principal
+            route = verdict.route
+            if route is not None and route.delay:
+                await asyncio.sleep(route.delay)   # fault injection: the request waits before anything else
             if not verdict.forwards:
                 record.status = await self._local_reply(stream, verdict.status, verdict.body, verdict.reply_headers)
                 return
             upstream = verdict.upstream
             record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
                               f"{upstream.address[0]}:{upstream.address[1]}"
-            record.status, failure = await self._forward(stream, verdict, no_body)
+            record.status, failure = await self._forward_within_timeout(stream, verdict, no_body)
             if failure:
                 record.reason = f"{verdict.reason}; {failure}"
         except (ConnectionError, OSError, h2.exceptions.ProtocolError) as exc:
@@ -248,6 +254,21 @@ class Http2Connection(TunnelHandler):
         reader, writer = await self.open_upstream(upstream, self.tunnel)
         return _UpstreamConnection(upstream, reader, writer)
 
+    async def _forward_within_timeout(self, stream: _Stream, verdict: Verdict, no_body: bool) -> tuple[int, str]:
+        """A route's `timeout` bounds the exchange (504 before the response began, a reset after);
+        its retries are not made over HTTP/2 (each HTTP/2 request is tried once)."""
+        timeout = verdict.route.timeout if verdict.route is not None else None
+        if not timeout:
+            return await self._forward(stream, verdict, no_body)
+        try:
+            return await asyncio.wait_for(self._forward(stream, verdict, no_body), timeout)
+        except asyncio.TimeoutError:
+            if stream.response_started:
+                self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+                await self._flush()
+                return 0, f"route timeout of {timeout:g}s passed mid-response"
+            return await self._local_reply(stream, 504, ROUTE_TIMEOUT_BODY), f"route timeout of {timeout:g}s"
+
     async def _forward(self, stream: _Stream, verdict: Verdict, no_body: bool) -> tuple[int, str]:
         try:
             up = await self._upstream_for(verdict)
@@ -258,11 +279,17 @@ class Http2Connection(TunnelHandler):
             forward.append(("transfer-encoding", "chunked"))  # HTTP/2 frames the body; HTTP/1.1 needs it said
         body_task = None
         try:
-            await up.send(h11.Request(method=_latin(_pseudo(stream, ":method")), target=_latin(_pseudo(stream, ":path")),
+            target = verdict.route.target if verdict.route is not None else _pseudo(stream, ":path")
+            await up.send(h11.Request(method=_latin(_pseudo(stream, ":method")), target=_latin(target),
                                       headers=[(_latin(n), _latin(v)) for n, v in forward]))
             body_task = asyncio.ensure_future(self._copy_request_body(stream, up))
-            status = await self._relay_response(stream, up)
+            status = await self._relay_response(stream, up, verdict.route)
             await body_task
+        except asyncio.CancelledError:   # a route timeout: this upstream is mid-exchange, never reused
+            up.close()
+            if body_task is not None:
+                body_task.cancel()
+            raise
         except (ConnectionError, OSError, h11.ProtocolError) as exc:
             up.close()
             if body_task is not None:
@@ -296,7 +323,7 @@ class Http2Connection(TunnelHandler):
                 self.h2.acknowledge_received_data(flow_controlled, stream.stream_id)
                 await self._flush()
 
-    async def _relay_response(self, stream: _Stream, up: _UpstreamConnection) -> int:
+    async def _relay_response(self, stream: _Stream, up: _UpstreamConnection, route=None) -> int:
         status = 0
         while True:
             event = await up.next_event()
@@ -308,6 +335,8 @@ class Http2Connection(TunnelHandler):
                 status = event.status_code
                 pairs = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in event.headers]
                 drop = hop_by_hop(pairs) | _CONNECTION_SPECIFIC
+                if route is not None:
+                    pairs = modify_headers(pairs, route.response_headers)
                 self.h2.send_headers(stream.stream_id, [(":status", str(status)),
                                                         *[(n, v) for n, v in pairs if n not in drop]])
                 stream.response_started = True

@@ -178,8 +178,9 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_headers_bound(monkeypat
 class H2Harness:
     """A real h2 client against Http2Connection, upstreams from the echo app."""
 
-    def __init__(self, snapshot):
+    def __init__(self, snapshot, app=echo_app):
         self.config = WaypointConfig.from_snapshot(snapshot, 1)
+        self.app = app
         self.records, self.tasks, self.opened = [], [], 0
         self.client, server_end = memory_pipe()
         tunnel = Tunnel(SLEEP, "10.244.0.9", resolve(self.config, ("10.96.0.50", 8000)))
@@ -194,7 +195,7 @@ class H2Harness:
     async def open_upstream(self, upstream, tunnel):
         self.opened += 1
         ours, theirs = memory_pipe()
-        self.tasks.append(asyncio.ensure_future(echo_app(theirs)))
+        self.tasks.append(asyncio.ensure_future(self.app(theirs)))
         return ours, ours
 
     def send(self, path, headers=(), body=b"", method="GET") -> int:
@@ -314,5 +315,28 @@ def test_duplex_pipe_has_back_pressure_half_close_and_reset():
             await a.read(10)
         with pytest.raises(ConnectionResetError):
             a.write(b"after reset")
+
+    asyncio.run(main())
+
+
+def test_http2_requests_follow_http_routes_delay_timeout_and_response_headers():
+    from tests.unit.test_http_routes_forwarding import snapshot_with_routes, status_app
+
+    async def main():
+        h = H2Harness(snapshot_with_routes())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delayed, = await h.wait(h.send("/delayed"))
+        assert delayed["status"] == 200 and loop.time() - started >= 0.3, "the route's fault delay"
+        plain, = await h.wait(h.send("/plain"))
+        assert plain["status"] == 200 and plain["headers"].get("x-set") == "yes", plain["headers"]
+        await h.close()
+
+        h = H2Harness(snapshot_with_routes(), app=lambda end: status_app(end, []))
+        started = loop.time()
+        bounded, = await h.wait(h.send("/bounded?sleep=2"))
+        assert (bounded["status"], bounded["body"]) == (504, b"upstream request timeout")
+        assert loop.time() - started < 1.5, "the route's 0.2 s timeout"
+        await h.close()
 
     asyncio.run(main())
