@@ -59,10 +59,12 @@ class Response:
 
 def curl_argv(urls: list[str], method: str = "GET", headers: dict[str, str] | None = None,
               max_time: float = DEFAULT_MAX_TIME, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-              binary: str = "curl", body: bool = False, head: bool = False) -> list[str]:
+              binary: str = "curl", body: bool = False, head: bool = False,
+              options: tuple[str, ...] = ()) -> list[str]:
     """Argv for ONE curl process that issues each URL in turn (`--next` resets options per URL).
     With `body`, each response body is written to stdout ahead of its outcome line; with `head`
-    too, the response's status line and headers ahead of the body (`split_head` parts them)."""
+    too, the response's status line and headers ahead of the body (`split_head` parts them);
+    `options` are more curl options for every request (e.g. `--http2-prior-knowledge`)."""
     if not urls:
         raise ValueError("curl_argv needs at least one URL")
     # The body's last line may lack a newline: start the outcome line on a line of its own.
@@ -78,6 +80,7 @@ def curl_argv(urls: list[str], method: str = "GET", headers: dict[str, str] | No
             argv += ["-D", "-"]
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
+        argv += list(options)
         argv.append(url)
     return argv
 

@@ -322,6 +322,33 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("WaypointReplicaLoss",
             "With two waypoint replicas, new requests keep succeeding through the waypoint when one replica is "
             "killed, before its replacement is Ready.", CORE, _L7),
+    # -- protocols and bad input at the waypoint (issue 9, "Protocols and failure") -----------
+    Feature("WaypointHTTP2PriorKnowledge",
+            "HTTP/2 with prior knowledge (h2c, as gRPC clients speak it; `curl --http2-prior-knowledge`) to a "
+            "waypoint-bound service is served through the waypoint and gets the same L7 AuthorizationPolicy "
+            "as HTTP/1.1 (a denied path is 403 `RBAC: access denied` over HTTP/2 too).", CORE, ("AMBIENT-L7",)),
+    Feature("WaypointWebSocketUpgrade",
+            "A WebSocket upgrade to a waypoint-bound service passes through the waypoint: 101, then frames "
+            "both ways (the server's first, then echoes of text and a 100 KiB binary message); the upgrade "
+            "request itself gets L7 policy (a denied path is 403, no upgrade).", CORE, ("AMBIENT-L7",)),
+    Feature("WaypointTCPPassthrough",
+            "Traffic that is not HTTP on a port of a waypoint-bound service declared TCP (by `appProtocol` or "
+            "a `tcp-` name prefix, as Istio decides) is proxied byte for byte with L4 policy only: an L7-only "
+            "DENY rule that is live on the HTTP port does not break it, an L4 DENY of the client still denies "
+            "it.", CORE, ("AMBIENT-L7",)),
+    Feature("WaypointUndeclaredPortSniffing",
+            "On a port whose name and `appProtocol` declare no protocol, the waypoint tells HTTP from other "
+            "TCP by the first bytes (Istio's protocol sniffing): binary is echoed as TCP, an HTTP request "
+            "gets L7 policy.", EXTENDED, ("AMBIENT-L7",)),
+    Feature("WaypointRejectsMalformedHTTP",
+            "At the waypoint a request header block over 60 KiB (Envoy's default bound) is 431 while one of "
+            "35 KiB is served, and a request with both Content-Length and Transfer-Encoding is 400 and never "
+            "reaches the app, while a good client keeps getting 200 during the attack.", CORE, ("AMBIENT-L7",)),
+    Feature("WaypointSlowHeadersCutOff",
+            "A client that sends its request headers slower than the waypoint's bound (a slowloris: one byte "
+            "every half second) is cut off within 15 s, twenty of them at once, while a good client keeps "
+            "getting 200. Envoy sets no request-headers timeout by default, so Istio needs one configured.",
+            EXTENDED, ("AMBIENT-L7",)),
     # -- sidecar mode and sidecar <-> ambient interop (issue 11) --------------------------------
     Feature("SidecarInjection",
             "A pod created in a namespace labelled `istio-injection=enabled` gets an `istio-proxy` container "

@@ -258,10 +258,12 @@ class Scenario:
                                 timeout=convergence.REQUEST_MAX_SECONDS)
 
     def responses(self, client: PodRef, url: str, count: int = 1, headers: dict | None = None,
-                  timeout: float = convergence.REQUEST_MAX_SECONDS, body: bool = False) -> list[curl.Response]:
+                  timeout: float = convergence.REQUEST_MAX_SECONDS, body: bool = False,
+                  curl_options: tuple[str, ...] = ()) -> list[curl.Response]:
         """Each request's outcome with its bytes and duration (for long or streamed requests);
-        with `body`, each response's body too."""
-        return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout, body=body)
+        with `body`, each response's body too; `curl_options` e.g. `("--http2-prior-knowledge",)`."""
+        return self.target.call_detailed(client, url, headers=headers, count=count, timeout=timeout, body=body,
+                                         options=curl_options)
 
     def send(self, client: PodRef, requests: list[curl.Request],
              timeout: float = convergence.REQUEST_MAX_SECONDS) -> list[curl.Answer]:

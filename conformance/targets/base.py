@@ -162,12 +162,14 @@ class Target(ABC):
     def call_detailed(self, from_pod: PodRef, url: str, method: str = "GET",
                       headers: dict[str, str] | None = None, count: int = 1,
                       timeout: float = curl.DEFAULT_MAX_TIME, body: bool = False,
-                      head: bool = False) -> list[Response]:
+                      head: bool = False, options: tuple[str, ...] = ()) -> list[Response]:
         """Each request's Response; with `body`, each carries the response body too; with `head`,
-        the status line and response headers ahead of it (curl.split_head parts them)."""
+        the status line and response headers ahead of it (curl.split_head parts them); `options`:
+        more curl options (conformance.curl.curl_argv)."""
         if count < 1:
             raise ValueError("call needs count >= 1")
-        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout, body=body or head, head=head)
+        argv = curl.curl_argv([url] * count, method, headers, max_time=timeout, body=body or head, head=head,
+                              options=options)
         result = self.exec(from_pod, argv, timeout=count * (timeout + 1) + 10)
         responses = curl.parse_output(result.stdout, count, body=body or head)
         if all(r.outcome == curl.ERROR and r.exit_code == -1 for r in responses):

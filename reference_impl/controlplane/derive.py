@@ -142,6 +142,7 @@ def _service(service: dict, index: MeshIndex, workloads: dict[str, Workload], wa
         vips=[] if headless else [spec["clusterIP"]],
         ports=ports,
         port_names={str(p.get("port")): p.get("name") or "" for p in spec.get("ports") or ()},
+        app_protocols={str(p.get("port")): p["appProtocol"] for p in spec.get("ports") or () if p.get("appProtocol")},
         endpoints=endpoints,
         headless=headless,
         subject_alt_names=[],

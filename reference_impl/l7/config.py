@@ -44,6 +44,7 @@ class Service:
     vips: tuple[str, ...]
     ports: dict[int, int]    # service port -> target port (0: named, resolved per endpoint)
     endpoints: tuple[Endpoint, ...]
+    protocols: dict[int, str] = field(default_factory=dict)  # service port -> l7.protocols HTTP|TCP|UNKNOWN
 
 
 @dataclass(frozen=True)

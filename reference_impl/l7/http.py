@@ -14,10 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 
-from ..hbone import abort
+from ..hbone import abort, pipe
+from . import limits
 from .config import L7Config
 from .pipeline import Tunnel, Verdict, decide, hop_by_hop
 from .routing import Router, Upstream
@@ -33,6 +35,10 @@ UPSTREAM_CONNECT_FAILURE = b"upstream connect error or disconnect/reset before h
 UPSTREAM_RESET = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 NO_CONFIG_BODY = b"no configuration received from the control plane yet"
 
+REQUEST_HEADER_TIMEOUT_BODY = b"request timeout"
+#: the one upgrade the waypoint passes through (Istio configures Envoy's `websocket` upgrade)
+WEBSOCKET = "websocket"
+
 UpstreamOpener = Callable[[Upstream, Tunnel], Awaitable[tuple]]
 
 
@@ -42,6 +48,10 @@ class UpstreamUnavailable(Exception):
 
 class _Abort(Exception):
     """The downstream connection must be torn down (a reset after the response began)."""
+
+
+class _HeadersTooSlow(Exception):
+    """A request's header block did not arrive within limits.REQUEST_HEADERS_TIMEOUT."""
 
 
 @dataclass
@@ -67,6 +77,29 @@ def _text(value: bytes) -> str:
 
 def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+
+
+def head_size(request: h11.Request) -> int:
+    """The bytes of the request's head on the wire: request line, header lines, blank line."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers) + 2
+
+
+def _framing_conflict(request: h11.Request) -> str | None:
+    """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return "both Content-Length and Transfer-Encoding are set"
+    return None
+
+
+def websocket_upgrade(headers: list[tuple[str, str]]) -> str | None:
+    """The Upgrade value of a WebSocket upgrade request (lower-case header names), else None."""
+    upgrade = next((value for name, value in headers if name == "upgrade"), None)
+    tokens = {token.strip().lower() for name, value in headers if name == "connection" for token in value.split(",")}
+    if upgrade is not None and "upgrade" in tokens and upgrade.strip().lower() == WEBSOCKET:
+        return upgrade
+    return None
 
 
 async def _next_event(conn: h11.Connection, reader) -> object:
@@ -110,23 +143,39 @@ class _UpstreamConnection:
             pass
 
 
-class HttpConnection:
-    """Serves one downstream HTTP/1.1 connection until either side closes it."""
+class TunnelHandler:
+    """What each handler of one terminated tunnel (HTTP/1.1, HTTP/2, TCP) holds; `initial` is
+    the bytes already read from `reader` (by protocol sniffing)."""
 
     def __init__(self, reader, writer, tunnel: Tunnel, get_config: Callable[[], L7Config | None],
                  router: Router, open_upstream: UpstreamOpener,
                  on_record: Callable[[AccessRecord], None] | None = None,
-                 draining: Callable[[], bool] = lambda: False):
+                 draining: Callable[[], bool] = lambda: False, initial: bytes = b""):
         self.reader, self.writer = reader, writer
-        self.draining = draining
         self.tunnel = tunnel
         self.get_config = get_config
         self.router = router
         self.open_upstream = open_upstream
         self.on_record = on_record
-        self.down = h11.Connection(h11.SERVER)
-        self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
+        self.draining = draining
+        self.initial = initial
         self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+
+    def emit(self, record: AccessRecord) -> None:
+        access_log.info("%s", record.line())
+        if self.on_record is not None:
+            self.on_record(record)
+
+
+class HttpConnection(TunnelHandler):
+    """Serves one downstream HTTP/1.1 connection until either side closes it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.down = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.MAX_REQUEST_HEADERS_BYTES)
+        if self.initial:
+            self.down.receive_data(self.initial)
+        self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.idle = True   # between requests: safe to close when draining
 
     def close_if_idle(self) -> bool:
@@ -140,17 +189,29 @@ class HttpConnection:
         try:
             while True:
                 self.idle = True
-                event = await _next_event(self.down, self.reader)
+                event = await self._next_request_head()
                 self.idle = False
                 if not isinstance(event, h11.Request):
                     break  # ConnectionClosed: the client is done
+                # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+                if head_size(event) > limits.MAX_REQUEST_HEADERS_BYTES:
+                    raise h11.RemoteProtocolError(f"request headers exceed {limits.MAX_REQUEST_HEADERS_BYTES} bytes",
+                                                  error_status_hint=431)
+                conflict = _framing_conflict(event)
+                if conflict:
+                    raise h11.RemoteProtocolError(conflict, error_status_hint=400)
                 await self._handle(event)
                 if self.down.our_state is h11.DONE and self.down.their_state is h11.DONE:
                     self.down.start_next_cycle()
                 else:
                     break
         except h11.RemoteProtocolError as exc:
-            await self._bad_request(exc)
+            log.info("bad HTTP/1.1 from %s: %s", self.principal, exc)
+            await self._reply_and_close(exc.error_status_hint, f"bad request: {exc}".encode())
+        except _HeadersTooSlow:
+            log.info("request headers from %s not complete within %gs; closing", self.principal,
+                     limits.REQUEST_HEADERS_TIMEOUT)
+            await self._reply_and_close(408, REQUEST_HEADER_TIMEOUT_BODY)
         except (_Abort, ConnectionError, OSError, h11.LocalProtocolError) as exc:
             log.debug("downstream connection from %s ended: %r", self.principal, exc)
             self._abort_downstream()
@@ -159,6 +220,26 @@ class HttpConnection:
                 upstream.close()
             self.upstreams.clear()
             self._close_downstream()
+
+    async def _next_request_head(self):
+        """The next event of a request's head; once its first byte is in, the rest of the head
+        must follow within the bound (an idle keep-alive connection is not timed)."""
+        loop = asyncio.get_running_loop()
+        deadline = None
+        while True:
+            event = self.down.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if deadline is None and self.down.trailing_data[0]:
+                deadline = loop.time() + limits.REQUEST_HEADERS_TIMEOUT
+            if deadline is None:
+                data = await self.reader.read(CHUNK)
+            else:
+                try:
+                    data = await asyncio.wait_for(self.reader.read(CHUNK), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    raise _HeadersTooSlow() from None
+            self.down.receive_data(data)
 
     # ---- one request ----
     async def _handle(self, request: h11.Request) -> None:
@@ -193,9 +274,7 @@ class HttpConnection:
             record.duration_ms = (time.monotonic() - started) * 1000
             if record.status == 0:
                 record.reason = f"{record.reason}; downstream reset"
-            access_log.info("%s", record.line())
-            if self.on_record is not None:
-                self.on_record(record)
+            self.emit(record)
 
     async def _send_down(self, event) -> None:
         data = self.down.send(event)
@@ -251,9 +330,25 @@ class HttpConnection:
         return connection
 
     def _drop_upstream(self, connection: _UpstreamConnection) -> None:
+        self._drop_upstream_entry(connection)
+        connection.close()
+
+    def _drop_upstream_entry(self, connection: _UpstreamConnection) -> None:
         if self.upstreams.get(connection.key) is connection:
             del self.upstreams[connection.key]
-        connection.close()
+
+    async def _splice(self, up: _UpstreamConnection) -> None:
+        """After a 101: both connections carry the upgraded protocol; copy bytes both ways until
+        either side closes, then close both."""
+        early_down, early_up = self.down.trailing_data[0], up.conn.trailing_data[0]
+        try:
+            if early_down:
+                up.writer.write(early_down)
+            if early_up:
+                self.writer.write(early_up)
+            await pipe(self.reader, self.writer, up.reader, up.writer)
+        finally:
+            up.close()
 
     async def _forward(self, request: h11.Request, verdict: Verdict) -> tuple[int, str]:
         """Relay one request and its response; returns (status sent downstream, failure or '')."""
@@ -266,10 +361,13 @@ class HttpConnection:
         body_task = None
         status = 0
         try:
-            await up.send(h11.Request(method=request.method, target=request.target,
-                                      headers=_headers(verdict.forward_headers)))
+            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers])
+            headers = verdict.forward_headers
+            if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
+                headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
+            await up.send(h11.Request(method=request.method, target=request.target, headers=_headers(headers)))
             body_task = asyncio.ensure_future(self._copy_request_body(up))
-            status = await self._relay_response(up, body_task)
+            status = await self._relay_response(up, body_task, upgrade)
         except (ConnectionError, OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             self._drop_upstream(up)
             if body_task is not None:
@@ -280,6 +378,11 @@ class HttpConnection:
                 await self._discard_request_body()
                 return 503, f"upstream failed before the response: {exc!r}"
             raise _Abort(f"upstream or client failed mid-response: {exc!r}") from None
+        if status == 101:
+            await body_task
+            self._drop_upstream_entry(up)
+            await self._splice(up)
+            return status, ""
         # The response is complete; the request body may still be arriving (an early answer).
         if not body_task.done():
             body_task.cancel()
@@ -307,21 +410,32 @@ class HttpConnection:
             else:
                 raise _DownstreamGone("client closed before the request body was complete")
 
-    async def _relay_response(self, up: _UpstreamConnection, body_task: asyncio.Future) -> int:
+    async def _next_event_or_body_failure(self, up: _UpstreamConnection, body_task: asyncio.Future):
+        next_event = asyncio.ensure_future(up.next_event())
+        # A failing request-body relay must not leave us waiting for a response forever.
+        done, _ = await asyncio.wait({next_event, body_task}, return_when=asyncio.FIRST_COMPLETED)
+        if next_event not in done:
+            if body_task.exception() is not None:
+                next_event.cancel()
+                await asyncio.gather(next_event, return_exceptions=True)
+                raise body_task.exception()
+            return await next_event
+        return next_event.result()
+
+    async def _relay_response(self, up: _UpstreamConnection, body_task: asyncio.Future,
+                              upgrade: str | None = None) -> int:
         status = 0
         while True:
-            next_event = asyncio.ensure_future(up.next_event())
-            # A failing request-body relay must not leave us waiting for a response forever.
-            done, _ = await asyncio.wait({next_event, body_task}, return_when=asyncio.FIRST_COMPLETED)
-            if next_event not in done:
-                if body_task.exception() is not None:
-                    next_event.cancel()
-                    await asyncio.gather(next_event, return_exceptions=True)
-                    raise body_task.exception()
-                event = await next_event
+            if body_task.done() and body_task.exception() is None:
+                event = await up.next_event()   # the request is sent: nothing else to watch for
             else:
-                event = next_event.result()
+                event = await self._next_event_or_body_failure(up, body_task)
             if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101 and upgrade is not None:
+                    headers = [*_strip_hop_by_hop(event.headers), (b"connection", b"upgrade"),
+                               (b"upgrade", upgrade.encode("latin-1"))]
+                    await self._send_down(h11.InformationalResponse(status_code=101, headers=headers))
+                    return 101
                 if event.status_code != 101:
                     await self._send_down(h11.InformationalResponse(
                         status_code=event.status_code, headers=_strip_hop_by_hop(event.headers)))
@@ -340,18 +454,22 @@ class HttpConnection:
                 raise _UpstreamClosed("upstream closed before the response was complete")
 
     # ---- errors and teardown ----
-    async def _bad_request(self, exc: h11.RemoteProtocolError) -> None:
-        log.info("bad HTTP/1.1 from %s: %s", self.principal, exc)
-        if self.down.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            try:
-                body = f"bad request: {exc}".encode()
-                await self._send_down(h11.Response(status_code=exc.error_status_hint, headers=_headers(
-                    [("content-type", "text/plain"), ("content-length", str(len(body))),
-                     ("connection", "close")])))
-                await self._send_down(h11.Data(data=body))
-                await self._send_down(h11.EndOfMessage())
-            except (ConnectionError, OSError, h11.ProtocolError):
-                pass
+    async def _reply_and_close(self, status: int, body: bytes) -> None:
+        """Answer a request h11 could not take (or did not get in time) and close: written by
+        hand, as h11 sends no response to a request whose head it never completed."""
+        if self.down.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
+                f"date: {email.utils.formatdate(usegmt=True)}\r\nconnection: close\r\n\r\n")
+        try:
+            self.writer.write(head.encode("latin-1") + body)
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            pass
 
     def _abort_downstream(self) -> None:
         abort(self.writer)

@@ -17,6 +17,7 @@ from typing import Any
 from ..identity import Identity, IdentityError
 from ..l7 import Bound, Endpoint, L7Config, Service, Workload
 from ..l7.httproute import RouteConfigError, bind as bind_routes
+from ..l7.protocols import port_protocol
 from ..policy import PolicyError, parse_authorization_policy, parse_jwt_rules
 from ..xds import BoundPolicy, SnapshotError, WaypointSnapshot
 from ..xds import Service as ServiceResource, Workload as WorkloadResource
@@ -135,7 +136,9 @@ class _Binder:
             if uid in workloads)  # a workload without an address yet: nothing to send to
         return Service(key=raw.key, name=raw.name, namespace=raw.namespace, hostname=raw.hostname,
                        vips=tuple(raw.vips), ports={int(k): v for k, v in raw.ports.items()},
-                       endpoints=endpoints)
+                       endpoints=endpoints,
+                       protocols={int(k): port_protocol(int(k), raw.port_names.get(k), raw.app_protocols.get(k))
+                                  for k in raw.ports})
 
 
 def _object(bound: BoundPolicy) -> dict:

@@ -1,5 +1,7 @@
-"""The waypoint's listener: terminates HBONE, hands each tunnel's HTTP/1.1 to the L7 engine
-(reference_impl.l7), which forwards allowed requests over NEW HBONE connections that present the
+"""The waypoint's listener: terminates HBONE and hands each tunnel to the L7 engine
+(reference_impl.l7), which tells by the destination port's declared protocol and the first bytes
+whether it carries HTTP/1.1, HTTP/2 (h2c prior knowledge) or other TCP (l7.front), applies L7
+policy to HTTP and L4 policy to TCP, and forwards over NEW HBONE connections that present the
 waypoint's own identity (ISTIO-SEMANTICS section 4, path 6: the destination ztunnel sees the
 waypoint's principal).
 """
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from ..hbone import ConnectRequest, HboneClient, HboneServer, Listener, Outcome, parse_forwarded
 from ..identity import Identity
-from ..l7 import AccessRecord, HttpConnection, Router, Tunnel, UpstreamConnector, resolve
+from ..l7 import AccessRecord, Router, Tunnel, UpstreamConnector, resolve
+from ..l7.duplex import duplex_pair
+from ..l7.front import classify, declared_protocol, handler_for
 from ..policy.authz_l7 import unsupported_action
 from .config import WaypointConfig
 
@@ -46,7 +49,7 @@ class Waypoint:
         self.ready = asyncio.Event()
         self.statuses: Counter[int] = Counter()
         self.records: deque[AccessRecord] = deque(maxlen=record_history)
-        self._connections: dict[asyncio.Task, HttpConnection] = {}
+        self._connections: dict[asyncio.Task, object] = {}   # handler, or None while classifying
         self.draining = False
 
     # ---- config ----
@@ -73,7 +76,8 @@ class Waypoint:
         """Answer with `connection: close` from now on and wait (bounded) for in-flight connections."""
         self.draining = True
         for connection in list(self._connections.values()):
-            connection.close_if_idle()
+            if connection is not None:
+                connection.close_if_idle()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_seconds
         while self._connections and loop.time() < deadline:
@@ -104,22 +108,27 @@ class Waypoint:
                                         f"waypoint serves")
         client_ip = _forwarded_ip(parse_forwarded(request.forwarded).get("for")) or request.peer_address[0]
         tunnel = Tunnel(request.peer_identity, client_ip, destination)
-        # The HBONE server pipes the tunnel into a (reader, writer); a socket pair hands its other
-        # end to the HTTP handler with ordinary back-pressure and half-close.
-        ours, theirs = socket.socketpair()
-        try:
-            our_reader, our_writer = await asyncio.open_connection(sock=ours, limit=256 * 1024)
-            their_reader, their_writer = await asyncio.open_connection(sock=theirs, limit=256 * 1024)
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            return Outcome.refused(503, f"cannot set up the HTTP handler: {exc}")
-        connection = HttpConnection(our_reader, our_writer, tunnel, lambda: self.config, self.router,
-                                    self.upstreams.open, self._record, lambda: self.draining)
-        task = asyncio.ensure_future(connection.serve())
-        self._connections[task] = connection
+        # The HBONE server pipes the tunnel into a (reader, writer); an in-process duplex pipe hands
+        # its other end to the L7 engine with back-pressure, half-close and reset, and no syscalls.
+        ours, theirs = duplex_pair()
+        task = asyncio.ensure_future(self._serve_tunnel(ours, ours, tunnel))
+        self._connections[task] = None
         task.add_done_callback(lambda t: self._connections.pop(t, None))
-        return Outcome.connected(their_reader, their_writer)
+        return Outcome.connected(theirs, theirs)
+
+    async def _serve_tunnel(self, reader, writer, tunnel: Tunnel) -> None:
+        initial, kind = await classify(reader, declared_protocol(tunnel.destination))
+        if kind is None:  # closed, or stalled in its first line, before its bytes told what it is
+            log.info("tunnel from %s to %s closed before its protocol was known (%d byte(s))",
+                     tunnel.peer_identity, tunnel.destination, len(initial))
+            writer.close()
+            return
+        connection = handler_for(kind, reader, writer, tunnel, lambda: self.config, self.router,
+                                 self.upstreams.open, self._record, lambda: self.draining, initial)
+        task = asyncio.current_task()
+        if task in self._connections:
+            self._connections[task] = connection
+        await connection.serve()
 
     def _record(self, record: AccessRecord) -> None:
         self.statuses[record.status] += 1

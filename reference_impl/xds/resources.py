@@ -141,6 +141,7 @@ class Service(Resource):
     vips: list[str] = []
     ports: dict[str, int] = {}             # service port -> target port (0: named, per endpoint)
     port_names: dict[str, str] = {}
+    app_protocols: dict[str, str] = {}     # service port -> its `appProtocol` (ports that set one)
     endpoints: dict[str, Endpoint] = {}    # workload uid -> endpoint
     headless: bool = False
     subject_alt_names: list[str] = []

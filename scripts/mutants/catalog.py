@@ -198,6 +198,15 @@ MUTANTS: list[Mutant] = [
            "reference_impl/controlplane/derive.py",
            "            services.add(fronted_services[(policy_ns, name)].key)\n",
            "            whole = True\n"),
+    # --- protocols and bad input at the waypoint (issue 9) ------------------------------------------
+    Mutant("the waypoint has no request-header size limit", "waypoint-protocols", False,
+           "reference_impl/l7/limits.py",
+           "MAX_REQUEST_HEADERS_BYTES = 60 * 1024\n",
+           "MAX_REQUEST_HEADERS_BYTES = 64 * 1024 * 1024\n"),
+    Mutant("a waypoint-bound service's TCP port is sniffed and parsed as HTTP", "waypoint-protocols", False,
+           "reference_impl/l7/front.py",
+           "    if declared == TCP:\n        return b\"\", TCP\n",
+           "    if False:\n        return b\"\", TCP\n"),
     # --- certificates ------------------------------------------------------------------------------
     Mutant("workload certificate TTL ignored (a year instead)", "ca", False,
            "reference_impl/controlplane/istiod.py",

@@ -28,8 +28,8 @@ async def until(predicate, timeout=TIMEOUT):
 
 
 async def echo_app(end, *, keep_alive=True, cut_after_headers=None):
-    """Answers each request with JSON {method, target, headers, body}."""
-    conn = h11.Connection(h11.SERVER)
+    """Answers each request with JSON {method, target, headers, body}; takes heads of any size."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
     while True:
         request, body = None, b""
         while True:
