@@ -169,7 +169,8 @@ def table(summary: dict) -> str:
         lines.append(f"sidecar path through both istio-proxy containers: the server's counted "
                      f"{through['server_sidecar_mtls_requests']:g} mutual-TLS requests from the client's identity "
                      f"(Locust recorded {through['locust_requests']}, warm-up and probes on top), the client's "
-                     f"opened {through['client_sidecar_hbone_connections']:g} HBONE connections"
+                     f"carried {through['client_sidecar_hbone_connections']:g} connections over HBONE "
+                     f"to the server's identity"
                      + (f"  — {'; '.join(through['problems'])}" if through["problems"] else ""))
     lines.append("cost while each path ran (vCPU = CPU seconds / slot seconds; Istio 1.24 per 1,000 rps "
                  "beside: ztunnel 0.06 vCPU / 12 MB, waypoint 0.25 / 60, sidecar 0.20 / 60):")

@@ -64,8 +64,8 @@ def shortfall(delta: Counts, requests: int, connections: int) -> list[str]:
         problems.append(f"the server's {scenario.SIDECAR_CONTAINER} counted {delta.server_requests:g} mutual-TLS "
                         f"requests from the client's identity, not {requests}")
     if delta.client_connections < connections:
-        problems.append(f"the client's {scenario.SIDECAR_CONTAINER} opened {delta.client_connections:g} HBONE "
-                        f"connections to the server's identity, not {connections}")
+        problems.append(f"the client's {scenario.SIDECAR_CONTAINER} carried {delta.client_connections:g} "
+                        f"connections over HBONE to the server's identity, not {connections}")
     return problems
 
 
