@@ -23,7 +23,7 @@ SMOKE = {"rate": 50.0, "users": 2, "slot_s": 1.0, "rounds": 1, "warmup_s": 0.3, 
 
 def register(cli) -> None:
     p = cli.commands.add_parser("load", help="load test with Locust: latency per path (direct, ztunnel, waypoint, "
-                                             "Envoy peer), added latency per hop, proxy cost; CSV/JSON/PNG")
+                                             "sidecar, Envoy peer), added latency per hop, proxy cost; CSV/JSON/PNG")
     add_arguments(p)
     p.set_defaults(func=main)
 

@@ -51,6 +51,9 @@ def summarize(run) -> tuple[dict, dict]:
             reasons.append(f"BEHIND: achieved {achieved:.0f} of {offered:.0f} requests/s")
         if r["errors"]:
             reasons.append(f"{r['errors']} errors, e.g. {r['error_samples'][:1]}")
+        if path.name == "sidecar" and (cond.get("sidecar_through") or {}).get("problems"):
+            behind = True
+            reasons.append("NOT THROUGH THE SIDECARS: " + "; ".join(cond["sidecar_through"]["problems"]))
         paths[path.name] = {
             "description": path.description, "hops": path.hops,
             "status": "; ".join(reasons) if behind else "ok",
@@ -161,6 +164,14 @@ def table(summary: dict) -> str:
         lines.append("ztunnel hop / Envoy HBONE hop (same run, same node pair): " +
                      ", ".join(f"{p} {v}×" if v is not None else f"{p} n/a (Envoy's hop ≤ 0 here)"
                                for p, v in comp["ztunnel_hop_over_envoy_hop"].items()))
+    through = c.get("sidecar_through")
+    if through:
+        lines.append(f"sidecar path through both istio-proxy containers: the server's counted "
+                     f"{through['server_sidecar_mtls_requests']:g} mutual-TLS requests from the client's identity "
+                     f"(Locust recorded {through['locust_requests']}, warm-up and probes on top), the client's "
+                     f"carried {through['client_sidecar_hbone_connections']:g} connections over HBONE "
+                     f"to the server's identity"
+                     + (f"  — {'; '.join(through['problems'])}" if through["problems"] else ""))
     lines.append("cost while each path ran (vCPU = CPU seconds / slot seconds; Istio 1.24 per 1,000 rps "
                  "beside: ztunnel 0.06 vCPU / 12 MB, waypoint 0.25 / 60, sidecar 0.20 / 60):")
     lines.append(f"  {'path':<13}{'proxy':<22}{'vCPU':>7}{'vCPU/1k rps':>13}{'RSS MB':>9}{'Istio 1.24':>14}")

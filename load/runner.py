@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.targets.base import PodRef, TargetError, wait_until
-from load import scenario
+from load import scenario, sidecar_proof
 
 GAP_S = 0.15
 #: Locust's start (gevent, imports) on a busy 2-core machine; the warm-up round absorbs a late one
@@ -89,10 +89,13 @@ class RunResult:
 
 # -- setting up ------------------------------------------------------------------------------
 
-def _own_addresses(target) -> set[str]:
+def _own_addresses(target, namespaces: tuple[str, ...]) -> set[str]:
     out = set()
-    for ns in scenario.NAMESPACES:
-        svc = target.get("Service", ns, "server")
+    for ns in namespaces:
+        svc = target.get("Service", ns, "server") if ns in scenario.server_namespaces(namespaces) else None
+        if svc is None:
+            out.update(p.ip for p in target.pods(ns) if p.ip)
+            continue
         out.update(svc["spec"].get("clusterIP") and [svc["spec"]["clusterIP"]] or [])
         out.update(p.ip for p in target.pods(ns) if p.ip)
     return out
@@ -104,13 +107,14 @@ def setup(target, opts: Options, log=print) -> tuple[list[scenario.Placed], list
         raise TargetError(f"the load needs two nodes (client on one, server on the other); the cluster has {nodes}")
     node_a, node_b = nodes[0], nodes[1]
     log(f"setting up the paths: clients on {node_a}, servers on {node_b}")
-    target.apply(scenario.namespaces() + scenario.services())
+    names = scenario.namespaces_for(target)
+    target.apply(scenario.namespaces(names) + scenario.services(names))
     vip = wait_until(lambda: (target.get("Service", scenario.DIRECT, "server") or {}).get("spec", {}).get("clusterIP"),
                      30, 0.2, "a ClusterIP for Service load-direct/server")
-    target.apply(scenario.workloads(target, node_a, node_b, vip))
-    for ns in scenario.NAMESPACES:
+    target.apply(scenario.workloads(target, node_a, node_b, vip, names))
+    for ns in names:
         target.wait_ready(ns, timeout=120)
-    allowed = _own_addresses(target)
+    allowed = _own_addresses(target, names)
     placed = []
     for path in scenario.paths_for(target):
         if path.unavailable:
@@ -125,11 +129,32 @@ def setup(target, opts: Options, log=print) -> tuple[list[scenario.Placed], list
                 raise TargetError(f"path {path.name}: {svc_ip} is no address of the load's own namespaces")
             url = f"http://{svc_ip}:{scenario.APP_PORT}/bytes/{opts.payload}"
         placed.append(scenario.Placed(path, client, url))
-    proxies = _proxy_pods(target, node_a, node_b)
+    sidecars = _sidecar_pods(target, placed)
+    proxies = _proxy_pods(target, node_a, node_b) + [
+        ("sidecar", f"sidecar {side}", pod, scenario.SIDECAR_CONTAINER) for side, pod in sidecars.items()]
     for p in placed:
-        if p.client_pod is not None:
+        if p.client_pod is None:
+            continue
+        if p.path.name == "sidecar":
+            before = sidecar_proof.counts(target, sidecars["client"], sidecars["server"])
+            _wait_path(target, p, log)
+            # each probe is its own connection: 3 answers = 3 requests and 3 connections
+            sidecar_proof.require_through(
+                sidecar_proof.counts(target, sidecars["client"], sidecars["server"]).since(before), 3, 3,
+                f"the readiness probe from pod {p.client_pod.namespace}/{p.client_pod.name}")
+        else:
             _wait_path(target, p, log)
     return placed, proxies
+
+
+def _sidecar_pods(target, placed: list[scenario.Placed]) -> dict:
+    """{"client": pod, "server": pod} of the sidecar path, checked to be injected; {} without it."""
+    path = next((p for p in placed if p.path.name == "sidecar" and p.client_pod is not None), None)
+    if path is None:
+        return {}
+    pods = {"client": path.client_pod, "server": _only_pod(target, path.path.server[0], "server")}
+    sidecar_proof.require_injected(list(pods.values()))
+    return pods
 
 
 def _only_pod(target, namespace: str, app: str):
@@ -160,8 +185,9 @@ _GET = ("import sys, urllib.request\n"
 
 def _wait_path(target, placed: scenario.Placed, log) -> None:
     """3 consecutive whole answers within 30 s (the mesh's config reaches every proxy), each
-    through an L7 proxy (the echo saw an x-request-id) exactly when the path has a waypoint."""
-    want = f"200 {placed_payload(placed.url)} {'yes' if 'waypoint' in placed.path.proxies else '-'}"
+    through an L7 proxy (the echo saw an x-request-id) exactly when the path has one (a
+    waypoint or a sidecar)."""
+    want = f"200 {placed_payload(placed.url)} {'yes' if scenario.l7(placed.path) else '-'}"
     streak, deadline = 0, time.monotonic() + 30
     last = ""
     while streak < 3:
@@ -190,6 +216,8 @@ def run(target, opts: Options, placed: list[scenario.Placed], proxies: list, log
     by_client: dict[PodRef, list[scenario.Placed]] = {}
     for p in active:
         by_client.setdefault(p.client_pod, []).append(p)
+    sidecars = {label.split()[-1]: pod for role, label, pod, _ in proxies if role == "sidecar"}
+    sidecar_before = sidecar_proof.counts(target, sidecars["client"], sidecars["server"]) if sidecars else None
     load_before = os.getloadavg()
     sampler = _Sampler(target, proxies, slots)
     threads, outcomes = [], {}
@@ -250,7 +278,20 @@ def run(target, opts: Options, placed: list[scenario.Placed], proxies: list, log
         "server_node": next((p.node for p in target.pods(scenario.DIRECT, {"app": "server"})), ""),
         "sampling_errors": sampler.errors[:5],
     }
+    if sidecar_before is not None and "sidecar" in results:
+        conditions["sidecar_through"] = _sidecar_evidence(target, sidecars, sidecar_before, results["sidecar"])
     return RunResult([p.path for p in placed], results, sampler.per_path(), conditions, files)
+
+
+def _sidecar_evidence(target, sidecars: dict, before, result: dict) -> dict:
+    """Whether Locust's own requests (not only the readiness probe's) went through both sidecars:
+    Locust runs in the client pod's network namespace like any app process there, so its
+    connections must be captured to 15001 too; the server's sidecar must have counted every
+    request Locust recorded (warm-up ones come on top), over mutual TLS from the client."""
+    delta = sidecar_proof.counts(target, sidecars["client"], sidecars["server"]).since(before)
+    problems = sidecar_proof.shortfall(delta, result["completed"], 1)
+    return {"locust_requests": result["completed"], "server_sidecar_mtls_requests": delta.server_requests,
+            "client_sidecar_hbone_connections": delta.client_connections, "problems": problems}
 
 
 class _Sampler(threading.Thread):

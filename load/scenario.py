@@ -9,7 +9,7 @@ Every path goes from node A to node B, to the same small echo server code answer
 | baseline | load-direct/baseline | load-direct/server | none: a second uncaptured client on the same node pair; its distance from `direct` is the noise floor |
 | ambient-l4 | load-ambient/client | load-ambient/server | client ztunnel → HBONE → server ztunnel |
 | ambient-l7 | load-ambient/client | load-waypoint/server | ztunnel → waypoint → ztunnel (Gateway class istio-waypoint, namespace label istio.io/use-waypoint) |
-| sidecar | — | — | sidecar → sidecar, when the target supports sidecars |
+| sidecar | load-sidecar/client | load-sidecar-server/server | client sidecar → HBONE (mTLS, both identities) → server sidecar; both namespaces `istio-injection=enabled`, when the target supports SIDECAR-INTEROP |
 | envoy-hbone | load-direct/client | load-direct/server | a real Envoy pair: TCP → HTTP/2 CONNECT over mTLS 1.3 → TCP (load/envoy_peer.py) |
 """
 from __future__ import annotations
@@ -20,7 +20,12 @@ from pathlib import Path
 from load import envoy_peer
 
 DIRECT, AMBIENT, WAYPOINT_NS = "load-direct", "load-ambient", "load-waypoint"
-NAMESPACES = (DIRECT, AMBIENT, WAYPOINT_NS)
+SIDECAR_CLIENT, SIDECAR_SERVER = "load-sidecar", "load-sidecar-server"
+NAMESPACES = (DIRECT, AMBIENT, WAYPOINT_NS, SIDECAR_CLIENT, SIDECAR_SERVER)
+#: the namespaces that only the sidecar path needs (made only when the target has sidecars)
+SIDECAR_NAMESPACES = (SIDECAR_CLIENT, SIDECAR_SERVER)
+INJECTION = {"istio-injection": "enabled"}
+SIDECAR_CONTAINER = "istio-proxy"
 WAYPOINT = "waypoint"
 APP_PORT = 8080
 PYTHON_IMAGE = "python:3.11-slim"
@@ -50,22 +55,43 @@ PATHS = (
           ("ztunnel",)),
     LoadPath("ambient-l7", (AMBIENT, "client"), (WAYPOINT_NS, "server"), 3,
           "ambient L7: ztunnel → waypoint → ztunnel", ("ztunnel", "waypoint")),
-    LoadPath("sidecar", (AMBIENT, "client"), (AMBIENT, "server"), 2, "sidecar → sidecar", ("sidecar",)),
+    LoadPath("sidecar", (SIDECAR_CLIENT, "client"), (SIDECAR_SERVER, "server"), 2,
+          "sidecar → sidecar (HBONE, mutual TLS)", ("sidecar",)),
     LoadPath("envoy-hbone", (DIRECT, "client"), (DIRECT, "server"), 2,
           "peer: Envoy → HBONE → Envoy", ("envoy",), local_port=envoy_peer.CLIENT_PORT),
 )
 
 
+def sidecar_missing(target) -> str:
+    """Why `target` cannot run the sidecar path ("" when it can): it must support SIDECAR-INTEROP."""
+    from conformance import features
+    wanted = {f.name for f in features.features_in(SIDECAR_PROFILE)}
+    missing = sorted(wanted - set(target.supported_features()))
+    if not wanted:
+        return f"not available: the suite has no {SIDECAR_PROFILE} profile"
+    return (f"not available: the {target.name} target does not support the {SIDECAR_PROFILE} profile "
+            f"({len(missing)} of its {len(wanted)} features missing, e.g. {missing[0]})") if missing else ""
+
+
 def paths_for(target) -> list[LoadPath]:
     """The paths, with the sidecar path marked unavailable unless the target supports sidecars."""
-    from conformance import features
-    sidecar = {f.name for f in features.features_in(SIDECAR_PROFILE)}
-    out = []
-    for p in PATHS:
-        if p.name == "sidecar" and not (sidecar and sidecar <= set(target.supported_features())):
-            p = LoadPath(**{**p.__dict__, "unavailable": "not available: sidecar mode not implemented"})
-        out.append(p)
-    return out
+    why = sidecar_missing(target)
+    return [LoadPath(**{**p.__dict__, "unavailable": why}) if p.name == "sidecar" and why else p for p in PATHS]
+
+
+def namespaces_for(target) -> tuple[str, ...]:
+    """The load's namespaces on `target`: the sidecar ones only where the sidecar path runs."""
+    return tuple(ns for ns in NAMESPACES if ns not in SIDECAR_NAMESPACES or not sidecar_missing(target))
+
+
+def server_namespaces(namespaces: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of `namespaces` with a `server` Service and Deployment (all but the sidecar client's)."""
+    return tuple(ns for ns in namespaces if ns != SIDECAR_CLIENT)
+
+
+def l7(path: LoadPath) -> bool:
+    """An HTTP proxy on the way (a waypoint or a sidecar) adds x-request-id, so the echo sees one."""
+    return bool({"waypoint", "sidecar"} & set(path.proxies))
 
 
 def _namespace(name: str, labels: dict) -> dict:
@@ -94,10 +120,10 @@ def spiffe(ns: str, sa: str) -> str:
     return f"spiffe://cluster.local/ns/{ns}/sa/{sa}"
 
 
-def services() -> list[dict]:
+def services(namespaces: tuple[str, ...] = NAMESPACES) -> list[dict]:
     """The Services first: the Envoy peer's client needs the server's ClusterIP."""
     out = []
-    for ns in NAMESPACES:
+    for ns in server_namespaces(namespaces):
         ports = [{"name": "http", "port": APP_PORT, "targetPort": APP_PORT}]
         if ns == DIRECT:
             ports.append({"name": "tcp-envoy-hbone", "port": envoy_peer.HBONE_PORT,
@@ -107,13 +133,15 @@ def services() -> list[dict]:
     return out
 
 
-def namespaces() -> list[dict]:
+def namespaces(names: tuple[str, ...] = NAMESPACES) -> list[dict]:
     ambient = {"istio.io/dataplane-mode": "ambient"}
-    return [_namespace(DIRECT, {}), _namespace(AMBIENT, ambient),
-            _namespace(WAYPOINT_NS, {**ambient, "istio.io/use-waypoint": WAYPOINT})]
+    labels = {DIRECT: {}, AMBIENT: ambient, WAYPOINT_NS: {**ambient, "istio.io/use-waypoint": WAYPOINT},
+              SIDECAR_CLIENT: INJECTION, SIDECAR_SERVER: INJECTION}
+    return [_namespace(ns, labels[ns]) for ns in names]
 
 
-def workloads(target, node_a: str, node_b: str, direct_server_vip: str) -> list[dict]:
+def workloads(target, node_a: str, node_b: str, direct_server_vip: str,
+              names: tuple[str, ...] = NAMESPACES) -> list[dict]:
     """Clients on node A (Locust pods, via the target), servers and the waypoint's Gateway."""
     pki = envoy_peer.PeerPKI()
     client_id, server_id = spiffe(DIRECT, "client"), spiffe(DIRECT, "server")
@@ -125,11 +153,13 @@ def workloads(target, node_a: str, node_b: str, direct_server_vip: str) -> list[
     objects = [*target.load_client_manifests(DIRECT, "client", node_a, files, [envoy_client]),
                *target.load_client_manifests(DIRECT, "baseline", node_a, files),
                *target.load_client_manifests(AMBIENT, "client", node_a, files)]
+    if SIDECAR_CLIENT in names:  # the injection adds the istio-proxy container, as users deploy
+        objects += target.load_client_manifests(SIDECAR_CLIENT, "client", node_a, files)
     for o in objects:  # the suite's pods never linger: a run's teardown is immediate
         if o["kind"] == "Deployment":
             o["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0
     objects += _deployment(DIRECT, "server", {**_placement(node_b), "containers": [echo_container(), envoy_server]})
-    for ns in (AMBIENT, WAYPOINT_NS):
+    for ns in [n for n in server_namespaces(names) if n != DIRECT]:
         objects += _deployment(ns, "server", {**_placement(node_b), "containers": [echo_container()]})
     objects.append({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                     "metadata": {"name": WAYPOINT, "namespace": WAYPOINT_NS,

@@ -29,10 +29,9 @@ def test_smoke_run_measures_every_path_and_writes_every_output(load_target, tmp_
     result = runner.run(load_target, opts, placed, proxies, log=lambda m: None)
     summary = report.write(result, tmp_path / "smoke")
 
-    measured = {"direct", "baseline", "ambient-l4", "ambient-l7", "envoy-hbone"}
+    measured = {"direct", "baseline", "ambient-l4", "ambient-l7", "sidecar", "envoy-hbone"}
     paths = summary["paths"]
     assert set(paths) == {p.name for p in scenario.PATHS}
-    assert paths["sidecar"]["status"] == "not available: sidecar mode not implemented"
     for name in measured:
         e = paths[name]
         # every scheduled request was answered: a whole second per path at 50/s
@@ -47,6 +46,16 @@ def test_smoke_run_measures_every_path_and_writes_every_output(load_target, tmp_
         if row["role"] in ("ztunnel", "waypoint"):
             assert row["cpu_seconds"] > 0 and row["rss_mb"] > 10, (label, row)
     assert all(r["cpu_seconds"] > 0 for r in cost["envoy-hbone"].values() if r["role"] == "envoy")
+    # the sidecar path: Locust's own requests went through both istio-proxy containers (its
+    # process in the client pod is captured like any app's), and both proxies' cost is sampled
+    through = summary["conditions"]["sidecar_through"]
+    assert through["problems"] == [] and through["server_sidecar_mtls_requests"] >= 50, through
+    assert paths["sidecar"]["status"] == "ok"
+    sidecars = {label: r for label, r in cost["sidecar"].items() if r["role"] == "sidecar"}
+    assert set(sidecars) == {"sidecar client", "sidecar server"}
+    assert all(r["cpu_seconds"] > 0 and r["rss_mb"] > 10 for r in sidecars.values()), sidecars
+    idle = {label: cost["direct"][label]["cpu_seconds"] for label in sidecars}   # not on the direct path
+    assert all(r["cpu_seconds"] > idle[label] for label, r in sidecars.items()), (sidecars, idle)
 
     out = tmp_path / "smoke"
     rows = list(csv.DictReader(io.StringIO((out / "hops.csv").read_text())))
@@ -54,7 +63,7 @@ def test_smoke_run_measures_every_path_and_writes_every_output(load_target, tmp_
     assert json.loads((out / "summary.json").read_text())["paths"].keys() == paths.keys()
     for png in ("percentiles.png", "cdf.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for client in ("load-direct-client", "load-direct-baseline", "load-ambient-client"):
+    for client in ("load-direct-client", "load-direct-baseline", "load-ambient-client", "load-sidecar-client"):
         files = out / "locust" / client
         assert (files / "locust.html").stat().st_size > 1000
         stats = (files / "locust_stats.csv").read_text()

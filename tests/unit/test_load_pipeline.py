@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from load import report, runner, scenario
+from load import report, runner, scenario, sidecar_proof
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,9 +56,20 @@ def _run(results, usage=None):
 
 
 class _NoSidecars:
+    name = "plain"
+
     @staticmethod
     def supported_features():
         return frozenset()
+
+
+class _Sidecars(_NoSidecars):
+    name = "sidecars"
+
+    @staticmethod
+    def supported_features():
+        from conformance import features
+        return frozenset(f.name for f in features.features_in(scenario.SIDECAR_PROFILE))
 
 
 def test_summary_adds_per_hop_flags_a_lagging_path_and_compares_with_envoy():
@@ -69,7 +80,8 @@ def test_summary_adds_per_hop_flags_a_lagging_path_and_compares_with_envoy():
     usage = {"ambient-l4": {"ztunnel node-0": {"role": "ztunnel", "cpu_s": 0.05, "rss_max": 50 << 20, "seconds": 1.0}}}
     summary, _ = report.summarize(_run(results, usage))
     paths = summary["paths"]
-    assert paths["sidecar"]["status"] == "not available: sidecar mode not implemented"
+    assert paths["sidecar"]["status"].startswith("not available: the plain target does not support the "
+                                                 "SIDECAR-INTEROP profile")
     assert paths["ambient-l4"]["added_us"]["p50"] == pytest.approx(400, rel=0.01)
     assert paths["ambient-l4"]["added_per_hop_us"]["p50"] == pytest.approx(200, rel=0.01)
     assert paths["ambient-l7"]["added_per_hop_us"]["p99"] == pytest.approx(1400 / 3, rel=0.01)
@@ -83,9 +95,86 @@ def test_summary_adds_per_hop_flags_a_lagging_path_and_compares_with_envoy():
     assert zt["vcpu"] == 0.05 and zt["vcpu_per_1000_rps"] == 0.5 and zt["rss_mb"] == 50.0
     assert zt["istio_1_24"] == {"vcpu_per_1000_rps": 0.06, "mb_per_1000_rps": 12}
     text = report.table(summary)
-    assert "not available: sidecar mode not implemented" in text and "BEHIND" in text
+    assert "not available: the plain target" in text and "BEHIND" in text
     csv_text = report.hops_csv(summary)
     assert csv_text.splitlines()[0].startswith("path,hops,percentile,latency_us,added_us,added_per_hop_us")
+
+
+class _FakeK8s(_Sidecars):
+    """Enough of a Target for scenario.workloads: Kubernetes' plain client manifests."""
+    from conformance.targets.base import Target
+    load_client_manifests = Target.load_client_manifests
+    probe_manifests = Target.probe_manifests
+    PROBE_IMAGE, PROBE_DIR, LOCUST_IMAGE, LOAD_DIR = Target.PROBE_IMAGE, "/p", Target.LOCUST_IMAGE, "/l"
+
+
+def test_the_sidecar_path_runs_between_two_injection_namespaces_only_where_sidecars_exist():
+    side = next(p for p in scenario.paths_for(_Sidecars()) if p.name == "sidecar")
+    assert not side.unavailable and side.hops == 2 and side.proxies == ("sidecar",) and scenario.l7(side)
+    assert side.client == (scenario.SIDECAR_CLIENT, "client") and side.server == (scenario.SIDECAR_SERVER, "server")
+    names = scenario.namespaces_for(_Sidecars())
+    labels = {o["metadata"]["name"]: o["metadata"]["labels"] for o in scenario.namespaces(names)}
+    assert labels[scenario.SIDECAR_CLIENT] == labels[scenario.SIDECAR_SERVER] == {"istio-injection": "enabled"}
+    assert {o["metadata"]["namespace"] for o in scenario.services(names)} == set(names) - {scenario.SIDECAR_CLIENT}
+    objects = scenario.workloads(_FakeK8s(), "node-a", "node-b", "10.96.0.10", names)
+    deployments = {(o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"]["template"]["spec"]
+                   for o in objects if o["kind"] == "Deployment"}
+    # the same echo server on the same node as every other path's; the proxy comes from injection
+    assert deployments[(scenario.SIDECAR_SERVER, "server")]["containers"] == [scenario.echo_container()]
+    assert deployments[(scenario.SIDECAR_SERVER, "server")]["nodeSelector"] == {"kubernetes.io/hostname": "node-b"}
+    assert deployments[(scenario.SIDECAR_CLIENT, "client")]["nodeSelector"] == {"kubernetes.io/hostname": "node-a"}
+    # no sidecar support: neither namespace is made, and the path says why
+    assert not set(scenario.SIDECAR_NAMESPACES) & set(scenario.namespaces_for(_NoSidecars()))
+    assert "SIDECAR-INTEROP" in next(p for p in scenario.paths_for(_NoSidecars()) if p.name == "sidecar").unavailable
+
+
+def test_a_sidecar_path_the_sidecars_did_not_see_is_flagged_and_its_cost_is_beside_istios():
+    run = _run({"direct": _entry([100] * 100, 100, 100), "sidecar": _entry([900] * 100, 100, 100)},
+               {"sidecar": {"sidecar client": {"role": "sidecar", "cpu_s": 0.04, "rss_max": 70 << 20, "seconds": 1.0}}})
+    run.paths = scenario.paths_for(_Sidecars())
+    evidence = {"locust_requests": 100, "server_sidecar_mtls_requests": 0.0, "client_sidecar_hbone_connections": 0.0}
+    run.conditions["sidecar_through"] = {**evidence, "problems": sidecar_proof.shortfall(
+        sidecar_proof.Counts(0.0, 0.0), 100, 1)}
+    summary, _ = report.summarize(run)
+    status = summary["paths"]["sidecar"]["status"]
+    assert status.startswith("NOT THROUGH THE SIDECARS") and "not 100" in status, status
+    row = summary["cost"]["sidecar"]["sidecar client"]
+    assert row["vcpu_per_1000_rps"] == 0.4 and row["istio_1_24"] == {"vcpu_per_1000_rps": 0.2, "mb_per_1000_rps": 60}
+    text = report.table(summary)
+    assert "sidecar client" in text and "0.2 / 60" in text and "NOT THROUGH THE SIDECARS" in text
+    run.conditions["sidecar_through"] = {**evidence, "server_sidecar_mtls_requests": 130.0,
+                                         "client_sidecar_hbone_connections": 2.0,
+                                         "problems": sidecar_proof.shortfall(sidecar_proof.Counts(130.0, 2.0), 100, 1)}
+    assert report.summarize(run)[0]["paths"]["sidecar"]["status"] == "ok"
+
+
+SIDECAR_METRICS = """\
+# TYPE istio_requests_total counter
+istio_requests_total{reporter="destination",source_principal="spiffe://cluster.local/ns/load-sidecar/sa/client",destination_principal="spiffe://cluster.local/ns/load-sidecar-server/sa/server",connection_security_policy="mutual_tls",response_code="200"} 7.0
+istio_requests_total{reporter="destination",source_principal="unknown",destination_principal="spiffe://cluster.local/ns/load-sidecar-server/sa/server",connection_security_policy="none",response_code="200"} 50.0
+# TYPE istio_tcp_connections_opened_total counter
+istio_tcp_connections_opened_total{reporter="source",source_principal="spiffe://cluster.local/ns/load-sidecar/sa/client",destination_principal="spiffe://cluster.local/ns/load-sidecar-server/sa/server",connection_security_policy="mutual_tls"} 3.0
+istio_tcp_connections_opened_total{reporter="source",source_principal="spiffe://cluster.local/ns/load-sidecar/sa/client",destination_principal="unknown",connection_security_policy="none"} 9.0
+"""
+
+
+def test_the_sidecar_proof_counts_only_mutual_tls_between_the_paths_own_identities():
+    from conformance.targets.base import Pod, TargetError
+
+    class Metrics:
+        @staticmethod
+        def sidecar_metrics(pod):
+            return SIDECAR_METRICS
+    client = Pod(scenario.SIDECAR_CLIENT, "client-1", labels={"app": "client"}, containers=("istio-proxy", "locust"))
+    server = Pod(scenario.SIDECAR_SERVER, "server-1", labels={"app": "server"}, containers=("echo",))
+    assert sidecar_proof.counts(Metrics(), client, server) == sidecar_proof.Counts(7.0, 3.0)
+    sidecar_proof.require_through(sidecar_proof.Counts(7.0, 3.0), 3, 3, "the probe")
+    with pytest.raises(TargetError, match="plaintext|not 3"):
+        sidecar_proof.require_through(sidecar_proof.Counts(0.0, 3.0), 3, 3, "the probe")
+    sidecar_proof.require_injected([client])
+    with pytest.raises(TargetError, match="load-sidecar-server/server-1 has no istio-proxy container.*"
+                                          "istio-injection=enabled"):
+        sidecar_proof.require_injected([client, server])
 
 
 def test_the_open_model_schedule_fixes_every_request_time_in_advance():
