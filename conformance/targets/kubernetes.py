@@ -152,6 +152,8 @@ class KubernetesTarget(Target):
         for d in deployments:
             want = d.spec.replicas if d.spec.replicas is not None else 1
             status = d.status
+            if status is None:   # just created: no controller has looked at it yet
+                return False
             if (status.observed_generation or 0) < (d.metadata.generation or 0):
                 return False
             if (status.available_replicas or 0) < want or (status.updated_replicas or 0) < want:

@@ -30,7 +30,10 @@ def _containers(pod) -> list[str]:
 
 
 def _status(pod, container) -> dict:
-    return next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+    """The container's status; {"pid": None} while the kubelet has not reported it yet (a pod
+    just created has no status)."""
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or ()
+    return next((s for s in statuses if s["name"] == container), {"pid": None})
 
 
 def _ready(pod) -> bool:
