@@ -254,7 +254,20 @@ class HttpConnection(TunnelHandler):
         record = AccessRecord(method, target.split("?", 1)[0], 0, self.principal, verdict.reason,
                               request_principal=verdict.request_principal)
         try:
-            if verdict.route is not None:   # an HTTP route decided: l7/retry.py forwards (timeouts, retries)
+            if verdict.route is not None and verdict.forwards and websocket_upgrade(headers):
+                # A routed upgrade: the route chose the backend and the target; after the 101 the
+                # connection is a byte stream, which no retry or request timeout applies to (Envoy's
+                # upgrade handling). The fault delay still holds the request back.
+                if verdict.route.delay:
+                    await asyncio.sleep(verdict.route.delay)
+                upstream = verdict.upstream
+                record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
+                                  f"{upstream.address[0]}:{upstream.address[1]}"
+                record.status, failure = await self._forward(request, verdict,
+                                                             target=verdict.route.target.encode("latin-1"))
+                if failure:
+                    record.reason = f"{record.reason}; {failure}"
+            elif verdict.route is not None:   # an HTTP route decided: l7/retry.py forwards (timeouts, retries)
                 from .retry import exchange
                 record.status, failure = await exchange(self, request, verdict, record)
                 if failure:
@@ -350,8 +363,10 @@ class HttpConnection(TunnelHandler):
         finally:
             up.close()
 
-    async def _forward(self, request: h11.Request, verdict: Verdict) -> tuple[int, str]:
-        """Relay one request and its response; returns (status sent downstream, failure or '')."""
+    async def _forward(self, request: h11.Request, verdict: Verdict,
+                       target: bytes | None = None) -> tuple[int, str]:
+        """Relay one request (to `target`, a route's rewritten one, or as sent) and its response;
+        returns (status sent downstream, failure or '')."""
         try:
             up = await self._upstream_for(verdict.upstream)
         except UpstreamUnavailable as exc:
@@ -365,7 +380,8 @@ class HttpConnection(TunnelHandler):
             headers = verdict.forward_headers
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
                 headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
-            await up.send(h11.Request(method=request.method, target=request.target, headers=_headers(headers)))
+            await up.send(h11.Request(method=request.method, target=target or request.target,
+                                      headers=_headers(headers)))
             body_task = asyncio.ensure_future(self._copy_request_body(up))
             status = await self._relay_response(up, body_task, upgrade)
         except (ConnectionError, OSError, h11.ProtocolError, _UpstreamClosed) as exc:

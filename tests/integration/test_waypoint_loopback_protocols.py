@@ -193,6 +193,35 @@ def test_websocket_upgrade_passes_through_with_frames_both_ways(echo_ports):
     asyncio.run(main())
 
 
+def test_websocket_upgrade_passes_through_an_http_route_that_rewrites_its_path(echo_ports):
+    """A service with an HTTPRoute: the upgrade follows the route (here a rewrite of /socket to the
+    echo server's /ws) and then carries frames both ways; the route's retries and timeout do not
+    apply to the upgraded stream."""
+    from reference_impl.xds.resources import (RouteBackend, RouteEntry, RouteMatch, RoutePathModifier,
+                                              RouteRewrite, RouteRule, ServiceRoutes)
+
+    async def main():
+        snapshot = echo_snapshot(echo_ports)
+        service = snapshot["allServices"][0]
+        key = f"{service['namespace']}/{service['hostname']}"
+        rule = RouteRule(source="HTTPRoute ambient-apps/ws rules[0]", backends=[RouteBackend(service=key, port=HTTP_PORT)],
+                         rewrite=RouteRewrite(path=RoutePathModifier(type="ReplaceFullPath", value="/ws")),
+                         timeout_seconds=0.5)
+        snapshot["routes"] = [ServiceRoutes(service=key, rules=[rule], ports=None,
+                                            matches=[RouteEntry(rule=0, match=RouteMatch(path="/socket"))]).to_dict()]
+        mesh = await Mesh(echo_ports["http"]).start(snapshot)
+        try:
+            status, frames = await websocket_session(await mesh.tunnel(), "/socket", ["ping 1", "ping 2"])
+            assert status == 101, "the routed upgrade reached the echo server's /ws through the rewrite"
+            assert frames == ["hello", "ping 1", "ping 2"]
+            status, frames = await websocket_session(await mesh.tunnel(), "/other", ["x"])
+            assert status != 101 and frames == [], "without the route's rewrite /other is no WebSocket endpoint"
+        finally:
+            await mesh.close()
+
+    asyncio.run(main())
+
+
 # ---- TCP ----
 NOT_HTTP = b"\x00\x01\x02 binary, not HTTP \xff\r\n\r\n"
 HTTP_LOOKING = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
