@@ -6,6 +6,8 @@ engine (pipeline, routing, http) reads only this, so the waypoint and a sidecar 
 
 from __future__ import annotations
 
+
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,3 +81,14 @@ class L7Config:
 
     def jwt_rules_for(self, workload_uid: str | None, service_key: str | None = None) -> list[JwtRule]:
         return [rule for b in self.authentication if b.covers(workload_uid, service_key) for rule in b.value]
+
+
+def jwks_text(doc: Any) -> str | None:
+    """A jwksByUri entry (istiod sends the document as text or as an object) as the text the
+    engine verifies with, or None if it is not a JWKS document (an object with a `keys` list)."""
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    try:
+        keys = json.loads(text).get("keys")
+    except (ValueError, AttributeError):
+        return None
+    return text if isinstance(keys, list) else None

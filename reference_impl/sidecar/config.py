@@ -11,13 +11,13 @@ field), which the XdsClient sends back as the NACK, keeping the previous config.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..identity import Identity, IdentityError
 from ..l7 import Bound, Endpoint, L7Config, Service, Workload
+from ..l7.config import jwks_text
 from ..policy import PolicyError, parse_authorization_policy, parse_jwt_rules
 from ..policy.authz_l4 import CompiledPolicy, translate_for_ztunnel
 from ..policy.peerauth import plaintext_allowed
@@ -132,12 +132,8 @@ def _bind(snap: SidecarSnapshot, version: int) -> SidecarConfig:
         except PolicyError as exc:
             raise _fail(version, where, str(exc)) from None
     for uri, doc in snap.jwks_by_uri.items():
-        text = doc if isinstance(doc, str) else json.dumps(doc)
-        try:
-            keys = json.loads(text).get("keys")
-        except (ValueError, AttributeError):
-            keys = None
-        if not isinstance(keys, list):
+        text = jwks_text(doc)
+        if text is None:
             raise _fail(version, f"jwksByUri[{uri!r}]", "is not a JWKS document (an object with a `keys` list)")
         config.jwks_by_uri[uri] = text
     config.peer_authentications = [pa.to_dict() for pa in snap.peer_authentications]

@@ -9,13 +9,13 @@ by request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..identity import Identity, IdentityError
 from ..l7 import Bound, Endpoint, L7Config, Service, Workload
+from ..l7.config import jwks_text
 from ..l7.httproute import RouteConfigError, bind as bind_routes
 from ..l7.protocols import port_protocol
 from ..policy import PolicyError, parse_authorization_policy, parse_jwt_rules
@@ -100,12 +100,8 @@ class _Binder:
                 raise self._fail(where, str(exc)) from None
             config.authentication.append(Bound(rules, _applies_to(bound), _services(bound)))
         for uri, doc in self.snap.jwks_by_uri.items():
-            text = doc if isinstance(doc, str) else json.dumps(doc)
-            try:
-                keys = json.loads(text).get("keys")
-            except (ValueError, AttributeError):
-                keys = None
-            if not isinstance(keys, list):
+            text = jwks_text(doc)
+            if text is None:
                 raise self._fail(f"jwksByUri[{uri!r}]", "is not a JWKS document (an object with a `keys` list)")
             config.jwks_by_uri[uri] = text
         try:
