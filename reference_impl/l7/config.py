@@ -6,7 +6,6 @@ engine (pipeline, routing, http) reads only this, so the waypoint and a sidecar 
 
 from __future__ import annotations
 
-
 import json
 from dataclasses import dataclass, field
 from typing import Any
