@@ -7,6 +7,7 @@ CoreV1Api and the stream API (`kubernetes.stream.stream`), ztunnel metrics throu
 from __future__ import annotations
 
 import json
+import re
 
 from conformance import features as registry
 from conformance import manifests as mf
@@ -115,13 +116,40 @@ class KubernetesTarget(Target):
                 if e.status != 404:
                     raise TargetError(f"delete {kind} {ns + '/' if ns else ''}{name}: {_reason(e)}") from None
 
+    #: how long a deleted namespace may stay Terminating (its pods' grace periods, finalizers)
+    NAMESPACE_GONE_SECONDS = 180
+
     def delete_namespace(self, namespace: str) -> None:
+        """Delete the namespace and return once the API server no longer has it: a real cluster
+        keeps it Terminating while its pods stop, and a second run that recreates the same
+        namespace meanwhile (the seed's fixed `ambient-apps`) is refused with 403 "being
+        terminated"."""
         from kubernetes.client.exceptions import ApiException
         try:
             self.core.delete_namespace(namespace)
         except ApiException as e:
-            if e.status != 404:
+            if e.status == 404:
+                return
+            raise TargetError(f"delete namespace {namespace}: {_reason(e)}") from None
+        last: list = []
+
+        def gone() -> bool:
+            try:
+                last[:] = [self.core.read_namespace(namespace)]
+            except ApiException as e:
+                if e.status == 404:
+                    return True
                 raise TargetError(f"delete namespace {namespace}: {_reason(e)}") from None
+            return False
+        try:
+            wait_until(gone, self.NAMESPACE_GONE_SECONDS, 1.0, f"namespace {namespace} to be deleted")
+        except TargetError:
+            status = last[0].status if last else None
+            why = "; ".join(f"{c.type}: {c.message}" for c in (status.conditions or []) if c.message) \
+                if status else ""
+            raise TargetError(f"namespace {namespace} is still {getattr(status, 'phase', None) or 'there'} "
+                              f"{self.NAMESPACE_GONE_SECONDS}s after deleting it{': ' + why if why else ''}; "
+                              "look for pods that do not stop or finalizers no controller removes") from None
 
     def get(self, kind, namespace, name):
         from kubernetes.client.exceptions import ApiException
@@ -223,8 +251,9 @@ class KubernetesTarget(Target):
         # through the API server's pod proxy, as for ztunnel: no exec, no tool in the proxy's image
         from kubernetes.client.exceptions import ApiException
         try:
-            return self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{pod.name}:{self.SIDECAR_METRICS_PORT}", pod.namespace, "stats/prometheus")
+            return _text(self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod.name}:{self.SIDECAR_METRICS_PORT}", pod.namespace, "stats/prometheus",
+                _preload_content=False))
         except ApiException as e:
             raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name} "
                               f"(port {self.SIDECAR_METRICS_PORT} /stats/prometheus): {_reason(e)}") from None
@@ -267,8 +296,8 @@ class KubernetesTarget(Target):
         from kubernetes.client.exceptions import ApiException
         zt = self.ztunnel_pod(node)
         try:
-            return self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics")
+            return _text(self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics", _preload_content=False))
         except ApiException as e:
             raise TargetError(f"ztunnel metrics of {zt.namespace}/{zt.name}: {_reason(e)}") from None
 
@@ -330,6 +359,22 @@ class KubernetesTarget(Target):
                     elif sample.name == "container_memory_working_set_bytes":
                         rss[key] = rss.get(key, 0) + int(sample.value)
         return {ref: Usage(cpu.get(key, 0.0), rss.get(key, 0)) for key, ref in wanted.items()}
+
+
+def _text(response) -> str:
+    """The body of a proxied answer (pods/proxy, nodes/proxy), whatever its Content-Type. The
+    client deserializes only JSON and text/*, and raises ApiException(0, "Unsupported content
+    type") for ztunnel's `application/openmetrics-text;charset=utf-8;version=1.0.0`, so the raw
+    body is read (`_preload_content=False`) and decoded by its own charset."""
+    try:
+        content_type = response.headers.get("content-type") or ""
+        charset = re.search(r"charset=([\w.-]+)", content_type, re.IGNORECASE)
+        try:
+            return response.data.decode(charset.group(1) if charset else "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return response.data.decode("utf-8", errors="replace")
+    finally:
+        response.release_conn()
 
 
 def _reason(e) -> str:
