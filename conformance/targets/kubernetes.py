@@ -43,7 +43,10 @@ class KubernetesTarget(Target):
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
         "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP",
         # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
-        "SeedWalkthroughSidecar"}
+        "SeedWalkthroughSidecar",
+        # -- the seed's Step 3 and L7 step (issue 17): as written they end in the article's
+        # error on Istio, as corrected they must pass
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
