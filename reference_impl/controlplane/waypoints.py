@@ -112,8 +112,8 @@ def as_waypoint(gateway: dict, service_ip: str | None = None) -> Waypoint | None
         legacy = True
         _warn_once(("class", namespace, name),
                    "Gateway %s/%s uses gatewayClassName 'istio' with an HBONE listener: 'istio' is "
-                   "Istio's ingress class (a real Istio provisions no waypoint for it); served here "
-                   "as a waypoint: use gatewayClassName 'istio-waypoint' and the istio.io/use-waypoint "
+                   "Istio's ingress class (a real Istio provisions no waypoint for it); served here as a "
+                   "legacy waypoint: use gatewayClassName 'istio-waypoint' and the istio.io/use-waypoint "
                    "label", namespace, name)
     else:
         return None
