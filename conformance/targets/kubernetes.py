@@ -68,11 +68,6 @@ class KubernetesTarget(Target):
                 raise TargetError(f"cannot load kubeconfig {self.kubeconfig or '(default)'}"
                                   f"{' context ' + self.context if self.context else ''}: {e}") from None
         self.core = client.CoreV1Api(self._api)
-        # kubeapi (issue 14): exec streams get an ApiClient of their own. `kubernetes.stream`
-        # swaps the client's call_api for a WebSocket one while it runs, so a request made
-        # meanwhile from another thread on a shared client (metrics, listing pods) would be sent
-        # as a WebSocket handshake.
-        self._exec_core = client.CoreV1Api(client.ApiClient(self._api.configuration))
         self.apps = client.AppsV1Api(self._api)
         try:
             self.dynamic = dynamic.DynamicClient(self._api)
@@ -223,6 +218,19 @@ class KubernetesTarget(Target):
         return self.core.read_namespaced_pod(pod.name, pod.namespace).spec.node_name or ""
 
     def exec(self, pod: PodRef, argv, timeout=30, container: str | None = None) -> ExecResult:
+        from kubernetes import client
+        # Each exec on an ApiClient of its own (issues 14 and 17): `kubernetes.stream` swaps the
+        # client's call_api for a WebSocket one while the handshake runs and puts back what it
+        # found, so on a shared client a request from another thread (metrics, listing pods) is
+        # sent as a WebSocket handshake ("Handshake status 200"), and two execs at once can leave
+        # each other's WebSocket call_api in place.
+        exec_api = client.ApiClient(self._api.configuration)
+        try:
+            return self._exec(client.CoreV1Api(exec_api), pod, argv, timeout, container)
+        finally:
+            exec_api.close()
+
+    def _exec(self, exec_core, pod: PodRef, argv, timeout, container) -> ExecResult:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
         try:
@@ -230,7 +238,7 @@ class KubernetesTarget(Target):
             annotations = spec.metadata.annotations or {}
             container = container or annotations.get("kubectl.kubernetes.io/default-container") \
                 or spec.spec.containers[0].name
-            ws = stream(self._exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            ws = stream(exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         command=list(argv), container=container, stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False)
         except ApiException as e:

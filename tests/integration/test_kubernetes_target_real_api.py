@@ -5,7 +5,7 @@ cluster's Kubernetes API (HTTPS, the official client 37.x) and its running mesh:
   (`application/openmetrics-text;charset=utf-8;version=1.0.0`, istio/ztunnel
   src/metrics/server.rs), relayed unchanged by the API server's pod proxy, which the client's
   deserializer refuses;
-- exec streams in one thread while another lists pods and reads metrics (`kubernetes.stream`
+- exec streams in two threads while a third lists pods and reads metrics (`kubernetes.stream`
   swaps its ApiClient's call_api while a handshake runs);
 - delete_namespace returning only once the namespace is gone, so it can be created again.
 """
@@ -57,8 +57,8 @@ def test_ztunnel_metrics_in_openmetrics_type_are_read_through_the_pod_proxy(targ
     assert "istio_tcp_connections_opened" in families, sorted(families)
 
 
-def test_exec_streams_and_api_calls_from_two_threads_do_not_cross(target):
-    """Execs in one thread while another lists pods and reads ztunnel metrics as fast as it can:
+def test_exec_streams_and_api_calls_from_other_threads_do_not_cross(target):
+    """Two threads exec while a third lists pods and reads ztunnel metrics as fast as it can:
     every exec returns its own output and every API call its own answer."""
     sleep = target.pods(NS, {"app": "sleep-ambient"})[0]
     ref = PodRef(sleep.namespace, sleep.name)
@@ -66,6 +66,7 @@ def test_exec_streams_and_api_calls_from_two_threads_do_not_cross(target):
     errors: list[str] = []
     done = threading.Event()
     polls = [0]
+    execs_per_thread = 25
 
     def poll() -> None:
         while not done.is_set():
@@ -76,23 +77,33 @@ def test_exec_streams_and_api_calls_from_two_threads_do_not_cross(target):
             except Exception as e:  # noqa: BLE001 -- every failure is the finding
                 errors.append(f"poll: {type(e).__name__}: {str(e)[:200]}")
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
+    def execs(thread: str) -> None:
         deadline = time.monotonic() + 120
-        for i in range(40):
-            assert time.monotonic() < deadline, f"40 execs took over 120 s ({i} done)"
+        for i in range(execs_per_thread):
+            if time.monotonic() > deadline:
+                errors.append(f"{thread}: {execs_per_thread} execs took over 120 s ({i} done)")
+                return
+            word = f"{thread}-{i}"
             try:
-                result = target.exec(ref, ["echo", f"exec-{i}"], timeout=20)
-                if (result.returncode, result.stdout.strip()) != (0, f"exec-{i}"):
-                    errors.append(f"exec {i}: {result}")
+                result = target.exec(ref, ["echo", word], timeout=20)
+                if (result.returncode, result.stdout.strip()) != (0, word):
+                    errors.append(f"exec {word}: {result}")
             except Exception as e:  # noqa: BLE001
-                errors.append(f"exec {i}: {type(e).__name__}: {str(e)[:200]}")
-    finally:
-        done.set()
-        poller.join(timeout=30)
+                errors.append(f"exec {word}: {type(e).__name__}: {str(e)[:200]}")
+
+    poller = threading.Thread(target=poll, daemon=True)
+    workers = [threading.Thread(target=execs, args=(name,), daemon=True) for name in ("a", "b")]
+    poller.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=150)
+    done.set()
+    poller.join(timeout=30)
+    assert not any(w.is_alive() for w in workers), "an exec thread hung"
     assert polls[0] >= 10, f"only {polls[0]} polls ran beside the execs; the test proved nothing"
-    assert not errors, f"{len(errors)} failures ({polls[0]} polls, 40 execs):\n" + "\n".join(errors[:10])
+    assert not errors, f"{len(errors)} failures ({polls[0]} polls, 2 x {execs_per_thread} execs):\n" + \
+        "\n".join(errors[:10])
 
 
 def test_delete_namespace_returns_once_it_is_gone_and_it_can_be_made_again(target):
