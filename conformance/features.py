@@ -91,13 +91,18 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "The article lets ztunnel drop the rogue client's connection silently, so here alone a "
             "timeout counts as the L4 deny, and only while the allowed client gets 200 in the same window.",
             CORE, ("AMBIENT-L4", "SEED-WALKTHROUGH")),
+    # -- the seed's Step 3 and L7 step, as written and as corrected (issue 17) --
     Feature("SeedWalkthroughWaypoint",
-            "The seed article's Step 3: its waypoint Gateway (fixtures/seed/waypoint.yaml, the Istio 1.18 "
-            "form) is provisioned and traffic to httpbin-ambient passes an L7 proxy without an app restart.",
+            "The seed article's Step 3, in two variants: as written (fixtures/seed/waypoint.yaml, class "
+            "`istio`, Istio's ingress class: on a mesh whose waypoint class is `istio-waypoint` the outcome is "
+            "the article's error, with the reason) and as corrected (class `istio-waypoint`, the Service "
+            "labelled `istio.io/use-waypoint`): the waypoint is provisioned and traffic to httpbin-ambient "
+            "passes an L7 proxy without an app restart.",
             CORE, ("SEED-WALKTHROUGH",)),
     Feature("SeedWalkthroughL7",
-            "The seed article's L7 step at its waypoint: `jwt-policy.yaml` + `l7-authz-policy.yaml` give "
-            "403 / 403 / 200, an invalid token 401, and deleting them restores 200.",
+            "The seed article's L7 step at its waypoint, as written (`selector` policies) and as corrected "
+            "(`targetRefs` to the Service): `jwt-policy.yaml` + `l7-authz-policy.yaml` give 403 / 403 / 200, "
+            "an invalid token 401, and deleting them restores 200.",
             CORE, ("SEED-WALKTHROUGH",)),
     # -- identity, trust and policy scope, tried as an attacker would (issue 10) ---------------
     Feature("HBONERejectsUntrustedPeers",

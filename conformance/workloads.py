@@ -1,16 +1,22 @@
 """Manifests for the workloads and policies the conformance tests use, as plain dicts.
 
-Images are the ones the seed article uses, so the manifests run unchanged on a real cluster:
-`docker.io/kennethreitz/httpbin` (listens on 80) and `curlimages/curl` kept alive by sleep;
-the server that names itself and the suite's probe pods use a stock Python image.
+Images are pinned, multi-arch (amd64 and arm64) and pulled only when missing
+(`imagePullPolicy: IfNotPresent`), so a kind cluster with them preloaded never reaches a registry
+during a run: the ones Istio's own samples pin (samples/httpbin/httpbin.yaml and
+samples/curl/curl.yaml in Istio 1.30), and a stock Python image for the server that names itself
+and the suite's probe pods. The seed article's manifests (fixtures/seed/) keep the article's
+unpinned `kennethreitz/httpbin` and `curlimages/curl` (README, "What the seed's images cost").
 """
 from __future__ import annotations
 
-HTTPBIN_IMAGE = "docker.io/kennethreitz/httpbin"
-CURL_IMAGE = "curlimages/curl"
-PYTHON_IMAGE = "python:3.11-slim"
+HTTPBIN_IMAGE = "docker.io/mccutchen/go-httpbin:v2.15.0"
+CURL_IMAGE = "docker.io/curlimages/curl:8.16.0"
+PYTHON_IMAGE = "docker.io/library/python:3.11.14-slim-bookworm"
+PULL_POLICY = "IfNotPresent"
+#: every image above, for hack/kind-ambient.sh to preload (`python -m conformance.workloads`)
+IMAGES = (HTTPBIN_IMAGE, CURL_IMAGE, PYTHON_IMAGE)
 HTTP_PORT = 8000        # service port, as in the seed
-HTTP_TARGET_PORT = 80   # httpbin's container port
+HTTP_TARGET_PORT = 80   # httpbin's container port (go-httpbin is told it with PORT; its default is 8080)
 ALT_PORT = 8080         # a second port on the same pod, for port-based policy
 WHOAMI_PORT = 80        # whoami's service and container port
 AMBIENT_LABEL = {"istio.io/dataplane-mode": "ambient"}
@@ -35,16 +41,23 @@ def _placement(node: str | None) -> dict:
     return {"nodeSelector": {"kubernetes.io/hostname": node}} if node else {}
 
 
+def _httpbin_container(name: str, port: int) -> dict:
+    # go-httpbin reads its port from PORT (the image's CMD takes no arguments we could add)
+    return {"name": name, "image": HTTPBIN_IMAGE, "imagePullPolicy": PULL_POLICY,
+            "env": [{"name": "PORT", "value": str(port)}], "ports": [{"containerPort": port}]}
+
+
 def httpbin(ns: str, name: str = "httpbin", replicas: int = 1, node: str | None = None,
             alt_port: bool = False, headless: bool = False) -> list[dict]:
-    """ServiceAccount, Service (port 8000 -> 80, plus 8080 with alt_port) and Deployment."""
+    """ServiceAccount, Service (port 8000 -> 80, plus 8080 with alt_port) and Deployment.
+
+    go-httpbin answers as httpbin does, with two differences a test reading bodies must allow
+    for: header values are lists (`echoed_headers`) and `origin` is the peer's ip:port."""
     labels = {"app": name}
-    containers = [{"name": "httpbin", "image": HTTPBIN_IMAGE, "ports": [{"containerPort": HTTP_TARGET_PORT}]}]
+    containers = [_httpbin_container("httpbin", HTTP_TARGET_PORT)]
     ports = [{"name": "http", "port": HTTP_PORT, "targetPort": HTTP_TARGET_PORT}]
     if alt_port:
-        containers.append({"name": "httpbin-alt", "image": HTTPBIN_IMAGE,
-                           "command": ["gunicorn", "-b", f"0.0.0.0:{ALT_PORT}", "httpbin:app"],
-                           "ports": [{"containerPort": ALT_PORT}]})
+        containers.append(_httpbin_container("httpbin-alt", ALT_PORT))
         ports.append({"name": "http-alt", "port": ALT_PORT, "targetPort": ALT_PORT})
     if headless:
         # A headless service is addressed by pod IP, so clients use the container port itself.
@@ -72,6 +85,7 @@ def client(ns: str, name: str, node: str | None = None) -> list[dict]:
                  "template": {"metadata": {"labels": labels},
                               "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 0,
                                        "containers": [{"name": "curl", "image": CURL_IMAGE,
+                                                       "imagePullPolicy": PULL_POLICY,
                                                        "command": ["/bin/sleep", "3650d"]}],
                                        **_placement(node)}}}}
     return [service_account(ns, name), deployment]
@@ -84,7 +98,8 @@ def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = 
     labels = {"app": name}
     script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
               f'exec python3 -m http.server {WHOAMI_PORT}')
-    container = {"name": "whoami", "image": PYTHON_IMAGE, "command": ["sh", "-c", script],
+    container = {"name": "whoami", "image": PYTHON_IMAGE, "imagePullPolicy": PULL_POLICY,
+                 "command": ["sh", "-c", script],
                  "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                  "ports": [{"containerPort": WHOAMI_PORT}]}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
@@ -115,3 +130,23 @@ def peer_authentication(ns: str, name: str, mode: str) -> dict:
 
 def service_url(name: str, ns: str, port: int = HTTP_PORT, path: str = "/get") -> str:
     return f"http://{name}.{ns}:{port}{path}"
+
+
+def echoed_headers(body: dict) -> dict[str, str]:
+    """The request headers an httpbin echo (`/headers`, `/get`, `/anything`) reports, lower-case
+    names to one string each: httpbin gives a string, go-httpbin a list of strings."""
+    return {str(k).lower(): ",".join(v) if isinstance(v, list) else v
+            for k, v in (body.get("headers") or {}).items()}
+
+
+def echoed_origin(body: dict) -> str:
+    """The client address of httpbin's `/ip`: go-httpbin reports the peer as ip:port."""
+    origin = str(body.get("origin", ""))
+    host, sep, port = origin.rpartition(":")
+    if sep and port.isdigit() and (host.count(":") == 0 or host.startswith("[")):
+        return host.strip("[]")
+    return origin
+
+
+if __name__ == "__main__":
+    print("\n".join(IMAGES))

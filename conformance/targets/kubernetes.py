@@ -7,6 +7,7 @@ CoreV1Api and the stream API (`kubernetes.stream.stream`), ztunnel metrics throu
 from __future__ import annotations
 
 import json
+import re
 
 from conformance import features as registry
 from conformance import manifests as mf
@@ -42,7 +43,10 @@ class KubernetesTarget(Target):
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
         "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP",
         # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
-        "SeedWalkthroughSidecar"}
+        "SeedWalkthroughSidecar",
+        # -- the seed's Step 3 and L7 step (issue 17): as written they end in the article's
+        # error on Istio, as corrected they must pass
+        "SeedWalkthroughWaypoint", "SeedWalkthroughL7"}
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, api_client=None):
         self.kubeconfig = kubeconfig
@@ -64,11 +68,6 @@ class KubernetesTarget(Target):
                 raise TargetError(f"cannot load kubeconfig {self.kubeconfig or '(default)'}"
                                   f"{' context ' + self.context if self.context else ''}: {e}") from None
         self.core = client.CoreV1Api(self._api)
-        # kubeapi (issue 14): exec streams get an ApiClient of their own. `kubernetes.stream`
-        # swaps the client's call_api for a WebSocket one while it runs, so a request made
-        # meanwhile from another thread on a shared client (metrics, listing pods) would be sent
-        # as a WebSocket handshake.
-        self._exec_core = client.CoreV1Api(client.ApiClient(self._api.configuration))
         self.apps = client.AppsV1Api(self._api)
         try:
             self.dynamic = dynamic.DynamicClient(self._api)
@@ -115,13 +114,40 @@ class KubernetesTarget(Target):
                 if e.status != 404:
                     raise TargetError(f"delete {kind} {ns + '/' if ns else ''}{name}: {_reason(e)}") from None
 
+    #: how long a deleted namespace may stay Terminating (its pods' grace periods, finalizers)
+    NAMESPACE_GONE_SECONDS = 180
+
     def delete_namespace(self, namespace: str) -> None:
+        """Delete the namespace and return once the API server no longer has it: a real cluster
+        keeps it Terminating while its pods stop, and a second run that recreates the same
+        namespace meanwhile (the seed's fixed `ambient-apps`) is refused with 403 "being
+        terminated"."""
         from kubernetes.client.exceptions import ApiException
         try:
             self.core.delete_namespace(namespace)
         except ApiException as e:
-            if e.status != 404:
+            if e.status == 404:
+                return
+            raise TargetError(f"delete namespace {namespace}: {_reason(e)}") from None
+        last: list = []
+
+        def gone() -> bool:
+            try:
+                last[:] = [self.core.read_namespace(namespace)]
+            except ApiException as e:
+                if e.status == 404:
+                    return True
                 raise TargetError(f"delete namespace {namespace}: {_reason(e)}") from None
+            return False
+        try:
+            wait_until(gone, self.NAMESPACE_GONE_SECONDS, 1.0, f"namespace {namespace} to be deleted")
+        except TargetError:
+            status = last[0].status if last else None
+            why = "; ".join(f"{c.type}: {c.message}" for c in (status.conditions or []) if c.message) \
+                if status else ""
+            raise TargetError(f"namespace {namespace} is still {getattr(status, 'phase', None) or 'there'} "
+                              f"{self.NAMESPACE_GONE_SECONDS}s after deleting it{': ' + why if why else ''}; "
+                              "look for pods that do not stop or finalizers no controller removes") from None
 
     def get(self, kind, namespace, name):
         from kubernetes.client.exceptions import ApiException
@@ -192,6 +218,19 @@ class KubernetesTarget(Target):
         return self.core.read_namespaced_pod(pod.name, pod.namespace).spec.node_name or ""
 
     def exec(self, pod: PodRef, argv, timeout=30, container: str | None = None) -> ExecResult:
+        from kubernetes import client
+        # Each exec on an ApiClient of its own (issues 14 and 17): `kubernetes.stream` swaps the
+        # client's call_api for a WebSocket one while the handshake runs and puts back what it
+        # found, so on a shared client a request from another thread (metrics, listing pods) is
+        # sent as a WebSocket handshake ("Handshake status 200"), and two execs at once can leave
+        # each other's WebSocket call_api in place.
+        exec_api = client.ApiClient(self._api.configuration)
+        try:
+            return self._exec(client.CoreV1Api(exec_api), pod, argv, timeout, container)
+        finally:
+            exec_api.close()
+
+    def _exec(self, exec_core, pod: PodRef, argv, timeout, container) -> ExecResult:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
         try:
@@ -199,7 +238,7 @@ class KubernetesTarget(Target):
             annotations = spec.metadata.annotations or {}
             container = container or annotations.get("kubectl.kubernetes.io/default-container") \
                 or spec.spec.containers[0].name
-            ws = stream(self._exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            ws = stream(exec_core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         command=list(argv), container=container, stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False)
         except ApiException as e:
@@ -223,8 +262,9 @@ class KubernetesTarget(Target):
         # through the API server's pod proxy, as for ztunnel: no exec, no tool in the proxy's image
         from kubernetes.client.exceptions import ApiException
         try:
-            return self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{pod.name}:{self.SIDECAR_METRICS_PORT}", pod.namespace, "stats/prometheus")
+            return _text(self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{pod.name}:{self.SIDECAR_METRICS_PORT}", pod.namespace, "stats/prometheus",
+                _preload_content=False))
         except ApiException as e:
             raise TargetError(f"could not read the sidecar metrics of pod {pod.namespace}/{pod.name} "
                               f"(port {self.SIDECAR_METRICS_PORT} /stats/prometheus): {_reason(e)}") from None
@@ -267,8 +307,8 @@ class KubernetesTarget(Target):
         from kubernetes.client.exceptions import ApiException
         zt = self.ztunnel_pod(node)
         try:
-            return self.core.connect_get_namespaced_pod_proxy_with_path(
-                f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics")
+            return _text(self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{zt.name}:{ZTUNNEL_METRICS_PORT}", zt.namespace, "metrics", _preload_content=False))
         except ApiException as e:
             raise TargetError(f"ztunnel metrics of {zt.namespace}/{zt.name}: {_reason(e)}") from None
 
@@ -330,6 +370,22 @@ class KubernetesTarget(Target):
                     elif sample.name == "container_memory_working_set_bytes":
                         rss[key] = rss.get(key, 0) + int(sample.value)
         return {ref: Usage(cpu.get(key, 0.0), rss.get(key, 0)) for key, ref in wanted.items()}
+
+
+def _text(response) -> str:
+    """The body of a proxied answer (pods/proxy, nodes/proxy), whatever its Content-Type. The
+    client deserializes only JSON and text/*, and raises ApiException(0, "Unsupported content
+    type") for ztunnel's `application/openmetrics-text;charset=utf-8;version=1.0.0`, so the raw
+    body is read (`_preload_content=False`) and decoded by its own charset."""
+    try:
+        content_type = response.headers.get("content-type") or ""
+        charset = re.search(r"charset=([\w.-]+)", content_type, re.IGNORECASE)
+        try:
+            return response.data.decode(charset.group(1) if charset else "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return response.data.decode("utf-8", errors="replace")
+    finally:
+        response.release_conn()
 
 
 def _reason(e) -> str:

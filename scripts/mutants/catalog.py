@@ -238,4 +238,9 @@ MUTANTS: list[Mutant] = [
            "reference_impl/sidecar/inbound.py",
            "        self.proxy.spawn(self.serve(our_reader, our_writer, request.peer_identity, request.peer_address[0],\n",
            "        self.proxy.spawn(self.serve(our_reader, our_writer, self.proxy.identity, request.peer_address[0],\n"),
+    # --- the seed walkthrough as corrected (issue 17) ---------------------------------------------
+    Mutant("a RequestAuthentication attached by targetRefs never reaches the waypoint", "waypoint-policy", True,
+           "reference_impl/controlplane/derive.py",
+           "                if target_refs(policy):\n",
+           "                if target_refs(policy) and kind == \"AuthorizationPolicy\":\n"),
 ]
