@@ -113,7 +113,8 @@ class Target(ABC):
 
     @abstractmethod
     def delete_namespace(self, namespace: str) -> None:
-        """Remove a namespace and everything in it (returns once deletion has been requested)."""
+        """Remove a namespace and everything in it; returns once it is gone, so the next run can
+        create it again (a real API server keeps it Terminating while it finalizes)."""
 
     @abstractmethod
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None: ...
