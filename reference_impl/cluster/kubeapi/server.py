@@ -102,6 +102,7 @@ class KubeAPIServer:
         self.store = store
         self.ops = ops
         self.pki = pki
+        self.client_ca = pki.client_ca()
         self.table = ResourceTable.build()
         self.history = History(store)
         self.events = EventRecorder(store, self.history)
@@ -131,7 +132,9 @@ class KubeAPIServer:
         task = asyncio.current_task()
         self._tasks.add(task)
         conn = h11.Connection(h11.SERVER)
-        authenticated = bool(writer.get_extra_info("peercert"))
+        ssl_object = writer.get_extra_info("ssl_object")
+        authenticated = self.client_ca.authenticate(
+            ssl_object.getpeercert(binary_form=True) if ssl_object else None) is not None
         try:
             while True:
                 request = await self._read_request(conn, reader)
