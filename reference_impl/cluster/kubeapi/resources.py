@@ -16,7 +16,7 @@ CORE_GROUPS = ("", "apps")
 # Short names and categories as the real API server / the real CRDs declare them.
 _SHORT_NAMES = {
     "Pod": ["po"], "Service": ["svc"], "Namespace": ["ns"], "Node": ["no"],
-    "ServiceAccount": ["sa"], "Deployment": ["deploy"], "DaemonSet": ["ds"], "Event": ["ev"],
+    "ServiceAccount": ["sa"], "ConfigMap": ["cm"], "Deployment": ["deploy"], "DaemonSet": ["ds"], "Event": ["ev"],
     "Gateway": ["gtw"], "GatewayClass": ["gc"], "PeerAuthentication": ["pa"],
     "RequestAuthentication": ["ra"], "CustomResourceDefinition": ["crd", "crds"],
 }

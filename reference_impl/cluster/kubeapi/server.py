@@ -27,7 +27,7 @@ import yaml
 
 from reference_impl import api
 from reference_impl.api import ManifestError
-from reference_impl.cluster import naming
+from reference_impl.cluster import naming, volumes
 from reference_impl.cluster.apiserver import HTTPError, read_request
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
@@ -715,7 +715,7 @@ class KubeAPIServer:
             writer.write(conn.send(h11.EndOfMessage()))
         try:
             pod = self._get(t)
-            self._container(pod, req.arg("container"))
+            container = self._container(pod, req.arg("container"))
             argv = req.query.get("command") or []
             if not argv:
                 raise ApiError(400, "you must specify at least 1 command")
@@ -743,7 +743,8 @@ class KubeAPIServer:
         await writer.drain()
         leftover = conn.trailing_data[0]
         session = ExecSession(reader, writer, protocol, leftover)
-        await session.run(argv, netns, req.flag("stdin"), req.flag("tty"))
+        prefix = volumes.exec_prefix(pod, container, netns)
+        await session.run(argv, prefix, req.flag("stdin"), req.flag("tty"))
 
 
 async def _http_get_in(netns: str, ip: str, port: int, path: str) -> tuple[int, str, bytes]:

@@ -178,6 +178,16 @@ COLUMNS = {
                            lambda p: [p["metadata"]["name"],
                                       ((p.get("spec") or {}).get("mtls") or {}).get("mode", ""),
                                       age(p)]),
+    # -- issue 14: ConfigMaps and Gateway classes, as `kubectl get cm|gc` shows them --
+    "ConfigMap": ([_NAME, _col("Data", "integer"), _AGE],
+                  lambda c: [c["metadata"]["name"],
+                             len(c.get("data") or {}) + len(c.get("binaryData") or {}), age(c)]),
+    "GatewayClass": ([_NAME, _col("Controller"), _col("Accepted"), _AGE],
+                     lambda g: [g["metadata"]["name"],
+                                (g.get("spec") or {}).get("controllerName", ""),
+                                next((c.get("status") for c in (g.get("status") or {})
+                                      .get("conditions") or [] if c.get("type") == "Accepted"),
+                                     "Unknown"), age(g)]),
     "CustomResourceDefinition": ([_NAME, _col("Created At", "date")],
                                  lambda c: [c["metadata"]["name"],
                                             c["metadata"]["creationTimestamp"]]),
