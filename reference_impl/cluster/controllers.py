@@ -222,3 +222,40 @@ def collect_garbage(store: Store) -> None:
         namespace = pod["metadata"]["namespace"]
         if store.get(owner[0], namespace, owner[1]) is None:
             store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+
+
+# -- what istiod writes into the Kubernetes API on a real cluster (issue 14) -------------------
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+ROOT_CERT_KEY = "root-cert.pem"
+MESH_CONTROLLER = "istio.io/mesh-controller"
+
+
+def publish_mesh_objects(store: Store, root_cert_path: str) -> None:
+    """Istio's namespace controller publishes the mesh CA's root in ConfigMap
+    `istio-ca-root-cert` of every namespace (clients verify 15008 with it), and its gateway class
+    controller accepts the classes it owns. The reference istiod keeps its root in the run
+    directory; the cluster publishes it on istiod's behalf once it exists."""
+    for cls in store.list("GatewayClass"):
+        if (cls.get("spec") or {}).get("controllerName") == MESH_CONTROLLER and \
+                not (cls.get("status") or {}).get("conditions"):
+            store.set_status("GatewayClass", "", cls["metadata"]["name"], {"conditions": [{
+                "type": "Accepted", "status": "True", "reason": "Accepted",
+                "message": "Handled by Istio controller", "lastTransitionTime": now_iso(),
+                "observedGeneration": cls["metadata"].get("generation", 1)}]})
+    try:
+        with open(root_cert_path) as f:
+            root = f.read()
+    except OSError:
+        return  # istiod has not made its CA yet
+    for ns in store.list("Namespace"):
+        name = ns["metadata"]["name"]
+        current = store.get("ConfigMap", name, ROOT_CERT_CONFIGMAP)
+        if "deletionTimestamp" in ns["metadata"] or \
+                (current is not None and (current.get("data") or {}).get(ROOT_CERT_KEY) == root):
+            continue
+        if current is not None:
+            store.remove("ConfigMap", name, ROOT_CERT_CONFIGMAP)
+        store.create({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": ROOT_CERT_CONFIGMAP, "namespace": name,
+                                   "labels": {"istio.io/config": "true"}},
+                      "data": {ROOT_CERT_KEY: root}})

@@ -47,6 +47,9 @@ log = logging.getLogger("ambient-conformance.kubeapi")
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 JSON = "application/json"
+# kube-apiserver takes request heads up to Go's 1 MiB (http.DefaultMaxHeaderBytes); h11's default
+# of 16 KiB cut off an exec whose `command=` query carries many URLs (one curl, many requests).
+MAX_REQUEST_HEAD = 1 << 20
 
 
 @dataclass
@@ -131,7 +134,7 @@ class KubeAPIServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
-        conn = h11.Connection(h11.SERVER)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         ssl_object = writer.get_extra_info("ssl_object")
         authenticated = self.client_ca.authenticate(
             ssl_object.getpeercert(binary_form=True) if ssl_object else None) is not None
