@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import secrets
+import uuid
 
 from .store import Store, now_iso
 
@@ -121,7 +122,8 @@ def reconcile_deployments(store: Store) -> None:
         old = [p for p in pods if p not in current]
         for _ in range(replicas - len(current)):
             ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-{phash}",
-                   "controller": True, "uid": meta.get("uid")}
+                   "controller": True, "blockOwnerDeletion": True,
+                   "uid": replicaset_uid(meta.get("uid", ""), phash)}
             store.create(_pod_from_template(template, namespace, f"{name}-{phash}-{_suffix(5)}",
                                             ref, {"pod-template-hash": phash}))
         for pod in _pick_victims(current, len(current) - replicas):
@@ -140,6 +142,52 @@ def reconcile_deployments(store: Store) -> None:
                   "conditions": [{"type": "Available",
                                   "status": "True" if ready >= replicas else "False"}]}
         store.set_status("Deployment", namespace, name, status)
+
+
+def replicaset_uid(deployment_uid: str, phash: str) -> str:
+    """The uid of a Deployment's ReplicaSet for one template hash: the same every time."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"replicaset:{deployment_uid}:{phash}"))
+
+
+def replicasets(store: Store, namespace: str | None = None) -> list[dict]:
+    """The ReplicaSets the Deployment controller works through, one per pod template a
+    Deployment has had pods of (the current one always): owned by the Deployment, owning its pods
+    (their ownerReferences name it), scaled to the Deployment's replicas when current, else 0.
+    The store keeps no ReplicaSet objects; this is how the API shows them."""
+    out = []
+    for deploy in store.list("Deployment", namespace):
+        meta, spec = deploy["metadata"], deploy.get("spec") or {}
+        template = spec.get("template") or {}
+        phash = template_hash(template)
+        pods = _owned(store, meta["namespace"], "Deployment", meta["name"])
+        by_hash: dict[str, list[dict]] = {phash: []}
+        for pod in pods:
+            by_hash.setdefault(pod["metadata"]["labels"].get("pod-template-hash", ""), []).append(pod)
+        for h, owned in by_hash.items():
+            live = [p for p in owned if not is_terminating(p)]
+            labels = dict((template.get("metadata") or {}).get("labels") or {}, **{"pod-template-hash": h})
+            selector = copy.deepcopy(spec.get("selector") or {})
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = h
+            created = min([p["metadata"].get("creationTimestamp", "") for p in owned]
+                          or [meta.get("creationTimestamp", "")])
+            ready = sum(is_ready(p) for p in live)
+            out.append({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": f"{meta['name']}-{h}", "namespace": meta["namespace"],
+                             "uid": replicaset_uid(meta.get("uid", ""), h), "labels": labels,
+                             "resourceVersion": meta.get("resourceVersion", ""),
+                             "creationTimestamp": created, "generation": 1,
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                  "name": meta["name"], "uid": meta.get("uid"),
+                                                  "controller": True, "blockOwnerDeletion": True}]},
+                "spec": {"replicas": int(spec.get("replicas", 1)) if h == phash else 0,
+                         "selector": selector,
+                         "template": dict(template, metadata=dict(template.get("metadata") or {},
+                                                                  labels=labels))},
+                "status": {"replicas": len(live), "fullyLabeledReplicas": len(live),
+                           "readyReplicas": ready, "availableReplicas": ready,
+                           "observedGeneration": 1}})
+    return out
 
 
 def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:

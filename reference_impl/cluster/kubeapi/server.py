@@ -27,7 +27,7 @@ import yaml
 
 from reference_impl import api
 from reference_impl.api import ManifestError
-from reference_impl.cluster import naming, volumes
+from reference_impl.cluster import controllers, naming, volumes
 from reference_impl.cluster.apiserver import HTTPError, read_request
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
@@ -273,6 +273,8 @@ class KubeAPIServer:
             return self.events.list(namespace)
         if r.kind == "CustomResourceDefinition":
             return [discovery.crd_object(c, self.started) for c in self.table.crds()]
+        if r.kind == "ReplicaSet":
+            return controllers.replicasets(self.store, namespace)
         return self.store.list(r.kind, namespace)
 
     def _get(self, t: Target) -> dict:
