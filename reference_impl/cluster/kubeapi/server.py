@@ -33,7 +33,7 @@ from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
 from reference_impl.netns import netns_path, socket_in
 
-from . import defaults, discovery, openapi, patch, protobuf, tables
+from . import defaults, discovery, managed, openapi, patch, protobuf, tables
 from .events import EventRecorder
 from .exec import ExecSession, accept_token, choose_protocol
 from .history import History
@@ -524,8 +524,9 @@ class KubeAPIServer:
 
     def _server_side_apply(self, req: Request, t: Target):
         """Server-side apply: the applied configuration is merged into the live object (lists
-        by their merge keys), or creates it. Field ownership (managedFields) is recorded per
-        manager as a whole-object entry; conflicts between managers are not detected."""
+        by their merge keys), or creates it. Field ownership (managedFields, managed.py): the
+        manager's entry lists the fields it applied; a field another manager applied with
+        another value is a 409 conflict unless `force=true`."""
         r = t.resource
         try:
             applied = yaml.safe_load(req.body or b"{}")
@@ -543,7 +544,8 @@ class KubeAPIServer:
         self._check_namespace(t, applied)
         manager = req.arg("fieldManager") or "unknown"
         entry = {"manager": manager, "operation": "Apply", "apiVersion": applied["apiVersion"],
-                 "time": now_iso(), "fieldsType": "FieldsV1", "fieldsV1": {}}
+                 "time": now_iso(), "fieldsType": "FieldsV1",
+                 "fieldsV1": managed.fields_v1(applied)}
         current = self.store.get(r.kind, t.namespace or "", t.name)
         if current is None:
             applied["metadata"]["managedFields"] = [entry]
@@ -551,9 +553,9 @@ class KubeAPIServer:
             return 201, self._out(t, stored), JSON
         merge = patch.json_merge if r.crd else patch.strategic_merge
         new = merge(current, applied)
-        managers = [m for m in current["metadata"].get("managedFields") or []
-                    if m.get("manager") != manager]
-        new["metadata"]["managedFields"] = managers + [entry]
+        new["metadata"]["managedFields"] = managed.apply_entries(
+            current["metadata"].get("managedFields") or [], manager, entry, applied, current,
+            req.flag("force"), r.group_resource, t.name)
         new["apiVersion"] = applied["apiVersion"]
         return 200, self._out(t, self._write(t, new, req.arg("dryRun") == "All")), JSON
 
