@@ -260,6 +260,12 @@ def _pod_spec(check: Checker, spec: dict, path) -> None:
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
+def _unique(check: Checker, seen: set, name: str, field, what: str) -> None:
+    if name in seen:
+        check.fail(field, f"duplicate {what} name {name!r}", f"give each {what} its own name")
+    seen.add(name)
+
+
 def _volumes(check: Checker, spec: dict, path, containers: list[dict]) -> None:
     """Each volume named once; each container's volumeMounts name one of them, at an absolute
     mountPath (Kubernetes: `spec.containers[0].volumeMounts[0].name: Not found`)."""
@@ -267,10 +273,7 @@ def _volumes(check: Checker, spec: dict, path, containers: list[dict]) -> None:
     for vpath, volume in check.items(spec, "volumes", path):
         name = check.get(volume, "name", vpath, str, required=True, hint="name the volume")
         check.dns_label(name, (*vpath, "name"))
-        if name in names:
-            check.fail((*vpath, "name"), f"duplicate volume name {name!r}",
-                       "give each volume its own name")
-        names.add(name)
+        _unique(check, names, name, (*vpath, "name"), "volume")
         config_map = check.get(volume, "configMap", vpath, dict)
         if config_map is not None:
             cpath = (*vpath, "configMap")
@@ -398,10 +401,7 @@ def _gateway(check: Checker, obj: dict, spec) -> None:
         check.known(listener, lpath, F.LISTENER)
         name = check.get(listener, "name", lpath, str, required=True, hint="name the listener")
         check.dns_subdomain(name, (*lpath, "name"))
-        if name in names:
-            check.fail((*lpath, "name"), f"duplicate listener name {name!r}",
-                       "give each listener its own name")
-        names.add(name)
+        _unique(check, names, name, (*lpath, "name"), "listener")
         check.port(listener, "port", lpath, required=True)
         protocol = check.get(listener, "protocol", lpath, str, required=True,
                              hint=f"use one of {', '.join(GATEWAY_PROTOCOLS)}")
