@@ -10,7 +10,9 @@
     ambient-conformance cluster kubeconfig        (path of the kubeconfig for kubectl)
     ambient-conformance cluster down [--all]
 
-Every `cluster` command takes `--name` (default `ambient`, or `$AC_CLUSTER`).
+Every `cluster` command takes `--name` (default `ambient`, or `$AC_CLUSTER`). get, apply,
+delete, exec, logs and scale are conveniences over the cluster's Kubernetes API (HTTPS with its
+kubeconfig, as kubectl; reference_impl/cluster/kubeclient.py); `kubectl` does the same and more.
 
 Adding commands (other parts of the project): a module `reference_impl/cli_<something>.py`, or
 `conformance/cli.py`, defines `register(cli)`; `cli.commands` is the top-level subparsers object
@@ -52,6 +54,13 @@ def _connect(args) -> cluster_client.ClusterClient:
     return cluster_client.ClusterClient(args.name)
 
 
+def _kube(args):
+    """get/apply/delete/exec/logs/scale: a client of the cluster's Kubernetes API over HTTPS
+    with its kubeconfig, as kubectl is (issue 14), not of the store's socket."""
+    from reference_impl.cluster.kubeclient import KubeClient
+    return KubeClient(args.name)
+
+
 # -- handlers -----------------------------------------------------------------------------------
 
 def cmd_up(args) -> int:
@@ -82,7 +91,7 @@ def cmd_kubeconfig(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    with _connect(args) as c:
+    with _kube(args) as c:
         for r in c.apply(args.files):
             _print_warnings(r)
             print(_result_line(r))
@@ -100,7 +109,7 @@ def _result_line(r: dict) -> str:
 
 
 def cmd_delete(args) -> int:
-    with _connect(args) as c:
+    with _kube(args) as c:
         if args.files:
             if args.resource:
                 raise ClusterError("use either -f FILE or `delete pod NAME`, not both")
@@ -186,7 +195,7 @@ def cmd_get(args) -> int:
         raise ClusterError(f"unknown resource {args.resource!r}; use one of pods, svc, nodes, "
                            "deploy, ds, ns")
     namespace = None if (args.all_namespaces or kind in _CLUSTER_SCOPED) else args.namespace
-    with _connect(args) as c:
+    with _kube(args) as c:
         items = c.list(kind, namespace)
     if args.output == "json":
         print(json.dumps({"items": items}, indent=2))
@@ -207,13 +216,13 @@ def cmd_exec(args) -> int:
     argv = list(args.cmd) + list(args.after_dashes or [])
     if not argv:
         raise ClusterError("give the command after `--`, e.g. `cluster exec POD -- curl -s URL`")
-    with _connect(args) as c:
-        proc = c.exec(args.namespace, args.pod, argv, timeout=args.timeout, capture=False)
-    return proc.returncode
+    with _kube(args) as c:
+        return c.exec(args.namespace, args.pod, argv, container=args.container,
+                      timeout=args.timeout)
 
 
 def cmd_logs(args) -> int:
-    with _connect(args) as c:
+    with _kube(args) as c:
         sys.stdout.write(c.logs(args.namespace, args.pod, args.container, args.tail))
     return 0
 
@@ -221,7 +230,7 @@ def cmd_logs(args) -> int:
 def cmd_scale(args) -> int:
     if _KINDS.get(args.resource) != "Deployment":
         raise ClusterError(f"cannot scale {args.resource!r}; only `scale deploy NAME --replicas N`")
-    with _connect(args) as c:
+    with _kube(args) as c:
         c.scale(args.namespace, args.deploy, args.replicas)
     print(f"deployment {args.namespace}/{args.deploy} scaled to {args.replicas}")
     return 0
@@ -275,9 +284,9 @@ def build_parser() -> CLI:
     p.add_argument("resource", help="pods, svc, nodes, deploy, ds or ns")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    p = sub("exec", cmd_exec, "run a command in a pod's network namespace", namespaced=True)
+    p = sub("exec", cmd_exec, "run a command in a pod's container", namespaced=True)
     p.add_argument("pod")
-    p.add_argument("-c", "--container", help="accepted for kubectl compatibility")
+    p.add_argument("-c", "--container", help="the container (default: the pod's default or first)")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
     p = sub("logs", cmd_logs, "print a container's log", namespaced=True)

@@ -8,6 +8,7 @@ deeper than their own name.
 TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 TOP_EXTRA = {
     "ServiceAccount": ("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    "ConfigMap": ("data", "binaryData", "immutable"),
 }
 METADATA = ("name", "namespace", "labels", "annotations", "uid", "resourceVersion",
             "creationTimestamp", "generation", "generateName", "deletionTimestamp",

@@ -42,6 +42,10 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     # -- HTTP routing at the waypoint (issue 9, GAMMA) --
     KindInfo("VirtualService", ("networking.istio.io/v1", "networking.istio.io/v1beta1",
                                 "networking.istio.io/v1alpha3"), namespaced=True),
+    # -- the Kubernetes API (issue 14): ConfigMaps (pods mount them as volumes) and the Gateway
+    # classes istiod installs --
+    KindInfo("ConfigMap", ("v1",), namespaced=True),
+    KindInfo("GatewayClass", _GATEWAY_API, namespaced=False),
 )}
 
 

@@ -11,6 +11,7 @@ own parsers in `security`, the same ones the policy engine compiles from.
 from __future__ import annotations
 
 import copy
+import re
 
 from . import fields as F
 from . import routes, security
@@ -240,6 +241,7 @@ def _pod_spec(check: Checker, spec: dict, path) -> None:
             check.get(env, "name", epath, str, required=True, hint="name the variable")
             check.get(env, "value", epath, str,
                       hint=f'quote the value: value: "{env.get("value")}"')
+    _volumes(check, spec, path, [c for _, c in containers])
     sa = check.get(spec, "serviceAccountName", path, str)
     if sa is not None:
         check.dns_subdomain(sa, (*path, "serviceAccountName"))
@@ -251,6 +253,81 @@ def _pod_spec(check: Checker, spec: dict, path) -> None:
         check.fail((*path, "terminationGracePeriodSeconds"), f"{grace} is negative",
                    "use 0 or more seconds")
     check.enum(spec, "restartPolicy", path, RESTART_POLICIES)
+
+
+# -- volumes and ConfigMaps (issue 14: the Kubernetes API) ------------------------------------
+
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _unique(check: Checker, seen: set, name: str, field, what: str) -> None:
+    if name in seen:
+        check.fail(field, f"duplicate {what} name {name!r}", f"give each {what} its own name")
+    seen.add(name)
+
+
+def _volumes(check: Checker, spec: dict, path, containers: list[dict]) -> None:
+    """Each volume named once; each container's volumeMounts name one of them, at an absolute
+    mountPath (Kubernetes: `spec.containers[0].volumeMounts[0].name: Not found`)."""
+    names = set()
+    for vpath, volume in check.items(spec, "volumes", path):
+        name = check.get(volume, "name", vpath, str, required=True, hint="name the volume")
+        check.dns_label(name, (*vpath, "name"))
+        _unique(check, names, name, (*vpath, "name"), "volume")
+        config_map = check.get(volume, "configMap", vpath, dict)
+        if config_map is not None:
+            cpath = (*vpath, "configMap")
+            check.get(config_map, "name", cpath, str, required=True,
+                      hint="name the ConfigMap to mount")
+            for ipath, item in check.items(config_map, "items", cpath):
+                check.get(item, "key", ipath, str, required=True, hint="name the ConfigMap key")
+                file = check.get(item, "path", ipath, str, required=True,
+                                 hint="give the file name to write the key to")
+                if file.startswith("/") or ".." in file.split("/"):
+                    check.fail((*ipath, "path"), f"{file!r} must be a relative path without '..'",
+                               "write a file name such as config.yaml")
+    for index, container in enumerate(containers):
+        for mpath, mount in check.items(container, "volumeMounts", (*path, "containers", index)):
+            name = check.get(mount, "name", mpath, str, required=True,
+                             hint="name the volume to mount")
+            if name not in names:
+                check.fail((*mpath, "name"), f"Not found: {name!r}",
+                           "add a volume of that name under the pod's volumes")
+            where = check.get(mount, "mountPath", mpath, str, required=True,
+                              hint="give the absolute path to mount the volume at")
+            if not where.startswith("/"):
+                check.fail((*mpath, "mountPath"), f"{where!r} is not an absolute path",
+                           "write the mount path from / (e.g. /etc/config)")
+
+
+def _config_map(check: Checker, obj: dict, spec) -> None:
+    if spec is not None:
+        check.fail(("spec",), "a ConfigMap has no spec", "put the keys under data")
+    seen = set()
+    for field in ("data", "binaryData"):
+        values = check.string_map(obj, field, ())
+        for key in values:
+            if len(key) > 253 or not _CONFIG_KEY.match(key):
+                check.fail((field, key), f"{key!r} is not a valid config key",
+                           "use letters, digits, '-', '_' and '.'")
+            if key in seen:
+                check.fail((field, key), f"duplicate of key {key!r} in data",
+                           "give each key once, in data or in binaryData")
+            seen.add(key)
+    check.get(obj, "immutable", (), bool)
+
+
+def _gateway_class(check: Checker, obj: dict, spec) -> None:
+    spec = _require_spec(check, spec, "controllerName")
+    path = ("spec",)
+    check.known(spec, path, ("controllerName", "description", "parametersRef"))
+    controller = check.get(spec, "controllerName", path, str, required=True,
+                           hint="add controllerName (istio.io/mesh-controller for waypoints)")
+    if "/" not in controller:
+        check.fail((*path, "controllerName"), f"{controller!r} is not a domain-prefixed path",
+                   "write it as DOMAIN/PATH, e.g. istio.io/mesh-controller")
+    check.get(spec, "description", path, str)
+    check.get(spec, "parametersRef", path, dict)
 
 
 def _pod(check: Checker, obj: dict, spec) -> None:
@@ -324,10 +401,7 @@ def _gateway(check: Checker, obj: dict, spec) -> None:
         check.known(listener, lpath, F.LISTENER)
         name = check.get(listener, "name", lpath, str, required=True, hint="name the listener")
         check.dns_subdomain(name, (*lpath, "name"))
-        if name in names:
-            check.fail((*lpath, "name"), f"duplicate listener name {name!r}",
-                       "give each listener its own name")
-        names.add(name)
+        _unique(check, names, name, (*lpath, "name"), "listener")
         check.port(listener, "port", lpath, required=True)
         protocol = check.get(listener, "protocol", lpath, str, required=True,
                              hint=f"use one of {', '.join(GATEWAY_PROTOCOLS)}")
@@ -364,5 +438,7 @@ _VALIDATORS = {
     "RequestAuthentication": _security,
     "PeerAuthentication": _security,
     "VirtualService": routes.virtualservice,
+    "ConfigMap": _config_map,
+    "GatewayClass": _gateway_class,
 }
 assert set(_VALIDATORS) == set(KINDS)

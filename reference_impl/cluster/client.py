@@ -17,7 +17,7 @@ import httpx
 
 from reference_impl import api
 
-from . import naming, teardown
+from . import naming, teardown, volumes
 from .errors import ClusterError
 
 __all__ = ["up", "ClusterClient", "ClusterError", "check_prerequisites", "down_all",
@@ -216,8 +216,9 @@ class ClusterClient:
     def exec(self, namespace: str, pod: str, argv: list[str], timeout: float = 30,
              capture: bool = True) -> subprocess.CompletedProcess:
         netns = self.pod_netns(namespace, pod)
+        prefix = volumes.exec_prefix(self.get("Pod", namespace, pod) or {}, None, netns)
         try:
-            return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=capture,
+            return subprocess.run([*prefix, *argv], capture_output=capture,
                                   text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ClusterError(f"exec in pod {namespace}/{pod} took longer than {timeout:g}s: "

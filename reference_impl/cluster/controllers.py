@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import secrets
+import uuid
 
 from .store import Store, now_iso
 
@@ -121,7 +122,8 @@ def reconcile_deployments(store: Store) -> None:
         old = [p for p in pods if p not in current]
         for _ in range(replicas - len(current)):
             ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-{phash}",
-                   "controller": True, "uid": meta.get("uid")}
+                   "controller": True, "blockOwnerDeletion": True,
+                   "uid": replicaset_uid(meta.get("uid", ""), phash)}
             store.create(_pod_from_template(template, namespace, f"{name}-{phash}-{_suffix(5)}",
                                             ref, {"pod-template-hash": phash}))
         for pod in _pick_victims(current, len(current) - replicas):
@@ -140,6 +142,52 @@ def reconcile_deployments(store: Store) -> None:
                   "conditions": [{"type": "Available",
                                   "status": "True" if ready >= replicas else "False"}]}
         store.set_status("Deployment", namespace, name, status)
+
+
+def replicaset_uid(deployment_uid: str, phash: str) -> str:
+    """The uid of a Deployment's ReplicaSet for one template hash: the same every time."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"replicaset:{deployment_uid}:{phash}"))
+
+
+def replicasets(store: Store, namespace: str | None = None) -> list[dict]:
+    """The ReplicaSets the Deployment controller works through, one per pod template a
+    Deployment has had pods of (the current one always): owned by the Deployment, owning its pods
+    (their ownerReferences name it), scaled to the Deployment's replicas when current, else 0.
+    The store keeps no ReplicaSet objects; this is how the API shows them."""
+    out = []
+    for deploy in store.list("Deployment", namespace):
+        meta, spec = deploy["metadata"], deploy.get("spec") or {}
+        template = spec.get("template") or {}
+        phash = template_hash(template)
+        pods = _owned(store, meta["namespace"], "Deployment", meta["name"])
+        by_hash: dict[str, list[dict]] = {phash: []}
+        for pod in pods:
+            by_hash.setdefault(pod["metadata"]["labels"].get("pod-template-hash", ""), []).append(pod)
+        for h, owned in by_hash.items():
+            live = [p for p in owned if not is_terminating(p)]
+            labels = dict((template.get("metadata") or {}).get("labels") or {}, **{"pod-template-hash": h})
+            selector = copy.deepcopy(spec.get("selector") or {})
+            selector.setdefault("matchLabels", {})["pod-template-hash"] = h
+            created = min([p["metadata"].get("creationTimestamp", "") for p in owned]
+                          or [meta.get("creationTimestamp", "")])
+            ready = sum(is_ready(p) for p in live)
+            out.append({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": f"{meta['name']}-{h}", "namespace": meta["namespace"],
+                             "uid": replicaset_uid(meta.get("uid", ""), h), "labels": labels,
+                             "resourceVersion": meta.get("resourceVersion", ""),
+                             "creationTimestamp": created, "generation": 1,
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                  "name": meta["name"], "uid": meta.get("uid"),
+                                                  "controller": True, "blockOwnerDeletion": True}]},
+                "spec": {"replicas": int(spec.get("replicas", 1)) if h == phash else 0,
+                         "selector": selector,
+                         "template": dict(template, metadata=dict(template.get("metadata") or {},
+                                                                  labels=labels))},
+                "status": {"replicas": len(live), "fullyLabeledReplicas": len(live),
+                           "readyReplicas": ready, "availableReplicas": ready,
+                           "observedGeneration": 1}})
+    return out
 
 
 def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:
@@ -222,3 +270,40 @@ def collect_garbage(store: Store) -> None:
         namespace = pod["metadata"]["namespace"]
         if store.get(owner[0], namespace, owner[1]) is None:
             store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+
+
+# -- what istiod writes into the Kubernetes API on a real cluster (issue 14) -------------------
+ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
+ROOT_CERT_KEY = "root-cert.pem"
+MESH_CONTROLLER = "istio.io/mesh-controller"
+
+
+def publish_mesh_objects(store: Store, root_cert_path: str) -> None:
+    """Istio's namespace controller publishes the mesh CA's root in ConfigMap
+    `istio-ca-root-cert` of every namespace (clients verify 15008 with it), and its gateway class
+    controller accepts the classes it owns. The reference istiod keeps its root in the run
+    directory; the cluster publishes it on istiod's behalf once it exists."""
+    for cls in store.list("GatewayClass"):
+        if (cls.get("spec") or {}).get("controllerName") == MESH_CONTROLLER and \
+                not (cls.get("status") or {}).get("conditions"):
+            store.set_status("GatewayClass", "", cls["metadata"]["name"], {"conditions": [{
+                "type": "Accepted", "status": "True", "reason": "Accepted",
+                "message": "Handled by Istio controller", "lastTransitionTime": now_iso(),
+                "observedGeneration": cls["metadata"].get("generation", 1)}]})
+    try:
+        with open(root_cert_path) as f:
+            root = f.read()
+    except OSError:
+        return  # istiod has not made its CA yet
+    for ns in store.list("Namespace"):
+        name = ns["metadata"]["name"]
+        current = store.get("ConfigMap", name, ROOT_CERT_CONFIGMAP)
+        if "deletionTimestamp" in ns["metadata"] or \
+                (current is not None and (current.get("data") or {}).get(ROOT_CERT_KEY) == root):
+            continue
+        if current is not None:
+            store.remove("ConfigMap", name, ROOT_CERT_CONFIGMAP)
+        store.create({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": ROOT_CERT_CONFIGMAP, "namespace": name,
+                                   "labels": {"istio.io/config": "true"}},
+                      "data": {ROOT_CERT_KEY: root}})

@@ -77,6 +77,8 @@ class Daemon:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._state_written = None
+        # istiod's CA root (its run-dir file, reference_impl/identity/ca.py), published as ConfigMaps
+        self._root_cert = os.path.join(naming.run_dir(name), "ca", "root-cert.pem")
 
     def _namespace_labels(self, namespace: str) -> dict:
         return ((self.store.get("Namespace", "", namespace) or {}).get("metadata") or {}).get("labels") or {}
@@ -167,6 +169,7 @@ class Daemon:
         controllers.reconcile_daemonsets(self.store, all_nodes)
         controllers.collect_garbage(self.store)
         controllers.schedule(self.store, all_nodes)
+        controllers.publish_mesh_objects(self.store, self._root_cert)
         self.virtual.sync()
         self.kubelet.sync()
         self.routing.sync()
@@ -205,6 +208,7 @@ class Daemon:
                 if changed:
                     self.reconcile()
                 else:  # nothing in the store changed: only processes and probes need a look
+                    controllers.publish_mesh_objects(self.store, self._root_cert)
                     self.kubelet.sync()
                     self.write_state()
             except ClusterError as exc:  # e.g. a pod that cannot be wired; keep the rest going

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from reference_impl.apps import images
 from reference_impl.netns import netns_path, socket_in
 
-from . import naming, network, sidecar_lifecycle
+from . import naming, network, sidecar_lifecycle, volumes
 from .controllers import is_terminating
 from .errors import ClusterError
 from .services import ServiceRouting
@@ -61,6 +61,7 @@ class Container:
     spec: dict
     argv: list[str] | None = None
     error: str | None = None
+    waiting: str | None = None   # why it has not started yet (a ConfigMap it mounts is missing)
     proc: subprocess.Popen | None = None
     started_at: str | None = None
     started_mono: float = 0.0
@@ -243,6 +244,17 @@ class Kubelet:
         if c.argv is None:
             return
         pod = self.store.get("Pod", rt.namespace, rt.name) or {}
+        try:
+            mounts = volumes.mounts_for(self.cluster, self.store, pod, c.spec) if pod else []
+            volumes.prepare_targets(mounts)
+        except volumes.VolumeNotReady as exc:
+            c.waiting = str(exc)
+            c.next_start = time.monotonic() + 0.5
+            return
+        except (volumes.VolumeError, OSError) as exc:
+            c.argv, c.error = None, f"pod {rt.namespace}/{rt.name}: {exc}"
+            return
+        c.waiting = None
         log_path = os.path.join(naming.logs_dir(self.cluster),
                                 f"{rt.namespace}_{rt.name}_{c.name}.log")
         with open(log_path, "ab") as log:
@@ -251,9 +263,12 @@ class Kubelet:
                     ["ip", "netns", "exec", rt.netns, *c.argv], stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, env=self._env(rt, c, pod),
                     cwd=c.spec.get("workingDir") or REPO_ROOT, start_new_session=True,
-                    preexec_fn=_die_with_parent)
+                    preexec_fn=_preexec(mounts))
             except OSError as exc:
                 c.error = f"cannot start {c.argv[0]}: {exc.strerror}"
+                return
+            except subprocess.SubprocessError as exc:  # the mounts failed in the child
+                c.argv, c.error = None, f"pod {rt.namespace}/{rt.name}: cannot mount volumes: {exc}"
                 return
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
@@ -326,6 +341,8 @@ class Kubelet:
             else:
                 state = {"waiting": {"reason": "CrashLoopBackOff" if c.restart_count
                                      else "ContainerCreating"}}
+                if c.waiting:
+                    state["waiting"]["message"] = c.waiting
             entry = {"name": c.name, "image": c.spec.get("image"), "ready": c.ready,
                      "started": c.running(), "restartCount": c.restart_count, "state": state,
                      "pid": c.proc.pid if c.running() else None}
@@ -383,6 +400,7 @@ class Kubelet:
             network.remove_netns(rt.netns)
             self.routing.unregister_netns(rt.netns)
             self._used_ips[rt.node_index].discard(int(rt.ip.rsplit(".", 1)[1]))
+        volumes.remove(self.cluster, rt.uid)
         self.pods.pop(rt.uid, None)
         if remove_object:
             pod = self.store.get("Pod", rt.namespace, rt.name)
@@ -396,6 +414,17 @@ class Kubelet:
                     _signal_group(c.proc, signal.SIGKILL)
         for rt in list(self.pods.values()):
             self._finish(rt, remove_object=False)
+
+
+def _preexec(mounts: list[volumes.Mount]):
+    if not mounts:
+        return _die_with_parent
+    enter = volumes.enter(mounts)
+
+    def run() -> None:
+        _die_with_parent()
+        enter()
+    return run
 
 
 def _signal_group(proc: subprocess.Popen, sig: int | None) -> None:

@@ -22,6 +22,7 @@ NETNS_ANNOTATION = "ambient-conformance.io/netns"
 SERVICE_RANGE = ipaddress.ip_network("10.96.0.0/16")
 RESERVED_IPS = {"10.96.0.0", "10.96.0.1"}
 # Fields the store or the kubelet own; comparing the rest tells "configured" from "unchanged".
+_OWNERS_UNCHANGED = object()  # an apply that carries no managedFields leaves them to the server
 _SERVER_META = ("uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp",
                 "deletionGracePeriodSeconds", "managedFields")
 
@@ -172,8 +173,10 @@ class Store:
             if current is None:
                 self.create(obj)
                 action = "created"
-            elif _user_view(self._merged(current, obj)) == _user_view(current):
-                action = "unchanged"
+            elif _user_view(self._merged(current, obj)) == _user_view(current) and \
+                    obj["metadata"].get("managedFields", _OWNERS_UNCHANGED) in \
+                    (_OWNERS_UNCHANGED, current["metadata"].get("managedFields")):
+                action = "unchanged"  # a new field manager's entry alone is a change (kubeapi)
             else:
                 self.replace(self._merged(current, obj))
                 action = "configured"

@@ -1,6 +1,6 @@
 """The Kubernetes API of a reference cluster: HTTPS with the cluster's own CA, on loopback only,
 a kubeconfig of mode 0600 that `cluster kubeconfig` names and `cluster up` exports, and 401 for
-a request without the client certificate."""
+a request without the client certificate or with one of another CA."""
 from __future__ import annotations
 
 import datetime
@@ -19,7 +19,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import REPO
 from kubeapi_support import KUBECTLS, Kubectl
@@ -100,13 +100,20 @@ def test_no_client_certificate_gets_401_and_the_admin_one_is_let_in(up_output, t
 
 
 def _foreign_client_cert(tmp_path) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes-admin")])
+    """A "kubernetes-admin" client certificate issued by a CA of our own making, not the
+    cluster's: same subject as the admin's, wrong issuer."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes-admin")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(ca_key, hashes.SHA256()))
     (tmp_path / "foreign.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "foreign.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -114,15 +121,38 @@ def _foreign_client_cert(tmp_path) -> tuple[str, str]:
     return str(tmp_path / "foreign.crt"), str(tmp_path / "foreign.key")
 
 
-def test_a_certificate_of_another_ca_is_refused(up_output, tmp_path):
-    """A self-made "kubernetes-admin" certificate: refused in the TLS handshake (the server
-    verifies client certificates against the cluster's CA), so no request is served."""
+def test_a_certificate_of_another_ca_gets_401(up_output, tmp_path):
+    """The handshake takes the foreign certificate (as kube-apiserver's does) and the request is
+    refused with Kubernetes' Status, not a TLS alert; the admin's certificate on the same
+    connection settings is served."""
     host, port, config = _server(up_output[0])
     ctx = ssl.create_default_context(cafile=_ca_file(config, tmp_path))
     ctx.load_cert_chain(*_foreign_client_cert(tmp_path))
-    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
-        response = httpx.get(f"https://{host}:{port}/api/v1/namespaces", verify=ctx)
-        pytest.fail(f"a foreign certificate was served: {response.status_code}")
+    response = httpx.get(f"https://{host}:{port}/api/v1/namespaces", verify=ctx)
+    assert response.status_code == 401
+    assert response.json()["kind"] == "Status" and response.json()["reason"] == "Unauthorized"
+    assert "items" not in response.json()
+
+
+@pytest.mark.skipif(not KUBECTLS, reason="no kubectl")
+def test_kubectl_with_a_certificate_of_another_ca_must_log_in(up_output, tmp_path):
+    import base64
+    name = up_output[0]
+    config = yaml.safe_load(open(kubeconfig_path(name)))
+    cert, key = _foreign_client_cert(tmp_path)
+    config["users"][0]["user"] = {
+        "client-certificate-data": base64.b64encode(open(cert, "rb").read()).decode(),
+        "client-key-data": base64.b64encode(open(key, "rb").read()).decode()}
+    foreign = tmp_path / "foreign.kubeconfig"
+    foreign.write_text(yaml.safe_dump(config))
+    for i, kubectl in enumerate(KUBECTLS):
+        k = Kubectl(kubectl, name, tmp_path / f"home{i}")
+        k.env["KUBECONFIG"] = str(foreign)
+        out = k("get", "pods", "-A", check=False)
+        assert out.returncode == 1, out.stdout
+        assert "You must be logged in to the server" in out.stderr, out.stderr
+        k.env["KUBECONFIG"] = kubeconfig_path(name)
+        assert "ztunnel-" in k("get", "pods", "-A").stdout
 
 
 @pytest.mark.skipif(not KUBECTLS, reason="no kubectl")

@@ -58,8 +58,9 @@ class ExecSession:
     def _send(self, channel: int, data: bytes) -> None:
         self.writer.write(self.ws.send(Message(data=bytes([channel]) + data)))
 
-    async def run(self, argv: list[str], netns: str, stdin: bool, tty: bool) -> None:
-        command = ["ip", "netns", "exec", netns, *argv]
+    async def run(self, argv: list[str], prefix: list[str], stdin: bool, tty: bool) -> None:
+        """Run `prefix + argv` (volumes.exec_prefix: the container's namespaces)."""
+        command = [*prefix, *argv]
         master = slave = None
         try:
             if tty:

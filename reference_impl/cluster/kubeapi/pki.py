@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .clientauth import ClientCA, accept_any_client_certificate
+
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
 
@@ -89,15 +91,19 @@ class ApiPKI:
         _write(self.admin_key_path, _pem_key(admin_key))
 
     def server_context(self) -> ssl.SSLContext:
-        """TLS for the API: a client certificate is asked for but optional, so that a request
-        without one reaches the server and gets Kubernetes' 401 Status."""
+        """TLS for the API: a client certificate is asked for, optional, and taken whatever CA
+        issued it, so that a request without one or with a wrong one reaches the server and gets
+        Kubernetes' 401 Status; `client_ca().authenticate` judges it."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.server_cert_path, self.server_key_path)
-        ctx.load_verify_locations(self.ca_cert_path)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.set_alpn_protocols(["http/1.1"])
+        accept_any_client_certificate(ctx)
         return ctx
+
+    def client_ca(self) -> ClientCA:
+        with open(self.ca_cert_path, "rb") as f:
+            return ClientCA(f.read())
 
     def kubeconfig(self, server: str) -> dict:
         def b64(path: str) -> str:

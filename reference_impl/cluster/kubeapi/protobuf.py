@@ -1,10 +1,11 @@
 """Request bodies in Kubernetes' protobuf encoding, for the few kinds kubectl's typed clients
-create that way (`kubectl create namespace`, `kubectl create serviceaccount`): kubectl 1.32
+create that way (`kubectl create namespace|serviceaccount|configmap`): kubectl 1.32
 sends `application/vnd.kubernetes.protobuf` there and does not fall back to JSON. The envelope is
 `k8s\\0` + runtime.Unknown{typeMeta, raw}; `raw` is the object's message from k8s.io/api's
 generated.proto. Only the fields below are decoded; any other kind gets 415 naming JSON."""
 from __future__ import annotations
 
+import base64
 import datetime
 
 from .status import ApiError
@@ -28,6 +29,9 @@ SCHEMAS = {
     "ServiceAccount": {1: ("metadata", _OBJECT_META, False),
                        3: ("automountServiceAccountToken", "bool", False),
                        4: ("imagePullSecrets", _LOCAL_REF, True)},
+    # `kubectl create configmap` (k8s.io/api core/v1 ConfigMap)
+    "ConfigMap": {1: ("metadata", _OBJECT_META, False), 2: ("data", "map", False),
+                  3: ("binaryData", "bytesmap", False), 4: ("immutable", "bool", False)},
 }
 _TYPE_META = {1: ("apiVersion", "string", False), 2: ("kind", "string", False)}
 _UNKNOWN = {1: ("typeMeta", _TYPE_META, False), 2: ("raw", "bytes", False)}
@@ -81,9 +85,11 @@ def _decode(data: bytes, schema: dict) -> dict:
             item = value
         elif typ == "bool":
             item = bool(value)
-        elif typ == "map":
+        elif typ in ("map", "bytesmap"):
             entry = dict(_fields(value))
-            out.setdefault(name, {})[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+            raw = entry.get(2, b"")
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = \
+                base64.b64encode(raw).decode() if typ == "bytesmap" else raw.decode()
             continue
         elif typ == "time":
             seconds = dict(_fields(value)).get(1, 0)

@@ -16,12 +16,13 @@ CORE_GROUPS = ("", "apps")
 # Short names and categories as the real API server / the real CRDs declare them.
 _SHORT_NAMES = {
     "Pod": ["po"], "Service": ["svc"], "Namespace": ["ns"], "Node": ["no"],
-    "ServiceAccount": ["sa"], "Deployment": ["deploy"], "DaemonSet": ["ds"], "Event": ["ev"],
+    "ServiceAccount": ["sa"], "ConfigMap": ["cm"], "Deployment": ["deploy"], "ReplicaSet": ["rs"], "DaemonSet": ["ds"], "Event": ["ev"],
     "Gateway": ["gtw"], "GatewayClass": ["gc"], "PeerAuthentication": ["pa"],
     "RequestAuthentication": ["ra"], "CustomResourceDefinition": ["crd", "crds"],
 }
 _CATEGORIES = {
     "Pod": ["all"], "Service": ["all"], "Deployment": ["all"], "DaemonSet": ["all"],
+    "ReplicaSet": ["all"],
     "Gateway": ["gateway-api"], "HTTPRoute": ["gateway-api"], "GatewayClass": ["gateway-api"],
     "AuthorizationPolicy": ["istio-io", "security-istio-io"],
     "PeerAuthentication": ["istio-io", "security-istio-io"],
@@ -93,6 +94,8 @@ class ResourceTable:
                 table.resources.append(_resource(info.kind, group, tuple(versions),
                                                  info.namespaced, info.writable))
         table.resources.append(_resource("Event", "", ("v1",), True, False, stored=False))
+        # the Deployment controller's ReplicaSets, derived (controllers.replicasets), read-only
+        table.resources.append(_resource("ReplicaSet", "apps", ("v1",), True, False, stored=False))
         table.resources.append(_resource("CustomResourceDefinition", "apiextensions.k8s.io",
                                          ("v1",), False, False, stored=False))
         return table

@@ -27,13 +27,13 @@ import yaml
 
 from reference_impl import api
 from reference_impl.api import ManifestError
-from reference_impl.cluster import naming
+from reference_impl.cluster import controllers, naming, volumes
 from reference_impl.cluster.apiserver import HTTPError, read_request
 from reference_impl.cluster.errors import ClusterError
 from reference_impl.cluster.store import Store, now_iso
 from reference_impl.netns import netns_path, socket_in
 
-from . import defaults, discovery, openapi, patch, protobuf, tables
+from . import defaults, discovery, managed, openapi, patch, protobuf, tables
 from .events import EventRecorder
 from .exec import ExecSession, accept_token, choose_protocol
 from .history import History
@@ -47,6 +47,9 @@ log = logging.getLogger("ambient-conformance.kubeapi")
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 JSON = "application/json"
+# kube-apiserver takes request heads up to Go's 1 MiB (http.DefaultMaxHeaderBytes); h11's default
+# of 16 KiB cut off an exec whose `command=` query carries many URLs (one curl, many requests).
+MAX_REQUEST_HEAD = 1 << 20
 
 
 @dataclass
@@ -102,6 +105,7 @@ class KubeAPIServer:
         self.store = store
         self.ops = ops
         self.pki = pki
+        self.client_ca = pki.client_ca()
         self.table = ResourceTable.build()
         self.history = History(store)
         self.events = EventRecorder(store, self.history)
@@ -130,8 +134,10 @@ class KubeAPIServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
-        conn = h11.Connection(h11.SERVER)
-        authenticated = bool(writer.get_extra_info("peercert"))
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        ssl_object = writer.get_extra_info("ssl_object")
+        authenticated = self.client_ca.authenticate(
+            ssl_object.getpeercert(binary_form=True) if ssl_object else None) is not None
         try:
             while True:
                 request = await self._read_request(conn, reader)
@@ -267,6 +273,8 @@ class KubeAPIServer:
             return self.events.list(namespace)
         if r.kind == "CustomResourceDefinition":
             return [discovery.crd_object(c, self.started) for c in self.table.crds()]
+        if r.kind == "ReplicaSet":
+            return controllers.replicasets(self.store, namespace)
         return self.store.list(r.kind, namespace)
 
     def _get(self, t: Target) -> dict:
@@ -516,8 +524,9 @@ class KubeAPIServer:
 
     def _server_side_apply(self, req: Request, t: Target):
         """Server-side apply: the applied configuration is merged into the live object (lists
-        by their merge keys), or creates it. Field ownership (managedFields) is recorded per
-        manager as a whole-object entry; conflicts between managers are not detected."""
+        by their merge keys), or creates it. Field ownership (managedFields, managed.py): the
+        manager's entry lists the fields it applied; a field another manager applied with
+        another value is a 409 conflict unless `force=true`."""
         r = t.resource
         try:
             applied = yaml.safe_load(req.body or b"{}")
@@ -535,7 +544,8 @@ class KubeAPIServer:
         self._check_namespace(t, applied)
         manager = req.arg("fieldManager") or "unknown"
         entry = {"manager": manager, "operation": "Apply", "apiVersion": applied["apiVersion"],
-                 "time": now_iso(), "fieldsType": "FieldsV1", "fieldsV1": {}}
+                 "time": now_iso(), "fieldsType": "FieldsV1",
+                 "fieldsV1": managed.fields_v1(applied)}
         current = self.store.get(r.kind, t.namespace or "", t.name)
         if current is None:
             applied["metadata"]["managedFields"] = [entry]
@@ -543,9 +553,9 @@ class KubeAPIServer:
             return 201, self._out(t, stored), JSON
         merge = patch.json_merge if r.crd else patch.strategic_merge
         new = merge(current, applied)
-        managers = [m for m in current["metadata"].get("managedFields") or []
-                    if m.get("manager") != manager]
-        new["metadata"]["managedFields"] = managers + [entry]
+        new["metadata"]["managedFields"] = managed.apply_entries(
+            current["metadata"].get("managedFields") or [], manager, entry, applied, current,
+            req.flag("force"), r.group_resource, t.name)
         new["apiVersion"] = applied["apiVersion"]
         return 200, self._out(t, self._write(t, new, req.arg("dryRun") == "All")), JSON
 
@@ -712,7 +722,7 @@ class KubeAPIServer:
             writer.write(conn.send(h11.EndOfMessage()))
         try:
             pod = self._get(t)
-            self._container(pod, req.arg("container"))
+            container = self._container(pod, req.arg("container"))
             argv = req.query.get("command") or []
             if not argv:
                 raise ApiError(400, "you must specify at least 1 command")
@@ -740,7 +750,8 @@ class KubeAPIServer:
         await writer.drain()
         leftover = conn.trailing_data[0]
         session = ExecSession(reader, writer, protocol, leftover)
-        await session.run(argv, netns, req.flag("stdin"), req.flag("tty"))
+        prefix = volumes.exec_prefix(pod, container, netns)
+        await session.run(argv, prefix, req.flag("stdin"), req.flag("tty"))
 
 
 async def _http_get_in(netns: str, ip: str, port: int, path: str) -> tuple[int, str, bytes]:

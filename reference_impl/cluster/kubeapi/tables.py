@@ -92,6 +92,14 @@ def _deployment(d: dict) -> list:
             names, images, _selector_text(spec.get("selector"))]
 
 
+def _replicaset(r: dict) -> list:
+    spec, status = r.get("spec") or {}, r.get("status") or {}
+    names, images = _containers((spec.get("template") or {}).get("spec") or {})
+    return [r["metadata"]["name"], spec.get("replicas", 0), status.get("replicas", 0),
+            status.get("readyReplicas", 0), age(r), names, images,
+            _selector_text(spec.get("selector"))]
+
+
 def _daemonset(d: dict) -> list:
     spec, status = d.get("spec") or {}, d.get("status") or {}
     node_selector = ((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
@@ -178,6 +186,19 @@ COLUMNS = {
                            lambda p: [p["metadata"]["name"],
                                       ((p.get("spec") or {}).get("mtls") or {}).get("mode", ""),
                                       age(p)]),
+    # -- issue 14: ConfigMaps, ReplicaSets and Gateway classes, as `kubectl get cm|rs|gc` shows --
+    "ReplicaSet": ([_NAME, _col("Desired", "integer"), _col("Current", "integer"),
+                    _col("Ready", "integer"), _AGE, _col("Containers", priority=1),
+                    _col("Images", priority=1), _col("Selector", priority=1)], _replicaset),
+    "ConfigMap": ([_NAME, _col("Data", "integer"), _AGE],
+                  lambda c: [c["metadata"]["name"],
+                             len(c.get("data") or {}) + len(c.get("binaryData") or {}), age(c)]),
+    "GatewayClass": ([_NAME, _col("Controller"), _col("Accepted"), _AGE],
+                     lambda g: [g["metadata"]["name"],
+                                (g.get("spec") or {}).get("controllerName", ""),
+                                next((c.get("status") for c in (g.get("status") or {})
+                                      .get("conditions") or [] if c.get("type") == "Accepted"),
+                                     "Unknown"), age(g)]),
     "CustomResourceDefinition": ([_NAME, _col("Created At", "date")],
                                  lambda c: [c["metadata"]["name"],
                                             c["metadata"]["creationTimestamp"]]),
