@@ -3,9 +3,9 @@ the article's `gatewayClassName: istio` is reported as the article's error (outc
 `articleError`, with the reason) only when the mesh shows the evidence (it serves GatewayClass
 `istio-waypoint`), and the report keeps that outcome apart from failures.
 
-Not tested here: the evidence path itself against a real API. The reference cluster's API serves
-no GatewayClass (reference_impl.api.KINDS has none), so a real Istio's classes cannot be put in
-it; what can be shown is that without them the mesh's failure stands.
+The reference cluster's API serves GatewayClass `istio-waypoint` as istiod's gateway class
+controller would, so both sides of the evidence run here through the official client: with the
+class the stall is the article's error; with the class deleted it stays the mesh's failure.
 """
 from __future__ import annotations
 
@@ -25,12 +25,22 @@ from conformance.tests.test_seed_l7 import AS_WRITTEN, Walkthrough
 from reference_impl.cluster.kubeapi import kubeconfig_path
 
 
-def test_without_the_waypoint_class_the_failure_is_the_meshs(cluster_factory):
+def test_the_waypoint_class_decides_whose_error_a_stall_is(cluster_factory):
     cluster = cluster_factory("kartic", SEED_MANIFESTS)
     target = KubernetesTarget(kubeconfig=kubeconfig_path(cluster.name))
     target.start()
     walk = Walkthrough(Scenario(target, "article-error"), AS_WRITTEN)
     stalled = NotConverged("after the waypoint (as-written): requests pass the waypoint: not 3 consecutive")
+
+    assert target.get("GatewayClass", None, "istio-waypoint") is not None
+    with pytest.raises(pytest.skip.Exception) as reported:
+        walk.skip_if_article_error(stalled)
+    assert str(reported.value).startswith(ARTICLE_ERROR_PREFIX), reported.value
+    assert "istio-waypoint" in str(reported.value) and "NotConverged" in str(reported.value)
+
+    target.delete([{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                    "metadata": {"name": "istio-waypoint"}}])
+    assert target.get("GatewayClass", None, "istio-waypoint") is None
     # returns (no skip): the caller re-raises the failure as the mesh's
     assert walk.skip_if_article_error(stalled) is None
 
