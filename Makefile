@@ -2,7 +2,7 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 N ?= 2
 
-.PHONY: setup test unit certify mutants bench load chaos clean
+.PHONY: setup test unit certify certify-kubernetes mutants bench load chaos clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ unit: setup
 # The conformance suite against the embedded reference cluster; prints the report.
 certify: setup
 	.venv/bin/ambient-conformance run -n $(N) --report out/conformance-report.yaml
+
+# The same suite through the `kubernetes` target (the official client) against a reference cluster's
+# own Kubernetes API; its verdicts must match `certify`'s (serial: the seed uses fixed namespaces).
+certify-kubernetes: setup
+	bash scripts/certify-kubernetes-target.sh -q
 
 # The suite's kill rate: each realistic bug of scripts/mutants/catalog.py against `certify` (~15 min).
 mutants: setup
