@@ -388,10 +388,10 @@ def main(args) -> None:
             app, info = _child(["--app", HOST, "0"])
             children.append(app)
             app_port = info["port"]
-            server, info = _child(["--hbone-server", ca_dir], args.child_prefix.split())
+            server, info = _child(["--hbone-server", ca_dir], args.child_prefix.replace("{role}", "server").split())
             children.append(server)
             client, info = _child(["--hbone-client", ca_dir, str(info["port"]), str(app_port)],
-                                  args.child_prefix.split())
+                                  args.child_prefix.replace("{role}", "client").split())
             children.append(client)
             ours_port = info["port"]
             peer = envoy_peer.PeerPKI()
@@ -454,7 +454,8 @@ def parse_args(argv=None):
     parser.add_argument("--cluster", action="store_true", help="also the in-cluster ztunnel path (root)")
     parser.add_argument("--cluster-name", default=f"thb{os.getpid() % 1000}")
     parser.add_argument("--child-prefix", default=os.environ.get("TH_BENCH_CHILD_PREFIX", ""),
-                        help="prefix for our HBONE processes, e.g. a profiler ('py-spy record -o f.svg --')")
+                        help="prefix for our HBONE processes, {role} = client or server, e.g. a profiler: "
+                             "'py-spy record -r 500 -f raw -o /tmp/{role}.txt --'")
     parser.add_argument("--app", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--hbone-server", metavar="CA_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--hbone-client", nargs=3, metavar=("CA_DIR", "SERVER_PORT", "APP_PORT"), help=argparse.SUPPRESS)
@@ -464,14 +465,20 @@ def parse_args(argv=None):
     return args
 
 
+def _run(coro) -> None:
+    """Our HBONE processes run on the ztunnel's event loop (TH_BENCH_LOOP=asyncio: the stdlib's)."""
+    from reference_impl.ztunnel.__main__ import run_loop
+    run_loop(coro, os.environ.get("TH_BENCH_LOOP", "uvloop"))
+
+
 if __name__ == "__main__":
     options = parse_args()
     if options.app:
         asyncio.run(_app(options.app[0], int(options.app[1])))
     elif options.hbone_server:
-        asyncio.run(_hbone_server(options.hbone_server))
+        _run(_hbone_server(options.hbone_server))
     elif options.hbone_client:
         ca_dir, server_port, app_port = options.hbone_client
-        asyncio.run(_hbone_client(ca_dir, int(server_port), int(app_port)))
+        _run(_hbone_client(ca_dir, int(server_port), int(app_port)))
     else:
         main(options)

@@ -85,7 +85,6 @@ class H2Session(asyncio.Protocol):
         self.goaway_received = False
         self.goaway_sent = False
         self._closed_event = asyncio.Event()
-        self._pre_tls: list[bytes] | None = None
 
     # ---- lifecycle ----
     def start_h2(self, transport: asyncio.Transport) -> None:
@@ -144,12 +143,7 @@ class H2Session(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:  # TLS finished but our post-handshake checks have not run yet
-            if self._pre_tls is None:
-                self._pre_tls = []
-            self._pre_tls.append(data)
-            return
-        if self.closed:
+        if self.closed or self.transport is None:
             return
         try:
             events = self.conn.receive_data(data)
@@ -161,11 +155,6 @@ class H2Session(asyncio.Protocol):
         for event in events:
             self._dispatch(event)
         self.flush()
-
-    def replay_early_data(self) -> None:
-        early, self._pre_tls = self._pre_tls, None
-        for chunk in early or ():
-            self.data_received(chunk)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shutdown(f"connection lost ({exc})" if exc else "peer closed the connection")

@@ -1,7 +1,8 @@
 """`python -m reference_impl.ztunnel`: the node proxy as the DaemonSet pod runs it.
 
 Environment (set by the kubelet, docs/INTERNALS.md): NODE_NAME, POD_NAME, POD_NAMESPACE,
-AC_RUN_DIR (istiod.sock), AC_API_SOCK; TERMINATION_GRACE_PERIOD_SECONDS sets the drain deadline.
+AC_RUN_DIR (istiod.sock), AC_API_SOCK; TERMINATION_GRACE_PERIOD_SECONDS sets the drain deadline;
+ZTUNNEL_EVENT_LOOP=asyncio runs on the stdlib event loop instead of uvloop (for comparison).
 `--config FILE` runs from a static snapshot (JSON or YAML) instead of istiod, with certificates
 from a local CA directory (`--ca-dir`): handy for scratch tests.
 """
@@ -45,7 +46,18 @@ def main(argv=None) -> int:
             print("ztunnel: --config needs --ca-dir (where the mesh CA lives) to issue certificates", file=sys.stderr)
             return 2
     proc = ZtunnelProcess(args.node, static_config=static, ca_dir=args.ca_dir, admin_host=args.admin_host)
-    return asyncio.run(_serve(proc))
+    return run_loop(_serve(proc), os.environ.get("ZTUNNEL_EVENT_LOOP", "uvloop"))
+
+
+def run_loop(coro, kind: str = "uvloop"):
+    """asyncio.run on uvloop: its loop and TLS transport are C (libuv, Cython), where the
+    stdlib's sslproto and selector loop are Python - a third of a hop's CPU (README, performance)."""
+    if kind == "uvloop":
+        import uvloop
+        return uvloop.run(coro)
+    if kind != "asyncio":
+        raise SystemExit(f"ztunnel: ZTUNNEL_EVENT_LOOP={kind!r}: choose uvloop or asyncio")
+    return asyncio.run(coro)
 
 
 async def _serve(proc: "ZtunnelProcess") -> int:
