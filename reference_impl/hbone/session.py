@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
+import struct
 
 import h2.config
 import h2.connection
@@ -12,6 +13,7 @@ from h2.connection import ConnectionState
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import hyperframe.frame
 from h2.errors import ErrorCodes
 
@@ -25,6 +27,9 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_FRAME_SIZE = 1024 * 1024
 MAX_STREAMS = 100
 _TRANSPORT_HIGH_WATER = 1024 * 1024
+# DATA frame header: 24-bit length, type 0, flags 0, stream id (RFC 9113 4.1)
+_DATA_HEADER = struct.Struct(">HBBBL")
+_JOIN_LIMIT = 16 * 1024  # one TLS record's worth: joining is cheaper than a record of its own
 
 
 def _short_raw_data_repr(data) -> str:
@@ -280,10 +285,10 @@ class H2Session(asyncio.Protocol):
                 size = min(window, len(chunk), conn.max_outbound_frame_size)
                 if size == len(chunk):
                     queue.popleft()
-                    conn.send_data(sid, chunk)
+                    self._send_data(sid, chunk)
                 else:
                     queue[0] = chunk[size:]
-                    conn.send_data(sid, chunk[:size])
+                    self._send_data(sid, chunk[:size])
                 stream._send_bytes -= size
                 stream.bytes_sent += size
             if not queue and stream._eof_wanted and not stream._local_done:
@@ -297,6 +302,28 @@ class H2Session(asyncio.Protocol):
         self.flush()
         if stream._send_bytes <= DRAIN_LOW_WATER or stream._reset is not None:
             stream._wake_writer()
+
+    def _send_data(self, stream_id: int, data: bytes) -> None:
+        """One DATA frame (no flags, no padding) straight to the transport, with h2's state
+        machines and flow-control windows advanced exactly as its send_data() does. h2 builds a
+        frame object, serializes it and copies header and payload through three buffers per
+        frame: for 1 MiB frames that was the bulk path's largest cost, and at 1 KiB a fifth of
+        a chunk's Python time. The caller checked the windows and the frame size."""
+        conn = self.conn
+        conn.state_machine.process_input(h2.connection.ConnectionInputs.SEND_DATA)
+        stream = conn._get_stream_by_id(stream_id)  # raises StreamClosedError as send_data would
+        stream.state_machine.process_input(h2.stream.StreamInputs.SEND_DATA)
+        size = len(data)
+        stream.outbound_flow_control_window -= size
+        conn.outbound_flow_control_window -= size
+        header = _DATA_HEADER.pack(size >> 8, size & 0xFF, 0, 0, stream_id)
+        pending = conn.data_to_send()  # what h2 queued before this frame goes first
+        if self.transport is None or self.transport.is_closing():
+            return
+        if size <= _JOIN_LIMIT:  # one TLS record for header and payload
+            self.transport.write(pending + header + data)
+        else:
+            self.transport.writelines([pending + header, data])
 
     def reset_stream(self, stream: HboneStream, error_code: int) -> None:
         if not self.closed:
