@@ -467,8 +467,8 @@ def parse_args(argv=None):
 
 def _run(coro) -> None:
     """Our HBONE processes run on the ztunnel's event loop (TH_BENCH_LOOP=asyncio: the stdlib's)."""
-    from reference_impl.ztunnel.__main__ import run_loop
-    run_loop(coro, os.environ.get("TH_BENCH_LOOP", "uvloop"))
+    from reference_impl.hbone import eventloop
+    eventloop.run(coro, os.environ.get("TH_BENCH_LOOP", "uvloop"), "TH_BENCH_LOOP")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from ..hbone import eventloop
 from .run import ZtunnelProcess, drain_deadline
 
 
@@ -46,18 +47,7 @@ def main(argv=None) -> int:
             print("ztunnel: --config needs --ca-dir (where the mesh CA lives) to issue certificates", file=sys.stderr)
             return 2
     proc = ZtunnelProcess(args.node, static_config=static, ca_dir=args.ca_dir, admin_host=args.admin_host)
-    return run_loop(_serve(proc), os.environ.get("ZTUNNEL_EVENT_LOOP", "uvloop"))
-
-
-def run_loop(coro, kind: str = "uvloop"):
-    """asyncio.run on uvloop: its loop and TLS transport are C (libuv, Cython), where the
-    stdlib's sslproto and selector loop are Python - a third of a hop's CPU (README, performance)."""
-    if kind == "uvloop":
-        import uvloop
-        return uvloop.run(coro)
-    if kind != "asyncio":
-        raise SystemExit(f"ztunnel: ZTUNNEL_EVENT_LOOP={kind!r}: choose uvloop or asyncio")
-    return asyncio.run(coro)
+    return eventloop.run(_serve(proc), os.environ.get("ZTUNNEL_EVENT_LOOP", "uvloop"), "ztunnel: ZTUNNEL_EVENT_LOOP")
 
 
 async def _serve(proc: "ZtunnelProcess") -> int:
