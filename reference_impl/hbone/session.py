@@ -277,6 +277,8 @@ class H2Session(asyncio.Protocol):
             return
         conn, sid, queue = self.conn, stream.stream_id, stream._send
         try:
+            if len(queue) > 1 and sum(map(len, queue)) <= _JOIN_LIMIT:  # a turn's small writes: one frame
+                queue.appendleft(b"".join([queue.popleft() for _ in range(len(queue))]))
             while queue:
                 window = conn.local_flow_control_window(sid)
                 if window <= 0:
