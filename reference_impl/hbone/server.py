@@ -11,7 +11,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -251,16 +250,19 @@ class Listener:
             ctx = await self.server.tls_context(self.identity, SERVER)
         except Exception as exc:  # e.g. CertificateUnavailable: nothing to present yet
             self.server._refuse(peer, f"no certificate for {self.identity} to present: {exc}")
-            _abort_socket(conn)
+            conn.close()
             return
         session = _ServerSession(self.server, self)
         session.peer_address = peer
+        # The loop gets a duplicate: when a handshake fails it closes its descriptor at once,
+        # and the refusal must be in the log before the client sees the connection end.
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: session, conn, ssl=ctx, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+                lambda: session, conn.dup(), ssl=ctx, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         except Exception as exc:  # any handshake failure is a refused connection, never a crash
             self.server._refuse(peer, describe_tls_failure(exc))
-            _abort_socket(conn)
+        finally:
+            conn.close()
 
     def stop_accepting(self) -> None:
         if self._sock.fileno() >= 0:
@@ -334,15 +336,6 @@ class HboneServer:
         self.refusals.append((peer, status, reason))
         target = f" to {request.authority[0]}:{request.authority[1]} as {request.peer_identity}" if request else ""
         log.warning("HBONE CONNECT from %s%s answered %d: %s", _fmt_peer(peer), target, status, reason)
-
-
-def _abort_socket(sock: socket.socket) -> None:
-    """Close with RST (linger 0): the peer learns at once that the connection was refused."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
 
 
 def _fmt_peer(peer) -> str:
