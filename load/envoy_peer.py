@@ -81,8 +81,10 @@ def _cluster(name: str, host: str, port: int, **extra) -> dict:
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]}, **extra}
 
 
-def server_bootstrap(certs: dict, client_id: str, app_port: int) -> dict:
-    """Terminates mutual TLS + HTTP/2 CONNECT on 15008 and tunnels to the app on loopback."""
+def server_bootstrap(certs: dict, client_id: str, app_port: int, *, app_host: str = "127.0.0.1",
+                     listen: tuple[str, int] = ("0.0.0.0", HBONE_PORT)) -> dict:
+    """Terminates mutual TLS + HTTP/2 CONNECT on 15008 and tunnels to the app on loopback
+    (`listen` and `app_host` let bench/hbone_throughput.py run the pair on one host's loopback)."""
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                     "HttpConnectionManager",
            "stat_prefix": "hbone_in", "codec_type": "HTTP2", "http2_protocol_options": {"allow_connect": True},
@@ -96,20 +98,21 @@ def server_bootstrap(certs: dict, client_id: str, app_port: int) -> dict:
                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
     tls = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
            "require_client_certificate": True, "common_tls_context": _tls(certs, client_id)}
-    listener = {"name": "hbone", "address": {"socket_address": {"address": "0.0.0.0", "port_value": HBONE_PORT}},
+    listener = {"name": "hbone", "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
                 "filter_chains": [{"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": tls},
                                    "filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                 "typed_config": hcm}]}]}
-    return {"static_resources": {"listeners": [listener], "clusters": [_cluster("app", "127.0.0.1", app_port)]}}
+    return {"static_resources": {"listeners": [listener], "clusters": [_cluster("app", app_host, app_port)]}}
 
 
-def client_bootstrap(certs: dict, server_id: str, server_addr: tuple[str, int], app_port: int) -> dict:
+def client_bootstrap(certs: dict, server_id: str, server_addr: tuple[str, int], app_port: int, *,
+                     listen: tuple[str, int] = ("0.0.0.0", CLIENT_PORT)) -> dict:
     """A plain TCP listener whose connections go over HTTP/2 CONNECT with mutual TLS to the
     server Envoy (one pooled connection, as ztunnel pools its tunnels)."""
     tcp = {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
            "stat_prefix": "hbone_out", "cluster": "hbone",
            "tunneling_config": {"hostname": f"127.0.0.1:{app_port}"}}
-    listener = {"name": "outbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": CLIENT_PORT}},
+    listener = {"name": "outbound", "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}]}
     tls = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
            "common_tls_context": _tls(certs, server_id)}

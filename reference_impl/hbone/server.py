@@ -28,6 +28,7 @@ from .stream import HboneStream
 log = logging.getLogger(__name__)
 
 TLS_HANDSHAKE_TIMEOUT = 10.0
+ACCEPTS_PER_WAKEUP = 64
 ContextProvider = Callable[[Identity, str], Awaitable[ssl.SSLContext]]
 
 
@@ -106,51 +107,23 @@ class _ServerSession(H2Session):
         self.tasks: set[asyncio.Task] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is not None:
-            return
-        transport.pause_reading()  # no byte may reach h2 before the TLS layer is in place
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # asyncio only sets TCP_NODELAY itself on sockets made with IPPROTO_TCP; one made with
-            # protocol 0 (as most callers do) would otherwise add Nagle delays to small replies.
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.peer_address = (peer[0], peer[1])
-        task = self.loop.create_task(self._handshake(transport))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        identity = self.listener.identity
+        """The TLS handshake is done (the listener hands over only handshaken connections):
+        check the client's trust domain, then speak HTTP/2."""
         try:
-            ctx = await self.server.tls_context(identity, SERVER)
-        except Exception as exc:  # e.g. CertificateUnavailable: nothing to present yet
-            self.server._refuse(self.peer_address, f"no certificate for {identity} to present: {exc}")
-            raw.abort()
-            self._shutdown("no server certificate")
-            return
-        try:
-            tls = await self.loop.start_tls(raw, self, ctx, server_side=True,
-                                            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
-            ssl_object = tls.get_extra_info("ssl_object")
-            self.peer_identity = verify_client_trust_domain(ssl_object, identity.trust_domain)
+            self.peer_identity = verify_client_trust_domain(transport.get_extra_info("ssl_object"),
+                                                            self.listener.identity.trust_domain)
         except PeerVerificationError as exc:
             self.server._refuse(self.peer_address, str(exc))
-            raw.abort()
+            transport.abort()
             self._shutdown(str(exc))
-            return
-        except Exception as exc:  # any handshake failure is a refused connection, never a crash
-            self.server._refuse(self.peer_address, describe_tls_failure(exc))
-            raw.abort()
-            self._shutdown("TLS handshake failed")
             return
         self.listener.sessions.add(self)
         self.server.connections_accepted += 1
-        self.start_h2(tls)
-        self.replay_early_data()
+        self.start_h2(transport)
+        if self.listener.closing == "drain":  # its handshake outlived the listener
+            self.send_goaway()
+        elif self.listener.closing:
+            self.close("listener closed")
 
     def on_closed(self, reason: str) -> None:
         self.listener.sessions.discard(self)
@@ -232,27 +205,80 @@ class _ServerSession(H2Session):
 
 
 class Listener:
-    """One listening socket presenting one identity (ztunnel's in-pod model: one per pod)."""
+    """One listening socket presenting one identity (ztunnel's in-pod model: one per pod).
 
-    def __init__(self, identity: Identity, server: asyncio.base_events.Server):
+    It accepts the raw sockets itself and hands each to the loop with its TLS context
+    (``connect_accepted_socket(ssl=)``): the context is fetched per connection (certificates
+    rotate), and no byte of the ClientHello can reach a plain-TCP protocol first - an upgrade
+    with ``start_tls`` from ``connection_made`` relied on ``pause_reading()`` there, which
+    uvloop ignores (it starts reading after ``connection_made`` returns)."""
+
+    def __init__(self, server: HboneServer, identity: Identity, sock: socket.socket):
+        self.server = server
         self.identity = identity
-        self._server = server
         self.sessions: set[_ServerSession] = set()
-        self.address: tuple[str, int] = server.sockets[0].getsockname()[:2]
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._sock = sock
+        self._handshakes: set[asyncio.Task] = set()
+        self.closing: str | None = None  # "drain" or "close" once close() was called
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        # A reader callback, not a task awaiting sock_accept: stopping removes the reader and
+        # closes the socket in one step, so a connection is either handed on or left in the
+        # kernel's queue for the replacement's SO_REUSEPORT socket (as ztunnel/listeners.py).
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: the listener stays
+                if self._sock.fileno() >= 0:
+                    log.warning("HBONE listener %s: accept failed: %s", _fmt_peer(self.address), exc)
+                return
+            task = self._loop.create_task(self._handshake(conn, (peer[0], peer[1])))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        conn.setblocking(False)
+        # asyncio sets TCP_NODELAY only on sockets it made with IPPROTO_TCP; without it small
+        # replies wait for Nagle.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            ctx = await self.server.tls_context(self.identity, SERVER)
+        except Exception as exc:  # e.g. CertificateUnavailable: nothing to present yet
+            self.server._refuse(peer, f"no certificate for {self.identity} to present: {exc}")
+            conn.close()
+            return
+        session = _ServerSession(self.server, self)
+        session.peer_address = peer
+        # The loop gets a duplicate: when a handshake fails it closes its descriptor at once,
+        # and the refusal must be in the log before the client sees the connection end.
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: session, conn.dup(), ssl=ctx, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except Exception as exc:  # any handshake failure is a refused connection, never a crash
+            self.server._refuse(peer, describe_tls_failure(exc))
+        finally:
+            conn.close()
 
     def stop_accepting(self) -> None:
-        self._server.close()
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
 
     async def close(self, drain: bool = False) -> None:
         """Stop accepting. ``drain``: send GOAWAY and let open streams finish (each connection
         closes after its last stream); otherwise close every connection now."""
-        self._server.close()
+        self.closing = "drain" if drain else "close"
+        self.stop_accepting()
         for session in list(self.sessions):
             if drain:
                 session.send_goaway()
             else:
                 session.close("listener closed")
-        await self._server.wait_closed()
 
     async def drain(self, grace: float) -> int:
         """Graceful shutdown (ztunnel's drain): stop accepting, send GOAWAY so clients open no new
@@ -266,7 +292,6 @@ class Listener:
         for session in list(self.sessions):
             session.abort(f"drain deadline of {grace:g}s passed")
         return cut
-
 
 class HboneServer:
     def __init__(self, authorize_and_connect: Authorizer, tls_context: ContextProvider):
@@ -282,20 +307,19 @@ class HboneServer:
         """Listen on ``address`` (or an already-bound ``sock``, e.g. opened in a pod's netns)."""
         if identity is None:
             raise ValueError("HboneServer.listen needs the identity whose certificate the listener presents")
-        loop = asyncio.get_running_loop()
-        holder: list[Listener] = []
-        factory = lambda: _ServerSession(self, holder[0])  # noqa: E731 - closes over the listener
-        if sock is not None:
-            server = await loop.create_server(factory, sock=sock, backlog=backlog)
-        else:
+        if sock is None:
             host, port = address
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             try:
-                server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
             except OSError as exc:
+                sock.close()
                 raise OSError(exc.errno, f"HBONE listener cannot bind {host}:{port}: {exc.strerror}; "
                                          f"free the port or pick another") from None
-        listener = Listener(identity, server)
-        holder.append(listener)
+        sock.setblocking(False)
+        sock.listen(backlog)
+        listener = Listener(self, identity, sock)
         self.listeners.append(listener)
         return listener
 

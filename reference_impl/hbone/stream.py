@@ -31,6 +31,7 @@ class HboneStream:
         self._read_waiter: asyncio.Future | None = None
         self._send: deque[bytes] = deque()
         self._send_bytes = 0
+        self._flush_scheduled = False
         self._eof_wanted = False
         self._reset_after_eof = False
         self._local_done = False
@@ -82,7 +83,15 @@ class HboneStream:
         if data:
             self._send.append(bytes(data))
             self._send_bytes += len(data)
-            self._session.send_pending(self)
+            if not self._flush_scheduled:
+                # Writes coalesce per loop turn: an HTTP/1.1 head and body written back to back
+                # (the waypoint's h11 events) leave as one DATA frame, one TLS record, one send.
+                self._flush_scheduled = True
+                self._session.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._session.send_pending(self)
 
     async def drain(self) -> None:
         while self._reset is None and not self._peer_stopped and (

@@ -1,7 +1,8 @@
 """`python -m reference_impl.waypoint`: the waypoint as its Deployment's pod runs it.
 
 Environment (set by the kubelet, docs/INTERNALS.md): POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT,
-NODE_NAME, INSTANCE_IP (the HBONE listener's address), AC_RUN_DIR (istiod.sock).
+NODE_NAME, INSTANCE_IP (the HBONE listener's address), AC_RUN_DIR (istiod.sock);
+WAYPOINT_EVENT_LOOP=asyncio runs on the stdlib loop instead of uvloop (hbone/eventloop.py).
 `--config FILE --ca-dir DIR` serves a static snapshot (JSON or YAML) with certificates from a
 local CA instead of istiod.
 """
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 
+from ..hbone import eventloop
 from .run import StartupError, WaypointProcess, drain_deadline
 
 
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
     except StartupError as exc:
         print(f"waypoint: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(proc))
+    return eventloop.run(_serve(proc), os.environ.get("WAYPOINT_EVENT_LOOP", "uvloop"), "waypoint: WAYPOINT_EVENT_LOOP")
 
 
 async def _serve(proc: WaypointProcess) -> int:

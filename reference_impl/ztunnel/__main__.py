@@ -1,7 +1,8 @@
 """`python -m reference_impl.ztunnel`: the node proxy as the DaemonSet pod runs it.
 
 Environment (set by the kubelet, docs/INTERNALS.md): NODE_NAME, POD_NAME, POD_NAMESPACE,
-AC_RUN_DIR (istiod.sock), AC_API_SOCK; TERMINATION_GRACE_PERIOD_SECONDS sets the drain deadline.
+AC_RUN_DIR (istiod.sock), AC_API_SOCK; TERMINATION_GRACE_PERIOD_SECONDS sets the drain deadline;
+ZTUNNEL_EVENT_LOOP=asyncio runs on the stdlib event loop instead of uvloop (for comparison).
 `--config FILE` runs from a static snapshot (JSON or YAML) instead of istiod, with certificates
 from a local CA directory (`--ca-dir`): handy for scratch tests.
 """
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 
+from ..hbone import eventloop
 from .run import ZtunnelProcess, drain_deadline
 
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
             print("ztunnel: --config needs --ca-dir (where the mesh CA lives) to issue certificates", file=sys.stderr)
             return 2
     proc = ZtunnelProcess(args.node, static_config=static, ca_dir=args.ca_dir, admin_host=args.admin_host)
-    return asyncio.run(_serve(proc))
+    return eventloop.run(_serve(proc), os.environ.get("ZTUNNEL_EVENT_LOOP", "uvloop"), "ztunnel: ZTUNNEL_EVENT_LOOP")
 
 
 async def _serve(proc: "ZtunnelProcess") -> int:

@@ -28,11 +28,15 @@ class _Side(asyncio.Protocol):
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.peer: "_Side | None" = None
+        # What arrived before the other side had a transport: uvloop starts reading as soon as
+        # connection_made returns, whatever pause_reading() was called there.
+        self.early: list[bytes] | None = []
+        self.early_eof = False
 
     def connection_made(self, transport):
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        # Nothing may be read before the other side has a transport to write to.
+        # Nothing should be read before the other side has a transport to write to.
         transport.pause_reading()
 
     def data_received(self, data):
@@ -40,9 +44,22 @@ class _Side(asyncio.Protocol):
             self.splice.counts.up += len(data)
         else:
             self.splice.counts.down += len(data)
+        if self.early is not None:
+            self.early.append(data)
+            return
         self.peer.transport.write(data)
 
+    def flush_early(self) -> None:
+        early, self.early = self.early, None
+        for data in early:
+            self.peer.transport.write(data)
+        if self.early_eof:
+            self.eof_received()
+
     def eof_received(self):
+        if self.early is not None:
+            self.early_eof = True
+            return True
         self.splice.counts.half_closed.add(self.name)
         peer = self.peer.transport
         if peer.can_write_eof() and not peer.is_closing():
@@ -76,6 +93,13 @@ class Splice:
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: self.a, sock=sock_a)
         await loop.connect_accepted_socket(lambda: self.b, sock=sock_b)
+        if self.done.done():  # a side was lost while the other was being set up
+            for side in (self.a, self.b):
+                if side.transport is not None and not side.transport.is_closing():
+                    reset(side.transport)
+            return
+        self.a.flush_early()
+        self.b.flush_early()
         self.a.transport.resume_reading()
         self.b.transport.resume_reading()
 

@@ -176,6 +176,9 @@ class Ztunnel:
         return self.state.by_uid.get(uid) or (pod.workload if pod else None)
 
     # ------------------------------------------------------------------ drain
+    def _opening(self) -> bool:
+        return any(listener.tasks for pod in self.pods.values() for listener in pod.listeners)
+
     async def drain(self, deadline_s: float) -> None:
         """Hand listeners over to a replacement, let live connections finish until the deadline, then reset them."""
         self.draining = True
@@ -189,7 +192,8 @@ class Ztunnel:
                 listener.stop_accepting()
             if pod.hbone_listener is not None:
                 await pod.hbone_listener.close(drain=True)
-        while self.connections and time.monotonic() < end:
+        # A connection still opening its tunnel is not tracked yet; its handler task is.
+        while (self.connections or self._opening()) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         if self.connections:
             log.info("drain deadline (%.1fs) passed: resetting %d connections", deadline_s, len(self.connections))

@@ -77,7 +77,7 @@ MUTANTS: list[Mutant] = [
     # --- drain -----------------------------------------------------------------------------------
     Mutant("drain resets live connections at once", "drain", False,
            "reference_impl/ztunnel/proxy.py",
-           "        while self.connections and time.monotonic() < end:\n",
+           "        while (self.connections or self._opening()) and time.monotonic() < end:\n",
            "        while False:\n"),
     # --- L4 authorization and its scope (ztunnel state, control-plane binding) -------------------
     Mutant("L4 authorization switched off", "l4-authz", True,
@@ -243,4 +243,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/controlplane/derive.py",
            "                if target_refs(policy):\n",
            "                if target_refs(policy) and kind == \"AuthorizationPolicy\":\n"),
+    # --- HBONE DATA fast paths (issue 15, data-plane speed) -------------------------------------
+    Mutant("the HBONE DATA writer does not charge the stream's send window", "hbone-flow-control", False,
+           "reference_impl/hbone/session.py",
+           "        stream.outbound_flow_control_window -= size\n",
+           "        pass\n"),
+    Mutant("the HBONE DATA reader does not charge the connection's receive window", "hbone-flow-control", False,
+           "reference_impl/hbone/session.py",
+           "                conn._inbound_flow_control_window_manager.window_consumed(length)\n",
+           "                pass\n"),
 ]
