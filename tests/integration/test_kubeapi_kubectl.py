@@ -39,9 +39,11 @@ def kubectl(request, cluster_factory, tmp_path_factory):
     k.version = kubectl_version(binary)
     k.cluster = cluster
     k.sh(ARTICLE_SETUP, cwd=str(SEED))
-    k("wait", "--for=condition=Available", "deploy", "--all", "-n", "ambient-apps",
-      "--timeout=60s")
-    k("wait", "--for=condition=Ready", "pod", "--all", "-n", "ambient-apps", "--timeout=60s")
+    # both namespaces: a call to httpbin-legacy before its pod (app and sidecar) is Ready is reset
+    # by the caller's ztunnel for want of an endpoint, as it should be
+    for namespace in ("ambient-apps", "legacy-apps"):
+        k("wait", "--for=condition=Available", "deploy", "--all", "-n", namespace, "--timeout=60s")
+        k("wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=60s")
     return k
 
 
