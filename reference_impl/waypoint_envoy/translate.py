@@ -28,6 +28,7 @@ reports those features NOT_SUPPORTED for an Envoy waypoint.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -463,18 +464,52 @@ def _internal_address(name: str) -> dict:
     return {"envoy_internal_address": {"server_listener_name": name}}
 
 
-#: carries the filter state shared with upstream (the peer principal) into the internal listener
-INTERNAL_UPSTREAM = {"name": "envoy.transport_sockets.internal_upstream", "typed_config": {
-    "@type": T + "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport",
-    "transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
-        "@type": T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}}
+#: The peer's identity travels from connect_terminate to the inner listener in a PROXY protocol v2
+#: TLV (the inner listener is a real loopback socket, not an Envoy internal listener: a user-space
+#: socket's close reaches connect_terminate as a reset, which cut `Connection: close` responses off
+#: with CONNECT_ERROR; a kernel socket's FIN ends the CONNECT stream cleanly).
+PEER_TLV = 0xF0
+PEER_METADATA = "istio.peer"
+INNER_HOST = "127.0.0.1"
+INNER_PORT_BASE, INNER_PORT_SPAN = 20000, 20000
+RAW_BUFFER = {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+    "@type": T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}
+PROXY_PROTOCOL_UPSTREAM = {"name": "envoy.transport_sockets.upstream_proxy_protocol", "typed_config": {
+    "@type": T + "envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+    "config": {"version": "V2", "added_tlvs": [{"type": PEER_TLV, "format_string": {
+        "text_format_source": {"inline_string": f"%FILTER_STATE({PEER_PRINCIPAL}:PLAIN)%"}}}]},
+    # one upstream connection per peer identity, never another peer's pooled one
+    "tlv_as_pool_key": True, "transport_socket": RAW_BUFFER}}
 
 
-def _internal_cluster(name: str, listener: str) -> dict:
+#: connect_terminate: the peer's URI SAN as filter state shared with the upstream connection, where
+#: the PROXY protocol TLV's format string reads it (it is evaluated on the upstream connection)
+SET_PEER = {"name": "envoy.filters.http.set_filter_state", "typed_config": {
+    "@type": T + "envoy.extensions.filters.http.set_filter_state.v3.Config",
+    "on_request_headers": [{"object_key": PEER_PRINCIPAL, "factory_key": "envoy.string",
+                            "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_PEER_URI_SAN%"}},
+                            "shared_with_upstream": "ONCE"}]}}
+
+
+def inner_ports(names: list[str]) -> dict[str, int]:
+    """A loopback port per inner listener, stable across snapshots (from the name's hash, probing
+    past collisions in name order) so a listener keeps its address while it exists."""
+    taken: dict[str, int] = {}
+    used: set[int] = set()
+    for name in sorted(names):
+        offset = int(hashlib.sha256(name.encode()).hexdigest(), 16) % INNER_PORT_SPAN
+        while INNER_PORT_BASE + offset in used:
+            offset = (offset + 1) % INNER_PORT_SPAN
+        used.add(INNER_PORT_BASE + offset)
+        taken[name] = INNER_PORT_BASE + offset
+    return taken
+
+
+def _inner_cluster(name: str, port: int) -> dict:
     return {"@type": CLUSTER_TYPE, "name": name, "type": "STATIC", "connect_timeout": "5s",
-            "transport_socket": INTERNAL_UPSTREAM,
+            "transport_socket": PROXY_PROTOCOL_UPSTREAM,
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": _internal_address(listener)}}]}]}}
+                {"endpoint": {"address": {"socket_address": {"address": INNER_HOST, "port_value": port}}}}]}]}}
 
 
 @dataclass(frozen=True)
@@ -521,9 +556,10 @@ def _translate_config(config: WaypointConfig, secret_dir: str, upstream_hbone_po
     if config.routes:
         out.note("routes", "HTTPRoute/VirtualService rules are not translated for the Envoy waypoint yet: "
                            "requests go to the addressed service")
+    ports = inner_ports([inner.name for inner in inners])
     for inner in inners:
-        out.clusters.append(_internal_cluster(inner.name, inner.name))
-        out.listeners.append(_inner_listener(t, inner))
+        out.clusters.append(_inner_cluster(inner.name, ports[inner.name]))
+        out.listeners.append(_inner_listener(t, inner, ports[inner.name]))
     for (ip, port), workload in sorted(originate.items()):
         out.listeners.append(_originate_listener(ip, port))
     for ip, workload in sorted({ip: w for (ip, _), w in originate.items()}.items()):
@@ -608,17 +644,14 @@ def _terminate_listener(inners: list[_Inner], secret_dir: str, port: int) -> dic
         "match": {"connect_matcher": {}},
         "direct_response": {"status": 503, "body": {"inline_string":
                                                      "neither a service port nor a workload this waypoint serves\n"}}}]})
-    set_state = {"name": "envoy.filters.http.set_filter_state", "typed_config": {
-        "@type": T + "envoy.extensions.filters.http.set_filter_state.v3.Config",
-        "on_request_headers": [{"object_key": PEER_PRINCIPAL, "factory_key": "envoy.string",
-                                "format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_PEER_URI_SAN%"}},
-                                "shared_with_upstream": "ONCE"}]}}
     hcm = {"@type": HCM_TYPE, "stat_prefix": "connect_terminate", "codec_type": "HTTP2",
            "http2_protocol_options": {"allow_connect": True},
            "upgrade_configs": [{"upgrade_type": "CONNECT"}],
            "stream_idle_timeout": "0s",
-           "route_config": {"name": "connect_terminate", "virtual_hosts": hosts},
-           "http_filters": [set_state, ROUTER]}
+           # The agent writes CDS before LDS, but Envoy may read the two files in either order:
+           # a route to a cluster not yet known answers 503 until it is, instead of a rejected LDS.
+           "route_config": {"name": "connect_terminate", "virtual_hosts": hosts, "validate_clusters": False},
+           "http_filters": [SET_PEER, ROUTER]}
     tls = _tls_socket("Downstream", _common_tls(secret_dir, None), require_client_certificate=True)
     return {"@type": LISTENER_TYPE, "name": "connect_terminate",
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
@@ -647,10 +680,15 @@ def _bound(bounds: list, inner: _Inner, config: WaypointConfig, out: Resources) 
     return chosen
 
 
-def _inner_listener(t: _Translator, inner: _Inner) -> dict:
+def _inner_listener(t: _Translator, inner: _Inner, port: int) -> dict:
     config = t.config
     policies = _bound(config.authorization, inner, config, t.out)
     jwt_rules = [r for rules in _bound(config.authentication, inner, config, t.out) for r in rules]
+    # The PROXY header's TLV -> connection metadata -> the filter state RBAC principals read.
+    peer = {"name": "envoy.filters.network.set_filter_state", "typed_config": {
+        "@type": T + "envoy.extensions.filters.network.set_filter_state.v3.Config",
+        "on_new_connection": [{"object_key": PEER_PRINCIPAL, "factory_key": "envoy.string", "format_string": {
+            "text_format_source": {"inline_string": f"%DYNAMIC_METADATA({PEER_METADATA}:principal)%"}}}]}}
     chains = []
     if inner.protocol != TCP:
         http_filters = []
@@ -662,25 +700,30 @@ def _inner_listener(t: _Translator, inner: _Inner) -> dict:
         hcm = {"@type": HCM_TYPE, "stat_prefix": inner.name, "codec_type": "AUTO",
                "request_headers_timeout": "5s", "max_request_headers_kb": 60,
                "upgrade_configs": [{"upgrade_type": "websocket"}],
-               "route_config": {"name": inner.name, "virtual_hosts": [{
+               "route_config": {"name": inner.name, "validate_clusters": False, "virtual_hosts": [{
                    "name": inner.name, "domains": ["*"],
                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": inner.upstream, "timeout": "0s"}}]}]},
                "http_filters": http_filters}
-        chain: dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                              "typed_config": hcm}]}
+        chain: dict[str, Any] = {"filters": [peer, {"name": "envoy.filters.network.http_connection_manager",
+                                                    "typed_config": hcm}]}
         if inner.protocol == UNKNOWN:
             chain["filter_chain_match"] = {"application_protocols": ["http/1.1", "h2c"]}
         chains.append(chain)
     if inner.protocol != HTTP:
-        filters = t.rbac_filters(policies, inner.port, True, inner.name)
+        filters = [peer, *t.rbac_filters(policies, inner.port, True, inner.name)]
         filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
             "@type": TCP_PROXY_TYPE, "stat_prefix": inner.name, "cluster": inner.upstream}})
         chains.append({"filters": filters})
-    listener: dict[str, Any] = {"@type": LISTENER_TYPE, "name": inner.name, "internal_listener": {},
-                                "filter_chains": chains}
+    listener_filters = [{"name": "envoy.filters.listener.proxy_protocol", "typed_config": {
+        "@type": T + "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+        "rules": [{"tlv_type": PEER_TLV, "on_tlv_present": {"metadata_namespace": PEER_METADATA,
+                                                            "key": "principal"}}]}}]
+    listener: dict[str, Any] = {"@type": LISTENER_TYPE, "name": inner.name,
+                                "address": {"socket_address": {"address": INNER_HOST, "port_value": port}},
+                                "listener_filters": listener_filters, "filter_chains": chains}
     if inner.protocol == UNKNOWN:
-        listener["listener_filters"] = [{"name": "envoy.filters.listener.http_inspector", "typed_config": {
-            "@type": T + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}]
+        listener_filters.append({"name": "envoy.filters.listener.http_inspector", "typed_config": {
+            "@type": T + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
         listener["listener_filters_timeout"] = "5s"
         listener["continue_on_listener_filters_timeout"] = True
     return listener
@@ -697,5 +740,9 @@ def bootstrap(node_id: str, cluster: str, config_dir: str, admin_port: int = 150
             "bootstrap_extensions": [{"name": "envoy.bootstrap.internal_listener", "typed_config": {
                 "@type": T + "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
             "dynamic_resources": {"lds_config": source("lds"), "cds_config": source("cds")},
+            # With this guard on (Envoy's default), a CONNECT-terminated stream whose upstream (the
+            # inner listener) half-closes before the client has is reset (CONNECT_ERROR), which
+            # cuts off a `Connection: close` response at the client; off, the upstream's FIN ends
+            # the stream cleanly, as the Python waypoint does.
             "layered_runtime": {"layers": [{"name": "static", "static_layer": {
-                "envoy.reloadable_features.http_inspector_use_balsa_parser": True}}]}}
+                "envoy.reloadable_features.allow_multiplexed_upstream_half_close": False}}]}}
