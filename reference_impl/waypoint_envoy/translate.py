@@ -29,6 +29,7 @@ reports those features NOT_SUPPORTED for an Envoy waypoint.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any
 from ..api.security import AuthorizationPolicy, Condition, JwtRule, Operation, Rule, Source
 from ..l7 import Service, Workload
 from ..l7.protocols import HTTP, TCP, UNKNOWN
-from ..policy.match import StringMatch, is_path_template
+from ..policy.match import StringMatch, is_path_template, path_template_regex
 from ..waypoint.config import WaypointConfig
 
 HBONE_PORT = 15008
@@ -182,17 +183,14 @@ def _request_principal(pattern: str, issuers: list[str]) -> dict:
         if m.kind == "exact" and m.value.startswith(head):
             forms.append({"and_ids": {"ids": [iss_match, sub({"exact": m.value[len(head):]})]}})
         elif m.kind == "prefix" and m.value.startswith(head):
-            forms.append({"and_ids": {"ids": [iss_match, sub({"prefix": m.value[len(head):]})]}})
+            rest = m.value[len(head):]
+            forms.append({"and_ids": {"ids": [iss_match, sub({"prefix": rest} if rest else
+                                                              {"safe_regex": {"regex": ".+"}})]}})
         elif m.kind == "prefix" and head.startswith(m.value):
             forms.append(iss_match)   # `https://iss*`: every subject of a matching issuer
         elif m.kind == "suffix":
-            forms.append({"and_ids": {"ids": [iss_match, sub(
-                {"safe_regex": {"regex": f".*{re.escape(m.value)}"}}
-                if len(m.value) > 0 else {"safe_regex": {"regex": ".*"}})]}})
-    if m.kind == "suffix":
-        # `*x`: x may span issuer and subject; only the subject part is checked above, so also
-        # require the whole `iss/sub` to end with x when x reaches into the issuer (rare): skipped.
-        pass
+            # `*x`: the subject ends with x (an x reaching into the issuer is not split here)
+            forms.append({"and_ids": {"ids": [iss_match, sub({"suffix": m.value})]}})
     if not forms:
         # No RequestAuthentication issues such a principal: the pattern can never match.
         return {"not_id": {"any": True}}
@@ -207,9 +205,9 @@ def _header(name: str, match: dict) -> dict:
 
 def _path(pattern: str) -> dict:
     if is_path_template(pattern):
-        return {"uri_template": {"name": "uri-template", "typed_config": {
-            "@type": T + "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
-            "path_template": pattern}}}
+        # The same regex the Python waypoint compiles (RE2-compatible). Not RBAC's own
+        # `uri_template` permission: Envoy 1.40 aborts (std::terminate) on loading it.
+        return {"url_path": {"path": {"safe_regex": {"regex": path_template_regex(pattern).pattern}}}}
     return {"url_path": {"path": _string(pattern)}}
 
 
@@ -361,7 +359,18 @@ def _rbac(kind: str, action: str, policies: dict, stat: str) -> dict:
 
 # --- jwt_authn ------------------------------------------------------------------------------------
 
-EMPTY_JWKS = '{"keys": []}'
+#: Envoy refuses a provider whose JWKS has no usable key (and with it the whole listener update,
+#: so the previous policies would stay in force); an issuer whose keys istiod could not fetch
+#: gets, as in Istio (FakeJwks), a key whose private half nobody has: its tokens all fail (401).
+UNUSABLE_JWKS = ('''{"keys": [{"kty": "RSA", "kid": "no-keys", "alg": "RS256", "use": "sig", "n": "ofMI_wxvw-55Yo389PadvYPOMqPGVP01cBZN7U_4FFrgkLBPgWnUwvSL5wH3KK-baiwWVjaU3zAZaibKJcDGmpmmAf_k1rRWPFzvBM-_EmM3qrWLHqM-fI1LuH3jDEWRMZ1-bjA3bq2bNfzstiRnNcBLJI0oR0X4g258qUUlnzhGG0NGJZ_udl8ya1knCC0wOYd0LJ0VIl2dQSKDt5YYf2ldLJHxBBuTZYdLoI-rqXZvJmALA3bWk7jKsAWDzIruiAVw7ccusJtlgFUGnjO6-n20LPWgLsc0ZqiTT60EpHU7geq9IR-SU9RiHtPVnXbijTC0LQIUFWCidWOg50MuGQ", "e": "AQAB"}]}''')
+
+
+def _usable(jwks: str) -> str:
+    try:
+        keys = json.loads(jwks).get("keys")
+    except (ValueError, AttributeError):
+        return UNUSABLE_JWKS
+    return jwks if keys else UNUSABLE_JWKS
 
 
 def _provider(rule: JwtRule, jwks_by_uri: Mapping[str, str]) -> dict:
@@ -369,10 +378,10 @@ def _provider(rule: JwtRule, jwks_by_uri: Mapping[str, str]) -> dict:
         jwks = rule.jwks
     elif rule.jwks_uri:
         # istiod resolves jwksUri; a URI it could not fetch has no keys: that issuer's tokens fail.
-        jwks = jwks_by_uri.get(rule.jwks_uri, EMPTY_JWKS)
+        jwks = jwks_by_uri.get(rule.jwks_uri, UNUSABLE_JWKS)
     else:
-        jwks = EMPTY_JWKS
-    provider: dict[str, Any] = {"issuer": rule.issuer, "local_jwks": {"inline_string": jwks},
+        jwks = UNUSABLE_JWKS
+    provider: dict[str, Any] = {"issuer": rule.issuer, "local_jwks": {"inline_string": _usable(jwks)},
                                 "forward": rule.forward_original_token,
                                 "payload_in_metadata": JWT_PAYLOAD_KEY, "clock_skew_seconds": 60}
     if rule.audiences:
