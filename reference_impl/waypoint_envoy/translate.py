@@ -319,9 +319,9 @@ class _Translator:
         for p in policies:
             if p.action == "DENY":
                 for i, rule in enumerate(p.rules):
-                    compiled = self.rule(self._l4_only(rule, deny=True) if network else rule, port)
-                    if compiled is not None:
-                        denies[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = compiled
+                    kept = self._l4_only(rule, deny=True) if network else rule
+                    if kept is not None:
+                        denies[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = self.rule(kept, port)
         allows_present = any(p.action == "ALLOW" for p in policies)
         allows: dict[str, dict] = {}
         for p in policies:
@@ -338,13 +338,20 @@ class _Translator:
         return filters
 
     @staticmethod
-    def _l4_only(rule: Rule, deny: bool) -> Rule:
-        """For a TCP port, Istio drops a DENY rule's HTTP-only fields (denying more, never less)."""
+    def _l4_only(rule: Rule, deny: bool) -> Rule | None:
+        """For a TCP port, Istio keeps a DENY rule's L4 parts (as ztunnel: policy.authz_l4): a
+        `from`/`to` left with no L4 field, or an HTTP-only `when`, can never match, so the rule
+        is dropped (None); otherwise the rule without its HTTP fields."""
         def keep(block, cls):
             return cls({k: v for k, v in block.values.items() if v and not block.TABLE[k].http})
-        return Rule(tuple(keep(s, Source) for s in rule.sources),
-                    tuple(keep(o, Operation) for o in rule.operations),
-                    tuple(c for c in rule.conditions if c.is_l4))
+        sources = tuple(keep(s, Source) for s in rule.sources)
+        operations = tuple(keep(o, Operation) for o in rule.operations)
+        if (sources and not any(s.values for s in sources)) or \
+                (operations and not any(o.values for o in operations)) or \
+                any(not c.is_l4 for c in rule.conditions):
+            return None
+        return Rule(tuple(s for s in sources if s.values), tuple(o for o in operations if o.values),
+                    rule.conditions)
 
 
 def _rbac(kind: str, action: str, policies: dict, stat: str) -> dict:
@@ -536,11 +543,12 @@ def translate(snapshot: Mapping[str, Any], version: int, secret_dir: str,
               upstream_hbone_port: int = HBONE_PORT, hbone_port: int = HBONE_PORT) -> Resources:
     """Envoy resources for one waypoint snapshot; ConfigError (waypoint.config) for a bad one."""
     config = WaypointConfig.from_snapshot(snapshot, version)
-    return _translate_config(config, secret_dir, upstream_hbone_port, hbone_port)
+    return _translate_config(config, list(snapshot.get("allServices") or []), secret_dir,
+                             upstream_hbone_port, hbone_port)
 
 
-def _translate_config(config: WaypointConfig, secret_dir: str, upstream_hbone_port: int,
-                      hbone_port: int) -> Resources:
+def _translate_config(config: WaypointConfig, all_services: list[dict], secret_dir: str,
+                      upstream_hbone_port: int, hbone_port: int) -> Resources:
     out = Resources()
     t = _Translator(config, out)
     inners: list[_Inner] = []
@@ -557,7 +565,7 @@ def _translate_config(config: WaypointConfig, secret_dir: str, upstream_hbone_po
             inners.append(_Inner(name, (f"{vip}:{port}",), port, service.protocols.get(port, UNKNOWN),
                                  upstream, service.key, None))
     for ip, workload in sorted(config.fronted_workloads_by_ip.items()):
-        for port in _workload_ports(workload, config):
+        for port in _workload_ports(workload, all_services):
             name = f"inbound-pod|{port}|{ip}"
             upstream = f"outbound-pod|{port}|{ip}"
             out.clusters.append(_endpoint_cluster(upstream, workload, port, originate))
@@ -581,17 +589,17 @@ def _rest(i: _Inner) -> tuple:
     return (i.port, i.protocol, i.upstream, i.service_key, i.workload_uid)
 
 
-def _workload_ports(workload: Workload, config: WaypointConfig) -> list[int]:
-    """The ports a workload-addressed request may use: the target ports of the services it backs
-    (Envoy needs each inner listener named in advance)."""
+def _workload_ports(workload: Workload, all_services: list[dict]) -> list[int]:
+    """The ports a workload-addressed request may use: the target ports of every service that
+    selects it (Envoy needs each inner listener named in advance; another port is refused, 503)."""
     ports = set()
-    for service in config.services_by_vip.values():
-        for ep in service.endpoints:
-            if ep.workload_uid == workload.uid:
-                ports.update(p for p in (ep.ports or {}).values() if p)
-                ports.update(service.ports.get(sp) or 0 for sp in service.ports)
-    for service_key in {s.key for s in config.services_by_vip.values()}:
-        pass
+    for service in all_services:
+        endpoint = (service.get("endpoints") or {}).get(workload.uid)
+        if endpoint is None:
+            continue
+        by_port = endpoint.get("port") or {}
+        for service_port, target in (service.get("ports") or {}).items():
+            ports.add(int(by_port.get(service_port) or target or 0))
     ports.discard(0)
     return sorted(ports)
 

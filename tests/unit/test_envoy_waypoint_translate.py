@@ -257,3 +257,18 @@ def test_envoy_accepts_the_seed_translation(tmp_path):
     assert res.unsupported == []
     assert derived_config().authorization, "the seed binds its AuthorizationPolicy to the waypoint"
     validate(res, tmp_path)
+
+
+def test_on_a_tcp_port_a_deny_rule_of_http_fields_only_denies_nothing():
+    """As ztunnel's L4 translation: `to: paths` alone leaves the DENY rule nothing it can match
+    on TCP (it must not turn into deny-all); a `from: principals` DENY rule stays."""
+    deny_paths = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                  "metadata": {"name": "deny-paths", "namespace": NS},
+                  "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                           "name": "waypoint"}], "action": "DENY",
+                           "rules": [{"to": [{"operation": {"paths": ["/denied*"]}}]},
+                                     {"from": [{"source": {"principals": ["cluster.local/ns/x/sa/rogue"]}}]}]}}
+    res = translated(world(deny_paths, port_name="tcp"))
+    (chain,) = listener(res, "inbound-vip|8000|alpha")["filter_chains"]
+    rules = next(f for f in chain["filters"] if f["name"] == "envoy.filters.network.rbac")["typed_config"]["rules"]
+    assert list(rules["policies"]) == [f"ns[{NS}]-policy[deny-paths]-rule[1]"]
