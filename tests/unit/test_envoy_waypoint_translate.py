@@ -184,7 +184,10 @@ def test_request_principals_split_at_the_issuer_and_claims_read_jwt_metadata():
     assert providers["ac-suite-aud@example.com"]["audiences"] == ["ac-suite-api"]
     assert providers["ac-suite-uri@example.com"]["local_jwks"]["inline_string"] == JWKS
     assert providers["ac-suite-broken-uri@example.com"]["local_jwks"]["inline_string"] == tr.UNUSABLE_JWKS
-    assert jwt["rules"][0]["requires"]["requires_any"]["requirements"][-1] == {"allow_missing": {}}
+    requirements = jwt["rules"][0]["requires"]["requires_any"]["requirements"]
+    assert requirements[:5] == [{"provider_name": f"origins-{i}"} for i in range(5)]
+    assert requirements[5]["requires_all"]["requirements"][0] == {"requires_any": {"requirements": [
+        {"provider_name": "origins-0"}, {"allow_missing": {}}]}}
     text = json.dumps(rbac(res, "ALLOW"))
     assert '"string_match": {"exact": "alice"}' in text and '"exact": "ac-suite-a@example.com"' in text
     assert '{"key": "org"}, {"key": "team"}' in text
@@ -272,3 +275,14 @@ def test_on_a_tcp_port_a_deny_rule_of_http_fields_only_denies_nothing():
     (chain,) = listener(res, "inbound-vip|8000|alpha")["filter_chains"]
     rules = next(f for f in chain["filters"] if f["name"] == "envoy.filters.network.rbac")["typed_config"]["rules"]
     assert list(rules["policies"]) == [f"ns[{NS}]-policy[deny-paths]-rule[1]"]
+
+
+def test_the_reference_target_reports_exactly_what_the_translation_cannot_express(monkeypatch):
+    from conformance.targets import reference
+    assert reference.ENVOY_WAYPOINT_NOT_SUPPORTED == tr.NOT_EXPRESSED
+    monkeypatch.setenv(reference.WAYPOINT_ENV, "envoy")
+    supported = reference.ReferenceTarget.supported_features()
+    assert not supported & set(tr.NOT_EXPRESSED) and "L7RequestAuthentication" in supported
+    assert reference.ReferenceTarget.not_supported_reasons()["MeshFaultInjection"] == tr.ROUTES_NOT_TRANSLATED
+    monkeypatch.setenv(reference.WAYPOINT_ENV, "python")
+    assert set(tr.NOT_EXPRESSED) <= reference.ReferenceTarget.supported_features()
