@@ -18,6 +18,7 @@ class Mutant:
     file: str   # relative to the repository
     old: str    # found exactly once in `file`
     new: str
+    suite_env: tuple[tuple[str, str], ...] = ()   # environment of the suite run (issue 16: AC_WAYPOINT)
 
 
 class AnchorError(Exception):
@@ -238,4 +239,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/sidecar/inbound.py",
            "        self.proxy.spawn(self.serve(our_reader, our_writer, request.peer_identity, request.peer_address[0],\n",
            "        self.proxy.spawn(self.serve(our_reader, our_writer, self.proxy.identity, request.peer_address[0],\n"),
+    # --- the Envoy waypoint's translation (issue 16); the suite runs with --waypoint envoy --------
+    Mutant("the Envoy waypoint's RBAC sees the waypoint's own identity as every request's source",
+           "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
+           '"format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_PEER_URI_SAN%"}},',
+           '"format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_LOCAL_URI_SAN%"}},',
+           suite_env=(("AC_WAYPOINT", "envoy"),)),
+    Mutant("the Envoy waypoint drops an ALLOW policy without rules (allow-nothing admits everything)",
+           "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
+           "        if allows_present:\n", "        if allows:\n", suite_env=(("AC_WAYPOINT", "envoy"),)),
 ]

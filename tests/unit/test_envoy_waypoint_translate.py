@@ -206,7 +206,9 @@ def test_principals_match_the_peer_identity_carried_from_connect_terminate():
         "exact": f"spiffe://cluster.local/ns/{NS}/sa/client"}}}
     assert ids[1]["not_id"]["filter_state"]["string_match"]["safe_regex"]["regex"] == "spiffe://[^/]+/ns/evil/.*"
     term = listener(res, "connect_terminate")["filter_chains"][0]["filters"][0]["typed_config"]
-    assert term["http_filters"][0] == tr.SET_PEER
+    (peer_state,) = term["http_filters"][0]["typed_config"]["on_request_headers"]
+    assert peer_state["object_key"] == tr.PEER_PRINCIPAL and peer_state["shared_with_upstream"] == "ONCE"
+    assert peer_state["format_string"]["text_format_source"]["inline_string"] == "%DOWNSTREAM_PEER_URI_SAN%"
     inner = listener(res, "inbound-vip|8000|alpha")
     assert inner["listener_filters"][0]["name"] == "envoy.filters.listener.proxy_protocol"
 
