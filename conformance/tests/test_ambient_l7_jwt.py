@@ -105,7 +105,8 @@ def rejected(what: str, tok_headers, path: str = "/anything/jwt", client: str = 
 
 def wrong_audience(what: str, tok_headers) -> Row:
     path = "/anything/aud"
-    return Row("a", path, DENY, what, headers=tok_headers, check=challenge_of(path))
+    return Row("a", path, DENY, what, headers=tok_headers, check=challenge_of(path),
+               denied_body="Audiences in Jwt are not allowed")
 
 
 @pytest.fixture(scope="module")
