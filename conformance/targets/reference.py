@@ -29,16 +29,7 @@ UP_TIMEOUT = 180
 WAYPOINT_ENV = "AC_WAYPOINT"
 #: what the Envoy waypoint's translation cannot express (feature -> reason), reported
 #: NOT_SUPPORTED; kept equal to reference_impl.waypoint_envoy.translate.NOT_EXPRESSED by a unit test
-_ROUTES_NOT_TRANSLATED = ("HTTPRoute and VirtualService rules are not translated into Envoy routes yet: "
-                          "the Envoy waypoint sends every request to the service it is addressed to")
-ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {name: _ROUTES_NOT_TRANSLATED for name in (
-    "MeshHTTPRouteSimpleSameNamespace", "MeshHTTPRouteMatching", "MeshHTTPRouteMethodMatching",
-    "MeshHTTPRouteQueryParamMatching", "MeshHTTPRouteRequestHeaderModifier",
-    "MeshHTTPRouteResponseHeaderModifier", "MeshHTTPRouteBackendRequestHeaderModifier",
-    "MeshHTTPRouteWeight", "MeshHTTPRouteRedirectHostAndStatus", "MeshHTTPRouteRedirectPath",
-    "MeshHTTPRouteRedirectPort", "MeshHTTPRouteSchemeRedirect", "MeshHTTPRouteRewritePath",
-    "MeshHTTPRouteBackendNotFound", "MeshPorts", "MeshFrontend", "MeshHTTPRouteRequestTimeout",
-    "MeshHTTPRouteRetry", "MeshFaultInjection")}
+ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {}   # every AMBIENT-L7 / MESH-HTTP feature translates
 
 
 def waypoint_implementation() -> str:

@@ -40,6 +40,7 @@ from ..l7 import Service, Workload
 from ..l7.protocols import HTTP, TCP, UNKNOWN
 from ..policy.match import StringMatch, is_path_template, path_template_regex
 from ..waypoint.config import WaypointConfig
+from .routes import envoy_routes, fault_filter
 
 HBONE_PORT = 15008
 PEER_PRINCIPAL = "io.istio.peer_principal"
@@ -60,16 +61,7 @@ SECRET_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 #: What this translation cannot express, by conformance feature (reported NOT_SUPPORTED for an
 #: Envoy waypoint: conformance/targets/reference.py keeps an equal copy, checked by a unit test).
-ROUTES_NOT_TRANSLATED = ("HTTPRoute and VirtualService rules are not translated into Envoy routes yet: "
-                         "the Envoy waypoint sends every request to the service it is addressed to")
-NOT_EXPRESSED: dict[str, str] = {name: ROUTES_NOT_TRANSLATED for name in (
-    "MeshHTTPRouteSimpleSameNamespace", "MeshHTTPRouteMatching", "MeshHTTPRouteMethodMatching",
-    "MeshHTTPRouteQueryParamMatching", "MeshHTTPRouteRequestHeaderModifier",
-    "MeshHTTPRouteResponseHeaderModifier", "MeshHTTPRouteBackendRequestHeaderModifier",
-    "MeshHTTPRouteWeight", "MeshHTTPRouteRedirectHostAndStatus", "MeshHTTPRouteRedirectPath",
-    "MeshHTTPRouteRedirectPort", "MeshHTTPRouteSchemeRedirect", "MeshHTTPRouteRewritePath",
-    "MeshHTTPRouteBackendNotFound", "MeshPorts", "MeshFrontend", "MeshHTTPRouteRequestTimeout",
-    "MeshHTTPRouteRetry", "MeshFaultInjection")}
+NOT_EXPRESSED: dict[str, str] = {}   # none since HTTP routes translate (reference_impl/waypoint_envoy/routes.py)
 
 
 @dataclass
@@ -228,6 +220,7 @@ class _Translator:
         self.config = config
         self.out = out
         self.issuers = sorted({r.issuer for b in config.authentication for r in b.value})
+        self.cluster_for: Any = None   # set by _translate_config: a route backend -> its cluster
 
     # ---- one rule ----
     def source(self, src: Source) -> dict:
@@ -582,8 +575,16 @@ def _translate_config(config: WaypointConfig, all_services: list[dict], secret_d
             upstream = f"outbound-pod|{port}|{ip}"
             out.clusters.append(_endpoint_cluster(upstream, workload, port, originate))
             inners.append(_Inner(name, (f"{ip}:{port}",), port, UNKNOWN, upstream, None, workload.uid))
-    if config.routes:
-        out.note("routes", ROUTES_NOT_TRANSLATED)
+    known = {c["name"] for c in out.clusters}
+
+    def cluster_for(service: Service, port: int) -> str:
+        """A route's backend service port: its cluster, made the first time a route names it."""
+        name = f"outbound|{port}||{service.hostname}"
+        if name not in known:
+            known.add(name)
+            out.clusters.append(_service_cluster(name, service, port, config, originate))
+        return name
+    t.cluster_for = cluster_for
     ports = inner_ports([inner.name for inner in inners])
     for inner in inners:
         out.clusters.append(_inner_cluster(inner.name, ports[inner.name]))
@@ -724,13 +725,18 @@ def _inner_listener(t: _Translator, inner: _Inner, port: int) -> dict:
         if jwt:
             http_filters.append(jwt)
         http_filters += t.rbac_filters(policies, inner.port, False, inner.name)
+        routes = [{"match": {"prefix": "/"}, "route": {"cluster": inner.upstream, "timeout": "0s"}}]
+        table = config.routes.get(inner.service_key) if inner.service_key else None
+        if table is not None and table.routes_port(inner.port):
+            routes = envoy_routes(table, inner.port, t.cluster_for)
+            http_filters.append(fault_filter())
         http_filters.append(ROUTER)
         hcm = {"@type": HCM_TYPE, "stat_prefix": inner.name, "codec_type": "AUTO",
                "request_headers_timeout": "5s", "max_request_headers_kb": 60,
                "upgrade_configs": [{"upgrade_type": "websocket"}],
                "route_config": {"name": inner.name, "validate_clusters": False, "virtual_hosts": [{
                    "name": inner.name, "domains": ["*"],
-                   "routes": [{"match": {"prefix": "/"}, "route": {"cluster": inner.upstream, "timeout": "0s"}}]}]},
+                   "routes": routes}]},
                "http_filters": http_filters}
         chain: dict[str, Any] = {"filters": [peer, {"name": "envoy.filters.network.http_connection_manager",
                                                     "typed_config": hcm}]}

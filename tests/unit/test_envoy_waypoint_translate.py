@@ -6,6 +6,7 @@ not enforcing a new policy) fails here."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -282,9 +283,57 @@ def test_on_a_tcp_port_a_deny_rule_of_http_fields_only_denies_nothing():
 def test_the_reference_target_reports_exactly_what_the_translation_cannot_express(monkeypatch):
     from conformance.targets import reference
     assert reference.ENVOY_WAYPOINT_NOT_SUPPORTED == tr.NOT_EXPRESSED
+    monkeypatch.setattr(reference, "ENVOY_WAYPOINT_NOT_SUPPORTED", {"MeshFaultInjection": "a reason"})
     monkeypatch.setenv(reference.WAYPOINT_ENV, "envoy")
     supported = reference.ReferenceTarget.supported_features()
-    assert not supported & set(tr.NOT_EXPRESSED) and "L7RequestAuthentication" in supported
-    assert reference.ReferenceTarget.not_supported_reasons()["MeshFaultInjection"] == tr.ROUTES_NOT_TRANSLATED
+    assert "MeshFaultInjection" not in supported and "L7RequestAuthentication" in supported
+    assert reference.ReferenceTarget.not_supported_reasons() == {"MeshFaultInjection": "a reason"}
     monkeypatch.setenv(reference.WAYPOINT_ENV, "python")
-    assert set(tr.NOT_EXPRESSED) <= reference.ReferenceTarget.supported_features()
+    assert "MeshFaultInjection" in reference.ReferenceTarget.supported_features()
+    assert reference.ReferenceTarget.not_supported_reasons() == {}
+
+
+# --- HTTP routes (HTTPRoute / VirtualService) ------------------------------------------------------
+
+MESH_MANIFESTS = L7_MANIFESTS.parent / "mesh"
+
+
+def route(name: str, *services: str) -> list[dict]:
+    """A conformance/tests/mesh manifest in NS, with Services of the names it uses bound to the waypoint."""
+    objects = [o for o in yaml.safe_load_all((MESH_MANIFESTS / name).read_text()) if o]
+    for o in objects:
+        o["metadata"]["namespace"] = NS
+    for i, svc in enumerate(services):
+        objects.append({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": svc, "namespace": NS, "labels": {"istio.io/use-waypoint": "waypoint"}},
+                        "spec": {"clusterIP": f"10.96.1.{i + 1}", "selector": {"app": "alpha"},
+                                 "ports": [{"name": "http", "port": 80, "targetPort": 80}]}})
+    return objects
+
+
+def inner_routes(res: tr.Resources, service: str) -> list[dict]:
+    inner = listener(res, f"inbound-vip|80|{service}.")
+    hcm = inner["filter_chains"][0]["filters"][-1]["typed_config"]
+    return hcm["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def test_redirects_keep_gateway_api_ports_and_paths():
+    res = translated(world(*route("redirect.yaml", "echo-redirect")))
+    by_prefix = {r["match"].get("path_separated_prefix"): r for r in inner_routes(res, "echo-redirect")}
+    assert by_prefix["/hostname-redirect"]["redirect"] == {"response_code": "FOUND", "host_redirect": "example.org"}
+    assert by_prefix["/host-and-status"]["redirect"]["response_code"] == "MOVED_PERMANENTLY"
+
+
+def test_rewrites_strip_a_prefix_to_the_root():
+    res = translated(world(*route("rewrite.yaml", "echo-rewrite")))
+    rewrites = [r["route"]["regex_rewrite"] for r in inner_routes(res, "echo-rewrite") if "regex_rewrite" in r.get("route", {})]
+    strip = next(rw for rw in rewrites if rw["substitution"] == "/\\1")
+    assert re.sub(strip["pattern"]["regex"], r"/\1", "/strip-prefix") == "/"
+    assert re.sub(strip["pattern"]["regex"], r"/\1", "/strip-prefix/x") == "/x"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MESH_MANIFESTS.glob("*.yaml")))
+def test_envoy_accepts_the_route_translation(name, tmp_path):
+    text = (MESH_MANIFESTS / name).read_text()
+    services = sorted(set(re.findall(r"name: (echo[-a-z0-9]*)", text)))
+    validate(translated(world(*route(name, *services))), tmp_path)
