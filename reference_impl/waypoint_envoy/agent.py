@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import urllib.request
@@ -58,6 +59,7 @@ class EnvoyAgent:
         self.upstream_hbone_port = upstream_hbone_port
         self.admin_port = admin_port
         self.log_level = log_level
+        self._own_dir = run_dir is None   # a directory of our own is removed at shutdown
         self.dir = run_dir or tempfile.mkdtemp(prefix="envoy-waypoint-")
         self.config_dir = os.path.join(self.dir, "config")
         self.secret_dir = os.path.join(self.dir, "sds")
@@ -181,3 +183,5 @@ class EnvoyAgent:
         if self.xds is not None:
             await self.xds.close()
         await self.certs.close()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
