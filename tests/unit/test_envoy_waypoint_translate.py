@@ -337,3 +337,44 @@ def test_envoy_accepts_the_route_translation(name, tmp_path):
     text = (MESH_MANIFESTS / name).read_text()
     services = sorted(set(re.findall(r"name: (echo[-a-z0-9]*)", text)))
     validate(translated(world(*route(name, *services))), tmp_path)
+
+
+# --- choosing the implementation --------------------------------------------------------------
+
+def test_the_gateway_annotation_beats_the_root_namespace_default():
+    from reference_impl.cluster import client as cluster_client
+    from reference_impl.controlplane import provision
+    from reference_impl.controlplane.index import MeshIndex
+    assert cluster_client.WAYPOINT_ANNOTATION == provision.IMPLEMENTATION_ANNOTATION
+
+    def image(objects) -> str:
+        (deployment,) = [o for o in provision.plan_waypoint_objects(MeshIndex.build(objects))[0]
+                         if o["kind"] == "Deployment"]
+        return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    objects = world()
+    assert image(objects) == provision.WAYPOINT_IMAGE
+    root = cluster_client.waypoint_default("envoy")
+    assert image(objects + [root]) == provision.WAYPOINT_IMAGES["envoy"]
+    gateway = next(o for o in objects if o["kind"] == "Gateway")
+    gateway["metadata"]["annotations"] = {provision.IMPLEMENTATION_ANNOTATION: "python"}
+    assert image(objects + [root]) == provision.WAYPOINT_IMAGE
+    gateway["metadata"]["annotations"] = {provision.IMPLEMENTATION_ANNOTATION: "envoy"}
+    assert image(objects) == provision.WAYPOINT_IMAGES["envoy"]
+
+
+def test_run_takes_its_own_waypoint_option_and_hands_the_rest_to_pytest():
+    from conformance.cli import waypoint_option
+    assert waypoint_option(["-n", "2", "--waypoint", "envoy", "-k", "x"]) == (["-n", "2", "-k", "x"], "envoy")
+    assert waypoint_option(["--waypoint=python", "-q"]) == (["-q"], "python")
+    assert waypoint_option(["-q"]) == (["-q"], None)
+    with pytest.raises(SystemExit, match="choose one of python, envoy"):
+        waypoint_option(["--waypoint", "nginx"])
+
+
+def test_the_envoy_image_runs_the_agent():
+    from reference_impl.apps import images
+    from reference_impl.controlplane import provision
+    argv = images.command_for(provision.WAYPOINT_IMAGES["envoy"], {"name": "istio-proxy"}, "wp-0")
+    assert argv[1:] == ["-m", "reference_impl.waypoint_envoy"]
+    assert images.command_for(provision.WAYPOINT_IMAGE, {"name": "istio-proxy"}, "wp-0")[1:] == [
+        "-m", "reference_impl.waypoint"]
