@@ -176,8 +176,20 @@ class ReportCollector:
             self.implementation = props[PROP + "implementation"]
         result.record(report)
 
+    def _with_reasons(self, target: str) -> None:
+        """A NOT_SUPPORTED test's reason, with why the implementation cannot do each feature when
+        the target says (issue 16: what the Envoy waypoint's translation cannot express)."""
+        from conformance.targets import target_class
+        reasons = getattr(target_class(target), "not_supported_reasons", dict)()
+        for result in self.results.values():
+            if result.outcome == NOT_SUPPORTED:
+                why = [f"{f}: {reasons[f]}" for f in result.features if f in reasons]
+                if why and not result.reason.endswith(why[-1]):
+                    result.reason = f"{result.reason} ({'; '.join(why)})"
+
     def pytest_sessionfinish(self, session) -> None:
         target = self.config.getoption("target")
+        self._with_reasons(target)
         implementation = self.implementation or f"unknown ({target} target never started)/unknown"
         self.document = build(list(self.results.values()), implementation=implementation, target=target,
                               supported=self.supported, wanted_profiles=self.config.getoption("profile"),

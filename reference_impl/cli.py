@@ -65,7 +65,8 @@ def _kube(args):
 
 def cmd_up(args) -> int:
     c = cluster_client.up(args.name, nodes=args.nodes, manifests=args.files or (),
-                          timeout=args.timeout, virtual_nodes=args.virtual_nodes)
+                          timeout=args.timeout, virtual_nodes=args.virtual_nodes,
+                          waypoint=None if args.waypoint == "python" else args.waypoint)
     pods = c.list("Pod")
     c.close()
     virtual = f" (+{args.virtual_nodes} virtual)" if args.virtual_nodes else ""
@@ -271,6 +272,10 @@ def build_parser() -> CLI:
     p.add_argument("--virtual-nodes", type=int, default=0,
                    help="add nodes virtual-0.. whose pods are simulated (kwok-style, for scale)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for ready")
+    p.add_argument("--waypoint", choices=cluster_client.WAYPOINT_IMPLEMENTATIONS, default="python",
+                   help="the waypoint implementation istiod provisions (envoy: a real Envoy configured "
+                        "from the same snapshot; a Gateway's annotation "
+                        "ambient-conformance.io/waypoint-implementation overrides it)")
     p = sub("apply", cmd_apply, "apply manifests")
     p.add_argument("-f", "--filename", dest="files", action="append", required=True,
                    metavar="FILE_OR_DIR")

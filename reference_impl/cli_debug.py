@@ -80,8 +80,39 @@ def format_proxy_config(d: dict) -> str:
 
 def cmd_describe_pod(args) -> int:
     result = _ask(args.name, "describe_pod", namespace=args.namespace, name=args.pod)
-    print(json.dumps(result, indent=2, sort_keys=True) if args.output == "json" else format_describe(result))
+    envoy = _envoy_waypoint_dump(args)
+    if args.output == "json":
+        if envoy is not None:
+            result = {**result, "envoyConfigDump": envoy}
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_describe(result) + ("" if envoy is None else "\n" + format_envoy_summary(envoy)))
     return 0
+
+
+# -- the Envoy waypoint (issue 16): its config as Envoy holds it, from Envoy's admin /config_dump --
+def _envoy_waypoint_dump(args) -> dict | None:
+    from reference_impl.cli_listeners import envoy_config_dump, is_envoy_waypoint
+    with ClusterClient(args.name) as c:
+        pod = c.get("Pod", args.namespace, args.pod)
+    return envoy_config_dump(args.name, args.namespace, args.pod) if pod and is_envoy_waypoint(pod) else None
+
+
+def format_envoy_summary(dump: dict) -> str:
+    lines = ["Envoy waypoint config (Envoy's /config_dump; `proxy-config config_dump POD` prints it all):"]
+    for section in dump.get("configs") or ():
+        kind = section.get("@type", "").rsplit(".", 1)[-1]
+        if kind == "ListenersConfigDump":
+            for item in section.get("dynamic_listeners") or ():
+                state = item.get("active_state") or item.get("warming_state") or {}
+                lines.append(f"  listener {item.get('name')}  version {state.get('version_info', '?')}")
+        elif kind == "ClustersConfigDump":
+            count = len(section.get("dynamic_active_clusters") or ())
+            lines.append(f"  {count} dynamic cluster(s)")
+        elif kind == "SecretsConfigDump":
+            for item in section.get("dynamic_active_secrets") or ():
+                lines.append(f"  secret {item.get('name')}  version {item.get('version_info', '?')}")
+    return "\n".join(lines)
 
 
 def cmd_describe_service(args) -> int:
@@ -91,6 +122,12 @@ def cmd_describe_service(args) -> int:
 
 
 def cmd_proxy_config(args) -> int:
+    if args.node == "config_dump":  # `proxy-config config_dump POD`: an Envoy waypoint's own config (issue 16)
+        if not args.pod:
+            raise ClusterError("give the pod: `cluster proxy-config config_dump POD -n NS`")
+        from reference_impl.cli_listeners import envoy_config_dump
+        print(json.dumps(envoy_config_dump(args.name, args.namespace, args.pod), indent=2, sort_keys=True))
+        return 0
     if args.node == "listeners":  # `proxy-config listeners POD`: the sidecar's, or the ambient pod's ztunnel's
         if not args.pod:
             raise ClusterError("give the pod: `cluster proxy-config listeners POD -n NS`")
@@ -116,8 +153,8 @@ def register(cli) -> None:
         parser.set_defaults(func=func)
 
     proxy = cli.cluster.add_parser("proxy-config", help="a node proxy's current config version and content")
-    proxy.add_argument("node", metavar="NODE", help="a node, or `listeners` followed by a pod")
-    proxy.add_argument("pod", metavar="POD", nargs="?", help="with `listeners`: the pod")
+    proxy.add_argument("node", metavar="NODE", help="a node, or `listeners` / `config_dump` followed by a pod")
+    proxy.add_argument("pod", metavar="POD", nargs="?", help="with `listeners` / `config_dump`: the pod")
     proxy.add_argument("-n", "--namespace", default="default", help="with `listeners`: the pod's namespace")
     proxy.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cli.add_name(proxy)

@@ -56,11 +56,45 @@ def ambient_listeners(c: ClusterClient, namespace: str, pod: dict) -> dict:
                           for port, name in ZTUNNEL_PORTS] if captured else []}
 
 
+# -- the Envoy waypoint (issue 16): Envoy's own admin interface on 127.0.0.1:15000 in its pod --
+ENVOY_WAYPOINT_IMAGE = "ambient-conformance/waypoint-envoy"
+ENVOY_CONFIG_DUMP = "http://127.0.0.1:15000/config_dump"
+ENVOY_LISTENERS = "http://127.0.0.1:15000/listeners?format=json"
+
+
+def is_envoy_waypoint(pod: dict) -> bool:
+    return any(ENVOY_WAYPOINT_IMAGE in (x.get("image") or "") for x in (pod.get("spec") or {}).get("containers") or ())
+
+
+def envoy_config_dump(cluster: str, namespace: str, name: str) -> dict:
+    """Envoy's /config_dump of an Envoy waypoint pod; ClusterError for any other pod."""
+    with ClusterClient(cluster) as c:
+        pod = c.get("Pod", namespace, name)
+        if pod is None:
+            raise ClusterError(f"pod {namespace}/{name} not found")
+        if not is_envoy_waypoint(pod):
+            raise ClusterError(f"pod {namespace}/{name} is not an Envoy waypoint (image {ENVOY_WAYPOINT_IMAGE}); "
+                               "`proxy-config config_dump` reads Envoy's admin interface")
+        return _get_json(c, namespace, name, ENVOY_CONFIG_DUMP)
+
+
+def envoy_waypoint_listeners(c: ClusterClient, namespace: str, pod: str) -> dict:
+    found = _get_json(c, namespace, pod, ENVOY_LISTENERS)
+    rows = []
+    for entry in found.get("listener_statuses") or ():
+        address = (entry.get("local_address") or {}).get("socket_address") or {}
+        where = f"{address.get('address')}:{address.get('port_value')}" if address else "(internal)"
+        rows.append({"name": entry.get("name"), "address": where, "match": "ALL", "destination": entry.get("name")})
+    return {"pod": f"{namespace}/{pod}", "mode": "envoy waypoint", "listeners": rows}
+
+
 def listeners(cluster: str, namespace: str, name: str) -> dict:
     with ClusterClient(cluster) as c:
         pod = c.get("Pod", namespace, name)
         if pod is None:
             raise ClusterError(f"pod {namespace}/{name} not found")
+        if is_envoy_waypoint(pod):
+            return envoy_waypoint_listeners(c, namespace, name)
         containers = [x.get("name") for x in (pod.get("spec") or {}).get("containers") or ()]
         if "istio-proxy" in containers:
             return sidecar_listeners(c, namespace, name)
@@ -71,6 +105,8 @@ def format_listeners(d: dict) -> str:
     head = f"{d['pod']}: {d['mode']} mode"
     if d["mode"] == "sidecar":
         head += f", identity {d['identity']}"
+    elif d["mode"] == "envoy waypoint":
+        head += " (Envoy's own listeners; `proxy-config config_dump POD` for all of its config)"
     else:
         head += f", {d['ztunnel']} holds it ({'captured' if d['captured'] else 'NOT captured'})"
         if d.get("workload"):

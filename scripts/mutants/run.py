@@ -32,10 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 FAILED_RE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
 
 
-def _run_suite(clone: Path, timeout: float, tests: list[str] = ()) -> tuple[int | None, list[str], float]:
+def _run_suite(clone: Path, timeout: float, tests: list[str] = (),
+               suite_env: tuple[tuple[str, str], ...] = ()) -> tuple[int | None, list[str], float]:
     """(pytest exit code or None on timeout, failed test node ids, seconds) of one suite run
-    (the whole suite, or only `tests`)."""
-    env = dict(os.environ, PYTHONPATH=str(clone))
+    (the whole suite, or only `tests`), with the mutant's `suite_env` (e.g. AC_WAYPOINT=envoy)."""
+    env = dict(os.environ, PYTHONPATH=str(clone), **dict(suite_env))
     env.pop("AC_RUN_OWNER", None)
     started = time.monotonic()
     try:
@@ -97,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             _reset(clone)
             apply_to(clone, m)
             print(f"[{i}/{len(chosen)}] {m.name} ...", file=sys.stderr, flush=True)
-            code, failed, secs = _run_suite(clone, args.timeout)
+            code, failed, secs = _run_suite(clone, args.timeout, suite_env=m.suite_env)
             verdict = "survived" if code == 0 else "killed"
             if failed and code is not None:
                 # A kill counts only if it repeats: the failed tests run once more against the same
                 # mutant, so a flaky test on a busy machine cannot inflate the rate.
-                again, refailed, _ = _run_suite(clone, args.timeout, failed)
+                again, refailed, _ = _run_suite(clone, args.timeout, failed, suite_env=m.suite_env)
                 if again == 0:
                     verdict = "survived"
                     failed = [f"{t} (failed once, passed on rerun)" for t in failed]

@@ -24,6 +24,8 @@ ALLOWED = {
     "l7": {"policy", "hbone", "identity", "xds", "api"},
     "waypoint": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
     "sidecar": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
+    # issue 16: the Envoy waypoint reuses the Python waypoint's config binding and status port
+    "waypoint_envoy": {"waypoint", "l7", "policy", "xds", "api", "identity"},
     "cluster": {"api", "apps", "netns"},
     "apps": set(),
 }

