@@ -18,7 +18,7 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 #: a path whose achieved rate is below this share of the offered one fell behind
 ACHIEVED_MIN = 0.95
 #: Istio 1.24's published cost per 1,000 requests/s (istio.io, "Performance and Scalability")
-ISTIO_1_24 = {"ztunnel": (0.06, 12), "waypoint": (0.25, 60), "sidecar": (0.20, 60)}
+ISTIO_1_24 = {"ztunnel": (0.06, 12), "waypoint": (0.25, 60), "envoy-waypoint": (0.25, 60), "sidecar": (0.20, 60)}
 NOT_RUN = "not available"
 
 
@@ -84,9 +84,11 @@ def comparisons(paths: dict) -> dict:
     l4, l7, envoy = (paths.get(n, {}).get("added_per_hop_us") for n in ("ambient-l4", "ambient-l7", "envoy-hbone"))
     if l4 and envoy:
         out["ztunnel_hop_over_envoy_hop"] = {k: (round(l4[k] / envoy[k], 2) if envoy[k] > 0 else None) for k in l4}
-    a4, a7 = paths.get("ambient-l4", {}).get("latency_us"), paths.get("ambient-l7", {}).get("latency_us")
+    a4, a7, a7e = (paths.get(n, {}).get("latency_us") for n in ("ambient-l4", "ambient-l7", "ambient-l7-envoy"))
     if a4 and a7:
         out["waypoint_hop_us"] = {k: a7[k] - a4[k] for k in a4}
+    if a4 and a7e:   # issue 16: the same hop through the Envoy waypoint, in the same run
+        out["envoy_waypoint_hop_us"] = {k: a7e[k] - a4[k] for k in a4}
     return out
 
 
@@ -138,19 +140,19 @@ def table(summary: dict) -> str:
                                          if max(c['load_average_after'][0], c['load_average_before'][0]) > c['cores']
                                          else ""),
              "latency from the scheduled start, µs:",
-             f"{'path':<13}{'hops':>5}" + "".join(f"{p:>9}" for p in pcts) + "   added per hop (vs direct)"
+             f"{'path':<17}{'hops':>5}" + "".join(f"{p:>9}" for p in pcts) + "   added per hop (vs direct)"
              + " " * 14 + "achieved/offered rps  status"]
     noise = summary["noise_floor_us"] or {}
     within = False
     for name, e in summary["paths"].items():
         if "latency_us" not in e:
-            lines.append(f"{name:<13}{e['hops']:>5}   {e['status']}")
+            lines.append(f"{name:<17}{e['hops']:>5}   {e['status']}")
             continue
         per_hop = e.get("added_per_hop_us")
         marks = {p: "*" if per_hop and e["added_us"][p] <= noise.get(p, -1) else " " for p in pcts}
         within = within or "*" in marks.values()
         hop_text = " ".join(f"{per_hop[p]:>6.0f}{marks[p]}" for p in pcts) if per_hop else " " * 31
-        lines.append(f"{name:<13}{e['hops']:>5}" + "".join(f"{e['latency_us'][p]:>9}" for p in pcts)
+        lines.append(f"{name:<17}{e['hops']:>5}" + "".join(f"{e['latency_us'][p]:>9}" for p in pcts)
                      + f"   {hop_text:<40} {e['achieved_rps']:>7.0f}/{e['offered_rps']:<7.0f}   {e['status']}")
     if summary["noise_floor_us"]:
         lines.append("noise floor |baseline − direct|: " +
@@ -160,6 +162,9 @@ def table(summary: dict) -> str:
     if "waypoint_hop_us" in comp:
         lines.append("waypoint hop pXX(ambient-l7) − pXX(ambient-l4): " +
                      ", ".join(f"{p} {v} µs" for p, v in comp["waypoint_hop_us"].items()))
+    if "envoy_waypoint_hop_us" in comp:
+        lines.append("Envoy waypoint hop pXX(ambient-l7-envoy) − pXX(ambient-l4): " +
+                     ", ".join(f"{p} {v} µs" for p, v in comp["envoy_waypoint_hop_us"].items()))
     if "ztunnel_hop_over_envoy_hop" in comp:
         lines.append("ztunnel hop / Envoy HBONE hop (same run, same node pair): " +
                      ", ".join(f"{p} {v}×" if v is not None else f"{p} n/a (Envoy's hop ≤ 0 here)"
@@ -174,16 +179,16 @@ def table(summary: dict) -> str:
                      + (f"  — {'; '.join(through['problems'])}" if through["problems"] else ""))
     lines.append("cost while each path ran (vCPU = CPU seconds / slot seconds; Istio 1.24 per 1,000 rps "
                  "beside: ztunnel 0.06 vCPU / 12 MB, waypoint 0.25 / 60, sidecar 0.20 / 60):")
-    lines.append(f"  {'path':<13}{'proxy':<22}{'vCPU':>7}{'vCPU/1k rps':>13}{'RSS MB':>9}{'Istio 1.24':>14}")
+    lines.append(f"  {'path':<17}{'proxy':<22}{'vCPU':>7}{'vCPU/1k rps':>13}{'RSS MB':>9}{'Istio 1.24':>14}")
     for name, rows in summary["cost"].items():
-        roles = set(role for role in ("ztunnel", "waypoint", "envoy", "sidecar") if role in _path_roles(name))
+        roles = set(role for role in ISTIO_1_24.keys() | {"envoy"} if role in _path_roles(name))
         for label, r in rows.items():
             if r["role"] not in roles:
                 continue
             istio = r["istio_1_24"]
             ref = f"{istio['vcpu_per_1000_rps']} / {istio['mb_per_1000_rps']}" if istio["vcpu_per_1000_rps"] else "—"
             per_k = f"{r['vcpu_per_1000_rps']:.3f}" if r["vcpu_per_1000_rps"] is not None else "—"
-            lines.append(f"  {name:<13}{label:<22}{r['vcpu']:>7.3f}{per_k:>13}{r['rss_mb']:>9.1f}{ref:>14}")
+            lines.append(f"  {name:<17}{label:<22}{r['vcpu']:>7.3f}{per_k:>13}{r['rss_mb']:>9.1f}{ref:>14}")
     return "\n".join(lines)
 
 

@@ -130,7 +130,7 @@ def setup(target, opts: Options, log=print) -> tuple[list[scenario.Placed], list
             url = f"http://{svc_ip}:{scenario.APP_PORT}/bytes/{opts.payload}"
         placed.append(scenario.Placed(path, client, url))
     sidecars = _sidecar_pods(target, placed)
-    proxies = _proxy_pods(target, node_a, node_b) + [
+    proxies = _proxy_pods(target, node_a, node_b, names) + [
         ("sidecar", f"sidecar {side}", pod, scenario.SIDECAR_CONTAINER) for side, pod in sidecars.items()]
     for p in placed:
         if p.client_pod is None:
@@ -164,12 +164,15 @@ def _only_pod(target, namespace: str, app: str):
     return pods[0]
 
 
-def _proxy_pods(target, node_a: str, node_b: str) -> list[tuple[str, str, object, str | None]]:
+def _proxy_pods(target, node_a: str, node_b: str, names: tuple[str, ...]) -> list[tuple[str, str, object, str | None]]:
     """(role, label, pod, container) of every proxy whose CPU and memory the run samples."""
     out = [("ztunnel", f"ztunnel {node_a}", target.ztunnel_pod(node_a), None),
            ("ztunnel", f"ztunnel {node_b}", target.ztunnel_pod(node_b), None)]
-    for pod in target.pods(scenario.WAYPOINT_NS, {"gateway.networking.k8s.io/gateway-name": scenario.WAYPOINT}):
+    for pod in target.waypoint_pods(scenario.WAYPOINT_NS, scenario.WAYPOINT):
         out.append(("waypoint", f"waypoint {pod.node}", pod, None))
+    if scenario.ENVOY_WAYPOINT_NS in names:
+        for pod in target.waypoint_pods(scenario.ENVOY_WAYPOINT_NS, scenario.WAYPOINT):
+            out.append(("envoy-waypoint", f"Envoy waypoint {pod.node}", pod, None))
     out.append(("envoy", "envoy client", _only_pod(target, scenario.DIRECT, "client"), "envoy"))
     out.append(("envoy", "envoy server", _only_pod(target, scenario.DIRECT, "server"), "envoy"))
     return out

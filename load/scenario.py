@@ -9,6 +9,7 @@ Every path goes from node A to node B, to the same small echo server code answer
 | baseline | load-direct/baseline | load-direct/server | none: a second uncaptured client on the same node pair; its distance from `direct` is the noise floor |
 | ambient-l4 | load-ambient/client | load-ambient/server | client ztunnel → HBONE → server ztunnel |
 | ambient-l7 | load-ambient/client | load-waypoint/server | ztunnel → waypoint → ztunnel (Gateway class istio-waypoint, namespace label istio.io/use-waypoint) |
+| ambient-l7-envoy | load-ambient/client | load-waypoint-envoy/server | ztunnel → the Envoy waypoint → ztunnel (the same Gateway, annotated to ask for the Envoy implementation), where the target offers that choice (the reference) |
 | sidecar | load-sidecar/client | load-sidecar-server/server | client sidecar → HBONE (mTLS, both identities) → server sidecar; both namespaces `istio-injection=enabled`, when the target supports SIDECAR-INTEROP |
 | envoy-hbone | load-direct/client | load-direct/server | a real Envoy pair: TCP → HTTP/2 CONNECT over mTLS 1.3 → TCP (load/envoy_peer.py) |
 """
@@ -20,8 +21,11 @@ from pathlib import Path
 from load import envoy_peer
 
 DIRECT, AMBIENT, WAYPOINT_NS = "load-direct", "load-ambient", "load-waypoint"
+ENVOY_WAYPOINT_NS = "load-waypoint-envoy"
 SIDECAR_CLIENT, SIDECAR_SERVER = "load-sidecar", "load-sidecar-server"
-NAMESPACES = (DIRECT, AMBIENT, WAYPOINT_NS, SIDECAR_CLIENT, SIDECAR_SERVER)
+NAMESPACES = (DIRECT, AMBIENT, WAYPOINT_NS, ENVOY_WAYPOINT_NS, SIDECAR_CLIENT, SIDECAR_SERVER)
+#: the waypoint implementation the ambient-l7-envoy path asks its Gateway for (issue 16)
+ENVOY_WAYPOINT = "envoy"
 #: the namespaces that only the sidecar path needs (made only when the target has sidecars)
 SIDECAR_NAMESPACES = (SIDECAR_CLIENT, SIDECAR_SERVER)
 INJECTION = {"istio-injection": "enabled"}
@@ -42,7 +46,7 @@ class LoadPath:
     server: tuple[str, str]          # (namespace, Service) it calls
     hops: int                        # proxies on the way (each one a hop)
     description: str
-    proxies: tuple[str, ...] = ()    # roles whose cost is this path's: ztunnel, waypoint, envoy
+    proxies: tuple[str, ...] = ()    # roles whose cost is this path's: ztunnel, waypoint, envoy-waypoint, envoy
     local_port: int | None = None    # the client calls 127.0.0.1:<port> in its own pod (the peer)
     unavailable: str = ""            # why this path cannot run on the target, if it cannot
 
@@ -55,6 +59,8 @@ PATHS = (
           ("ztunnel",)),
     LoadPath("ambient-l7", (AMBIENT, "client"), (WAYPOINT_NS, "server"), 3,
           "ambient L7: ztunnel → waypoint → ztunnel", ("ztunnel", "waypoint")),
+    LoadPath("ambient-l7-envoy", (AMBIENT, "client"), (ENVOY_WAYPOINT_NS, "server"), 3,
+          "ambient L7: ztunnel → Envoy waypoint → ztunnel", ("ztunnel", "envoy-waypoint")),
     LoadPath("sidecar", (SIDECAR_CLIENT, "client"), (SIDECAR_SERVER, "server"), 2,
           "sidecar → sidecar (HBONE, mutual TLS)", ("sidecar",)),
     LoadPath("envoy-hbone", (DIRECT, "client"), (DIRECT, "server"), 2,
@@ -73,15 +79,32 @@ def sidecar_missing(target) -> str:
             f"({len(missing)} of its {len(wanted)} features missing, e.g. {missing[0]})") if missing else ""
 
 
+def envoy_waypoint_missing(target) -> str:
+    """Why `target` cannot run the ambient-l7-envoy path ("" when it can)."""
+    if ENVOY_WAYPOINT in target.waypoint_choices():
+        return ""
+    return (f"not available: the {target.name} target offers no choice of waypoint implementation "
+            "(its mesh's own waypoint is the ambient-l7 path)")
+
+
+def _unavailable(target) -> dict[str, str]:
+    """path name -> why it cannot run on `target`, for the paths that cannot."""
+    why = {"sidecar": sidecar_missing(target), "ambient-l7-envoy": envoy_waypoint_missing(target)}
+    return {name: reason for name, reason in why.items() if reason}
+
+
 def paths_for(target) -> list[LoadPath]:
-    """The paths, with the sidecar path marked unavailable unless the target supports sidecars."""
-    why = sidecar_missing(target)
-    return [LoadPath(**{**p.__dict__, "unavailable": why}) if p.name == "sidecar" and why else p for p in PATHS]
+    """The paths, those the target cannot run marked unavailable with the reason."""
+    why = _unavailable(target)
+    return [LoadPath(**{**p.__dict__, "unavailable": why[p.name]}) if p.name in why else p for p in PATHS]
 
 
 def namespaces_for(target) -> tuple[str, ...]:
-    """The load's namespaces on `target`: the sidecar ones only where the sidecar path runs."""
-    return tuple(ns for ns in NAMESPACES if ns not in SIDECAR_NAMESPACES or not sidecar_missing(target))
+    """The load's namespaces on `target`: those of unavailable paths left out."""
+    why = _unavailable(target)
+    skipped = (SIDECAR_NAMESPACES if "sidecar" in why else ()) + \
+        ((ENVOY_WAYPOINT_NS,) if "ambient-l7-envoy" in why else ())
+    return tuple(ns for ns in NAMESPACES if ns not in skipped)
 
 
 def server_namespaces(namespaces: tuple[str, ...]) -> tuple[str, ...]:
@@ -90,8 +113,9 @@ def server_namespaces(namespaces: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def l7(path: LoadPath) -> bool:
-    """An HTTP proxy on the way (a waypoint or a sidecar) adds x-request-id, so the echo sees one."""
-    return bool({"waypoint", "sidecar"} & set(path.proxies))
+    """An HTTP proxy on the way (a waypoint, Envoy's too, or a sidecar) adds x-request-id, so the
+    echo sees one."""
+    return bool({"waypoint", "envoy-waypoint", "sidecar"} & set(path.proxies))
 
 
 def _namespace(name: str, labels: dict) -> dict:
@@ -136,6 +160,7 @@ def services(namespaces: tuple[str, ...] = NAMESPACES) -> list[dict]:
 def namespaces(names: tuple[str, ...] = NAMESPACES) -> list[dict]:
     ambient = {"istio.io/dataplane-mode": "ambient"}
     labels = {DIRECT: {}, AMBIENT: ambient, WAYPOINT_NS: {**ambient, "istio.io/use-waypoint": WAYPOINT},
+              ENVOY_WAYPOINT_NS: {**ambient, "istio.io/use-waypoint": WAYPOINT},
               SIDECAR_CLIENT: INJECTION, SIDECAR_SERVER: INJECTION}
     return [_namespace(ns, labels[ns]) for ns in names]
 
@@ -161,12 +186,19 @@ def workloads(target, node_a: str, node_b: str, direct_server_vip: str,
     objects += _deployment(DIRECT, "server", {**_placement(node_b), "containers": [echo_container(), envoy_server]})
     for ns in [n for n in server_namespaces(names) if n != DIRECT]:
         objects += _deployment(ns, "server", {**_placement(node_b), "containers": [echo_container()]})
-    objects.append({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                    "metadata": {"name": WAYPOINT, "namespace": WAYPOINT_NS,
-                                 "labels": {"istio.io/waypoint-for": "service"}},
-                    "spec": {"gatewayClassName": "istio-waypoint",
-                             "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})
+    objects.append(waypoint_gateway(WAYPOINT_NS))
+    if ENVOY_WAYPOINT_NS in names:
+        objects.append(waypoint_gateway(ENVOY_WAYPOINT_NS, target.waypoint_choices()[ENVOY_WAYPOINT]))
     return objects
+
+
+def waypoint_gateway(namespace: str, annotations: dict | None = None) -> dict:
+    metadata = {"name": WAYPOINT, "namespace": namespace, "labels": {"istio.io/waypoint-for": "service"}}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": metadata,
+            "spec": {"gatewayClassName": "istio-waypoint",
+                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
 
 
 @dataclass

@@ -336,6 +336,11 @@ class Target(ABC):
         """The proxy pods serving waypoint Gateway `namespace/gateway` (not those being deleted)."""
         return self.pods(namespace, {self.WAYPOINT_POD_LABEL: gateway})
 
+    def waypoint_choices(self) -> dict[str, dict[str, str]]:
+        """The waypoint implementations a Gateway may ask for on this target: name -> the Gateway
+        annotations that choose it. A real mesh has one waypoint (Istio's is Envoy): none."""
+        return {}
+
     def scale_waypoint(self, namespace: str, gateway: str, replicas: int) -> None:
         """Set the replica count of a waypoint's Deployment (named after its Gateway, as Istio's is)."""
         self.scale(namespace, gateway, replicas)

@@ -240,6 +240,10 @@ class ReferenceTarget(Target):
         return result.stdout
 
     # -- sidecar interop (issue 11) ----------------------------------------------------------
+    def waypoint_choices(self) -> dict[str, dict[str, str]]:
+        from reference_impl.cluster.client import WAYPOINT_ANNOTATION, WAYPOINT_IMPLEMENTATIONS
+        return {implementation: {WAYPOINT_ANNOTATION: implementation} for implementation in WAYPOINT_IMPLEMENTATIONS}
+
     def sidecar_metrics(self, pod: PodRef) -> str:
         # curl runs in the pod's namespace; loopback is never captured, so this reaches the proxy.
         result = self.exec(pod, ["curl", "-s", "--max-time", "5", "http://127.0.0.1:15090/stats/prometheus"])

@@ -29,7 +29,7 @@ def test_smoke_run_measures_every_path_and_writes_every_output(load_target, tmp_
     result = runner.run(load_target, opts, placed, proxies, log=lambda m: None)
     summary = report.write(result, tmp_path / "smoke")
 
-    measured = {"direct", "baseline", "ambient-l4", "ambient-l7", "sidecar", "envoy-hbone"}
+    measured = {"direct", "baseline", "ambient-l4", "ambient-l7", "ambient-l7-envoy", "sidecar", "envoy-hbone"}
     paths = summary["paths"]
     assert set(paths) == {p.name for p in scenario.PATHS}
     for name in measured:
@@ -46,6 +46,10 @@ def test_smoke_run_measures_every_path_and_writes_every_output(load_target, tmp_
         if row["role"] in ("ztunnel", "waypoint"):
             assert row["cpu_seconds"] > 0 and row["rss_mb"] > 10, (label, row)
     assert all(r["cpu_seconds"] > 0 for r in cost["envoy-hbone"].values() if r["role"] == "envoy")
+    # issue 16: the same waypoint hop through the Envoy waypoint, measured in the same run
+    assert summary["comparisons"]["envoy_waypoint_hop_us"] and summary["comparisons"]["waypoint_hop_us"]
+    envoy_waypoints = [r for r in cost["ambient-l7-envoy"].values() if r["role"] == "envoy-waypoint"]
+    assert envoy_waypoints and all(r["cpu_seconds"] > 0 and r["rss_mb"] > 10 for r in envoy_waypoints), envoy_waypoints
     # the sidecar path: Locust's own requests went through both istio-proxy containers (its
     # process in the client pod is captured like any app's), and both proxies' cost is sampled
     through = summary["conditions"]["sidecar_through"]

@@ -62,6 +62,10 @@ class _NoSidecars:
     def supported_features():
         return frozenset()
 
+    @staticmethod
+    def waypoint_choices():
+        return {}
+
 
 class _Sidecars(_NoSidecars):
     name = "sidecars"
@@ -98,6 +102,46 @@ def test_summary_adds_per_hop_flags_a_lagging_path_and_compares_with_envoy():
     assert "not available: the plain target" in text and "BEHIND" in text
     csv_text = report.hops_csv(summary)
     assert csv_text.splitlines()[0].startswith("path,hops,percentile,latency_us,added_us,added_per_hop_us")
+
+
+class _EnvoyWaypoints(_Sidecars):
+    name = "choosy"
+
+    @staticmethod
+    def waypoint_choices():
+        return {"python": {"impl": "python"}, "envoy": {"impl": "envoy"}}
+
+
+def test_the_envoy_waypoint_path_runs_where_the_target_offers_the_choice_and_its_hop_is_compared():
+    path = next(p for p in scenario.paths_for(_EnvoyWaypoints()) if p.name == "ambient-l7-envoy")
+    assert not path.unavailable and path.hops == 3 and scenario.l7(path)
+    assert path.proxies == ("ztunnel", "envoy-waypoint") and path.server == (scenario.ENVOY_WAYPOINT_NS, "server")
+    names = scenario.namespaces_for(_EnvoyWaypoints())
+    assert scenario.ENVOY_WAYPOINT_NS in names
+    class Choosy(_FakeK8s):
+        waypoint_choices = staticmethod(_EnvoyWaypoints.waypoint_choices)
+
+    gateways = {o["metadata"]["namespace"]: o["metadata"] for o in scenario.workloads(
+        Choosy(), "node-a", "node-b", "10.96.0.10", names) if o["kind"] == "Gateway"}
+    # the same Gateway in both namespaces; only the Envoy one asks for an implementation
+    assert gateways[scenario.ENVOY_WAYPOINT_NS]["annotations"] == {"impl": "envoy"}
+    assert "annotations" not in gateways[scenario.WAYPOINT_NS]
+    # a target without the choice: no namespace, and the path says why
+    assert scenario.ENVOY_WAYPOINT_NS not in scenario.namespaces_for(_NoSidecars())
+    assert "offers no choice of waypoint" in next(
+        p for p in scenario.paths_for(_NoSidecars()) if p.name == "ambient-l7-envoy").unavailable
+    results = {"direct": _entry([100] * 100, 100, 100), "ambient-l4": _entry([500] * 100, 100, 100),
+               "ambient-l7": _entry([1500] * 100, 100, 100), "ambient-l7-envoy": _entry([800] * 100, 100, 100)}
+    usage = {"ambient-l7-envoy": {"Envoy waypoint node-1": {"role": "envoy-waypoint", "cpu_s": 0.02,
+                                                            "rss_max": 40 << 20, "seconds": 1.0}}}
+    run = _run(results, usage)
+    run.paths = scenario.paths_for(_EnvoyWaypoints())
+    summary, _ = report.summarize(run)
+    assert summary["comparisons"]["envoy_waypoint_hop_us"]["p50"] == pytest.approx(300, rel=0.01)
+    assert summary["comparisons"]["waypoint_hop_us"]["p50"] == pytest.approx(1000, rel=0.01)
+    assert summary["cost"]["ambient-l7-envoy"]["Envoy waypoint node-1"]["vcpu_per_1000_rps"] == 0.2
+    text = report.table(summary)
+    assert "Envoy waypoint hop pXX(ambient-l7-envoy)" in text and "Envoy waypoint node-1" in text
 
 
 class _FakeK8s(_Sidecars):
