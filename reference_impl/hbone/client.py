@@ -254,7 +254,8 @@ class HboneClient:
         try:
             sock = await asyncio.wait_for(self._socket(key), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise HboneError(None, f"HBONE TCP connect to {format_addr(*key.dest)} failed: {exc!r}") from None
+            raise HboneError(None, f"HBONE TCP connect to {format_addr(*key.dest)} failed: {exc!r}",
+                             unreachable=True) from None
         remaining = max(0.1, self.connect_timeout - (time.monotonic() - started))
         try:
             _, session = await loop.create_connection(lambda: _ClientSession(self, key), sock=sock, ssl=ctx,

@@ -7,11 +7,17 @@ class HboneError(Exception):
 
     ``unprocessed`` is True only when the peer certainly never acted on the CONNECT (its stream
     id was above a GOAWAY's last stream id, it was refused with REFUSED_STREAM, or it was never
-    sent): such a request is safe to send again on a fresh connection (RFC 9113 §8.7)."""
+    sent): such a request is safe to send again on a fresh connection (RFC 9113 §8.7).
 
-    def __init__(self, status: int | None, message: str = "", *, unprocessed: bool = False):
+    ``unreachable`` is True when not even the TCP connection to the peer was made (refused, no
+    route, timed out): nothing reached that peer, so another endpoint of the same destination may
+    be tried instead."""
+
+    def __init__(self, status: int | None, message: str = "", *, unprocessed: bool = False,
+                 unreachable: bool = False):
         self.status = status
         self.unprocessed = unprocessed
+        self.unreachable = unreachable
         super().__init__(message or f"HBONE CONNECT answered {status}")
 
 

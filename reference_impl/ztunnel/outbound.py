@@ -95,14 +95,20 @@ class Outbound:
         raced a GOAWAY, or was refused while the server drains) is sent again on a fresh one.
         Nothing of the client's has been sent yet, so this is invisible to it - and it is what
         makes a ztunnel restart lose no new connection (ISTIO-SEMANTICS section 12)."""
-        for attempt in range(1, UNPROCESSED_RETRIES + 2):
+        targets = [route.target, *route.fallback_targets]
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await pod.client.connect(
-                    Identity.parse(source.identity), route.target,
+                    Identity.parse(source.identity), targets[0],
                     [Identity.parse(i) for i in route.expected_identities], route.authority, headers,
                     source_ip=source.ip)
             except HboneError as exc:
+                if exc.unreachable and len(targets) > 1:
+                    log.debug("waypoint endpoint %s unreachable (%s): trying %s", targets[0], exc, targets[1])
+                    targets.pop(0)
+                    continue
                 if not exc.unprocessed or attempt > UNPROCESSED_RETRIES:
                     raise
-                log.debug("CONNECT to %s not processed (%s): retrying on a new connection", route.target, exc)
-        raise AssertionError("unreachable")
+                log.debug("CONNECT to %s not processed (%s): retrying on a new connection", targets[0], exc)

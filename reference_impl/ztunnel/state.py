@@ -121,6 +121,8 @@ class Route:
     dst_service: Service | None = None
     via_waypoint: bool = False
     reason: str = ""
+    #: the waypoint's other ready endpoints, tried in turn when `target` is unreachable
+    fallback_targets: tuple[tuple[str, int], ...] = ()
 
 
 class State:
@@ -244,7 +246,12 @@ class State:
                          reason=f"waypoint {ref.hostname or ref.address} has no ready endpoints")
         chosen = rng.choice(candidates)
         identities = tuple(sorted({w.identity for w in candidates}))
-        return Route("hbone", (chosen.ip, ref.port), authority, identities, workload, service, via_waypoint=True)
+        # A replica killed a moment ago is still listed until its endpoint's removal arrives; a
+        # refused dial to it must not cost the request while another replica is ready.
+        others = [(w.ip, ref.port) for w in candidates if w is not chosen]
+        rng.shuffle(others)
+        return Route("hbone", (chosen.ip, ref.port), authority, identities, workload, service, via_waypoint=True,
+                     fallback_targets=tuple(others))
 
     # ---- inbound (sections 5, 6) ----
     def local_workload_at(self, ip: str) -> Workload | None:

@@ -12,7 +12,10 @@ from reference_impl.ztunnel.outbound import UNPROCESSED_RETRIES, Outbound
 
 SOURCE = SimpleNamespace(identity="spiffe://cluster.local/ns/apps/sa/sleep", ip="10.244.0.5")
 ROUTE = SimpleNamespace(target=("10.244.1.6", 15008), authority="10.244.1.6:80",
-                        expected_identities=("spiffe://cluster.local/ns/apps/sa/httpbin",))
+                        expected_identities=("spiffe://cluster.local/ns/apps/sa/httpbin",), fallback_targets=())
+WAYPOINT_ROUTE = SimpleNamespace(target=("10.244.1.20", 15008), authority="10.96.0.40:9080",
+                                 expected_identities=("spiffe://cluster.local/ns/apps/sa/waypoint",),
+                                 fallback_targets=(("10.244.0.21", 15008),))
 
 
 class ScriptedClient:
@@ -21,17 +24,19 @@ class ScriptedClient:
     def __init__(self, *errors):
         self.errors = list(errors)
         self.attempts = 0
+        self.targets = []
 
-    async def connect(self, *args, **kwargs):
+    async def connect(self, source, target, *args, **kwargs):
         self.attempts += 1
+        self.targets.append(target)
         if self.errors:
             raise self.errors.pop(0)
         return "stream"
 
 
-def open_tunnel(client):
+def open_tunnel(client, route=ROUTE):
     pod = SimpleNamespace(client=client)
-    return asyncio.run(Outbound(proxy=None)._open_tunnel(pod, SOURCE, ROUTE, {}))
+    return asyncio.run(Outbound(proxy=None)._open_tunnel(pod, SOURCE, route, {}))
 
 
 def test_an_unprocessed_connect_is_sent_again_until_it_succeeds():
@@ -58,3 +63,21 @@ def test_a_processed_failure_is_not_retried(error):
     with pytest.raises(HboneError):
         open_tunnel(client)
     assert client.attempts == 1
+
+
+def test_an_unreachable_waypoint_replica_gives_way_to_the_next_ready_one():
+    client = ScriptedClient(HboneError(None, "TCP connect refused", unreachable=True))
+    assert open_tunnel(client, WAYPOINT_ROUTE) == "stream"
+    assert client.targets == [("10.244.1.20", 15008), ("10.244.0.21", 15008)]
+
+
+def test_an_unreachable_destination_without_another_replica_fails_at_once():
+    client = ScriptedClient(HboneError(None, "TCP connect refused", unreachable=True))
+    with pytest.raises(HboneError, match="refused"):
+        open_tunnel(client)
+    assert client.attempts == 1
+    # a replica that answers (even 401) is the answer: no other replica is asked
+    client = ScriptedClient(HboneError(401, "HBONE CONNECT answered 401"))
+    with pytest.raises(HboneError):
+        open_tunnel(client, WAYPOINT_ROUTE)
+    assert client.targets == [("10.244.1.20", 15008)]

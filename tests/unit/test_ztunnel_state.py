@@ -90,6 +90,23 @@ def test_service_with_waypoint_goes_to_waypoint_with_original_vip_authority():
     assert route.expected_identities == ("spiffe://cluster.local/ns/apps/sa/waypoint",)
 
 
+def test_a_waypoint_route_carries_the_other_ready_replicas_as_fallbacks():
+    state = snapshot()
+    assert state.route_outbound(state.by_uid["sleep"], "10.96.0.40", 9080).fallback_targets == ()
+    cfg = dict(workloads=[wl("sleep", "10.244.0.5"), wl("httpbin-2", "10.244.0.7", sa="httpbin"),
+                          wl("waypoint", "10.244.1.20", node="node-1", sa="waypoint"),
+                          wl("waypoint-b", "10.244.0.21", sa="waypoint")],
+               services=[svc("waypoint", "apps", "10.96.0.30", {"15008": 15008}, ["waypoint", "waypoint-b"]),
+                         svc("reviews", "apps", "10.96.0.40", {"9080": 9080}, ["httpbin-2"],
+                             waypoint=GatewayAddress(destination=NamespacedHostname(
+                                 namespace="apps", hostname="waypoint.apps.svc.cluster.local"), address="10.96.0.30"))])
+    two = State(config(**cfg), node="node-0")
+    replicas = {("10.244.1.20", 15008), ("10.244.0.21", 15008)}
+    for seed in range(6):
+        route = two.route_outbound(two.by_uid["sleep"], "10.96.0.40", 9080, random.Random(seed))
+        assert {route.target, *route.fallback_targets} == replicas and route.target not in route.fallback_targets
+
+
 def test_waypoint_itself_skips_its_own_waypoint():
     state = snapshot()
     route = state.route_outbound(state.by_uid["waypoint"], "10.96.0.40", 9080)
