@@ -85,6 +85,21 @@ def head_size(request: h11.Request) -> int:
     return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers) + 2
 
 
+def _bodyless(request: h11.Request) -> bool:
+    """No Content-Length (or 0) and no Transfer-Encoding: h11 has the request's end already."""
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return False
+    return True
+
+
+def _finished() -> asyncio.Future:
+    """A request-body relay that is already done (the request had no body)."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
 def _framing_conflict(request: h11.Request) -> str | None:
     """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
     names = {name for name, _ in request.headers}
@@ -382,7 +397,15 @@ class HttpConnection(TunnelHandler):
                 headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
             await up.send(h11.Request(method=request.method, target=target or request.target,
                                       headers=_headers(headers)))
-            body_task = asyncio.ensure_future(self._copy_request_body(up))
+            if _bodyless(request):
+                # Nothing to relay but its end: no task (nor the wait on it) per GET.
+                event = self.down.next_event()
+                if not isinstance(event, h11.EndOfMessage):
+                    raise h11.LocalProtocolError(f"a request without body framing read as {event!r}")
+                await up.send(h11.EndOfMessage())
+                body_task = _finished()
+            else:
+                body_task = asyncio.ensure_future(self._copy_request_body(up))
             status = await self._relay_response(up, body_task, upgrade)
         except (ConnectionError, OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             self._drop_upstream(up)
