@@ -21,7 +21,7 @@ import h11
 from ..hbone import abort, pipe
 from . import limits
 from .config import L7Config
-from .pipeline import Tunnel, Verdict, decide, hop_by_hop
+from .pipeline import HOP_BY_HOP, Tunnel, Verdict, decide
 from .routing import Router, Upstream
 
 log = logging.getLogger("l7.http")
@@ -391,7 +391,8 @@ class HttpConnection(TunnelHandler):
         body_task = None
         status = 0
         try:
-            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers])
+            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers]) \
+                if any(name == b"upgrade" for name, _ in request.headers) else None
             headers = verdict.forward_headers
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
                 headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
@@ -483,7 +484,9 @@ class HttpConnection(TunnelHandler):
                 headers = _strip_hop_by_hop(event.headers)
                 if self.draining():  # like Envoy draining: finish this response, then the client reconnects
                     headers.append((b"connection", b"close"))
-                await self._send_down(h11.Response(status_code=status, reason=event.reason, headers=headers))
+                # The upstream's headers were validated when h11 parsed them: not again per response.
+                await self._send_down(h11.Response(status_code=status, reason=event.reason, headers=headers,
+                                                   _parsed=True))
             elif isinstance(event, h11.Data):
                 await self._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -530,7 +533,15 @@ class _DownstreamGone(ConnectionError):
     """The client went away while its request body was being relayed."""
 
 
+_HOP_BY_HOP_NAMES = frozenset(name.encode("ascii") for name in HOP_BY_HOP)
+
+
 def _strip_hop_by_hop(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    pairs = [(_text(n), _text(v)) for n, v in raw]
-    drop = hop_by_hop(pairs)
-    return [(n, v) for (n, v), (name, _) in zip(raw, pairs) if name not in drop]
+    """`raw` (h11's lower-case names) without the hop-by-hop headers, those a Connection header
+    lists included: pipeline.hop_by_hop on bytes, as a response's headers are relayed as bytes."""
+    pairs = list(raw)
+    drop = _HOP_BY_HOP_NAMES
+    for name, value in pairs:
+        if name == b"connection":
+            drop = drop | {token.strip().lower() for token in value.split(b",") if token.strip()}
+    return [(name, value) for name, value in pairs if name not in drop]
