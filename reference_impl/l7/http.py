@@ -397,7 +397,8 @@ class HttpConnection(TunnelHandler):
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
                 headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
             await up.send(h11.Request(method=request.method, target=target or request.target,
-                                      headers=_headers(headers)))
+                                      headers=_headers(headers),
+                                      _parsed=verdict.forward_validated and target is None))
             if _bodyless(request):
                 # Nothing to relay but its end: no task (nor the wait on it) per GET.
                 event = self.down.next_event()

@@ -56,6 +56,9 @@ class Verdict:
     forward_headers: list[tuple[str, str]] = field(default_factory=list)
     request_principal: str | None = None
     route: RouteAction | None = None   # set when an HTTP route decided (l7/httproute.py)
+    # forward_headers are the client's (as h11 parsed and validated them) plus constants: no
+    # JWT claim or route filter put a value there, so they need no validating again upstream
+    forward_validated: bool = False
 
     @property
     def forwards(self) -> bool:
@@ -130,4 +133,5 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     if "x-request-id" not in present:
         forward.append(("x-request-id", _request_id()))
     return Verdict(None, decision.reason, upstream=upstream, forward_headers=forward,
-                   request_principal=request.request_principal, route=routed.action if routed else None)
+                   request_principal=request.request_principal, route=routed.action if routed else None,
+                   forward_validated=routed is None and not authn.headers_to_add)
