@@ -16,6 +16,7 @@ sending requests back to back for --seconds; requests/s per waypoint core = requ
 the waypoint process used meanwhile (its utime + stime in /proc).
 
     sudo .venv/bin/python bench/waypoint_hop.py [--requests 2000] [--connections 8] [--seconds 10]
+                                                [--profile FILE]   # py-spy of the waypoint meanwhile
 """
 from __future__ import annotations
 
@@ -153,8 +154,10 @@ def wait_for_paths(netns: str, vips: dict[str, str], deadline_s: float = 60) -> 
         time.sleep(0.5)
 
 
-def throughput(netns: str, vip: str, connections: int, seconds: float, pid: int) -> tuple[int, float, float]:
-    """(requests, wall seconds, waypoint CPU seconds) of `connections` closed-loop clients."""
+def throughput(netns: str, vip: str, connections: int, seconds: float, pid: int,
+               profile: str | None = None) -> tuple[int, float, float]:
+    """(requests, wall seconds, waypoint CPU seconds) of `connections` closed-loop clients; with
+    `profile`, py-spy samples the waypoint meanwhile into that file (collapsed stacks)."""
     socks = [connect_from(netns, (vip, HTTP_PORT)) for _ in range(connections)]
     for s in socks:
         request(s)
@@ -167,6 +170,12 @@ def throughput(netns: str, vip: str, connections: int, seconds: float, pid: int)
             counts[i] += 1
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(connections)]
+    spy = None
+    if profile:
+        py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        spy = subprocess.Popen([py_spy, "record", "-p", str(pid), "-o", profile, "--format", "raw",
+                                "-d", str(int(seconds)), "-r", "250", "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu_before, t = cpu_seconds(pid), time.perf_counter()
     for th in threads:
         th.start()
@@ -177,6 +186,8 @@ def throughput(netns: str, vip: str, connections: int, seconds: float, pid: int)
     wall, cpu = time.perf_counter() - t, cpu_seconds(pid) - cpu_before
     for s in socks:
         s.close()
+    if spy is not None:
+        spy.wait(30)
     return sum(counts), wall, cpu
 
 
@@ -187,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=8, help="closed-loop connections for throughput")
     ap.add_argument("--seconds", type=float, default=10, help="throughput run length")
     ap.add_argument("--max-seconds", type=float, default=120, help="stop latency sampling after this long")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the waypoint during the throughput run "
+                                                        "(collapsed stacks, for flamegraph.pl or by hand)")
     ap.add_argument("--cluster", default=f"twb{os.getpid() % 1000}")
     args = ap.parse_args(argv)
     if args.serve:
@@ -212,7 +225,8 @@ def main(argv=None) -> int:
             s.close()
         n = len(samples["server-l4"])
         pid = waypoint_pid(c)
-        requests, wall, cpu = throughput(netns, vips["server-l7"], args.connections, args.seconds, pid)
+        requests, wall, cpu = throughput(netns, vips["server-l7"], args.connections, args.seconds, pid,
+                                         args.profile)
         load = max(load_before, os.getloadavg()[0])
         cores = os.cpu_count() or 1
         print(f"\nload average (1 min) while measuring: {load:.1f} on {cores} cores"

@@ -21,7 +21,7 @@ import h11
 from ..hbone import abort, pipe
 from . import limits
 from .config import L7Config
-from .pipeline import Tunnel, Verdict, decide, hop_by_hop
+from .pipeline import HOP_BY_HOP, Tunnel, Verdict, decide
 from .routing import Router, Upstream
 
 log = logging.getLogger("l7.http")
@@ -83,6 +83,21 @@ def head_size(request: h11.Request) -> int:
     """The bytes of the request's head on the wire: request line, header lines, blank line."""
     line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
     return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers) + 2
+
+
+def _bodyless(request: h11.Request) -> bool:
+    """No Content-Length (or 0) and no Transfer-Encoding: h11 has the request's end already."""
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return False
+    return True
+
+
+def _finished() -> asyncio.Future:
+    """A request-body relay that is already done (the request had no body)."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _framing_conflict(request: h11.Request) -> str | None:
@@ -376,13 +391,23 @@ class HttpConnection(TunnelHandler):
         body_task = None
         status = 0
         try:
-            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers])
+            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers]) \
+                if any(name == b"upgrade" for name, _ in request.headers) else None
             headers = verdict.forward_headers
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
                 headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
             await up.send(h11.Request(method=request.method, target=target or request.target,
-                                      headers=_headers(headers)))
-            body_task = asyncio.ensure_future(self._copy_request_body(up))
+                                      headers=_headers(headers),
+                                      _parsed=verdict.forward_validated and target is None))
+            if _bodyless(request):
+                # Nothing to relay but its end: no task (nor the wait on it) per GET.
+                event = self.down.next_event()
+                if not isinstance(event, h11.EndOfMessage):
+                    raise h11.LocalProtocolError(f"a request without body framing read as {event!r}")
+                await up.send(h11.EndOfMessage())
+                body_task = _finished()
+            else:
+                body_task = asyncio.ensure_future(self._copy_request_body(up))
             status = await self._relay_response(up, body_task, upgrade)
         except (ConnectionError, OSError, h11.ProtocolError, _UpstreamClosed) as exc:
             self._drop_upstream(up)
@@ -460,7 +485,9 @@ class HttpConnection(TunnelHandler):
                 headers = _strip_hop_by_hop(event.headers)
                 if self.draining():  # like Envoy draining: finish this response, then the client reconnects
                     headers.append((b"connection", b"close"))
-                await self._send_down(h11.Response(status_code=status, reason=event.reason, headers=headers))
+                # The upstream's headers were validated when h11 parsed them: not again per response.
+                await self._send_down(h11.Response(status_code=status, reason=event.reason, headers=headers,
+                                                   _parsed=True))
             elif isinstance(event, h11.Data):
                 await self._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -507,7 +534,15 @@ class _DownstreamGone(ConnectionError):
     """The client went away while its request body was being relayed."""
 
 
+_HOP_BY_HOP_NAMES = frozenset(name.encode("ascii") for name in HOP_BY_HOP)
+
+
 def _strip_hop_by_hop(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    pairs = [(_text(n), _text(v)) for n, v in raw]
-    drop = hop_by_hop(pairs)
-    return [(n, v) for (n, v), (name, _) in zip(raw, pairs) if name not in drop]
+    """`raw` (h11's lower-case names) without the hop-by-hop headers, those a Connection header
+    lists included: pipeline.hop_by_hop on bytes, as a response's headers are relayed as bytes."""
+    pairs = list(raw)
+    drop = _HOP_BY_HOP_NAMES
+    for name, value in pairs:
+        if name == b"connection":
+            drop = drop | {token.strip().lower() for token in value.split(b",") if token.strip()}
+    return [(name, value) for name, value in pairs if name not in drop]

@@ -7,12 +7,15 @@ the endpoint and the request headers to forward (token removed unless forwardOri
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import parse_qs
 
 from ..identity import Identity
 from ..policy import L7Request, authenticate, evaluate_l7
+from ..policy.match import IPAddress, parse_ip
 from .config import L7Config
 from .httproute import RouteAction, apply_routes
 from .routing import Destination, Router, Upstream
@@ -33,6 +36,15 @@ class Tunnel:
     client_ip: str | None
     destination: Destination
 
+    # Parsed once per tunnel, not per request (L7Request takes addresses already parsed).
+    @cached_property
+    def client_address(self) -> IPAddress | None:
+        return parse_ip(self.client_ip)
+
+    @cached_property
+    def destination_address(self) -> IPAddress | None:
+        return parse_ip(self.destination.ip)
+
 
 @dataclass
 class Verdict:
@@ -44,10 +56,19 @@ class Verdict:
     forward_headers: list[tuple[str, str]] = field(default_factory=list)
     request_principal: str | None = None
     route: RouteAction | None = None   # set when an HTTP route decided (l7/httproute.py)
+    # forward_headers are the client's (as h11 parsed and validated them) plus constants: no
+    # JWT claim or route filter put a value there, so they need no validating again upstream
+    forward_validated: bool = False
 
     @property
     def forwards(self) -> bool:
         return self.status is None
+
+
+def _request_id() -> str:
+    """A random (version 4) UUID, as Envoy generates: from the process's PRNG, not a getrandom()
+    syscall per request as uuid.uuid4() does (a request id is a correlation tag, not a secret)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def hop_by_hop(headers: list[tuple[str, str]]) -> set[str]:
@@ -75,8 +96,8 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     path, _, query = target.partition("?")
     host = _host(headers)
 
-    authn = authenticate(config.jwt_rules_for(workload_uid, service_key), headers, parse_qs(query),
-                         config.jwks_by_uri)
+    authn = authenticate(config.jwt_rules_for(workload_uid, service_key), headers,
+                         parse_qs(query) if query else {}, config.jwks_by_uri)
     if authn.status == "invalid":
         realm = f"http://{host}{path}"
         return Verdict(authn.http_status, f"authentication failed: {authn.reason}", body=authn.reason.encode(),
@@ -87,7 +108,7 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     request = L7Request(method=method, path=target, host=host, port=tunnel.destination.port,
                         headers=headers, source_principal=peer.uri if peer else None,
                         source_namespace=peer.namespace if peer else None,
-                        source_ip=tunnel.client_ip, dest_ip=tunnel.destination.ip, auth=authn)
+                        source_ip=tunnel.client_address, dest_ip=tunnel.destination_address, auth=authn)
     decision = evaluate_l7(config.policies_for(workload_uid, service_key), request)
     if not decision.allowed:
         return Verdict(403, decision.reason, body=RBAC_DENIED_BODY,
@@ -110,6 +131,7 @@ def decide(config: L7Config, router: Router, tunnel: Tunnel, method: str, target
     if "x-forwarded-proto" not in present:
         forward.append(("x-forwarded-proto", "http"))
     if "x-request-id" not in present:
-        forward.append(("x-request-id", str(uuid.uuid4())))
+        forward.append(("x-request-id", _request_id()))
     return Verdict(None, decision.reason, upstream=upstream, forward_headers=forward,
-                   request_principal=request.request_principal, route=routed.action if routed else None)
+                   request_principal=request.request_principal, route=routed.action if routed else None,
+                   forward_validated=routed is None and not authn.headers_to_add)
