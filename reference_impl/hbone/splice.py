@@ -15,21 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 
+from .pipe import reset_transport
 from .stream import DRAIN_LOW_WATER, HboneStream
 
 HIGH_WATER = 1 << 20
-
-
-def _rst(transport: asyncio.Transport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
 
 
 class StreamSplice(asyncio.Protocol):
@@ -159,7 +149,7 @@ class StreamSplice(asyncio.Protocol):
                 self._owed = 0
         if exc is not None:
             if transport is not None and not transport.is_closing():
-                _rst(transport)
+                reset_transport(transport)
             if stream is not None:
                 stream.reset()
         else:

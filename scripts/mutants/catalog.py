@@ -252,4 +252,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/session.py",
            "                conn._inbound_flow_control_window_manager.window_consumed(length)\n",
            "                pass\n"),
+    # --- the ztunnel's socket-to-stream splice (issue 15, round 2) --------------------------------
+    Mutant("a spliced stream returns DATA to the peer's window while the TCP reader is stalled", "hbone-flow-control", False,
+           "reference_impl/hbone/splice.py",
+           "        if self._writing_paused:\n            self._owed += flow_length\n        elif flow_length:\n",
+           "        if flow_length:\n"),
+    Mutant("a spliced socket's FIN is not passed on as END_STREAM", "hbone-half-close", False,
+           "reference_impl/hbone/splice.py",
+           "            self.stream.write_eof()\n",
+           "            pass\n"),
 ]

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from waiting import poll
-from hbone_testing import LocalPKI, start_echo
+from hbone_testing import LocalPKI, count_then_answer, start_echo
 from reference_impl.hbone import HboneClient, HboneServer, Outcome, StreamSplice, eventloop, splice
 from reference_impl.identity import Identity
 
@@ -98,16 +98,8 @@ def test_bytes_round_trip_spliced_at_both_ends_with_half_close(loop):
 
 @LOOPS
 def test_half_close_keeps_the_reverse_direction_open(loop):
-    async def counter(reader, writer):  # answers only after the client's FIN
-        total = 0
-        while data := await reader.read(65536):
-            total += len(data)
-        writer.write(f"got {total}".encode())
-        await writer.drain()
-        writer.close()
-
     async def scenario():
-        app = await asyncio.start_server(counter, HOST, 0)
+        app = await asyncio.start_server(count_then_answer, HOST, 0)
         async with Tunnel() as tunnel:
             reader, writer = await tunnel.open((HOST, app.sockets[0].getsockname()[1]))
             writer.write(b"a" * 300_000)
