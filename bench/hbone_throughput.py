@@ -8,7 +8,8 @@ of whole paths (waypoint, sidecar, many connections).
 Loopback paths (host 127.0.0.7, each proxy its own process, one worker each):
   direct        client → app
   ours          client → our HBONE client (TCP listener → HTTP/2 CONNECT over mutual TLS 1.3,
-                ALPN h2, SPIFFE certificates: the ztunnel outbound's shape) → our HBONE server → app
+                ALPN h2, SPIFFE certificates, the socket spliced to the stream: the ztunnel
+                outbound's shape) → our HBONE server (spliced to the app, as the inbound) → app
   envoy         the same with two Envoy 1.40 processes (load/envoy_peer.py, --concurrency 1)
 In-cluster paths (--cluster; a 2-node reference cluster, client pod on node-0, server on node-1):
   k8s-direct    client pod → server pod in a namespace outside the mesh
@@ -85,9 +86,22 @@ async def _app(host: str, port: int) -> None:
 
 
 async def _hbone_server(ca_dir: str) -> None:
-    from hbone_testing import LocalPKI, tcp_connector
-    from reference_impl.hbone import HboneServer
-    server = HboneServer(tcp_connector(), LocalPKI(CertificateAuthority.load(ca_dir)).context)
+    """The ztunnel inbound's shape: the accepted CONNECT spliced to a new TCP connection."""
+    from hbone_testing import LocalPKI
+    from reference_impl.hbone import HboneServer, Outcome, StreamSplice
+
+    async def connect(request):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, request.authority)
+        except OSError as exc:
+            sock.close()
+            return Outcome.refused(503, f"upstream {request.authority}: {exc}")
+        return Outcome.spliced(StreamSplice(sock))
+
+    server = HboneServer(connect, LocalPKI(CertificateAuthority.load(ca_dir)).context)
     listener = await server.listen((HOST, 0), SERVER_ID)
     _ready({"port": listener.address[1]})
     await _until_parent_goes()
@@ -95,21 +109,29 @@ async def _hbone_server(ca_dir: str) -> None:
 
 async def _hbone_client(ca_dir: str, server_port: int, app_port: int) -> None:
     """A TCP listener whose connections go over one pooled HBONE connection, as ztunnel's
-    outbound: open_connection on the accepted socket, CONNECT, then the same pipe."""
+    outbound: CONNECT, then the accepted socket spliced to the stream."""
     from hbone_testing import LocalPKI
-    from reference_impl.hbone import HboneClient, pipe
+    from reference_impl.hbone import HboneClient, splice
     client = HboneClient(LocalPKI(CertificateAuthority.load(ca_dir)).context)
+    loop = asyncio.get_running_loop()
 
-    async def serve(reader, writer):
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    async def serve(sock):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stream = await client.connect(CLIENT_ID, (HOST, server_port), [SERVER_ID], (HOST, app_port))
         try:
-            await pipe(reader, writer, stream, stream)
+            await splice(sock, stream)
         except (ConnectionError, OSError):
             pass
 
-    server = await asyncio.start_server(serve, HOST, 0)
-    _ready({"port": server.sockets[0].getsockname()[1]})
+    listener = socket.create_server((HOST, 0))
+    listener.setblocking(False)
+
+    async def accept():
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            loop.create_task(serve(sock))
+    task = loop.create_task(accept())  # noqa: F841 (held for the process's life)
+    _ready({"port": listener.getsockname()[1]})
     await _until_parent_goes()
 
 

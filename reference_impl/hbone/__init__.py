@@ -10,11 +10,12 @@ from .headers import (BadAuthority, format_baggage, format_forwarded, new_tracep
 from .pipe import abort, pipe
 from .server import ConnectRequest, HboneServer, Listener, Outcome
 from .session import StreamReset
+from .splice import StreamSplice, splice
 from .stream import HboneStream
 
 __all__ = [
     "BadAuthority", "ConnectRequest", "HboneClient", "HboneError", "HboneServer", "HboneStream",
-    "HboneTLSError", "Listener", "Outcome", "PoolKey", "StreamReset", "abort", "format_baggage",
+    "HboneTLSError", "Listener", "Outcome", "PoolKey", "StreamReset", "StreamSplice", "abort", "format_baggage",
     "format_forwarded", "new_traceparent", "parse_authority", "parse_baggage", "parse_forwarded",
-    "parse_traceparent", "pipe", "workload_baggage",
+    "parse_traceparent", "pipe", "splice", "workload_baggage",
 ]

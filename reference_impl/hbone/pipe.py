@@ -20,8 +20,12 @@ def abort(writer) -> None:
         reset()
         return
     transport = getattr(writer, "transport", None)
-    if transport is None or transport.is_closing():
-        return
+    if transport is not None and not transport.is_closing():
+        reset_transport(transport)
+
+
+def reset_transport(transport) -> None:
+    """Close a TCP transport with RST (linger 0), not FIN."""
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.type == socket.SOCK_STREAM:
         try:

@@ -23,6 +23,7 @@ from ..identity import (Identity, PeerVerificationError, SERVER, verify_client_t
 from .headers import BAGGAGE, FORWARDED, TRACEPARENT, BadAuthority, parse_authority
 from .pipe import pipe
 from .session import H2Session
+from .splice import StreamSplice
 from .stream import HboneStream
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,21 @@ class ConnectRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``authorize_and_connect`` decided: an upstream (reader, writer) or a refusal status."""
+    """What ``authorize_and_connect`` decided: an upstream (reader, writer), a socket to splice
+    the stream to (``spliced``: no copy task per direction), or a refusal status."""
 
     status: int
     reason: str = ""
     upstream: tuple | None = None
+    splice: StreamSplice | None = None
 
     @classmethod
     def connected(cls, reader, writer) -> Outcome:
         return cls(200, "connected", (reader, writer))
+
+    @classmethod
+    def spliced(cls, splice: StreamSplice) -> Outcome:
+        return cls(200, "connected", splice=splice)
 
     @classmethod
     def refused(cls, status: int, reason: str) -> Outcome:
@@ -184,7 +191,7 @@ class _ServerSession(H2Session):
             outcome = Outcome.refused(503, f"authorize_and_connect raised {exc.__class__.__name__}: {exc}")
         if not isinstance(outcome, Outcome):
             outcome = Outcome.refused(503, f"authorize_and_connect returned {outcome!r}, not an Outcome")
-        if outcome.status != 200 or outcome.upstream is None:
+        if outcome.status != 200 or (outcome.upstream is None and outcome.splice is None):
             self.server._refuse_stream(self.peer_address, outcome.status, outcome.reason, request)
             if not stream.finished:
                 self._respond(stream.stream_id, outcome.status, end=True)
@@ -192,14 +199,19 @@ class _ServerSession(H2Session):
                 if not stream.finished:  # discard whatever the client still sends on it
                     self.reset_stream(stream, ErrorCodes.NO_ERROR)
             return
-        up_reader, up_writer = outcome.upstream
         if stream.finished:  # client gave up while we were connecting
-            up_writer.close()
+            if outcome.splice is not None:
+                outcome.splice.close()
+            else:
+                outcome.upstream[1].close()
             return
         self._respond(stream.stream_id, 200, end=False)
         self.server.streams_connected += 1
         try:
-            await pipe(stream, stream, up_reader, up_writer)
+            if outcome.splice is not None:
+                await outcome.splice.run(stream)
+            else:
+                await pipe(stream, stream, *outcome.upstream)
         except (ConnectionError, OSError) as exc:
             log.debug("HBONE stream %s from %s ended with %s", request.authority, self.peer_address, exc)
 

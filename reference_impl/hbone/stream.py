@@ -16,6 +16,7 @@ from h2.errors import ErrorCodes
 
 if TYPE_CHECKING:
     from .session import H2Session
+    from .splice import StreamSplice
 
 # drain() lets this much wait for the peer's window, so the pipe keeps the next chunk in flight.
 DRAIN_LOW_WATER = 256 * 1024
@@ -41,6 +42,7 @@ class HboneStream:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.response: asyncio.Future | None = None  # client side: the CONNECT's :status
+        self._sink: StreamSplice | None = None  # set: incoming DATA goes straight to a TCP socket
 
     # ---- reader side ----
     async def read(self, n: int = -1) -> bytes:
@@ -74,20 +76,31 @@ class HboneStream:
 
     # ---- writer side ----
     def write(self, data: bytes) -> None:
-        if self._reset is not None:
-            raise self._reset
-        if self._peer_stopped:  # the peer asked for no more (RST_STREAM NO_ERROR after its END_STREAM)
-            return
-        if self._eof_wanted or self._local_done:
-            raise BrokenPipeError(f"HBONE stream {self.stream_id}: write after write_eof()")
-        if data:
-            self._send.append(bytes(data))
-            self._send_bytes += len(data)
+        if self._queue(data):
             if not self._flush_scheduled:
                 # Writes coalesce per loop turn: an HTTP/1.1 head and body written back to back
                 # (the waypoint's h11 events) leave as one DATA frame, one TLS record, one send.
                 self._flush_scheduled = True
                 self._session.loop.call_soon(self._flush)
+
+    def send(self, data: bytes) -> None:
+        """write() without waiting for the loop turn's end: for a splice, whose every chunk is
+        one whole read (nothing to coalesce it with)."""
+        if self._queue(data) and not self._flush_scheduled:
+            self._session.send_pending(self)
+
+    def _queue(self, data: bytes) -> bool:
+        if self._reset is not None:
+            raise self._reset
+        if self._peer_stopped:  # the peer asked for no more (RST_STREAM NO_ERROR after its END_STREAM)
+            return False
+        if self._eof_wanted or self._local_done:
+            raise BrokenPipeError(f"HBONE stream {self.stream_id}: write after write_eof()")
+        if not data:
+            return False
+        self._send.append(bytes(data))
+        self._send_bytes += len(data)
+        return True
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -147,14 +160,33 @@ class HboneStream:
     def finished(self) -> bool:
         return self._finished
 
+    # ---- called by a splice ----
+    def _attach(self, sink: StreamSplice) -> None:
+        """From now on DATA, END_STREAM and a reset go to ``sink``, beginning with what is queued."""
+        self._sink = sink
+        while self._recv and self._sink is sink:
+            data, owed = self._recv.popleft()
+            sink.stream_data(data, owed)
+        if self._sink is not sink:
+            return
+        if self._reset is not None:
+            sink.stream_reset(self._reset)
+        elif self._recv_eof:
+            sink.stream_eof()
+
     # ---- called by the session ----
     def _feed(self, data: bytes, flow_length: int) -> None:
         self.bytes_received += len(data)
+        if self._sink is not None:
+            self._sink.stream_data(data, flow_length)
+            return
         self._recv.append([data, flow_length])
         self._wake_reader()
 
     def _feed_eof(self) -> None:
         self._recv_eof = True
+        if self._sink is not None:
+            self._sink.stream_eof()
         self._wake_reader()
         self._maybe_finished()
 
@@ -166,6 +198,8 @@ class HboneStream:
         self._discard_received()
         self._send.clear()
         self._send_bytes = 0
+        if self._sink is not None:
+            self._sink.stream_reset(exc)
         self._wake_reader()
         self._wake_writer()
         self._mark_finished()
@@ -200,6 +234,8 @@ class HboneStream:
             waiter.set_result(None)
 
     def _wake_writer(self) -> None:
+        if self._sink is not None:
+            self._sink.stream_writable()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -5,10 +5,9 @@ original client's IP (IP_TRANSPARENT, ISTIO-SEMANTICS section 2; zt:src/proxy/in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..hbone import ConnectRequest, Outcome, parse_forwarded
+from ..hbone import ConnectRequest, Outcome, StreamSplice, parse_forwarded
 from . import sockets
 from .capture import PROXY_PORTS
 from .connection_manager import Admission, Live
@@ -62,64 +61,13 @@ class Inbound:
                               told=f"upstream {ip}:{port} connect failed: {exc!r}") from None
         except Refusal as refusal:
             return answer(refusal, conn, self.proxy.telemetry)
-        reader, writer = await asyncio.open_connection(sock=upstream)
-        tracked = _TrackedUpstream(reader, writer, conn)
+        splice = StreamSplice(upstream)
         admission = Admission(uid, source_ip, ip, port, principal)
-        key = self.proxy.connections.track(Live(conn, tracked.reset, uid, admission))
-        tracked.on_done = lambda: self.proxy.connections.untrack(key)
-        return Outcome.connected(tracked, tracked)
+        key = self.proxy.connections.track(Live(conn, splice.reset, uid, admission))
 
-
-class _TrackedUpstream:
-    """The app-side reader/writer handed to the HBONE server, counting bytes and resettable
-    (a policy change or drain turns into an error the server's pipe propagates as resets)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection):
-        self.reader, self.writer, self.conn = reader, writer, conn
-        self.transport = writer.transport
-        self._reset = False
-        self._done = False
-        self.on_done: Callable[[], None] | None = None
-
-    async def read(self, n: int = -1) -> bytes:
-        data = await self.reader.read(n)
-        if self._reset:
-            raise ConnectionResetError("reset by ztunnel")
-        self.conn.received += len(data)
-        return data
-
-    def write(self, data: bytes) -> None:
-        if self._reset:
-            raise ConnectionResetError("reset by ztunnel")
-        self.conn.sent += len(data)
-        self.writer.write(data)
-
-    async def drain(self) -> None:
-        if self._reset:
-            raise ConnectionResetError("reset by ztunnel")
-        await self.writer.drain()
-
-    def can_write_eof(self) -> bool:
-        return self.writer.can_write_eof()
-
-    def write_eof(self) -> None:
-        self.writer.write_eof()
-
-    def is_closing(self) -> bool:
-        return self.writer.is_closing()
-
-    def close(self) -> None:
-        self.writer.close()
-        self._finish()
-
-    def reset(self) -> None:
-        self._reset = True
-        sockets.reset(self.writer.transport)
-        self.reader.feed_eof() if not self.reader.at_eof() else None
-        self._finish()
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            if self.on_done is not None:
-                self.on_done()
+        def done() -> None:
+            # towards the destination = from the tunnel to the app
+            conn.sent, conn.received = splice.from_stream, splice.to_stream
+            self.proxy.connections.untrack(key)
+        splice.on_done = done
+        return Outcome.spliced(splice)

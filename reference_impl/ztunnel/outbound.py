@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..hbone import HboneError, format_forwarded, pipe as hbone_pipe, workload_baggage
+from ..hbone import HboneError, StreamSplice, format_forwarded, workload_baggage
 from ..identity import Identity
 from . import sockets
 from .connection_manager import Live
@@ -75,19 +75,18 @@ class Outbound:
             raise Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}") from None
         except Exception as exc:
             raise Refusal("error", f"HBONE to {conn.hbone_target} failed: {exc!r}") from None
-        reader, writer = await asyncio.open_connection(sock=sock)
-        task = asyncio.current_task()
-        key = self.proxy.connections.track(Live(conn, lambda: task.cancel(), pod.workload.uid))
+        splice = StreamSplice(sock)
+        key = self.proxy.connections.track(Live(conn, splice.reset, pod.workload.uid))
         try:
-            conn.sent, conn.received = await hbone_pipe(reader, writer, stream, stream)
+            await splice.run(stream)
         except asyncio.CancelledError:
             if conn.outcome == "open":
                 conn.outcome, conn.reason = "reset", "reset by ztunnel"
         except (ConnectionError, OSError) as exc:
-            conn.outcome, conn.reason = "reset", repr(exc)
+            if conn.outcome == "open":
+                conn.outcome, conn.reason = "reset", repr(exc)
         finally:
-            conn.sent = conn.sent or stream.bytes_sent
-            conn.received = conn.received or stream.bytes_received
+            conn.sent, conn.received = splice.to_stream, splice.from_stream
             self.proxy.connections.untrack(key)
 
     async def _open_tunnel(self, pod: PodProxy, source: Workload, route: Route, headers: dict):

@@ -262,4 +262,13 @@ MUTANTS: list[Mutant] = [
     Mutant("the Envoy waypoint drops an ALLOW policy without rules (allow-nothing admits everything)",
            "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
            "        if allows_present:\n", "        if allows:\n", suite_env=(("AC_WAYPOINT", "envoy"),)),
+    # --- the ztunnel's socket-to-stream splice (issue 15, round 2) --------------------------------
+    Mutant("a spliced stream returns DATA to the peer's window while the TCP reader is stalled", "hbone-flow-control", False,
+           "reference_impl/hbone/splice.py",
+           "        if self._writing_paused:\n            self._owed += flow_length\n        elif flow_length:\n",
+           "        if flow_length:\n"),
+    Mutant("a spliced socket's FIN is not passed on as END_STREAM", "hbone-half-close", False,
+           "reference_impl/hbone/splice.py",
+           "            self.stream.write_eof()\n",
+           "            pass\n"),
 ]

@@ -53,6 +53,17 @@ async def start_echo(host: str = "127.0.0.1") -> tuple[asyncio.base_events.Serve
     return server, server.sockets[0].getsockname()[1]
 
 
+async def count_then_answer(reader, writer):
+    """An app that answers only after the client's FIN ("got N"): needs END_STREAM → FIN and the
+    way back still open."""
+    total = 0
+    while data := await reader.read(65536):
+        total += len(data)
+    writer.write(f"got {total}".encode())
+    await writer.drain()
+    writer.close()
+
+
 def tcp_connector(host: str | None = None, record: list | None = None):
     """An ``authorize_and_connect`` that allows everything and connects to the CONNECT authority
     (or to ``host`` with the authority's port); each request is appended to ``record`` if given."""

@@ -14,7 +14,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from waiting import poll, run_bounded
-from hbone_testing import LocalPKI, start_echo, tcp_connector
+from hbone_testing import LocalPKI, count_then_answer, start_echo, tcp_connector
 from reference_impl.hbone import (HboneClient, abort, HboneError, HboneServer, Outcome, format_forwarded,
                                   parse_baggage, parse_forwarded, parse_traceparent, workload_baggage)
 from reference_impl.identity import SERVER, Identity
@@ -320,17 +320,8 @@ def test_drain_deadline_resets_streams_still_open():
 
 
 def test_half_close_keeps_the_reverse_direction_open():
-    async def counter(reader, writer):
-        # answers only after the client's FIN: needs END_STREAM → FIN and the way back still open
-        total = 0
-        while data := await reader.read(65536):
-            total += len(data)
-        writer.write(f"got {total}".encode())
-        await writer.drain()
-        writer.close()
-
     async def scenario():
-        app = await asyncio.start_server(counter, "127.0.0.2", 0)
+        app = await asyncio.start_server(count_then_answer, "127.0.0.2", 0)
         port = app.sockets[0].getsockname()[1]
         async with Mesh() as mesh:
             stream = await mesh.connect(authority=("127.0.0.2", port))
