@@ -212,8 +212,9 @@ def test_label_and_unlabel_namespace_starts_and_stops_capture_without_restart(c)
         assert "spiffe://cluster.local/ns/tz-plain/sa/default" in log
     finally:
         c.apply([namespace("tz-plain")])
-    until(lambda: not has_rules(), what="capture rules removed")
-    assert not capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1"))
+    # capture.remove drops the nft table first, then the reply routing: wait for both
+    until(lambda: not has_rules() and not capture.reply_routing_installed(c.pod_netns("tz-plain", "plain-node-1")),
+          what="capture rules and reply routing removed")
     assert allowed(c, "tz-plain", "plain-node-1")
     after = [(s.get("restartCount"), s.get("pid")) for s in c.get("Pod", "tz-plain", "plain-node-1")["status"]["containerStatuses"]]
     assert after == before
