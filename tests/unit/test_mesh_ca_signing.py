@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from conformance.targets.mesh_ca import MeshCA, MeshCAError
@@ -92,3 +92,21 @@ def test_unusable_secret_contents_are_named():
         MeshCA.from_secret_data({"ca-cert.pem": "!!", "ca-key.pem": "eA=="}, "Secret istio-system/cacerts")
     with pytest.raises(MeshCAError, match="not PEM"):
         MeshCA(b"junk", _pem(key)).sign(SPIFFE, _public_pem(), NOW, NOW + dt.timedelta(hours=1))
+
+
+def test_a_real_istiods_rsa_ca_in_pkcs1_signs_too():
+    """Istio's self-signed CA is RSA 2048 with its key as `RSA PRIVATE KEY` (PKCS#1)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
+    root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pkcs1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption())
+    assert pkcs1.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    data = _secret_data(ca_cert=_cert_pem(root), ca_key=pkcs1, cert_chain=b"", key=b"", root_cert=b"")
+    chain = MeshCA.from_secret_data(data, "Secret istio-system/istio-ca-secret").sign(
+        SPIFFE, _public_pem(), NOW, NOW + dt.timedelta(hours=1))
+    x509.load_pem_x509_certificate(chain.encode()).verify_directly_issued_by(root)
