@@ -37,7 +37,9 @@ def _secret(k, ns: str, name: str) -> dict:
     return json.loads(k("get", "secret", name, "-n", ns, "-o", "json").stdout)
 
 
-def test_string_data_is_stored_as_base64_data(k):
+@pytest.mark.parametrize("binary", KUBECTLS, ids=os.path.basename)
+def test_string_data_is_stored_as_base64_data(cluster, tmp_path, binary):
+    k = Kubectl(binary, cluster.name, tmp_path)  # both kubectls: `create secret` sends protobuf
     k("create", "ns", "sec-rt")
     k("apply", "-f", "-", input="""
 apiVersion: v1
