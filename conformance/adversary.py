@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import io
 import json
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +126,28 @@ def mesh_credentials(sc: Scenario, spiffe_id: str, expired: bool = False) -> Cre
 
 # -- the attacker pod ---------------------------------------------------------------------------
 def probe_sources() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(PROBES_DIR.glob("*.py"))}
+    return {**{p.name: p.read_text() for p in sorted(PROBES_DIR.glob("*.py"))}, H2_BUNDLE: h2_bundle()}
+
+
+#: hbone_server.py needs `h2`, which a stock Python image lacks: the suite ships the pure-Python
+#: h2, hpack and hyperframe it runs with beside the probes, a zip (base64, a ConfigMap holds
+#: text) the server imports from when `import h2` fails (issue 14 item 5: the kubernetes target
+#: runs the impostor servers in PROBE_IMAGE now that it can have their certificates mesh-signed)
+H2_BUNDLE = "h2-bundle.zip.b64"
+
+
+@functools.lru_cache(maxsize=1)
+def h2_bundle() -> str:
+    import h2
+    import hpack
+    import hyperframe
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
+        for package in (h2, hpack, hyperframe):
+            root = Path(package.__file__).parent
+            for source in sorted(root.glob("*.py")):
+                bundle.write(source, f"{package.__name__}/{source.name}")
+    return base64.b64encode(out.getvalue()).decode()
 
 
 def deploy_attacker(sc: Scenario, namespace: str, name: str = "attacker", node: str | None = None):

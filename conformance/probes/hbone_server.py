@@ -1,7 +1,7 @@
 """An HBONE server of the suite's own, to stand where a mesh client expects a workload: it
 presents whatever certificate it is given, answers every CONNECT 200 and every tunnelled HTTP
-request with `200 impostor`. Needs the `h2` package (it runs only where the suite can have the
-mesh CA sign its certificate, i.e. with the suite's own interpreter).
+request with `200 impostor`. Needs the `h2` package: the suite's own, or, in a stock Python
+image, the copy the suite ships beside it (adversary.H2_BUNDLE).
 
     python3 hbone_server.py <base64 of {"cert_pem", "key_pem", "port", "seconds"}>
 
@@ -19,6 +19,14 @@ import tempfile
 import threading
 import time
 
+try:
+    import h2
+except ImportError:  # a stock Python image: h2 as the suite ships it beside this script
+    _bundle = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2-bundle.zip.b64")
+    _zip = os.path.join(tempfile.mkdtemp(prefix="h2-bundle-"), "h2.zip")
+    with open(_bundle, "rb") as _src, open(_zip, "wb") as _dst:
+        _dst.write(base64.b64decode(_src.read()))
+    sys.path.insert(0, _zip)
 import h2.config
 import h2.connection
 import h2.events

@@ -328,6 +328,32 @@ class KubernetesTarget(Target):
             raise NotSupported(f"ConfigMap {self.MESH_NAMESPACE}/{name} has no {key}")
         return data[key]
 
+    # -- the mesh CA's own signature (issue 14 item 5) -----------------------------------------
+    def sign_workload_certificate(self, spiffe_id, public_key_pem, not_before, not_after) -> str:
+        """Signed with the CA istiod keeps in its Secret (a plugged-in `cacerts` first, else the
+        self-signed `istio-ca-secret`), which a suite run with cluster-admin can read."""
+        from kubernetes.client.exceptions import ApiException
+        from conformance.targets.mesh_ca import CA_SECRETS, MeshCA, MeshCAError
+        refused = []
+        for name in CA_SECRETS:
+            where = f"Secret {self.MESH_NAMESPACE}/{name}"
+            try:
+                secret = self.core.read_namespaced_secret(name, self.MESH_NAMESPACE)
+            except ApiException as e:
+                if e.status not in (403, 404):
+                    raise TargetError(f"read {where}: {_reason(e)}") from None
+                refused.append(f"{where}: {e.status} {_reason(e)}")
+                continue
+            try:
+                return MeshCA.from_secret_data(secret.data, where).sign(
+                    spiffe_id, public_key_pem, not_before, not_after)
+            except MeshCAError as e:
+                raise TargetError(str(e)) from None
+        raise NotSupported(
+            "the mesh CA's key is not readable (" + "; ".join(refused) + "): a CA signature of the "
+            "suite's choosing needs `get` on secrets in " + self.MESH_NAMESPACE + " (cluster-admin), "
+            "and a mesh CA that keeps its key in one of those Secrets")
+
     def request_certificate_as_node_proxy(self, node, spiffe_ids):
         raise NotSupported(
             "on Istio a ztunnel's certificate request is a gRPC IstioCertificateService call to "

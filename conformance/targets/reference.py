@@ -18,7 +18,7 @@ from conformance import features as registry
 from conformance import manifests as mf
 from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target, Usage
 from conformance.targets.base import TargetError, selector_matches, wait_until
-from conformance.targets import reference_ca
+from conformance.targets import mesh_ca, reference_ca
 
 NODES = 2
 UP_TIMEOUT = 180
@@ -290,22 +290,9 @@ class ReferenceTarget(Target):
         return (self._mesh_ca_dir() / "root-cert.pem").read_text()
 
     def sign_workload_certificate(self, spiffe_id, public_key_pem, not_before, not_after) -> str:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
         ca_dir = self._mesh_ca_dir()
-        root = x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes())
-        key = serialization.load_pem_private_key((ca_dir / "root-key.pem").read_bytes(), password=None)
-        leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.subject)
-                .public_key(serialization.load_pem_public_key(public_key_pem.encode()))
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(not_before).not_valid_after(not_after)
-                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
-                               critical=True)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(key, hashes.SHA256()))
-        return leaf.public_bytes(serialization.Encoding.PEM).decode()
+        ca = mesh_ca.MeshCA((ca_dir / "root-cert.pem").read_bytes(), (ca_dir / "root-key.pem").read_bytes())
+        return ca.sign(spiffe_id, public_key_pem, not_before, not_after)
 
     # -- the mesh CA (issue 10 item 4) --------------------------------------------------------
     def _istiod_sock(self) -> str:

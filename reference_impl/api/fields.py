@@ -9,6 +9,7 @@ TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 TOP_EXTRA = {
     "ServiceAccount": ("secrets", "imagePullSecrets", "automountServiceAccountToken"),
     "ConfigMap": ("data", "binaryData", "immutable"),
+    "Secret": ("data", "stringData", "type", "immutable"),
 }
 METADATA = ("name", "namespace", "labels", "annotations", "uid", "resourceVersion",
             "creationTimestamp", "generation", "generateName", "deletionTimestamp",

@@ -46,6 +46,8 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     # classes istiod installs --
     KindInfo("ConfigMap", ("v1",), namespaced=True),
     KindInfo("GatewayClass", _GATEWAY_API, namespaced=False),
+    # -- Secrets (issue 14 item 5): where istiod keeps its CA (istio-ca-secret, cacerts) --
+    KindInfo("Secret", ("v1",), namespaced=True),
 )}
 
 

@@ -10,6 +10,8 @@ own parsers in `security`, the same ones the policy engine compiles from.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 
@@ -300,6 +302,12 @@ def _volumes(check: Checker, spec: dict, path, containers: list[dict]) -> None:
                            "write the mount path from / (e.g. /etc/config)")
 
 
+def _config_key(check: Checker, field: str, key: str) -> None:
+    if len(key) > 253 or not _CONFIG_KEY.match(key):
+        check.fail((field, key), f"{key!r} is not a valid config key",
+                   "use letters, digits, '-', '_' and '.'")
+
+
 def _config_map(check: Checker, obj: dict, spec) -> None:
     if spec is not None:
         check.fail(("spec",), "a ConfigMap has no spec", "put the keys under data")
@@ -307,13 +315,61 @@ def _config_map(check: Checker, obj: dict, spec) -> None:
     for field in ("data", "binaryData"):
         values = check.string_map(obj, field, ())
         for key in values:
-            if len(key) > 253 or not _CONFIG_KEY.match(key):
-                check.fail((field, key), f"{key!r} is not a valid config key",
-                           "use letters, digits, '-', '_' and '.'")
+            _config_key(check, field, key)
             if key in seen:
                 check.fail((field, key), f"duplicate of key {key!r} in data",
                            "give each key once, in data or in binaryData")
             seen.add(key)
+    check.get(obj, "immutable", (), bool)
+
+
+# -- Secrets (issue 14 item 5: istiod keeps its CA in one) ------------------------------------
+
+SECRET_MAX_BYTES = 1024 * 1024
+# The keys each built-in Secret type must carry (k8s.io/kubernetes pkg/apis/core/validation),
+# as (any of these keys, the hint); a type of one's own (istio.io/ca-root) has none.
+_SECRET_TYPE_KEYS = {
+    "kubernetes.io/tls": (("tls.crt",), "add tls.crt and tls.key"),
+    "kubernetes.io/dockercfg": ((".dockercfg",), "add .dockercfg"),
+    "kubernetes.io/dockerconfigjson": ((".dockerconfigjson",), "add .dockerconfigjson"),
+    "kubernetes.io/basic-auth": (("username", "password"), "add username or password"),
+    "kubernetes.io/ssh-auth": (("ssh-privatekey",), "add ssh-privatekey"),
+}
+
+
+def _secret(check: Checker, obj: dict, spec) -> None:
+    """The API server's conversion then validation: `stringData` is written into `data`
+    (base64, winning over a `data` key of the same name) and is never stored; `type` defaults
+    to Opaque; `data` values must be base64."""
+    if spec is not None:
+        check.fail(("spec",), "a Secret has no spec", "put the keys under data or stringData")
+    data = dict(check.string_map(obj, "data", ()))
+    decoded = {}
+    for key, value in data.items():
+        _config_key(check, "data", key)
+        try:
+            decoded[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            check.fail(("data", key), "the value is not base64",
+                       "encode it (base64 -w0) or give it as plain text under stringData")
+    for key, value in check.string_map(obj, "stringData", ()).items():
+        _config_key(check, "stringData", key)
+        decoded[key] = value.encode()
+        data[key] = base64.b64encode(decoded[key]).decode()
+    obj.pop("stringData", None)
+    if data or "data" in obj:
+        obj["data"] = data
+    if sum(len(k) + len(v) for k, v in decoded.items()) > SECRET_MAX_BYTES:
+        check.fail(("data",), f"Too long: must have at most {SECRET_MAX_BYTES} bytes",
+                   "keep a Secret under 1 MiB; split it into several")
+    kind = check.get(obj, "type", (), str) or "Opaque"
+    obj["type"] = kind
+    wanted = _SECRET_TYPE_KEYS.get(kind)
+    if wanted is not None and not any(k in decoded for k in wanted[0]):
+        check.fail(("data", wanted[0][0]), f"Required value: a {kind} Secret needs it", wanted[1])
+    if kind == "kubernetes.io/tls" and "tls.key" not in decoded:
+        check.fail(("data", "tls.key"), "Required value: a kubernetes.io/tls Secret needs it",
+                   "add tls.key beside tls.crt")
     check.get(obj, "immutable", (), bool)
 
 
@@ -440,5 +496,6 @@ _VALIDATORS = {
     "VirtualService": routes.virtualservice,
     "ConfigMap": _config_map,
     "GatewayClass": _gateway_class,
+    "Secret": _secret,
 }
 assert set(_VALIDATORS) == set(KINDS)

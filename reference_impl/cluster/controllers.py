@@ -7,9 +7,11 @@ as Kubernetes does. A deleted pod is replaced at once: terminating pods do not c
 """
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
+import os
 import secrets
 import uuid
 
@@ -295,6 +297,7 @@ def publish_mesh_objects(store: Store, root_cert_path: str) -> None:
             root = f.read()
     except OSError:
         return  # istiod has not made its CA yet
+    _publish_ca_secret(store, root, os.path.join(os.path.dirname(root_cert_path), ROOT_KEY_FILE))
     for ns in store.list("Namespace"):
         name = ns["metadata"]["name"]
         current = store.get("ConfigMap", name, ROOT_CERT_CONFIGMAP)
@@ -307,3 +310,38 @@ def publish_mesh_objects(store: Store, root_cert_path: str) -> None:
                       "metadata": {"name": ROOT_CERT_CONFIGMAP, "namespace": name,
                                    "labels": {"istio.io/config": "true"}},
                       "data": {ROOT_CERT_KEY: root}})
+
+
+# Istio's self-signed CA (security/pkg/pki/ca/ca.go) keeps its signing certificate and key in
+# Secret istio-system/istio-ca-secret, type istio.io/ca-root, with these keys; cert-chain.pem,
+# key.pem and root-cert.pem are empty for a self-signed root (the CA cert is the root). The
+# reference istiod's CA is such a root, kept in its run directory beside root-cert.pem.
+CA_SECRET = "istio-ca-secret"
+CA_SECRET_NAMESPACE = "istio-system"
+CA_SECRET_TYPE = "istio.io/ca-root"
+ROOT_KEY_FILE = "root-key.pem"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _publish_ca_secret(store: Store, root: str, key_path: str) -> None:
+    ns = store.get("Namespace", "", CA_SECRET_NAMESPACE)
+    if ns is None or "deletionTimestamp" in ns["metadata"]:
+        return
+    try:
+        with open(key_path) as f:
+            key = f.read()
+    except OSError:
+        return
+    data = {"ca-cert.pem": _b64(root), "ca-key.pem": _b64(key),
+            "cert-chain.pem": "", "key.pem": "", "root-cert.pem": ""}
+    current = store.get("Secret", CA_SECRET_NAMESPACE, CA_SECRET)
+    if current is not None and current.get("data") == data:
+        return
+    if current is not None:
+        store.remove("Secret", CA_SECRET_NAMESPACE, CA_SECRET)
+    store.create({"apiVersion": "v1", "kind": "Secret", "type": CA_SECRET_TYPE,
+                  "metadata": {"name": CA_SECRET, "namespace": CA_SECRET_NAMESPACE},
+                  "data": data})

@@ -1,5 +1,5 @@
 """Request bodies in Kubernetes' protobuf encoding, for the few kinds kubectl's typed clients
-create that way (`kubectl create namespace|serviceaccount|configmap`): kubectl 1.32
+create that way (`kubectl create namespace|serviceaccount|configmap|secret`): kubectl 1.32
 sends `application/vnd.kubernetes.protobuf` there and does not fall back to JSON. The envelope is
 `k8s\\0` + runtime.Unknown{typeMeta, raw}; `raw` is the object's message from k8s.io/api's
 generated.proto. Only the fields below are decoded; any other kind gets 415 naming JSON."""
@@ -32,6 +32,10 @@ SCHEMAS = {
     # `kubectl create configmap` (k8s.io/api core/v1 ConfigMap)
     "ConfigMap": {1: ("metadata", _OBJECT_META, False), 2: ("data", "map", False),
                   3: ("binaryData", "bytesmap", False), 4: ("immutable", "bool", False)},
+    # `kubectl create secret generic|tls` (k8s.io/api core/v1 Secret)
+    "Secret": {1: ("metadata", _OBJECT_META, False), 2: ("data", "bytesmap", False),
+               3: ("type", "string", False), 4: ("stringData", "map", False),
+               5: ("immutable", "bool", False)},
 }
 _TYPE_META = {1: ("apiVersion", "string", False), 2: ("kind", "string", False)}
 _UNKNOWN = {1: ("typeMeta", _TYPE_META, False), 2: ("raw", "bytes", False)}

@@ -258,7 +258,11 @@ class KubeAPIServer:
             raise ApiError(405, f"{r.group_resource} are written by the cluster itself; "
                                 f"{method} is not allowed")
         if method == "GET":
-            return 200, self._out(t, self._get(t)), JSON
+            obj = self._out(t, self._get(t))
+            if tables.wants_table(req.headers.get("accept", "")):  # `kubectl get KIND NAME`
+                return 200, tables.table(r, [obj], obj["metadata"].get("resourceVersion", ""),
+                                         req.arg("includeObject", "Metadata")), JSON
+            return 200, obj, JSON
         if method == "PUT":
             return self._update(req, t)
         if method == "PATCH":

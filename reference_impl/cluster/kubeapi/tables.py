@@ -193,6 +193,10 @@ COLUMNS = {
     "ConfigMap": ([_NAME, _col("Data", "integer"), _AGE],
                   lambda c: [c["metadata"]["name"],
                              len(c.get("data") or {}) + len(c.get("binaryData") or {}), age(c)]),
+    # -- issue 14 item 5: Secrets, as `kubectl get secret` shows them (never their values) --
+    "Secret": ([_NAME, _col("Type"), _col("Data", "integer"), _AGE],
+               lambda s: [s["metadata"]["name"], s.get("type", "Opaque"), len(s.get("data") or {}),
+                          age(s)]),
     "GatewayClass": ([_NAME, _col("Controller"), _col("Accepted"), _AGE],
                      lambda g: [g["metadata"]["name"],
                                 (g.get("spec") or {}).get("controllerName", ""),
