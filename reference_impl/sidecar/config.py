@@ -60,13 +60,16 @@ class SidecarConfig(L7Config):
 _round_robin: dict[str, itertools.count] = {}
 
 
-def pick_endpoint(config: SidecarConfig, service: Service, port: int) -> tuple[Workload, int] | None:
-    """Round-robin over the service's healthy endpoints: (workload, target port)."""
+def pick_endpoint(config: SidecarConfig, service: Service, port: int,
+                  exclude: frozenset = frozenset()) -> tuple[Workload, int] | None:
+    """Round-robin over the service's healthy endpoints: (workload, target port); `exclude`:
+    workload uids already tried for this connection (Envoy's previous_hosts)."""
     candidates = []
     for endpoint in service.endpoints:
         workload = config.workloads.get(endpoint.workload_uid)
         target = endpoint.ports.get(port) or service.ports.get(port)
-        if workload is not None and endpoint.healthy and workload.healthy and target:
+        if workload is not None and endpoint.healthy and workload.healthy and target \
+                and workload.uid not in exclude:
             candidates.append((workload, target))
     if not candidates:
         return None

@@ -63,6 +63,13 @@ class Inbound:
             return Outcome.refused(400, f"authority IP {ip} is not this pod ({config.own.ip})")
         if port in PROXY_PORTS:
             return Outcome.refused(400, f"port {port} is one of the proxy's own ports")
+        # The app is dialled before the CONNECT is answered, as ztunnel's inbound does: an app that
+        # is gone (its pod terminating) refuses the CONNECT, which the caller may take to another
+        # endpoint, instead of accepting it and then answering the request 503.
+        try:
+            app = await net.open_marked((ip, port))
+        except (OSError, asyncio.TimeoutError) as exc:
+            return Outcome.refused(503, f"app at {ip}:{port} is not accepting connections: {exc!r}")
         ours, theirs = socket.socketpair()
         try:
             our_reader, our_writer = await asyncio.open_connection(sock=ours, limit=256 * 1024)
@@ -70,9 +77,10 @@ class Inbound:
         except OSError as exc:
             ours.close()
             theirs.close()
+            app[1].close()
             return Outcome.refused(503, f"cannot set up the inbound handler: {exc}")
         self.proxy.spawn(self.serve(our_reader, our_writer, request.peer_identity, request.peer_address[0],
-                                    ip, port))
+                                    ip, port, app))
         return Outcome.connected(their_reader, their_writer)
 
     # ---- captured plaintext (15006) ----
@@ -96,31 +104,44 @@ class Inbound:
         await self.serve(reader, writer, None, peer[0], ip, port)
 
     # ---- both ----
-    async def serve(self, reader, writer, peer: Identity | None, client_ip: str, ip: str, port: int) -> None:
+    async def serve(self, reader, writer, peer: Identity | None, client_ip: str, ip: str, port: int,
+                    app=None) -> None:
+        """`app`: a connection to the app at (ip, port) already made (HBONE dials it before the
+        CONNECT's answer), used first; closed if nothing uses it."""
         mtls = peer is not None
+        spare = [app] if app is not None else []
         try:
-            first = await asyncio.wait_for(reader.read(64 * 1024), SNIFF_TIMEOUT)
-        except asyncio.TimeoutError:
-            first = b""   # a server-first protocol: no HTTP
-        except (ConnectionError, OSError):
-            abort(writer)
-            return
-        config = self.proxy.config
-        destination = resolve(config, (ip, port)) if config is not None else None
-        if config is None or destination is None:
-            abort(writer)
-            return
-        if first and _HTTP_REQUEST_LINE.match(first):
-            tunnel = Tunnel(peer, client_ip, destination)
-            connection = HttpConnection(_Prefixed(first, reader), writer, tunnel, lambda: self.proxy.config,
-                                        self.proxy.router, self._open_app,
-                                        lambda record: self._record(record, peer, mtls),
-                                        lambda: self.proxy.draining)
-            await self.proxy.track(connection.serve(), connection)
-            return
-        await self._tcp(reader, writer, first, peer, client_ip, ip, port)
+            try:
+                first = await asyncio.wait_for(reader.read(64 * 1024), SNIFF_TIMEOUT)
+            except asyncio.TimeoutError:
+                first = b""   # a server-first protocol: no HTTP
+            except (ConnectionError, OSError):
+                abort(writer)
+                return
+            config = self.proxy.config
+            destination = resolve(config, (ip, port)) if config is not None else None
+            if config is None or destination is None:
+                abort(writer)
+                return
+            if first and _HTTP_REQUEST_LINE.match(first):
+                tunnel = Tunnel(peer, client_ip, destination)
 
-    async def _tcp(self, reader, writer, first: bytes, peer, client_ip, ip, port) -> None:
+                async def open_app(upstream, tunnel):
+                    if spare and tuple(upstream.address) == (ip, port):
+                        return spare.pop()
+                    return await self._open_app(upstream, tunnel)
+                connection = HttpConnection(_Prefixed(first, reader), writer, tunnel, lambda: self.proxy.config,
+                                            self.proxy.router, open_app,
+                                            lambda record: self._record(record, peer, mtls),
+                                            lambda: self.proxy.draining)
+                await self.proxy.track(connection.serve(), connection)
+                return
+            await self._tcp(reader, writer, first, peer, client_ip, ip, port, spare.pop() if spare else None)
+        finally:
+            for _, app_writer in spare:
+                app_writer.close()
+
+    async def _tcp(self, reader, writer, first: bytes, peer, client_ip, ip, port, app=None) -> None:
         config = self.proxy.config
         source = peer.uri if peer else None
         decision = evaluate_l4(config.l4_policies, Connection(
@@ -132,9 +153,11 @@ class Inbound:
             access_log.info("tcp %s -> %s:%d src=%s denied reason=%r", client_ip, ip, port, source or "-",
                             decision.reason)
             abort(writer)
+            if app is not None:
+                app[1].close()
             return
         try:
-            up_reader, up_writer = await net.open_marked((ip, port))
+            up_reader, up_writer = app if app is not None else await net.open_marked((ip, port))
         except (OSError, asyncio.TimeoutError) as exc:
             access_log.info("tcp %s -> %s:%d src=%s connect failed: %r", client_ip, ip, port, source or "-", exc)
             abort(writer)

@@ -27,19 +27,35 @@ log = logging.getLogger("sidecar.outbound")
 access_log = logging.getLogger("sidecar.access")
 
 
+#: other endpoints a refused connection to a service VIP may try (Istio's default num_retries)
+CONNECT_RETRIES = 2
+
+
+def _retriable(exc: Exception) -> bool:
+    """A refusal before the peer acted on anything of the app's: unreachable, never processed,
+    or the CONNECT answered 503 (the destination's app not accepting). A TLS or identity failure,
+    or a 401 (policy), is the answer."""
+    if isinstance(exc, HboneTLSError):
+        return False
+    if isinstance(exc, HboneError):
+        return exc.status == 503 or exc.status is None and (exc.unprocessed or exc.unreachable)
+    return isinstance(exc, (OSError, asyncio.TimeoutError))
+
+
 class Outbound:
     def __init__(self, proxy: Sidecar, hbone_port: int = HBONE_PORT):
         self.proxy = proxy
         self.hbone_port = hbone_port
 
-    def route(self, ip: str, port: int):
-        """(workload or None, address to reach, how): how is `hbone`, `passthrough` or `no_endpoint`."""
+    def route(self, ip: str, port: int, tried: frozenset = frozenset()):
+        """(workload or None, address to reach, how): how is `hbone`, `passthrough` or `no_endpoint`;
+        `tried`: endpoints of a service VIP that refused this connection already."""
         config = self.proxy.config
         if config is None:
             return None, (ip, port), "passthrough"
         service = config.mesh_services_by_vip.get(ip)
         if service is not None and port in service.ports:
-            picked = pick_endpoint(config, service, port)
+            picked = pick_endpoint(config, service, port, tried)
             if picked is None:
                 return None, (ip, port), "no_endpoint"
             workload, target = picked
@@ -60,25 +76,34 @@ class Outbound:
         if port in (OUTBOUND_PORT, INBOUND_PORT) and (ip.startswith("127.") or ip == self.proxy.pod_ip):
             abort(writer)  # the app dialled a capture listener itself: relaying it would loop
             return
-        workload, address, how = self.route(ip, port)
         me = self.proxy.identity
-        dest = workload.identity.uri if workload is not None and workload.identity else None
-        if how == "no_endpoint":
-            access_log.info("outbound %s:%d no healthy endpoint", ip, port)
-            abort(writer)
-            return
-        try:
-            if how == "hbone":
-                stream = await self.proxy.client.connect(
-                    me, (address[0], self.hbone_port), [workload.identity], address,
-                    {"forwarded": f'for="{peer[0]}"'})
-                up_reader = up_writer = stream
-            else:
-                up_reader, up_writer = await net.open_marked(address)
-        except (HboneError, HboneTLSError, OSError, asyncio.TimeoutError) as exc:
-            access_log.info("outbound %s:%d via %s to %s:%d failed: %s", ip, port, how, *address, exc)
-            abort(writer)
-            return
+        tried: set = set()
+        while True:
+            workload, address, how = self.route(ip, port, frozenset(tried))
+            dest = workload.identity.uri if workload is not None and workload.identity else None
+            if how == "no_endpoint":
+                access_log.info("outbound %s:%d no healthy endpoint%s", ip, port,
+                                f" left ({len(tried)} refused)" if tried else "")
+                abort(writer)
+                return
+            try:
+                if how == "hbone":
+                    stream = await self.proxy.client.connect(
+                        me, (address[0], self.hbone_port), [workload.identity], address,
+                        {"forwarded": f'for="{peer[0]}"'})
+                    up_reader = up_writer = stream
+                else:
+                    up_reader, up_writer = await net.open_marked(address)
+                break
+            except (HboneError, HboneTLSError, OSError, asyncio.TimeoutError) as exc:
+                access_log.info("outbound %s:%d via %s to %s:%d failed: %s", ip, port, how, *address, exc)
+                # Nothing of the app's was sent: like Istio's default retry (connect-failure,
+                # refused-stream, 503; previous_hosts; 2 retries), another endpoint of the
+                # service VIP is tried, never the same one again.
+                if not (_retriable(exc) and ip != address[0] and len(tried) < CONNECT_RETRIES):
+                    abort(writer)
+                    return
+                tried.add(workload.uid)
         self.proxy.telemetry.connection("source", me.uri, dest, how == "hbone")
         access_log.info("outbound %s:%d -> %s %s:%d dst=%s", ip, port, how, *address, dest or "-")
         await self.proxy.track(pipe(reader, writer, up_reader, up_writer))
