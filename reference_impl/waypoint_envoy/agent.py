@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -117,6 +118,16 @@ class EnvoyAgent:
         except OSError:
             return False
 
+    @staticmethod
+    def _hbone_listening() -> bool:
+        # LIVE can come before the file-delivered listener is bound: a Ready waypoint that
+        # refused its first tunnels would cost the ztunnels' new connections
+        try:
+            socket.create_connection(("127.0.0.1", tr.HBONE_PORT), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
     def _ready(self) -> tuple[bool, str]:
         if self.process is None or self.process.returncode is not None:
             return False, "Envoy is not running"
@@ -126,6 +137,8 @@ class EnvoyAgent:
             return False, f"waiting for the certificate of {self.identity}"
         if not self._envoy_ready():
             return False, "Envoy's admin /ready is not LIVE yet"
+        if not self._hbone_listening():
+            return False, f"Envoy's HBONE listener on {tr.HBONE_PORT} does not accept connections yet"
         return True, f"ready (Envoy, config version {self.version})"
 
     def _stats(self) -> dict:
