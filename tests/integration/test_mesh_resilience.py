@@ -88,7 +88,10 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
         for zt in running_pods(c, "istio-system", {"app": "ztunnel"}):
             assert "while istiod is away" in c.logs("istio-system", zt["metadata"]["name"]), \
                 f"{zt['metadata']['name']} did not report keeping its config while istiod was away"
-        converge(checks(c, late=late_pod), {"sleep": "allowed", "rogue": "denied", "late": "allowed"}, within=15)
+        try:
+            converge(checks(c, late=late_pod), {"sleep": "allowed", "rogue": "denied", "late": "allowed"}, within=15)
+        except AssertionError as failure:   # say what the node proxies did about the late pod
+            raise AssertionError(f"{failure}\n{late_pod_story(c, late_pod, LATE_SA)}") from None
         resynced = {node: ztunnel_dump(c, node) for node in NODES}
         for node in NODES:
             assert resynced[node]["version"] > versions[node], f"{node}'s ztunnel did not take a newer snapshot"
@@ -105,3 +108,13 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
         if how == "scaled-to-zero":
             c.scale("istio-system", "istiod", 1)
         c.delete(late)
+
+
+def late_pod_story(c, pod: str, sa: str) -> str:
+    """The ztunnels' log lines about a pod and its identity (capture, certificate, refusals)."""
+    lines = []
+    for zt in running_pods(c, "istio-system", {"app": "ztunnel"}):
+        name = zt["metadata"]["name"]
+        lines += [f"{name}: {line}" for line in c.logs("istio-system", name).splitlines()
+                  if f'workload="{pod}"' in line or f"/{pod} (" in line or f"/sa/{sa}" in line][-15:]
+    return "ztunnel log lines about the late pod:\n" + "\n".join(lines or ["(none)"])
