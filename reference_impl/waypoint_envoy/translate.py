@@ -221,6 +221,9 @@ class _Translator:
         self.out = out
         self.issuers = sorted({r.issuer for b in config.authentication for r in b.value})
         self.cluster_for: Any = None   # set by _translate_config: a route backend -> its cluster
+        #: translating a DENY rule: a field this Envoy cannot see then matches every request (the
+        #: rule denies more), in an ALLOW rule none (it allows less): either way it fails closed
+        self.deny = False
 
     # ---- one rule ----
     def source(self, src: Source) -> dict:
@@ -236,8 +239,8 @@ class _Translator:
             if g(name):
                 self.out.note("ipBlocks", f"source.{name}: the client address reaches this waypoint in "
                                           "the HBONE `forwarded` header, which Envoy's RBAC cannot read; the "
-                                          "field is treated as never matching")
-                items.append({"not_id": {"any": True}} if not name.startswith("not") else {"any": True})
+                                          "field matches every request in a DENY rule and none in an ALLOW rule")
+                items.append(self._unseen())
         return _and(items, True)
 
     def operation(self, op: Operation, port: int | None) -> dict:
@@ -286,13 +289,18 @@ class _Translator:
                                lambda p: _port_rule(int(p), port, True), True), True), True
         if key in ("source.ip", "remote.ip", "destination.ip", "connection.sni"):
             self.out.note("ipBlocks", f"when {key}: this waypoint's Envoy sees internal addresses, not the "
-                                      "client's or the destination's; the condition is treated as never matching")
+                                      "client's or the destination's; the condition matches every request in a "
+                                      "DENY rule and none in an ALLOW rule")
+            return self._unseen(), True
         # Unknown keys (experimental.envoy.filters.*) have no value at the waypoint: values never
         # match, notValues always do (the Python waypoint's reading).
         never = {"not_id": {"any": True}}
         if cond.values:
             return never, True
         return {"any": True}, True
+
+    def _unseen(self) -> dict:
+        return {"any": True} if self.deny else {"not_id": {"any": True}}
 
     def rule(self, rule: Rule, port: int | None) -> dict:
         principals = [self.source(s) for s in rule.sources]
@@ -320,7 +328,11 @@ class _Translator:
                 for i, rule in enumerate(p.rules):
                     kept = self._l4_only(rule, deny=True) if network else rule
                     if kept is not None:
-                        denies[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = self.rule(kept, port)
+                        self.deny = True
+                        try:
+                            denies[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = self.rule(kept, port)
+                        finally:
+                            self.deny = False
         allows_present = any(p.action == "ALLOW" for p in policies)
         allows: dict[str, dict] = {}
         for p in policies:

@@ -214,13 +214,22 @@ def test_principals_match_the_peer_identity_carried_from_connect_terminate():
     assert inner["listener_filters"][0]["name"] == "envoy.filters.listener.proxy_protocol"
 
 
-def test_ip_blocks_are_reported_unsupported_and_never_match():
+@pytest.mark.parametrize("action,field", [(a, f) for a in ("ALLOW", "DENY")
+                                          for f in ("ipBlocks", "notIpBlocks", "remoteIpBlocks")])
+def test_ip_blocks_are_reported_unsupported_and_fail_closed(action, field):
+    """An ALLOW rule on a field Envoy cannot see here matches nothing; a DENY rule matches
+    everything (it denies more): never the other way, whatever the field's `not` form."""
     policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
               "metadata": {"name": "p", "namespace": NS},
               "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
-                       "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]}}
+                       "action": action, "rules": [{"from": [{"source": {field: ["10.0.0.0/8"]}}]}]}}
     res = translated(world(policy))
     assert [w for w, _ in res.unsupported] == ["ipBlocks"]
+    (rule,) = rbac(res, action).values()
+    unseen = rule["principals"][0]
+    while "and_ids" in unseen or "or_ids" in unseen:
+        (unseen,) = (unseen.get("and_ids") or unseen.get("or_ids"))["ids"]
+    assert unseen == ({"any": True} if action == "DENY" else {"not_id": {"any": True}}), rule
 
 
 def test_a_tcp_port_gets_network_rbac_and_tcp_proxy():
