@@ -103,9 +103,11 @@ class XdsServer:
         self.signer = signer
         self.debug = debug
         self.streams: dict[str, ProxyStream] = {}
-        # One counter for all proxies; a hello carrying a higher version lifts it, so a proxy
-        # that reconnects to a restarted istiod still sees its versions increase.
-        self._version = 0
+        # One counter for all proxies, starting at this istiod's start in milliseconds (Istio's
+        # versions are timestamps too), so a restarted istiod's versions exceed what the one before
+        # sent even when a proxy's hello under-reports what it holds (a snapshot it was still
+        # applying when the old istiod died); a hello carrying a higher version lifts it as well.
+        self._version = time.time_ns() // 1_000_000
         self._server: asyncio.AbstractServer | None = None
         self._push_lock = asyncio.Lock()
         self._encoded: dict[int, tuple[dict, str]] = {}
@@ -169,16 +171,16 @@ class XdsServer:
         if config_json == stream.sent_config_json:
             return
         self._version += 1
-        line = ('{"config":%s,"type":"snapshot","version":%d}\n' % (config_json, self._version)).encode()
+        version = self._version
+        line = ('{"config":%s,"type":"snapshot","version":%d}\n' % (config_json, version)).encode()
+        # Recorded before the write: the proxy's ack can be read (by this stream's own reader)
+        # while the drain below is still waiting, and must find the version it acknowledges.
+        stream.sent_version, stream.sent_config_json, stream.sent_at = version, config_json, time.time()
         try:
             stream.writer.write(line)
             await stream.writer.drain()
         except (ConnectionError, RuntimeError) as exc:
-            log.info("%s went away while sending version %d: %s", stream.key, self._version, exc)
-            return
-        stream.sent_version = self._version
-        stream.sent_config_json = config_json
-        stream.sent_at = time.time()
+            log.info("%s went away while sending version %d: %s", stream.key, version, exc)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream: ProxyStream | None = None
