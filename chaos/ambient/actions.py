@@ -100,6 +100,12 @@ def kill_waypoint_pods(count: int = 1, configuration: dict = None) -> list[str]:
         s.event("fault-start", what=f"SIGKILL waypoint pod(s) {', '.join(p.name for p in pods)}")
         for pod in pods:
             _terminate(s, pod, 0, configuration)
+        # A request sent while the SIGKILL was still on its way was in flight at the kill, not
+        # started after it: "after the kill" (fault-applied) begins once the pods are gone.
+        killed = {p.name for p in pods}
+        wait_until(lambda: not killed & {p.name for p in _waypoint_pods(s)}, 10, 0.02,
+                   f"the killed waypoint pod(s) {', '.join(sorted(killed))} gone")
+        s.event("fault-applied", what=f"waypoint pod(s) {', '.join(sorted(killed))} gone")
     except (TargetError, NotSupported) as e:
         raise failed("kill waypoint pods", e) from None
     return [p.name for p in pods]
