@@ -36,8 +36,23 @@ def c(cluster_factory):
     return c
 
 
+def _envoy_waypoint(c) -> dict:
+    """The Ready Envoy waypoint pod serving 15008 to the node (istiod's restart with the short TTL
+    may first have provisioned, then replaced, a pod of the other implementation)."""
+    def serving():
+        pod = _waypoint(c)
+        if [x["image"] for x in pod["spec"]["containers"]] != ["ambient-conformance/waypoint-envoy"]:
+            return None
+        try:
+            presented_cert(c, pod["spec"]["nodeName"], pod["status"]["podIP"])
+        except AssertionError:
+            return None
+        return pod
+    return until(serving, 60, 0.5, what="a Ready Envoy waypoint pod answering TLS on 15008")
+
+
 def test_the_envoy_waypoint_certificate_rotates_through_sds_without_a_restart(c):
-    waypoint = _waypoint(c)
+    waypoint = _envoy_waypoint(c)
     node, ip = waypoint["spec"]["nodeName"], waypoint["status"]["podIP"]
     pid = _agent_stats(c, waypoint)["envoyPid"]
     first = presented_cert(c, node, ip)
