@@ -107,8 +107,17 @@ def test_pcap_reader_on_a_real_loopback_capture(server, tmp_path):
         while "listening on" not in err.read_text():
             assert dump.poll() is None and time.monotonic() < deadline, f"tcpdump did not start: {err.read_text()}"
             time.sleep(0.05)
-        subprocess.run(curl.curl_argv([f"http://127.0.0.1:{server}/200"], headers={"X-Marker": "m-42"}),
-                       check=True, capture_output=True)
+        # "listening on" comes before the kernel hands packets over, and SIGTERM drops what tcpdump
+        # has not read yet (CI saw an empty file): resend until the request is in the file.
+        def written() -> bool:
+            return out.exists() and b"X-Marker: m-42" in out.read_bytes()
+        deadline = time.monotonic() + 10
+        while not written() and time.monotonic() < deadline:
+            subprocess.run(curl.curl_argv([f"http://127.0.0.1:{server}/200"], headers={"X-Marker": "m-42"}),
+                           check=True, capture_output=True)
+            until = time.monotonic() + 1.0
+            while not written() and time.monotonic() < until:
+                time.sleep(0.02)
     finally:
         dump.terminate()
         dump.wait(timeout=10)
