@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 
+from ..process.serve import configure_logging, until_signalled
 from .capture import CaptureError
 from .run import SidecarProcess, StartupError, drain_deadline
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("SIDECAR_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(os.environ.get("SIDECAR_LOG_LEVEL", "INFO"))
     # The engine's own access line lacks whether the peer came over mTLS; sidecar.access has it.
     logging.getLogger("l7.access").setLevel(logging.WARNING)
     try:
@@ -31,20 +30,9 @@ def main() -> int:
 
 
 async def _serve(proc: SidecarProcess) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await proc.start()
-    except (StartupError, CaptureError, OSError, ValueError) as exc:
-        logging.getLogger("sidecar").error("istio-proxy cannot start: %s", exc)
-        await proc.shutdown()
-        return 1
-    await stop.wait()
-    logging.getLogger("sidecar").info("SIGTERM: draining (up to %gs)", drain_deadline(os.environ))
-    await proc.shutdown(drain_deadline(os.environ))
-    return 0
+    return await until_signalled(proc, logger="sidecar", what="istio-proxy",
+                                 start_errors=(StartupError, CaptureError, OSError, ValueError),
+                                 drain_deadline=lambda: drain_deadline(os.environ))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ local CA instead of istiod.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
 
 from ..hbone import eventloop
+from ..process.serve import configure_logging, until_signalled
 from .run import StartupError, WaypointProcess, drain_deadline
 
 
@@ -39,8 +37,7 @@ def main(argv=None) -> int:
                         help="the port endpoints' HBONE servers listen on (15008 in a cluster; loopback tests differ)")
     parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level)
     static = None
     if args.config:
         if not args.ca_dir:
@@ -62,19 +59,8 @@ def main(argv=None) -> int:
 
 
 async def _serve(proc: WaypointProcess) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await proc.start()
-    except (StartupError, OSError, ValueError) as exc:
-        logging.getLogger("waypoint").error("waypoint cannot start: %s", exc)
-        await proc.shutdown()
-        return 1
-    await stop.wait()
-    await proc.shutdown(drain_deadline(os.environ))
-    return 0
+    return await until_signalled(proc, logger="waypoint", what="waypoint", start_errors=(StartupError, OSError, ValueError),
+                                 drain_deadline=lambda: drain_deadline(os.environ))
 
 
 if __name__ == "__main__":

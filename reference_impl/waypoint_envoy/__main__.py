@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import signal
 import sys
 
+from ..process.serve import configure_logging, until_signalled
 from ..waypoint.run import StartupError
 from .agent import EnvoyAgent
 
@@ -36,8 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--envoy-log-level", default=os.environ.get("ENVOY_LOG_LEVEL", "warning"))
     parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level)
     try:
         agent = EnvoyAgent(_envoy_binary(args.envoy), status_port=args.status_port,
                            log_level=args.envoy_log_level)
@@ -48,19 +46,8 @@ def main(argv=None) -> int:
 
 
 async def _serve(agent: EnvoyAgent) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await agent.start()
-    except (StartupError, OSError) as exc:
-        logging.getLogger("waypoint.envoy").error("the Envoy waypoint cannot start: %s", exc)
-        await agent.shutdown()
-        return 1
-    code = await agent.wait(stop)
-    await agent.shutdown()
-    return code
+    return await until_signalled(agent, logger="waypoint.envoy", what="the Envoy waypoint",
+                                 start_errors=(StartupError, OSError), serve=agent.wait)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,12 @@ from a local CA directory (`--ca-dir`): handy for scratch tests.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
 
 from ..hbone import eventloop
+from ..process.serve import configure_logging, until_signalled
 from .run import ZtunnelProcess, drain_deadline
 
 
@@ -28,8 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--admin-host", default="127.0.0.1")
     parser.add_argument("--log-level", default=os.environ.get("ZTUNNEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level)
     if not args.node:
         print("ztunnel: NODE_NAME is not set; the kubelet sets it, or pass --node", file=sys.stderr)
         return 2
@@ -51,18 +48,8 @@ def main(argv=None) -> int:
 
 
 async def _serve(proc: "ZtunnelProcess") -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await proc.start()
-    except Exception as exc:
-        logging.getLogger("ztunnel").error("ztunnel cannot start: %s", exc)
-        return 1
-    await stop.wait()
-    await proc.shutdown(drain_deadline())
-    return 0
+    return await until_signalled(proc, logger="ztunnel", what="ztunnel", shut_down_after_failed_start=False,
+                                 drain_deadline=drain_deadline)
 
 
 if __name__ == "__main__":

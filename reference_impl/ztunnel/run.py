@@ -95,7 +95,6 @@ class ZtunnelProcess:
                 raise RuntimeError(f"cannot listen on {host}:{port} ({exc.strerror}); another process holds it") from None
 
     async def shutdown(self, drain_seconds: float) -> None:
-        log.info("ztunnel on %s draining for up to %gs", self.node, drain_seconds)
         if self.proxy is not None:
             await self.proxy.drain(drain_seconds)
         for endpoint in self.endpoints:

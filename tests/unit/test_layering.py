@@ -18,14 +18,16 @@ ALLOWED = {
     "hbone": {"identity"},
     "xds": {"api"},
     "controlplane": {"api", "policy", "identity", "xds"},
-    "ztunnel": {"hbone", "policy", "xds", "api", "identity", "netns"},
+    # the proxies' shared entry-point life (start, serve until signalled, drain)
+    "process": set(),
+    "ztunnel": {"hbone", "policy", "xds", "api", "identity", "netns", "process"},
     # The L7 engine shared by the waypoint and the sidecar; the two proxies import it, never
     # each other.
     "l7": {"policy", "hbone", "identity", "xds", "api"},
-    "waypoint": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
-    "sidecar": {"l7", "hbone", "policy", "xds", "api", "identity", "netns"},
+    "waypoint": {"l7", "hbone", "policy", "xds", "api", "identity", "netns", "process"},
+    "sidecar": {"l7", "hbone", "policy", "xds", "api", "identity", "netns", "process"},
     # issue 16: the Envoy waypoint reuses the Python waypoint's config binding and status port
-    "waypoint_envoy": {"waypoint", "l7", "policy", "xds", "api", "identity"},
+    "waypoint_envoy": {"waypoint", "l7", "policy", "xds", "api", "identity", "process"},
     "cluster": {"api", "apps", "netns"},
     "apps": set(),
 }
