@@ -29,6 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kubeconfig", default=None, help="kubeconfig for --target kubernetes "
                     "(default: $KUBECONFIG or ~/.kube/config)")
     group.addoption("--context", default=None, help="kubeconfig context for --target kubernetes")
+    # -- the kubernetes target's opt-in to restarting the mesh (issue 14 item 5) --
+    group.addoption("--allow-mesh-restart", action="store_true", default=False,
+                    help="let --target kubernetes patch and roll out istiod and the ztunnel DaemonSet "
+                         "(a short workload certificate TTL: WorkloadCertificateRenewal); only on a "
+                         "cluster the run may disturb")
     group.addoption("--profile", action="append", default=[], metavar="PROFILE",
                     help=f"run only this profile; repeatable; default all ({', '.join(registry.PROFILES)})")
     group.addoption("--supported-features", default=None, metavar="A,B",
@@ -50,6 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "description(text): the MUST sentence of a conformance test "
                                        "(default: the test's docstring)")
     _check_options(config)
+    if config.getoption("allow_mesh_restart"):
+        # an environment variable, so the target's supported_features() (a classmethod) and the
+        # xdist workers see it too
+        from conformance.targets.kubernetes import KubernetesTarget
+        os.environ[KubernetesTarget.MESH_RESTART_ENV] = "1"
     if not hasattr(config, "workerinput"):
         # This run's clusters are named after its controller (xdist workers inherit the variable).
         os.environ["AC_RUN_OWNER"] = str(os.getpid())

@@ -12,9 +12,11 @@ from __future__ import annotations
 HTTPBIN_IMAGE = "docker.io/mccutchen/go-httpbin:v2.15.0"
 CURL_IMAGE = "docker.io/curlimages/curl:8.16.0"
 PYTHON_IMAGE = "docker.io/library/python:3.11.14-slim-bookworm"
+#: the kubernetes target's packet-capture pods (conformance/targets/kube_capture.py): tcpdump, bash
+CAPTURE_IMAGE = "docker.io/nicolaka/netshoot:v0.15"
 PULL_POLICY = "IfNotPresent"
 #: every image above, for hack/kind-ambient.sh to preload (`python -m conformance.workloads`)
-IMAGES = (HTTPBIN_IMAGE, CURL_IMAGE, PYTHON_IMAGE)
+IMAGES = (HTTPBIN_IMAGE, CURL_IMAGE, PYTHON_IMAGE, CAPTURE_IMAGE)
 HTTP_PORT = 8000        # service port, as in the seed
 HTTP_TARGET_PORT = 80   # httpbin's container port (go-httpbin is told it with PORT; its default is 8080)
 ALT_PORT = 8080         # a second port on the same pod, for port-based policy

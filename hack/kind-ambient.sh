@@ -93,7 +93,8 @@ kubectl -n istio-system rollout status ds/ztunnel --timeout=300s
 kubectl -n istio-system rollout status ds/istio-cni-node --timeout=300s
 
 # Preload the images the tests run, so no pod start waits on (or is rate-limited by) a registry:
-# the suite's own (pinned, IfNotPresent: python -m conformance.workloads), the load test's locust,
+# the suite's own (pinned, IfNotPresent: python -m conformance.workloads, the packet-capture pod's
+# netshoot among them), the load test's locust,
 # and the seed article's as written. Each is saved for the node's one platform and loaded as an
 # archive: `kind load docker-image` of a multi-arch image fails with "content digest not found"
 # under Docker's containerd image store (kind issue 3795, workaround in kind's known issues).
@@ -118,6 +119,10 @@ if [ "${SUITE:-conformance}" = chaos ]; then
   exec .venv/bin/ambient-conformance chaos --target kubernetes --kubeconfig "$KUBECONFIG_PATH" "$@"
 fi
 
-exec .venv/bin/ambient-conformance run --target kubernetes --kubeconfig "$KUBECONFIG_PATH" \
+# --allow-mesh-restart: this script made the cluster, so the certificate TTL test may restart
+# istiod and every ztunnel (with SECRET_TTL); ALLOW_MESH_RESTART=0 for a cluster others use too.
+mesh_restart=(--allow-mesh-restart)
+[ "${ALLOW_MESH_RESTART:-1}" = 1 ] || mesh_restart=()
+exec .venv/bin/ambient-conformance run --target kubernetes --kubeconfig "$KUBECONFIG_PATH" "${mesh_restart[@]}" \
   --implementation "istio/$ISTIO_VERSION" -n 2 --report out/conformance-report-kind.yaml \
   --junitxml out/conformance-junit-kind.xml "$@"

@@ -7,11 +7,12 @@ CoreV1Api and the stream API (`kubernetes.stream.stream`), ztunnel metrics throu
 from __future__ import annotations
 
 import json
+import os
 import re
 
 from conformance import features as registry
 from conformance import manifests as mf
-from conformance.targets.base import ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError, Usage
+from conformance.targets.base import Capture, ExecResult, Info, NotSupported, Pod, PodRef, Target, TargetError, Usage
 from conformance.targets.base import selector_matches, wait_until
 
 FIELD_MANAGER = "ambient-conformance"
@@ -24,13 +25,14 @@ def _selector(labels: dict | None) -> str | None:
 
 class KubernetesTarget(Target):
     name = "kubernetes"
-    #: what a mesh on a real cluster is assumed to support; packet capture on the node link needs
-    #: node access this target does not have. Override with --supported-features.
-    #: not here: packet capture on the node link; asking istiod's CA with a ztunnel's own token
-    #: (`request_certificate_as_node_proxy`) and restarting istiod and every ztunnel with a new
-    #: certificate TTL (`set_workload_certificate_ttl`), which see the methods for why
+    #: what a mesh on a real cluster is assumed to support. Override with --supported-features.
+    #: Packet capture on the node link (MeshMutualTLSOnTheWire) is a hostNetwork tcpdump pod of the
+    #: suite's own (kube_capture.py). Not here: asking istiod's CA with a ztunnel's own token
+    #: (`request_certificate_as_node_proxy`), which see; restarting istiod and every ztunnel with a
+    #: new certificate TTL (WorkloadCertificateRenewal) only with --allow-mesh-restart
+    #: (`supported_features`, `set_workload_certificate_ttl`)
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
-                                   if f.name not in ("MeshMutualTLSOnTheWire", "CARefusesForeignIdentity",
+                                   if f.name not in ("CARefusesForeignIdentity",
                                                      "WorkloadCertificateRenewal")) | {
         # -- waypoints: provisioning, binding, policy attachment, availability (issue 9): plain
         # Gateway API / Istio objects, pod deletes and Deployment scales, which any cluster has
@@ -361,11 +363,39 @@ class KubernetesTarget(Target):
             "this target has neither a gRPC client in its stock probe image nor a tested way to mint "
             "that token (TokenRequest bound to the ztunnel pod), so it does not claim to ask the CA")
 
+    # -- packet capture and the workload certificate TTL (issue 14 item 5) ---------------------
+    def capture(self, node: str, bpf_filter: str) -> Capture:
+        # tcpdump in a hostNetwork pod of the suite's own on `node` (kube_capture.py)
+        from conformance.targets.kube_capture import PodCapture
+        return PodCapture(self, node, bpf_filter)
+
+    #: the opt-in to restarting the mesh: `ambient-conformance run --allow-mesh-restart` sets it
+    MESH_RESTART_ENV = "AC_ALLOW_MESH_RESTART"
+
+    @classmethod
+    def mesh_restart_allowed(cls) -> bool:
+        return os.environ.get(cls.MESH_RESTART_ENV, "").lower() in ("1", "true", "yes")
+
+    @classmethod
+    def supported_features(cls) -> frozenset[str]:
+        if cls.mesh_restart_allowed():
+            return cls.SUPPORTED_FEATURES | {"WorkloadCertificateRenewal"}
+        return cls.SUPPORTED_FEATURES
+
     def set_workload_certificate_ttl(self, seconds):
-        raise NotSupported(
-            "a short workload certificate TTL on Istio means restarting istiod (DEFAULT_WORKLOAD_CERT_TTL, "
-            "capped by MAX_WORKLOAD_CERT_TTL) and every ztunnel (its requested lifetime), which this target "
-            "does not do to a cluster it does not own")
+        """Istio's ztunnel asks for the lifetime in its SECRET_TTL, which istiod grants up to
+        MAX_WORKLOAD_CERT_TTL (DEFAULT_WORKLOAD_CERT_TTL is for requests naming none): both the
+        istiod Deployment's and the ztunnel DaemonSet's env are patched and rolled out
+        (kube_cert_ttl.py), so only with the user's leave."""
+        if not self.mesh_restart_allowed():
+            raise NotSupported(
+                "a short workload certificate TTL on Istio means restarting istiod (DEFAULT_WORKLOAD_CERT_TTL) "
+                "and every ztunnel (SECRET_TTL, the lifetime it asks for), which this target does only when "
+                f"told it may: `ambient-conformance run --allow-mesh-restart` (or {self.MESH_RESTART_ENV}=1)")
+        from conformance.targets.kube_cert_ttl import CertificateTTL
+        if getattr(self, "_cert_ttl", None) is None:
+            self._cert_ttl = CertificateTTL(self.apps, self.core, self.MESH_NAMESPACE)
+        self._cert_ttl.set(seconds)
 
 
     # -- load tests (issue 13, load/) --------------------------------------------------------

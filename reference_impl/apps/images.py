@@ -106,6 +106,9 @@ IMAGES: list[Image] = [
           lambda c: _own_command(c, ["sleep", "infinity"])),
     Image("*sleep*", "the container's command (default `sleep infinity`)",
           lambda c: _own_command(c, ["sleep", "infinity"])),
+    Image("*netshoot*", "the container's command (default `sleep infinity`); exec runs this machine's "
+          "tcpdump, bash, base64 and the rest (the kubernetes target's packet capture)",
+          lambda c: _own_command(c, ["sleep", "infinity"])),
     Image("*python:*", "the container's command (default `sleep infinity`); the conformance suite's "
           "probes run in it with the suite's own interpreter", lambda c: _own_command(c, ["sleep", "infinity"])),
 ]

@@ -198,21 +198,35 @@ def reconcile_daemonsets(store: Store, nodes: list[str]) -> None:
         namespace, name = meta["namespace"], meta["name"]
         template = spec.get("template") or {}
         wanted = [n for n in nodes if misfit(template.get("spec") or {}, store, n) is None]
+        revision = template_hash(template)
         pods = [p for p in _owned(store, namespace, "DaemonSet", name) if not is_terminating(p)]
-        by_node = {p["spec"].get("nodeName"): p for p in pods}
+        by_node: dict[str, list[dict]] = {}
+        for p in pods:
+            by_node.setdefault(p["spec"].get("nodeName"), []).append(p)
         for node in wanted:
-            if node not in by_node:
+            on_node = by_node.get(node, [])
+            current = [p for p in on_node if p["metadata"]["labels"].get("controller-revision-hash") == revision]
+            if not current:
                 ref = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name,
                        "controller": True, "uid": meta.get("uid")}
                 pod = _pod_from_template(template, namespace, f"{name}-{_suffix(5)}", ref,
-                                         {"controller-revision-hash": template_hash(template)})
+                                         {"controller-revision-hash": revision})
                 pod["spec"]["nodeName"] = node
                 store.create(pod)
-        for node, pod in by_node.items():
+            elif any(is_ready(p) for p in current):
+                # Rolling update with surge, as Istio's ztunnel chart asks (maxSurge 1,
+                # maxUnavailable 0): a node's old pod goes once its replacement is Ready.
+                for p in on_node:
+                    if p not in current:
+                        store.mark_pod_deleted(namespace, p["metadata"]["name"], None)
+        for node, node_pods in by_node.items():
             if node not in wanted:
-                store.mark_pod_deleted(namespace, pod["metadata"]["name"], None)
+                for p in node_pods:
+                    store.mark_pod_deleted(namespace, p["metadata"]["name"], None)
         live = [p for p in _owned(store, namespace, "DaemonSet", name) if not is_terminating(p)]
         status = {"desiredNumberScheduled": len(wanted), "currentNumberScheduled": len(live),
+                  "updatedNumberScheduled": sum(p["metadata"]["labels"].get("controller-revision-hash") == revision
+                                                for p in live),
                   "numberReady": sum(is_ready(p) for p in live),
                   "numberAvailable": sum(is_ready(p) for p in live),
                   "observedGeneration": meta.get("generation", 1)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..api.routes import duration_seconds
 from ..identity import CertificateAuthority, CertificateManager, Identity
 from ..xds import XdsClient
 from .admin import HttpEndpoint, json_body
@@ -16,6 +17,24 @@ log = logging.getLogger("ztunnel")
 
 ADMIN_PORT, METRICS_PORT, READY_PORT = 15000, 15020, 15021
 DEFAULT_DRAIN_SECONDS = 5.0
+DEFAULT_SECRET_TTL = 24 * 3600   # zt:src/config.rs DEFAULT_TTL
+
+
+def secret_ttl(env=os.environ) -> int:
+    """The certificate lifetime this ztunnel asks istiod for, in whole seconds: SECRET_TTL, as
+    ztunnel reads it (zt:src/config.rs; sent as the CSR's validity_duration), a duration such as
+    "6s" or "24h" or whole seconds; 24 h when unset, and, as ztunnel does, when unreadable."""
+    raw = env.get("SECRET_TTL")
+    if raw is None:
+        return DEFAULT_SECRET_TTL
+    try:
+        seconds = float(raw) if raw.strip().isdigit() else duration_seconds(raw.strip())
+    except ValueError:
+        seconds = 0
+    if round(seconds) < 1:
+        log.warning("SECRET_TTL=%r is not a duration of at least 1s; asking for %ds", raw, DEFAULT_SECRET_TTL)
+        return DEFAULT_SECRET_TTL
+    return int(round(seconds))
 
 
 def drain_deadline(env=os.environ) -> float:
@@ -45,7 +64,7 @@ class ZtunnelProcess:
 
     async def _sign(self, identity: Identity, csr_pem: str):
         if self.xds is not None:
-            return await self.xds.sign(identity.uri, csr_pem)
+            return await self.xds.sign(identity.uri, csr_pem, ttl_seconds=secret_ttl(self.env))
         ca = CertificateAuthority.load(self.ca_dir)
         ttl = int(self.env.get("ZTUNNEL_STATIC_CERT_TTL", "86400"))
         return [ca.sign_csr(csr_pem, identity, ttl)], ca.root_pem
