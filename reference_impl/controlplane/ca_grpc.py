@@ -69,8 +69,7 @@ def _declare_messages():
     response = file.message_type.add(name="IstioCertificateResponse")
     response.field.add(name="cert_chain", number=1, type=F.TYPE_STRING, label=F.LABEL_REPEATED)
     pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
-        struct_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(file)
     return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"istio.v1.auth.{n}"))
                  for n in ("IstioCertificateRequest", "IstioCertificateResponse"))
