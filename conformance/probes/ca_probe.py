@@ -20,6 +20,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import time
 import urllib.parse
 
 try:
@@ -40,7 +41,15 @@ def _connect(spec: dict) -> ssl.SSLSocket:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cadata=spec["root_pem"])
     ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection((spec["host"], spec["port"]), timeout=spec["timeout"])
+    deadline = time.monotonic() + spec["timeout"]
+    while True:  # a just-started istiod opens 15012 a moment after it is Ready
+        try:
+            raw = socket.create_connection((spec["host"], spec["port"]), timeout=spec["timeout"])
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     tls = ctx.wrap_socket(raw, server_hostname=spec["server_name"])
     if tls.selected_alpn_protocol() != "h2":
         raise OSError(f"the server did not choose h2 by ALPN ({tls.selected_alpn_protocol()!r})")

@@ -55,13 +55,15 @@ class Istiod:
         self.grpc_ca_address, self.pod_ip = grpc_ca_address, pod_ip
         self.grpc_ca = None
         self.grpc_ca_port: int | None = None
+        self._grpc_ca_started: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.server.start()
-        if self.grpc_ca_address:
-            await self._start_grpc_ca()
         self._tasks = [asyncio.create_task(self.store.run(), name="store-watch"),
                        asyncio.create_task(self._derive_loop(), name="derive")]
+        if self.grpc_ca_address:
+            # beside, not before, the config stream: loading grpcio takes a second on a busy machine
+            self._grpc_ca_started = asyncio.create_task(self._start_grpc_ca(), name="grpc-ca")
         log.info("istiod serving %s, CA root in %s", self.server.socket_path,
                  os.path.join(self.run_dir, "ca"))
 
@@ -76,15 +78,17 @@ class Istiod:
             max_ttl=lambda: self.cert_ttl_seconds)
         try:
             self.grpc_ca_port = await self.grpc_ca.start(self.grpc_ca_address, self.pod_ip)
-        except RuntimeError as exc:  # grpcio: the address cannot be bound
-            log.error("the gRPC CA cannot listen on %s (%s); only the config stream's CA serves",
-                      self.grpc_ca_address, exc)
+        except Exception as exc:  # grpcio's RuntimeError: the address cannot be bound
+            log.error("the gRPC CA cannot listen on %s (%s: %s); only the config stream's CA serves",
+                      self.grpc_ca_address, type(exc).__name__, exc)
             self.grpc_ca = None
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc_ca_started is not None:
+            await asyncio.gather(self._grpc_ca_started, return_exceptions=True)
         if self.grpc_ca is not None:
             await self.grpc_ca.stop()
         await self.server.close()
