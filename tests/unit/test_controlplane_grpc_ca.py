@@ -6,6 +6,11 @@ own TokenRequest code, so the two agree on the claims."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import pathlib
+import subprocess
+import sys
 import threading
 
 import grpc
@@ -74,7 +79,7 @@ def served(tmp_path_factory):
     call = channel.unary_unary(f"/{ca_grpc.SERVICE}/{ca_grpc.METHOD}",
                                request_serializer=ca_grpc.IstioCertificateRequest.SerializeToString,
                                response_deserializer=ca_grpc.IstioCertificateResponse.FromString)
-    yield world, ca, call
+    yield world, ca, call, port["n"]
     channel.close()
     asyncio.run_coroutine_threadsafe(service.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
@@ -108,7 +113,7 @@ ON_X, ON_Y = f"spiffe://cluster.local/ns/{APPS}/sa/on-x", f"spiffe://cluster.loc
 
 
 def test_a_ztunnel_gets_its_own_nodes_workload_and_not_another_nodes(served):
-    world, ca, call = served
+    world, ca, call, _ = served
     token = world.token(SYS, "ztunnel", "ztunnel-x")
     answer = _ask(call, token, ON_X)
     assert _sans(answer.cert_chain) == [ON_X]
@@ -122,7 +127,7 @@ def test_a_ztunnel_gets_its_own_nodes_workload_and_not_another_nodes(served):
 
 
 def test_an_account_that_is_no_node_proxys_may_not_impersonate(served):
-    world, _, call = served
+    world, _, call, _ = served
     token = world.token(APPS, "on-x", "on-x")
     _refused(call, token, ON_X.replace("on-x", "on-y"), ca_grpc.IMPERSONATION_FAILURE)
     _refused(call, token, ON_X, ca_grpc.IMPERSONATION_FAILURE)  # not even its own node's
@@ -132,7 +137,7 @@ def test_an_account_that_is_no_node_proxys_may_not_impersonate(served):
 
 @pytest.mark.parametrize("case", ["no token", "garbage", "forged", "wrong audience", "pod gone"])
 def test_tokens_istiod_does_not_accept(served, case):
-    world, _, call = served
+    world, _, call, _ = served
     token = {"no token": lambda: None, "garbage": lambda: "not-a-jwt",
              "forged": lambda: world.token(SYS, "ztunnel", "ztunnel-x")[:-6] + "AAAAAA",
              "wrong audience": lambda: world.token(SYS, "ztunnel", "ztunnel-x", audiences=("kubernetes",)),
@@ -146,3 +151,22 @@ def test_tokens_istiod_does_not_accept(served, case):
             world.objects[world.objects.index(world.lookup("Pod", SYS, "ztunnel-x"))] = pod
         return
     _refused(call, token, ON_X, ca_grpc.AUTHN_FAILURE)
+
+
+def test_the_suites_probe_speaks_grpc_to_it_over_h2(served):
+    """The kubernetes target's own client (probes/ca_probe.py, gRPC framing over h2, messages
+    built by istio_ca_grpc) against this grpcio server: answers in order, signed and refused."""
+    from conformance.targets import istio_ca_grpc
+    world, ca, _, port = served
+    spec = istio_ca_grpc.probe_spec("127.0.0.1", ca.root_pem, world.token(SYS, "ztunnel", "ztunnel-x"),
+                                    [ON_X, ON_Y, ON_X])
+    spec = json.loads(base64.b64decode(spec))
+    spec["port"] = port
+    probe = pathlib.Path(istio_ca_grpc.__file__).resolve().parents[1] / "probes" / istio_ca_grpc.PROBE_SCRIPT
+    done = subprocess.run([sys.executable, str(probe), base64.b64encode(json.dumps(spec).encode()).decode()],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    own, foreign, again = istio_ca_grpc.answers_from(done.stdout, [ON_X, ON_Y, ON_X], "the test")
+    assert own.signed and own.identities == (ON_X,) and own.chain[-1] == ca.root_pem
+    assert not foreign.signed and foreign.refusal == f"UNAUTHENTICATED: {ca_grpc.IMPERSONATION_FAILURE}"
+    assert again.signed and again.identities == (ON_X,)

@@ -56,6 +56,7 @@ def api(tmp_path_factory):
     yield {"core": client.CoreV1Api(api_client), "authn": client.AuthenticationV1Api(api_client),
            "store": store, "pki": pki, "loop": loop, "api_client": api_client}
     api_client.close()
+    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
 
