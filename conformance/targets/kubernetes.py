@@ -353,7 +353,8 @@ class KubernetesTarget(Target):
             "and a mesh CA that keeps its key in one of those Secrets")
 
     # -- the mesh CA as a ztunnel asks it (issue 14 item 5; istio_ca_grpc.py) ------------------
-    #: a namespace of the suite's own for the CA probe pod (not ambient: its calls are not captured)
+    #: namespaces of the suite's own for the CA probe pod, one per call (not ambient: its calls are
+    #: not captured; not shared: two workers asking at once must not delete each other's)
     CA_PROBE_NAMESPACE = "ac-ca-probe"
 
     def request_certificate_as_node_proxy(self, node, spiffe_ids):
@@ -381,7 +382,8 @@ class KubernetesTarget(Target):
             raise NotSupported(f"no Ready istiod pod (label app=istiod) in {self.MESH_NAMESPACE} to ask on "
                                f":{ca.PORT}")
         root = self.mesh_trust_anchors()
-        namespace, name = self.CA_PROBE_NAMESPACE, "ca-probe"
+        import secrets
+        namespace, name = f"{self.CA_PROBE_NAMESPACE}-{secrets.token_hex(3)}", "ca-probe"
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
                    + self.probe_manifests(namespace, name, None, ca.probe_scripts()))
         try:
