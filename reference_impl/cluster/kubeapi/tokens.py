@@ -15,6 +15,7 @@ reach the API's loopback address, checks the CA callers' tokens with it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import secrets
 import time
@@ -129,7 +130,6 @@ class ServiceAccountTokens:
 
     @property
     def key_id(self) -> str:
-        import hashlib
         return hashlib.sha256(self._key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()[:32]
 
