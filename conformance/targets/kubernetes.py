@@ -27,13 +27,12 @@ class KubernetesTarget(Target):
     name = "kubernetes"
     #: what a mesh on a real cluster is assumed to support. Override with --supported-features.
     #: Packet capture on the node link (MeshMutualTLSOnTheWire) is a hostNetwork tcpdump pod of the
-    #: suite's own (kube_capture.py). Not here: asking istiod's CA with a ztunnel's own token
-    #: (`request_certificate_as_node_proxy`), which see; restarting istiod and every ztunnel with a
-    #: new certificate TTL (WorkloadCertificateRenewal) only with --allow-mesh-restart
-    #: (`supported_features`, `set_workload_certificate_ttl`)
+    #: suite's own (kube_capture.py); the CA is asked as a ztunnel asks it, over gRPC with a token
+    #: bound to the ztunnel pod (`request_certificate_as_node_proxy`). Not here: restarting istiod and
+    #: every ztunnel with a new certificate TTL (WorkloadCertificateRenewal), only with
+    #: --allow-mesh-restart (`supported_features`, `set_workload_certificate_ttl`)
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
-                                   if f.name not in ("CARefusesForeignIdentity",
-                                                     "WorkloadCertificateRenewal")) | {
+                                   if f.name not in ("WorkloadCertificateRenewal",)) | {
         # -- waypoints: provisioning, binding, policy attachment, availability (issue 9): plain
         # Gateway API / Istio objects, pod deletes and Deployment scales, which any cluster has
         "WaypointProvisioning", "WaypointBindingLabels", "WaypointBogusUseWaypoint", "WaypointForWorkload",
@@ -356,12 +355,52 @@ class KubernetesTarget(Target):
             "suite's choosing needs `get` on secrets in " + self.MESH_NAMESPACE + " (cluster-admin), "
             "and a mesh CA that keeps its key in one of those Secrets")
 
+    # -- the mesh CA as a ztunnel asks it (issue 14 item 5; istio_ca_grpc.py) ------------------
+    #: namespaces of the suite's own for the CA probe pod, one per call (not ambient: its calls are
+    #: not captured; not shared: two workers asking at once must not delete each other's)
+    CA_PROBE_NAMESPACE = "ac-ca-probe"
+
     def request_certificate_as_node_proxy(self, node, spiffe_ids):
-        raise NotSupported(
-            "on Istio a ztunnel's certificate request is a gRPC IstioCertificateService call to "
-            "istiod:15012 carrying the ztunnel's own service-account token and the impersonated identity; "
-            "this target has neither a gRPC client in its stock probe image nor a tested way to mint "
-            "that token (TokenRequest bound to the ztunnel pod), so it does not claim to ask the CA")
+        """Istio's shape: a token of the ztunnel's own service account, audience istio-ca, bound
+        to the ztunnel pod on `node` (TokenRequest), sent by a probe pod inside the cluster with
+        one CreateCertificate call per identity to istiod's 15012 (ImpersonatedIdentity)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from conformance.targets import istio_ca_grpc as ca
+        zt = self.ztunnel_pod(node)
+        account = self.core.read_namespaced_pod(zt.name, zt.namespace).spec.service_account_name or "default"
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[ca.TOKEN_AUDIENCE], expiration_seconds=600,
+            bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1", name=zt.name, uid=zt.uid)))
+        try:
+            token = self.core.create_namespaced_service_account_token(account, zt.namespace, body).status.token
+        except ApiException as e:
+            if e.status in (403, 404, 405):
+                raise NotSupported(f"the API server refused a TokenRequest for ServiceAccount {zt.namespace}/"
+                                   f"{account} bound to pod {zt.name} ({e.status} {_reason(e)}): asking the CA with "
+                                   "the ztunnel's own token needs `create serviceaccounts/token`") from None
+            raise TargetError(f"TokenRequest for {zt.namespace}/{account}: {_reason(e)}") from None
+        istiods = [p for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"}) if p.ready and p.ip]
+        if not istiods:
+            raise NotSupported(f"no Ready istiod pod (label app=istiod) in {self.MESH_NAMESPACE} to ask on "
+                               f":{ca.PORT}")
+        root = self.mesh_trust_anchors()
+        import secrets
+        namespace, name = f"{self.CA_PROBE_NAMESPACE}-{secrets.token_hex(3)}", "ca-probe"
+        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+                   + self.probe_manifests(namespace, name, None, ca.probe_scripts()))
+        try:
+            self.wait_ready(namespace, timeout=120)
+            probe = self.pods(namespace, {"app": name})[0]
+            result = self.run_probe(probe, ca.PROBE_SCRIPT,
+                                    [ca.probe_spec(istiods[0].ip, root, token, spiffe_ids)],
+                                    timeout=15 * len(spiffe_ids) + 30)
+            if result.returncode != 0:
+                raise TargetError(f"the CA probe in {namespace}/{probe.name} exited {result.returncode}: "
+                                  f"{result.stderr.strip()[-400:]}")
+            return ca.answers_from(result.stdout, spiffe_ids, f"pod {namespace}/{probe.name}")
+        finally:
+            self.delete_namespace(namespace)
 
     # -- packet capture and the workload certificate TTL (issue 14 item 5) ---------------------
     def capture(self, node: str, bpf_filter: str) -> Capture:

@@ -54,10 +54,16 @@ def cert_ttl_from_env(env=os.environ) -> int:
     return DEFAULT_WORKLOAD_TTL
 
 
+#: where Istio's gRPC CA listens (ca_grpc.py): istiod's 15012 on its pod IP (hostNetwork: the node's)
+GRPC_CA_ADDRESS_ENV = "AC_CA_GRPC_ADDRESS"
+
+
 async def _main(run_dir: str, api_sock: str, ttl: int) -> None:
     from .istiod import Istiod
 
-    istiod = Istiod(run_dir, api_sock, cert_ttl_seconds=ttl)
+    istiod = Istiod(run_dir, api_sock, cert_ttl_seconds=ttl,
+                    grpc_ca_address=os.environ.get(GRPC_CA_ADDRESS_ENV, "0.0.0.0:15012") or None,
+                    pod_ip=os.environ.get("INSTANCE_IP") or None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -72,6 +72,13 @@ def _caller_pod(index: MeshIndex, stream: ProxyStream) -> dict:
     return pod
 
 
+def identity_on_node(index: MeshIndex, identity: Identity, identity_uri: str, node: str) -> bool:
+    """Some pod that is not terminating runs on `node` as `identity_uri` (the node authorizer's
+    rule, shared by the config stream's CA and the gRPC CA)."""
+    return any(pod_node(pod) == node and not pod_terminating(pod) and pod_identity(pod) == identity_uri
+               for pod in index.pods_by_namespace.get(identity.namespace, ()))
+
+
 def authorize_csr(index: MeshIndex, stream: ProxyStream, identity_uri: str) -> Identity:
     """The Identity to sign for, or CsrRefused naming the identity and node."""
     hello = stream.hello
@@ -95,9 +102,8 @@ def authorize_csr(index: MeshIndex, stream: ProxyStream, identity_uri: str) -> I
             raise CsrRefused(f"sidecar of pod {hello.namespace}/{hello.pod} may only get its own identity "
                              f"{pod_identity(caller)}, not {identity_uri}")
         return identity
-    for pod in index.pods_by_namespace.get(identity.namespace, ()):
-        if pod_node(pod) == hello.node and not pod_terminating(pod) and pod_identity(pod) == identity_uri:
-            return identity
+    if identity_on_node(index, identity, identity_uri, hello.node):
+        return identity
     raise CsrRefused(f"identity {identity_uri} belongs to no pod on node {hello.node}; "
                      f"ztunnel {hello.namespace}/{hello.pod} may only get identities of workloads "
                      f"scheduled on its node")

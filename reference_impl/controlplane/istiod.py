@@ -32,7 +32,8 @@ log = logging.getLogger("controlplane.istiod")
 
 class Istiod:
     def __init__(self, run_dir: str, api_sock: str, *, debounce: float = 0.005,
-                 cert_ttl_seconds: int = DEFAULT_WORKLOAD_TTL, provision_waypoints: bool = True):
+                 cert_ttl_seconds: int = DEFAULT_WORKLOAD_TTL, provision_waypoints: bool = True,
+                 grpc_ca_address: str | None = None, pod_ip: str | None = None):
         self.run_dir = run_dir
         self.api_sock = api_sock
         self.debounce = debounce
@@ -50,18 +51,46 @@ class Istiod:
         self._dirty = asyncio.Event()
         self.jwks = JwksResolver(self._mark_dirty)
         self._tasks: list[asyncio.Task] = []
+        # Istio's gRPC CA on 15012 (ca_grpc.py), beside the config stream's; None: not served
+        self.grpc_ca_address, self.pod_ip = grpc_ca_address, pod_ip
+        self.grpc_ca = None
+        self.grpc_ca_port: int | None = None
+        self._grpc_ca_started: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.server.start()
         self._tasks = [asyncio.create_task(self.store.run(), name="store-watch"),
                        asyncio.create_task(self._derive_loop(), name="derive")]
+        if self.grpc_ca_address:
+            # beside, not before, the config stream: loading grpcio takes a second on a busy machine
+            self._grpc_ca_started = asyncio.create_task(self._start_grpc_ca(), name="grpc-ca")
         log.info("istiod serving %s, CA root in %s", self.server.socket_path,
                  os.path.join(self.run_dir, "ca"))
+
+    async def _start_grpc_ca(self) -> None:
+        # grpcio and protobuf load off the event loop: the config stream is already serving
+        await asyncio.get_running_loop().run_in_executor(None, __import__, "reference_impl.controlplane.ca_grpc")
+        from .ca_grpc import GrpcCA
+        self.grpc_ca = GrpcCA(
+            self.ca, self.run_dir,
+            index=lambda: self.mesh.index if self.mesh is not None else MeshIndex.build(()),
+            fresh_index=lambda: MeshIndex.build(list_objects_sync(self.api_sock, "Pod")),
+            max_ttl=lambda: self.cert_ttl_seconds)
+        try:
+            self.grpc_ca_port = await self.grpc_ca.start(self.grpc_ca_address, self.pod_ip)
+        except Exception as exc:  # grpcio's RuntimeError: the address cannot be bound
+            log.error("the gRPC CA cannot listen on %s (%s: %s); only the config stream's CA serves",
+                      self.grpc_ca_address, type(exc).__name__, exc)
+            self.grpc_ca = None
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc_ca_started is not None:
+            await asyncio.gather(self._grpc_ca_started, return_exceptions=True)
+        if self.grpc_ca is not None:
+            await self.grpc_ca.stop()
         await self.server.close()
 
     async def serve_forever(self) -> None:

@@ -143,10 +143,12 @@ MUTANTS: list[Mutant] = [
            '    return [("mesh", _oldest(mesh)), ("namespace", _oldest(namespace)),\n            ("workload", _oldest(workload))]\n',
            '    return [("mesh", _oldest(mesh)), ("workload", _oldest(workload)),\n            ("namespace", _oldest(namespace))]\n'),
     # --- CA ------------------------------------------------------------------------------------
+    # the node rule is shared by the config stream's CA and the gRPC CA (ca_policy.identity_on_node,
+    # issue 14 item 5): the reference target's stream and the kubernetes target's gRPC call both see it
     Mutant("CA signs a node proxy's request for a workload on another node", "ca", True,
            "reference_impl/controlplane/ca_policy.py",
-           "        if pod_node(pod) == hello.node and not pod_terminating(pod) and pod_identity(pod) == identity_uri:\n",
-           "        if pod_identity(pod) == identity_uri:\n"),
+           "    return any(pod_node(pod) == node and not pod_terminating(pod) and pod_identity(pod) == identity_uri\n",
+           "    return any(pod_identity(pod) == identity_uri\n"),
     # --- JWT at the waypoint -------------------------------------------------------------------
     Mutant("waypoint skips JWT signatures", "jwt", True,
            "reference_impl/policy/jwt_authn.py",

@@ -53,6 +53,9 @@ def _entries(r: Resource) -> list[dict]:
             entry.update(kind="PodExecOptions", verbs=["create", "get"])
         elif sub == "log":
             entry.update(kind="Pod", verbs=["get"])
+        elif sub == "token":
+            entry.update(group="authentication.k8s.io", version="v1", kind="TokenRequest",
+                         verbs=["create"])
         out.append(entry)
     return out
 

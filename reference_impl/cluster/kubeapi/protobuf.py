@@ -1,5 +1,5 @@
 """Request bodies in Kubernetes' protobuf encoding, for the few kinds kubectl's typed clients
-create that way (`kubectl create namespace|serviceaccount|configmap|secret`): kubectl 1.32
+create that way (`kubectl create namespace|serviceaccount|configmap|secret|token`): kubectl 1.32
 sends `application/vnd.kubernetes.protobuf` there and does not fall back to JSON. The envelope is
 `k8s\\0` + runtime.Unknown{typeMeta, raw}; `raw` is the object's message from k8s.io/api's
 generated.proto. Only the fields below are decoded; any other kind gets 415 naming JSON."""
@@ -36,6 +36,13 @@ SCHEMAS = {
     "Secret": {1: ("metadata", _OBJECT_META, False), 2: ("data", "bytesmap", False),
                3: ("type", "string", False), 4: ("stringData", "map", False),
                5: ("immutable", "bool", False)},
+    # `kubectl create token` (k8s.io/api authentication/v1 TokenRequest; field 2 of the spec is
+    # unused, expirationSeconds is 4)
+    "TokenRequest": {1: ("metadata", _OBJECT_META, False), 2: ("spec", {
+        1: ("audiences", "string", True), 4: ("expirationSeconds", "int", False),
+        3: ("boundObjectRef", {1: ("kind", "string", False), 2: ("apiVersion", "string", False),
+                               3: ("name", "string", False), 4: ("uid", "string", False)}, False)},
+        False)},
 }
 _TYPE_META = {1: ("apiVersion", "string", False), 2: ("kind", "string", False)}
 _UNKNOWN = {1: ("typeMeta", _TYPE_META, False), 2: ("raw", "bytes", False)}

@@ -7,6 +7,7 @@ Events are the API's own (derived from what the cluster does, see events.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from reference_impl import api
@@ -33,7 +34,10 @@ _SUBRESOURCES = {
     "Pod": ("status", "log", "exec", "proxy"), "Deployment": ("status", "scale"),
     "DaemonSet": ("status",), "Namespace": ("status",), "Node": ("status",),
     "Gateway": ("status",), "HTTPRoute": ("status",), "GatewayClass": ("status",),
+    "ServiceAccount": ("token",),
 }
+# built-in groups that are not the store's (never served as CustomResourceDefinitions)
+API_OWN_GROUPS = ("apiextensions.k8s.io", "authentication.k8s.io")
 ALL_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 READ_VERBS = ["get", "list", "watch"]
 
@@ -60,6 +64,7 @@ class Resource:
     subresources: tuple[str, ...] = ()
     crd: bool = False
     stored: bool = True  # False: not in the store (Events, CRDs: the API's own views)
+    only_verbs: tuple[str, ...] = ()  # e.g. ("create",): TokenReview is never read back
 
     @property
     def singular(self) -> str:
@@ -75,6 +80,8 @@ class Resource:
         return f"{self.group}/{version}" if self.group else version
 
     def verbs(self) -> list[str]:
+        if self.only_verbs:
+            return list(self.only_verbs)
         return ALL_VERBS if self.writable else READ_VERBS
 
 
@@ -98,6 +105,10 @@ class ResourceTable:
         table.resources.append(_resource("ReplicaSet", "apps", ("v1",), True, False, stored=False))
         table.resources.append(_resource("CustomResourceDefinition", "apiextensions.k8s.io",
                                          ("v1",), False, False, stored=False))
+        # service-account tokens (tokens.py): `kubectl create token` and TokenReview
+        table.resources.append(dataclasses.replace(
+            _resource("TokenReview", "authentication.k8s.io", ("v1",), False, True, stored=False),
+            only_verbs=("create",)))
         return table
 
     def groups(self) -> dict[str, list[str]]:
@@ -133,5 +144,5 @@ def _resource(kind: str, group: str, versions: tuple[str, ...], namespaced: bool
                     short_names=tuple(_SHORT_NAMES.get(kind, ())),
                     categories=tuple(_CATEGORIES.get(kind, ())),
                     subresources=_SUBRESOURCES.get(kind, ()),
-                    crd=group not in CORE_GROUPS and group != "apiextensions.k8s.io",
+                    crd=group not in CORE_GROUPS and group not in API_OWN_GROUPS,
                     stored=stored)

@@ -42,6 +42,7 @@ from .resources import Resource, ResourceTable
 from .selectors import field_matcher, label_matcher
 from .status import (ApiError, already_exists, conflict, gone, invalid, not_found, status,
                      success, unauthorized)
+from .tokens import ServiceAccountTokens
 
 log = logging.getLogger("ambient-conformance.kubeapi")
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -109,6 +110,7 @@ class KubeAPIServer:
         self.table = ResourceTable.build()
         self.history = History(store)
         self.events = EventRecorder(store, self.history)
+        self.tokens = ServiceAccountTokens(pki.directory, store.get)
         self.started = now_iso()
         self.address = ""
         self._server: asyncio.AbstractServer | None = None
@@ -246,6 +248,8 @@ class KubeAPIServer:
             return self._logs(req, t)
         if t.sub == "scale":
             return self._scale(req, t)
+        if t.sub == "token" or r.kind == "TokenReview":
+            return self._tokens(req, t)
         if t.name is None:
             if method == "GET":
                 if req.flag("watch"):
@@ -624,6 +628,20 @@ class KubeAPIServer:
         scale["spec"]["replicas"] = replicas
         scale["metadata"]["resourceVersion"] = self._get(t)["metadata"]["resourceVersion"]
         return 200, scale, JSON
+
+    def _tokens(self, req: Request, t: Target):
+        """TokenRequest and TokenReview (tokens.py): create-only, nothing is stored."""
+        if req.method != "POST":
+            raise ApiError(405, f"{t.resource.group_resource if t.sub is None else 'serviceaccounts/token'}: "
+                                f"only create (POST) is served, not {req.method}")
+        body = req.json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be one object")
+        if t.sub == "token":
+            return 201, self.tokens.request(t.namespace, t.name, body), JSON
+        if t.name is not None:
+            raise ApiError(405, "tokenreviews: POST to the collection, not to a name")
+        return 201, self.tokens.review(body), JSON
 
     def _container(self, pod: dict, wanted: str | None) -> str:
         names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
