@@ -328,8 +328,12 @@ class ReferenceTarget(Target):
             return len(istiods) == 1 and reference_ca.runs_ttl(istiods[0], seconds) and any(
                 p.ready for p in self.pods(self.MESH_NAMESPACE, {"app": "istiod"}))
         wait_until(rolled_out, 60, 0.2, f"istiod to restart with workload certificate TTL {seconds or 'default'}")
-        wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
-                   "every ztunnel to reconnect to the restarted istiod")
+        try:
+            wait_until(lambda: reference_ca.ztunnels_connected(self._istiod_sock(), len(self.nodes())), 30, 0.2,
+                       "every ztunnel to reconnect to the restarted istiod")
+        except TargetError as e:
+            raise TargetError(f"{e} ({len(self.nodes())} nodes; istiod's ztunnel streams: "
+                              f"{reference_ca.ztunnel_streams_summary(self._istiod_sock())})") from None
 
 
     # -- chaos experiments (issue 12) ---------------------------------------------------------

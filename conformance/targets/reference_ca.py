@@ -60,6 +60,16 @@ def in_sync(istiod_sock: str, ztunnel_pod: str) -> bool:
                for p in _ztunnel_streams(istiod_sock))
 
 
+def ztunnel_streams_summary(istiod_sock: str) -> str:
+    """What istiod says of its ztunnel streams, for a timeout message: who is connected, in sync."""
+    try:
+        streams = _ztunnel_streams(istiod_sock)
+    except Exception as exc:  # the debug call itself failing is the finding then
+        return f"istiod's debug answer failed: {type(exc).__name__}: {exc}"
+    return "; ".join(f"{p.get('pod')} on {p.get('node')}: sent {p.get('sentVersion')}, acked {p.get('ackedVersion')}"
+                     + (f", nacked {p['nacked']}" if p.get("nacked") else "") for p in streams) or "no ztunnel stream"
+
+
 def ztunnels_connected(istiod_sock: str, nodes: int) -> bool:
     return len({p["node"] for p in _ztunnel_streams(istiod_sock)
                 if p.get("sentVersion") and p["sentVersion"] == p.get("ackedVersion")}) >= nodes
