@@ -93,11 +93,6 @@ def _bodyless(request: h11.Request) -> bool:
     return True
 
 
-def _finished() -> asyncio.Future:
-    """A request-body relay that is already done (the request had no body)."""
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
 
 
 def _framing_conflict(request: h11.Request) -> str | None:
@@ -117,6 +112,16 @@ def websocket_upgrade(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def _no_push() -> None:
+    pass
+
+
+def _pusher(writer) -> Callable[[], None]:
+    """The writer's push() (an HBONE stream's: send a message's queued bytes now, not at the loop
+    turn's end), or nothing to do for a writer that sends on write() (a TCP StreamWriter)."""
+    return getattr(writer, "push", None) or _no_push
+
+
 async def _next_event(conn: h11.Connection, reader) -> object:
     while True:
         event = conn.next_event()
@@ -131,6 +136,7 @@ class _UpstreamConnection:
         self.upstream = upstream
         self.reader, self.writer = reader, writer
         self.conn = h11.Connection(h11.CLIENT)
+        self.push = _pusher(writer)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -192,6 +198,16 @@ class HttpConnection(TunnelHandler):
             self.down.receive_data(self.initial)
         self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.idle = True   # between requests: safe to close when draining
+        self.push = _pusher(self.writer)
+        self._no_body: asyncio.Future | None = None
+
+    def _finished(self) -> asyncio.Future:
+        """A request-body relay that is already done (the request had no body): one per
+        connection, as each asyncio.get_running_loop() is a getpid() system call."""
+        if self._no_body is None:
+            self._no_body = asyncio.get_running_loop().create_future()
+            self._no_body.set_result(None)
+        return self._no_body
 
     def close_if_idle(self) -> bool:
         """Close a keep-alive connection that waits for its next request (drain)."""
@@ -239,13 +255,13 @@ class HttpConnection(TunnelHandler):
     async def _next_request_head(self):
         """The next event of a request's head; once its first byte is in, the rest of the head
         must follow within the bound (an idle keep-alive connection is not timed)."""
-        loop = asyncio.get_running_loop()
-        deadline = None
+        loop = deadline = None
         while True:
             event = self.down.next_event()
             if event is not h11.NEED_DATA:
                 return event
             if deadline is None and self.down.trailing_data[0]:
+                loop = asyncio.get_running_loop()   # only now: each call is a getpid() system call
                 deadline = loop.time() + limits.REQUEST_HEADERS_TIMEOUT
             if deadline is None:
                 data = await self.reader.read(CHUNK)
@@ -320,6 +336,7 @@ class HttpConnection(TunnelHandler):
         if body and self.down.our_state is h11.SEND_BODY:
             await self._send_down(h11.Data(data=body))
         await self._send_down(h11.EndOfMessage())
+        self.push()
 
     async def _discard_request_body(self) -> None:
         if self.down.their_state is not h11.SEND_BODY:
@@ -405,7 +422,8 @@ class HttpConnection(TunnelHandler):
                 if not isinstance(event, h11.EndOfMessage):
                     raise h11.LocalProtocolError(f"a request without body framing read as {event!r}")
                 await up.send(h11.EndOfMessage())
-                body_task = _finished()
+                up.push()
+                body_task = self._finished()
             else:
                 body_task = asyncio.ensure_future(self._copy_request_body(up))
             status = await self._relay_response(up, body_task, upgrade)
@@ -447,6 +465,7 @@ class HttpConnection(TunnelHandler):
                 await up.send(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await up.send(h11.EndOfMessage())  # trailers dropped: only chunked framing carries them
+                up.push()
                 return
             else:
                 raise _DownstreamGone("client closed before the request body was complete")
@@ -492,6 +511,7 @@ class HttpConnection(TunnelHandler):
                 await self._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await self._send_down(h11.EndOfMessage())
+                self.push()   # the response leaves before this turn's access log line
                 return status
             else:
                 raise _UpstreamClosed("upstream closed before the response was complete")

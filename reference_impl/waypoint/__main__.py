@@ -39,6 +39,7 @@ def main(argv=None) -> int:
                         help="the port endpoints' HBONE servers listen on (15008 in a cluster; loopback tests differ)")
     parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    logging.logProcesses = False   # the format has no %(process)d; each record's getpid() is a system call
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     static = None
