@@ -194,6 +194,10 @@ class HboneStream:
 
     # ---- called by the session ----
     def _feed(self, data: bytes, flow_length: int) -> None:
+        if not data:  # an empty (or all-padding) DATA frame: nothing to read, which b'' would say is EOF
+            if flow_length:
+                self._session.return_window(self.stream_id, flow_length)
+            return
         self.bytes_received += len(data)
         if self._read_closed:
             if flow_length:   # an empty DATA frame (END_STREAM's) is no data
