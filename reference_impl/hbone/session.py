@@ -187,8 +187,7 @@ class H2Session(asyncio.Protocol):
             if self._data_left:  # the rest of a DATA frame an earlier read began
                 take = min(self._data_left, end)
                 self._data_left -= take
-                events += self._receive_data(self._data_sid, data[:take] if take < end else data,
-                                             self._data_end and not self._data_left)
+                events += self._receive_data(self._data_sid, data, 0, take, self._data_end and not self._data_left)
                 pos = take
             while end - pos >= 9:
                 length = int.from_bytes(data[pos:pos + 3], "big")
@@ -202,7 +201,7 @@ class H2Session(asyncio.Protocol):
                 end_stream = bool(data[pos + 4] & _END_STREAM)
                 if take < length:
                     self._data_sid, self._data_left, self._data_end = sid, length - take, end_stream
-                events += self._receive_data(sid, data[pos + 9:pos + 9 + take], end_stream and take == length)
+                events += self._receive_data(sid, data, pos + 9, pos + 9 + take, end_stream and take == length)
                 pos += 9 + take
         except h2.exceptions.ProtocolError as exc:  # e.g. the peer overran a window: as h2 does
             conn._terminate_connection(exc.error_code)
@@ -211,12 +210,19 @@ class H2Session(asyncio.Protocol):
             events += conn.receive_data(data[pos:] if pos else data)
         return events
 
-    def _receive_data(self, sid: int, piece: bytes, end_stream: bool) -> list:
-        """One DATA frame's payload, or the piece of it one read holds, for stream ``sid``."""
+    def _receive_data(self, sid: int, data: bytes, start: int, stop: int, end_stream: bool) -> list:
+        """``data[start:stop]``: one DATA frame's payload, or the piece of it one read holds, for
+        stream ``sid``. A stream spliced to a socket gets a view of the read, not a copy: the
+        TCP transport writes it straight out."""
         conn = self.conn
-        size = len(piece)
+        size = stop - start
         if not size and not end_stream:  # a frame's header alone: its payload comes with the next read
             return []
+        if size == len(data):
+            piece = data
+        else:
+            ours = self.streams.get(sid)
+            piece = memoryview(data)[start:stop] if ours is not None and ours._sink is not None else data[start:stop]
         events = conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_DATA)
         conn._inbound_flow_control_window_manager.window_consumed(size)
         stream = conn.streams.get(sid)
