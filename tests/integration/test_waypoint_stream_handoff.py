@@ -4,6 +4,7 @@ waiting in the handler returns b''), the stream then ends cleanly on the client'
 is reset when the client sends more or the handler fails, on uvloop and on the stdlib loop."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -22,18 +23,22 @@ def run(scenario, loop):
     eventloop.run(asyncio.wait_for(scenario, TIMEOUT), loop)
 
 
-async def _open(handler):
+@contextlib.asynccontextmanager
+async def handed_off(handler):
+    """A client stream whose CONNECT the server answered with Outcome.handled(handler)."""
     pki = LocalPKI()
-    handlers: list = []
 
     async def connect(request):
         return Outcome.handled(handler)
 
     server = HboneServer(connect, pki.context)
-    listener = await server.listen((HOST, 0), SERVER_ID)
     client = HboneClient(pki.context)
-    stream = await client.connect(CLIENT_ID, listener.address, [SERVER_ID], ("10.0.0.1", 80))
-    return server, client, stream, handlers
+    try:
+        listener = await server.listen((HOST, 0), SERVER_ID)
+        yield await client.connect(CLIENT_ID, listener.address, [SERVER_ID], ("10.0.0.1", 80))
+    finally:
+        await client.close()
+        await server.close()
 
 
 async def _read_all(stream) -> bytes:
@@ -55,8 +60,7 @@ def test_a_handled_stream_answers_half_closes_and_ends_on_the_clients_end_stream
             stream.close()
             served.set_result(stream)
 
-        server, client, stream, _ = await _open(handler)
-        try:
+        async with handed_off(handler) as stream:
             stream.write(b"hello")
             assert await _read_all(stream) == b"got hello", "the answer, then END_STREAM"
             theirs = await served
@@ -67,9 +71,6 @@ def test_a_handled_stream_answers_half_closes_and_ends_on_the_clients_end_stream
                     break
                 await asyncio.sleep(0.01)
             assert theirs.finished and theirs._reset is None, "ended by both END_STREAMs, not a reset"
-        finally:
-            await client.close()
-            await server.close()
 
     run(scenario(), loop)
 
@@ -85,13 +86,9 @@ def test_close_wakes_a_read_in_the_handler_with_eof(loop):
             stream.close()   # as the waypoint's drain closes an idle keep-alive connection
             read_result.set_result(await asyncio.wait_for(reading, 5))
 
-        server, client, stream, _ = await _open(handler)
-        try:
+        async with handed_off(handler) as stream:
             assert await read_result == b""
             assert await asyncio.wait_for(stream.read(), 5) == b"", "the client sees END_STREAM"
-        finally:
-            await client.close()
-            await server.close()
 
     run(scenario(), loop)
 
@@ -105,8 +102,7 @@ def test_data_after_the_handler_closed_resets_the_stream(loop):
             stream.close()
             closed.set_result(stream)
 
-        server, client, stream, _ = await _open(handler)
-        try:
+        async with handed_off(handler) as stream:
             theirs = await closed
             assert await asyncio.wait_for(stream.read(), 5) == b""
             stream.write(b"too late")
@@ -115,9 +111,6 @@ def test_data_after_the_handler_closed_resets_the_stream(loop):
                     await asyncio.sleep(0.01)
                     stream.write(b"x")   # raises once the RST_STREAM is in
             assert theirs.finished
-        finally:
-            await client.close()
-            await server.close()
 
     run(scenario(), loop)
 
@@ -129,13 +122,9 @@ def test_a_failing_handler_resets_the_stream(loop):
             await stream.read(100)
             raise ConnectionResetError("the upstream reset mid-response")
 
-        server, client, stream, _ = await _open(handler)
-        try:
+        async with handed_off(handler) as stream:
             stream.write(b"request")
             with pytest.raises(StreamReset):
                 await asyncio.wait_for(_read_all(stream), 5)
-        finally:
-            await client.close()
-            await server.close()
 
     run(scenario(), loop)
