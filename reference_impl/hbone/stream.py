@@ -33,7 +33,6 @@ class HboneStream:
         self._send: deque[bytes] = deque()
         self._send_bytes = 0
         self._flush_scheduled = False
-        self._flush_handle: asyncio.Handle | None = None
         self._eof_wanted = False
         self._reset_after_eof = False
         self._local_done = False
@@ -87,21 +86,13 @@ class HboneStream:
                 # Writes coalesce per loop turn: an HTTP/1.1 head and body written back to back
                 # (the waypoint's h11 events) leave as one DATA frame, one TLS record, one send.
                 self._flush_scheduled = True
-                self._flush_handle = self._session.loop.call_soon(self._flush)
+                self._session.loop.call_soon(self._flush)
 
     def send(self, data: bytes) -> None:
         """write() without waiting for the loop turn's end: for a splice, whose every chunk is
         one whole read (nothing to coalesce it with)."""
         if self._queue(data) and not self._flush_scheduled:
             self._session.send_pending(self)
-
-    def push(self) -> None:
-        """Send what write() queued now, not at the loop turn's end: for a writer that knows its
-        message is complete (the L7 engine after a request's or response's last event), so the
-        bytes leave before the rest of its turn (the access log line, the next request's parse)."""
-        if self._flush_scheduled:
-            self._flush_handle.cancel()
-            self._flush()
 
     def _queue(self, data: bytes) -> bool:
         if self._reset is not None:

@@ -93,8 +93,6 @@ def _bodyless(request: h11.Request) -> bool:
     return True
 
 
-
-
 def _framing_conflict(request: h11.Request) -> str | None:
     """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
     names = {name for name, _ in request.headers}
@@ -112,16 +110,6 @@ def websocket_upgrade(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def _no_push() -> None:
-    pass
-
-
-def _pusher(writer) -> Callable[[], None]:
-    """The writer's push() (an HBONE stream's: send a message's queued bytes now, not at the loop
-    turn's end), or nothing to do for a writer that sends on write() (a TCP StreamWriter)."""
-    return getattr(writer, "push", None) or _no_push
-
-
 async def _next_event(conn: h11.Connection, reader) -> object:
     while True:
         event = conn.next_event()
@@ -136,7 +124,6 @@ class _UpstreamConnection:
         self.upstream = upstream
         self.reader, self.writer = reader, writer
         self.conn = h11.Connection(h11.CLIENT)
-        self.push = _pusher(writer)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -198,7 +185,6 @@ class HttpConnection(TunnelHandler):
             self.down.receive_data(self.initial)
         self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.idle = True   # between requests: safe to close when draining
-        self.push = _pusher(self.writer)
         self._no_body: asyncio.Future | None = None
 
     def _finished(self) -> asyncio.Future:
@@ -336,7 +322,6 @@ class HttpConnection(TunnelHandler):
         if body and self.down.our_state is h11.SEND_BODY:
             await self._send_down(h11.Data(data=body))
         await self._send_down(h11.EndOfMessage())
-        self.push()
 
     async def _discard_request_body(self) -> None:
         if self.down.their_state is not h11.SEND_BODY:
@@ -422,7 +407,6 @@ class HttpConnection(TunnelHandler):
                 if not isinstance(event, h11.EndOfMessage):
                     raise h11.LocalProtocolError(f"a request without body framing read as {event!r}")
                 await up.send(h11.EndOfMessage())
-                up.push()
                 body_task = self._finished()
             else:
                 body_task = asyncio.ensure_future(self._copy_request_body(up))
@@ -465,7 +449,6 @@ class HttpConnection(TunnelHandler):
                 await up.send(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await up.send(h11.EndOfMessage())  # trailers dropped: only chunked framing carries them
-                up.push()
                 return
             else:
                 raise _DownstreamGone("client closed before the request body was complete")
@@ -511,7 +494,6 @@ class HttpConnection(TunnelHandler):
                 await self._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await self._send_down(h11.EndOfMessage())
-                self.push()   # the response leaves before this turn's access log line
                 return status
             else:
                 raise _UpstreamClosed("upstream closed before the response was complete")

@@ -154,7 +154,6 @@ async def _attempt(conn: HttpConnection, request: h11.Request, verdict: Verdict,
             await up.send(h11.Data(data=chunk))
         if complete:
             await up.send(h11.EndOfMessage())
-            up.push()
         else:  # too large to buffer: stream the rest (this request is not retried)
             while True:
                 event = await _next_event(conn.down, conn.reader)
@@ -162,7 +161,6 @@ async def _attempt(conn: HttpConnection, request: h11.Request, verdict: Verdict,
                     await up.send(h11.Data(data=event.data))
                 elif isinstance(event, h11.EndOfMessage):
                     await up.send(h11.EndOfMessage())
-                    up.push()
                     break
                 else:
                     raise _Abort("client closed before the request body was complete")
@@ -189,7 +187,6 @@ async def _attempt(conn: HttpConnection, request: h11.Request, verdict: Verdict,
                 await conn._send_down(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
                 await conn._send_down(h11.EndOfMessage())
-                conn.push()
                 if not up.reusable():
                     conn._drop_upstream(up)
                 return status, ""
