@@ -271,4 +271,9 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/splice.py",
            "            self.stream.write_eof()\n",
            "            pass\n"),
+    # --- the waypoint's stream hand-off (issue 15, round 3) ---------------------------------------
+    Mutant("a handled stream's close() resets it instead of half-closing", "hbone-half-close", False,
+           "reference_impl/hbone/stream.py",
+           "        elif self.close_stops_reading:\n",
+           "        elif False:\n"),
 ]
