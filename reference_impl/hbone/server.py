@@ -54,15 +54,20 @@ class ConnectRequest:
         return self.headers.get(TRACEPARENT)
 
 
+StreamHandler = Callable[[HboneStream], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What ``authorize_and_connect`` decided: an upstream (reader, writer), a socket to splice
-    the stream to (``spliced``: no copy task per direction), or a refusal status."""
+    the stream to (``spliced``: no copy task per direction), a handler that reads and writes the
+    stream itself (``handled``: no copy at all), or a refusal status."""
 
     status: int
     reason: str = ""
     upstream: tuple | None = None
     splice: StreamSplice | None = None
+    handler: StreamHandler | None = None
 
     @classmethod
     def connected(cls, reader, writer) -> Outcome:
@@ -71,6 +76,19 @@ class Outcome:
     @classmethod
     def spliced(cls, splice: StreamSplice) -> Outcome:
         return cls(200, "connected", splice=splice)
+
+    @classmethod
+    def handled(cls, handler: StreamHandler) -> Outcome:
+        """``handler(stream)`` runs once the CONNECT is answered, the stream its reader and
+        writer as a socket would be: its close() half-closes and stops reading (later DATA
+        resets the stream); whatever it leaves open is closed so when it returns, reset when it
+        raises."""
+        return cls(200, "connected", handler=handler)
+
+    @property
+    def connects(self) -> bool:
+        return self.status == 200 and (self.upstream is not None or self.splice is not None
+                                       or self.handler is not None)
 
     @classmethod
     def refused(cls, status: int, reason: str) -> Outcome:
@@ -191,7 +209,7 @@ class _ServerSession(H2Session):
             outcome = Outcome.refused(503, f"authorize_and_connect raised {exc.__class__.__name__}: {exc}")
         if not isinstance(outcome, Outcome):
             outcome = Outcome.refused(503, f"authorize_and_connect returned {outcome!r}, not an Outcome")
-        if outcome.status != 200 or (outcome.upstream is None and outcome.splice is None):
+        if not outcome.connects:
             self.server._refuse_stream(self.peer_address, outcome.status, outcome.reason, request)
             if not stream.finished:
                 self._respond(stream.stream_id, outcome.status, end=True)
@@ -202,7 +220,7 @@ class _ServerSession(H2Session):
         if stream.finished:  # client gave up while we were connecting
             if outcome.splice is not None:
                 outcome.splice.close()
-            else:
+            elif outcome.upstream is not None:
                 outcome.upstream[1].close()
             return
         self._respond(stream.stream_id, 200, end=False)
@@ -210,10 +228,23 @@ class _ServerSession(H2Session):
         try:
             if outcome.splice is not None:
                 await outcome.splice.run(stream)
+            elif outcome.handler is not None:
+                await self._handle(stream, outcome.handler)
             else:
                 await pipe(stream, stream, *outcome.upstream)
         except (ConnectionError, OSError) as exc:
             log.debug("HBONE stream %s from %s ended with %s", request.authority, self.peer_address, exc)
+
+
+    @staticmethod
+    async def _handle(stream: HboneStream, handler: StreamHandler) -> None:
+        stream.close_stops_reading = True
+        try:
+            await handler(stream)
+        except BaseException:
+            stream.reset()
+            raise
+        stream.close()
 
 
 class Listener:

@@ -92,6 +92,8 @@ class H2Session(asyncio.Protocol):
         self.goaway_received = False
         self.goaway_sent = False
         self._closed_event = asyncio.Event()
+        # a DATA frame cut by a read: its stream, the payload bytes still to come, its END_STREAM
+        self._data_sid, self._data_left, self._data_end = 0, 0, False
 
     # ---- lifecycle ----
     def start_h2(self, transport: asyncio.Transport) -> None:
@@ -164,39 +166,73 @@ class H2Session(asyncio.Protocol):
         self.flush()
 
     def _receive(self, data: bytes) -> list:
-        """h2's receive_data(), with whole DATA frames of open streams at the front of `data`
-        taken here: h2 parses each into a frame object, builds a trace repr of it even with
-        logging off, and dispatches it, about half of a chunk's receive time. The state
-        machines and flow-control windows advance through h2's own calls, as its
-        _receive_data_frame() does; anything else (another frame type, padding, a stream h2
-        would refuse, a frame cut by the read) goes to h2 from there on."""
+        """h2's receive_data(), with the DATA frames of open streams taken here, whole or in the
+        pieces the reads cut them into: h2 parses each into a frame object, builds a trace repr
+        of it even with logging off, and dispatches it, about half of a chunk's receive time; and
+        it buffers a frame cut by a read (with 1 MiB frames, every bulk frame) by copying it into
+        its buffer and out again. The state machines and flow-control windows advance through
+        h2's own calls, as its _receive_data_frame() does, piece by piece (END_STREAM with the
+        last); anything else (another frame type, padding, a stream h2 would refuse) goes to h2
+        from there on."""
         conn = self.conn
         buf = conn.incoming_buffer
-        if buf._data or buf._preamble_len or buf._headers_buffer:
+        if buf._preamble_len or buf._headers_buffer:
             return conn.receive_data(data)
+        if buf._data:  # the part of a frame h2 kept from the last read: ours again if it is DATA
+            data = bytes(buf._data) + data
+            buf._data = bytearray()
         events: list = []
         pos, end, max_size = 0, len(data), conn.max_inbound_frame_size
         try:
+            if self._data_left:  # the rest of a DATA frame an earlier read began
+                take = min(self._data_left, end)
+                self._data_left -= take
+                events += self._receive_data(self._data_sid, data, 0, take, self._data_end and not self._data_left)
+                pos = take
             while end - pos >= 9:
                 length = int.from_bytes(data[pos:pos + 3], "big")
-                if data[pos + 3] != 0 or data[pos + 4] & ~_END_STREAM or length > max_size or end - pos - 9 < length:
+                if data[pos + 3] != 0 or data[pos + 4] & ~_END_STREAM or length > max_size:
                     break
                 sid = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
                 stream = conn.streams.get(sid)
                 if stream is None or sid not in self.streams or stream.state_machine.state not in _RECV_DATA_STATES:
                     break
-                events += conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_DATA)
-                conn._inbound_flow_control_window_manager.window_consumed(length)
-                _, stream_events = stream.receive_data(data[pos + 9:pos + 9 + length],
-                                                       bool(data[pos + 4] & _END_STREAM), length)
-                events += stream_events
-                pos += 9 + length
+                take = min(length, end - pos - 9)
+                end_stream = bool(data[pos + 4] & _END_STREAM)
+                if take < length:
+                    self._data_sid, self._data_left, self._data_end = sid, length - take, end_stream
+                events += self._receive_data(sid, data, pos + 9, pos + 9 + take, end_stream and take == length)
+                pos += 9 + take
         except h2.exceptions.ProtocolError as exc:  # e.g. the peer overran a window: as h2 does
             conn._terminate_connection(exc.error_code)
             raise
         if pos < end:
             events += conn.receive_data(data[pos:] if pos else data)
         return events
+
+    def _receive_data(self, sid: int, data: bytes, start: int, stop: int, end_stream: bool) -> list:
+        """``data[start:stop]``: one DATA frame's payload, or the piece of it one read holds, for
+        stream ``sid``. A stream spliced to a socket gets a view of the read, not a copy: the
+        TCP transport writes it straight out."""
+        conn = self.conn
+        size = stop - start
+        if not size and not end_stream:  # a frame's header alone: its payload comes with the next read
+            return []
+        if size == len(data):
+            piece = data
+        else:
+            ours = self.streams.get(sid)
+            piece = memoryview(data)[start:stop] if ours is not None and ours._sink is not None else data[start:stop]
+        events = conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_DATA)
+        conn._inbound_flow_control_window_manager.window_consumed(size)
+        stream = conn.streams.get(sid)
+        if stream is None or sid not in self.streams or stream.state_machine.state not in _RECV_DATA_STATES:
+            # closed since the frame began (reset here): its bytes still count on the connection
+            if size:
+                conn.acknowledge_received_data(size, sid)
+            return events
+        _, stream_events = stream.receive_data(piece, end_stream, size)
+        return events + stream_events
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shutdown(f"connection lost ({exc})" if exc else "peer closed the connection")

@@ -43,6 +43,11 @@ class HboneStream:
         self.bytes_sent = 0
         self.response: asyncio.Future | None = None  # client side: the CONNECT's :status
         self._sink: StreamSplice | None = None  # set: incoming DATA goes straight to a TCP socket
+        # Set by a server that hands the stream to a handler in place of a socket (the waypoint's
+        # L7 engine): close() then half-closes and stops reading, as closing a socket does, and
+        # DATA that arrives after it resets the stream (a closed socket answers data with RST).
+        self.close_stops_reading = False
+        self._read_closed = False
 
     # ---- reader side ----
     async def read(self, n: int = -1) -> bytes:
@@ -50,7 +55,7 @@ class HboneStream:
         while not self._recv:
             if self._reset is not None:
                 raise self._reset
-            if self._recv_eof:
+            if self._recv_eof or self._read_closed:
                 return b""
             self._read_waiter = self._session.loop.create_future()
             try:
@@ -72,7 +77,7 @@ class HboneStream:
         return data
 
     def at_eof(self) -> bool:
-        return self._recv_eof and not self._recv
+        return (self._recv_eof or self._read_closed) and not self._recv
 
     # ---- writer side ----
     def write(self, data: bytes) -> None:
@@ -141,6 +146,10 @@ class HboneStream:
             return
         if self._recv_eof:
             self.write_eof()
+        elif self.close_stops_reading:
+            self._read_closed = True
+            self.write_eof()
+            self._wake_reader()   # a read waiting in the handler returns b'', as after a socket's close
         elif self._send_bytes:
             self._reset_after_eof = True
             self.write_eof()
@@ -176,7 +185,16 @@ class HboneStream:
 
     # ---- called by the session ----
     def _feed(self, data: bytes, flow_length: int) -> None:
+        if not data:  # an empty (or all-padding) DATA frame: nothing to read, which b'' would say is EOF
+            if flow_length:
+                self._session.return_window(self.stream_id, flow_length)
+            return
         self.bytes_received += len(data)
+        if self._read_closed:
+            if flow_length:   # an empty DATA frame (END_STREAM's) is no data
+                self._session.return_window(self.stream_id, flow_length)
+                self.reset()
+            return
         if self._sink is not None:
             self._sink.stream_data(data, flow_length)
             return

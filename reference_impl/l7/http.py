@@ -93,13 +93,6 @@ def _bodyless(request: h11.Request) -> bool:
     return True
 
 
-def _finished() -> asyncio.Future:
-    """A request-body relay that is already done (the request had no body)."""
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
-
-
 def _framing_conflict(request: h11.Request) -> str | None:
     """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
     names = {name for name, _ in request.headers}
@@ -192,6 +185,15 @@ class HttpConnection(TunnelHandler):
             self.down.receive_data(self.initial)
         self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
         self.idle = True   # between requests: safe to close when draining
+        self._no_body: asyncio.Future | None = None
+
+    def _finished(self) -> asyncio.Future:
+        """A request-body relay that is already done (the request had no body): one per
+        connection, as each asyncio.get_running_loop() is a getpid() system call."""
+        if self._no_body is None:
+            self._no_body = asyncio.get_running_loop().create_future()
+            self._no_body.set_result(None)
+        return self._no_body
 
     def close_if_idle(self) -> bool:
         """Close a keep-alive connection that waits for its next request (drain)."""
@@ -239,13 +241,13 @@ class HttpConnection(TunnelHandler):
     async def _next_request_head(self):
         """The next event of a request's head; once its first byte is in, the rest of the head
         must follow within the bound (an idle keep-alive connection is not timed)."""
-        loop = asyncio.get_running_loop()
-        deadline = None
+        loop = deadline = None
         while True:
             event = self.down.next_event()
             if event is not h11.NEED_DATA:
                 return event
             if deadline is None and self.down.trailing_data[0]:
+                loop = asyncio.get_running_loop()   # only now: each call is a getpid() system call
                 deadline = loop.time() + limits.REQUEST_HEADERS_TIMEOUT
             if deadline is None:
                 data = await self.reader.read(CHUNK)
@@ -405,7 +407,7 @@ class HttpConnection(TunnelHandler):
                 if not isinstance(event, h11.EndOfMessage):
                     raise h11.LocalProtocolError(f"a request without body framing read as {event!r}")
                 await up.send(h11.EndOfMessage())
-                body_task = _finished()
+                body_task = self._finished()
             else:
                 body_task = asyncio.ensure_future(self._copy_request_body(up))
             status = await self._relay_response(up, body_task, upgrade)

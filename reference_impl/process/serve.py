@@ -16,6 +16,7 @@ class Proxy(Protocol):
 
 
 def configure_logging(level: str) -> None:
+    logging.logProcesses = False   # the format has no %(process)d; each record's getpid() is a system call
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from ..hbone import ConnectRequest, HboneClient, HboneServer, Listener, Outcome, parse_forwarded
 from ..identity import Identity
 from ..l7 import AccessRecord, Router, Tunnel, UpstreamConnector, resolve
-from ..l7.duplex import duplex_pair
 from ..l7.front import classify, declared_protocol, handler_for
 from ..policy.authz_l7 import unsupported_action
 from .config import WaypointConfig
@@ -108,24 +107,22 @@ class Waypoint:
                                         f"waypoint serves")
         client_ip = _forwarded_ip(parse_forwarded(request.forwarded).get("for")) or request.peer_address[0]
         tunnel = Tunnel(request.peer_identity, client_ip, destination)
-        # The HBONE server pipes the tunnel into a (reader, writer); an in-process duplex pipe hands
-        # its other end to the L7 engine with back-pressure, half-close and reset, and no syscalls.
-        ours, theirs = duplex_pair()
-        task = asyncio.ensure_future(self._serve_tunnel(ours, ours, tunnel))
+        # The L7 engine reads and writes the HBONE stream itself: no copy task, pipe or extra
+        # loop turn between the tunnel and the HTTP parser.
+        return Outcome.handled(lambda stream: self._serve_tunnel(stream, tunnel))
+
+    async def _serve_tunnel(self, stream, tunnel: Tunnel) -> None:
+        task = asyncio.current_task()
         self._connections[task] = None
         task.add_done_callback(lambda t: self._connections.pop(t, None))
-        return Outcome.connected(theirs, theirs)
-
-    async def _serve_tunnel(self, reader, writer, tunnel: Tunnel) -> None:
-        initial, kind = await classify(reader, declared_protocol(tunnel.destination))
+        initial, kind = await classify(stream, declared_protocol(tunnel.destination))
         if kind is None:  # closed, or stalled in its first line, before its bytes told what it is
             log.info("tunnel from %s to %s closed before its protocol was known (%d byte(s))",
                      tunnel.peer_identity, tunnel.destination, len(initial))
-            writer.close()
+            stream.close()
             return
-        connection = handler_for(kind, reader, writer, tunnel, lambda: self.config, self.router,
+        connection = handler_for(kind, stream, stream, tunnel, lambda: self.config, self.router,
                                  self.upstreams.open, self._record, lambda: self.draining, initial)
-        task = asyncio.current_task()
         if task in self._connections:
             self._connections[task] = connection
         await connection.serve()

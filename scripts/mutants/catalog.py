@@ -253,8 +253,8 @@ MUTANTS: list[Mutant] = [
            "        pass\n"),
     Mutant("the HBONE DATA reader does not charge the connection's receive window", "hbone-flow-control", False,
            "reference_impl/hbone/session.py",
-           "                conn._inbound_flow_control_window_manager.window_consumed(length)\n",
-           "                pass\n"),
+           "        conn._inbound_flow_control_window_manager.window_consumed(size)\n",
+           "        pass\n"),
     # --- the Envoy waypoint's translation (issue 16); the suite runs with --waypoint envoy --------
     Mutant("the Envoy waypoint's RBAC sees the waypoint's own identity as every request's source",
            "envoy-waypoint", True, "reference_impl/waypoint_envoy/translate.py",
@@ -273,4 +273,9 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/splice.py",
            "            self.stream.write_eof()\n",
            "            pass\n"),
+    # --- the waypoint's stream hand-off (issue 15, round 3) ---------------------------------------
+    Mutant("a handled stream's close() resets it instead of half-closing", "hbone-half-close", False,
+           "reference_impl/hbone/stream.py",
+           "        elif self.close_stops_reading:\n",
+           "        elif False:\n"),
 ]

@@ -294,31 +294,6 @@ def test_tcp_gets_l4_policy_only():
     assert not _tcp_allowed(_config([allow_path]), SLEEP), "an ALLOW rule with HTTP fields admits no TCP"
 
 
-# ---- the in-process pipe between the HBONE server and the L7 engine ----
-def test_duplex_pipe_has_back_pressure_half_close_and_reset():
-    from reference_impl.l7.duplex import duplex_pair
-
-    async def main():
-        a, b = duplex_pair(limit=1024)
-        a.write(b"x" * 4096)                       # past twice the limit: the writer must wait
-        drained = asyncio.ensure_future(a.drain())
-        await asyncio.sleep(0.05)
-        assert not drained.done(), "drain() returned while the reader was behind"
-        assert len(await b.read(8192)) == 4096
-        await asyncio.wait_for(drained, TIMEOUT)
-        a.write_eof()
-        assert await b.read(10) == b"" and b.at_eof()
-        b.write(b"still open the other way")
-        assert await a.read(100) == b"still open the other way"
-        b.reset()
-        with pytest.raises(ConnectionResetError):
-            await a.read(10)
-        with pytest.raises(ConnectionResetError):
-            a.write(b"after reset")
-
-    asyncio.run(main())
-
-
 def test_http2_requests_follow_http_routes_delay_timeout_and_response_headers():
     from tests.unit.test_http_routes_forwarding import snapshot_with_routes, status_app
 
