@@ -171,6 +171,24 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "stream open across the restart completes intact within ztunnel's smallest drain deadline (5 s), "
             "every new connection made during the restart succeeds, and the replacement is Ready; a crash "
             "(grace period 0) does cut such a stream.", CORE, _L4),
+    # -- what the mutation catalog's survivors showed missing: long TCP streams (flow control, half-close,
+    # back-pressure) and header names at the waypoint (mutation work) --
+    Feature("TCPStreamsBeyondFlowControlWindows",
+            "A captured pod's TCP stream carries far more than HTTP/2's flow-control windows hold in flight "
+            "(128 MiB each way through both node proxies, with a reader that starts late) intact and in "
+            "order, compared by SHA-256 at both ends.", CORE, _L4),
+    Feature("TCPHalfClose",
+            "A client that shuts down its write side (a FIN) still gets the whole answer the server sends "
+            "after seeing its EOF, then the server's close; from a captured and from an uncaptured client.",
+            CORE, _L4),
+    Feature("TCPBackPressure",
+            "A reader that stops reading holds its sender back: writes to it block after a bounded amount "
+            "(at most 96 MiB on the way, both directions of an echo), not after whatever the sender sends; "
+            "once it reads again every byte arrives intact.", CORE, _L4),
+    Feature("L7AuthorizationHeaderNamesCaseInsensitive",
+            "At the waypoint, `request.headers[X-Team]` names the header whatever case the client sends it in "
+            "(`x-team`, `X-TEAM`): an ALLOW admits it and a DENY refuses it; the value stays exact.",
+            CORE, _L7),
     # -- HTTP routing at the waypoint: the Gateway API mesh profile (issue 9, GAMMA) -----------
     Feature("MeshBasic",
             "A client's call to a Service bound to a waypoint is answered by one of its endpoints, through the "

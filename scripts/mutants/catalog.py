@@ -278,4 +278,27 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/stream.py",
            "        elif self.close_stops_reading:\n",
            "        elif False:\n"),
+    # --- thin areas of the catalog, one bug each (mutation work, wt-mutants) ---------------------
+    Mutant("PeerAuthentication PERMISSIVE treated as STRICT (only DISABLE lets plaintext in)", "peerauth", False,
+           "reference_impl/policy/peerauth.py",
+           '            result = EffectiveMode("STRICT" if chosen.mode == "STRICT" else "PERMISSIVE",\n',
+           '            result = EffectiveMode("STRICT" if chosen.mode != "DISABLE" else "PERMISSIVE",\n'),
+    Mutant("at ztunnel a matching ALLOW policy beats a matching DENY (ALLOW evaluated first)", "l4-authz", True,
+           "reference_impl/policy/authz_l4.py",
+           '        if p.action == "DENY" and p.matches(conn):\n',
+           '        if p.action == "DENY" and p.matches(conn) and not any(\n'
+           '                a.action == "ALLOW" and a.matches(conn) for a in compiled):\n'),
+    Mutant("at the waypoint a matching ALLOW policy beats a matching DENY (ALLOW evaluated first)", "waypoint", True,
+           "reference_impl/policy/authz_l7.py",
+           '        if p.action == "DENY" and policy_matches(p, request):\n',
+           '        if p.action == "DENY" and policy_matches(p, request) and not any(\n'
+           '                a.action == "ALLOW" and policy_matches(a, request) for a in parsed):\n'),
+    Mutant("RequestAuthentication fromHeaders ignored (tokens read from Authorization only)", "jwt", False,
+           "reference_impl/api/security.py",
+           '        locations.append(TokenLocation("header", name.lower(), prefix))\n',
+           "        pass\n"),
+    Mutant("the waypoint matches a policy's request.headers[NAME] case-sensitively", "waypoint", True,
+           "reference_impl/policy/authz_l7.py",
+           "    def header(self, name: str) -> str | None:\n        name = name.lower()\n",
+           "    def header(self, name: str) -> str | None:\n"),
 ]
