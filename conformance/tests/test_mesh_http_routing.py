@@ -15,6 +15,7 @@ from conformance.tests.meshworld import Case, all_of, backend_is, response_heade
 
 WEIGHT_REQUESTS = 500
 WEIGHT_TOLERANCE = 0.05
+WEIGHT_SAMPLES = 3
 
 
 def backends_seen(mesh, host: str, path: str = "/", count: int = 20) -> dict[str, int]:
@@ -106,11 +107,18 @@ def test_weighted_backends(mesh):
                  Case("/v2", "/v2", backend_is("echo-v2"), host="echo-split")], "MeshTrafficSplit")
     mesh.expect([Case("the weighted route is in effect", "/", status_is(200), host="echo-weight")],
                 "MeshHTTPRouteWeight")
-    seen = backends_seen(mesh, "echo-weight", count=WEIGHT_REQUESTS)
-    assert set(seen) == {"echo-v1", "echo-v2"}, f"expected only echo-v1 and echo-v2, got {seen}"
-    share = seen["echo-v1"] / WEIGHT_REQUESTS
-    assert abs(share - 0.7) <= WEIGHT_TOLERANCE, f"echo-v1 got {share:.1%} of {WEIGHT_REQUESTS} requests, " \
-                                                 f"expected 70% +- 5: {seen}"
+    # A fair 70/30 split falls outside 5 points in ~1.5% of 500-request samples (2.4 sigma), so,
+    # as Gateway API's own weight test does, up to WEIGHT_SAMPLES samples; a mesh that ignores
+    # the weights (50/50, 100/0) misses every one of them.
+    samples = []
+    for _ in range(WEIGHT_SAMPLES):
+        seen = backends_seen(mesh, "echo-weight", count=WEIGHT_REQUESTS)
+        samples.append(seen)
+        if set(seen) == {"echo-v1", "echo-v2"} and abs(seen["echo-v1"] / WEIGHT_REQUESTS - 0.7) <= WEIGHT_TOLERANCE:
+            break
+    else:
+        pytest.fail(f"no sample of {WEIGHT_REQUESTS} requests split 70/30 +- 5 points between echo-v1 and "
+                    f"echo-v2 alone: {samples}")
 
 
 @pytest.mark.features("MeshPorts")
