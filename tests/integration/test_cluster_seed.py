@@ -269,10 +269,13 @@ spec:
   containers:
   - name: main
     image: sleep
-    command: ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while true; do sleep 0.1; done"]
+    command: ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; echo trap-set; while true; do sleep 0.1; done"]
 """)
     seed_cluster.apply([str(path)])
     seed_cluster.wait_ready(30)
+    # Ready means the process runs, not that the shell has reached its trap: under load a TERM
+    # sent before it ended the pod at once (CI saw the pod gone before the first get).
+    wait_until(lambda: "trap-set" in seed_cluster.logs("tc-grace", "stubborn"), 10, what="the TERM trap set")
     started = time.monotonic()
     seed_cluster.delete_pod("tc-grace", "stubborn")
     assert seed_cluster.get("Pod", "tc-grace", "stubborn")["metadata"].get("deletionTimestamp")
