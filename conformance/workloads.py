@@ -43,6 +43,27 @@ def _placement(node: str | None) -> dict:
     return {"nodeSelector": {"kubernetes.io/hostname": node}} if node else {}
 
 
+def deployment(ns: str, name: str, containers: list[dict], replicas: int = 1, node: str | None = None,
+               **pod_spec) -> dict:
+    """A Deployment of pods labelled app=`name` running as ServiceAccount `name`."""
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"serviceAccountName": name, "containers": containers,
+                                           **pod_spec, **_placement(node)}}}}
+
+
+def service(ns: str, name: str, ports: list[dict], headless: bool = False) -> dict:
+    """A Service selecting app=`name`."""
+    labels = {"app": name}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+           "spec": {"selector": labels, "ports": ports}}
+    if headless:
+        svc["spec"]["clusterIP"] = "None"
+    return svc
+
+
 def _httpbin_container(name: str, port: int) -> dict:
     # go-httpbin reads its port from PORT (the image's CMD takes no arguments we could add)
     return {"name": name, "image": HTTPBIN_IMAGE, "imagePullPolicy": PULL_POLICY,
@@ -55,7 +76,6 @@ def httpbin(ns: str, name: str = "httpbin", replicas: int = 1, node: str | None 
 
     go-httpbin answers as httpbin does, with two differences a test reading bodies must allow
     for: header values are lists (`echoed_headers`) and `origin` is the peer's ip:port."""
-    labels = {"app": name}
     containers = [_httpbin_container("httpbin", HTTP_TARGET_PORT)]
     ports = [{"name": "http", "port": HTTP_PORT, "targetPort": HTTP_TARGET_PORT}]
     if alt_port:
@@ -64,57 +84,29 @@ def httpbin(ns: str, name: str = "httpbin", replicas: int = 1, node: str | None 
     if headless:
         # A headless service is addressed by pod IP, so clients use the container port itself.
         ports = [{"name": "http", "port": HTTP_TARGET_PORT, "targetPort": HTTP_TARGET_PORT}]
-    service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": name, "namespace": ns, "labels": labels},
-               "spec": {"selector": labels, "ports": ports}}
-    if headless:
-        service["spec"]["clusterIP"] = "None"
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"serviceAccountName": name, "containers": containers,
-                                       **_placement(node)}}}}
-    return [service_account(ns, name), service, deployment]
+    return [service_account(ns, name), service(ns, name, ports, headless),
+            deployment(ns, name, containers, replicas, node)]
 
 
 def client(ns: str, name: str, node: str | None = None) -> list[dict]:
     """A curl client with its own ServiceAccount (and therefore its own identity)."""
-    labels = {"app": name}
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 0,
-                                       "containers": [{"name": "curl", "image": CURL_IMAGE,
-                                                       "imagePullPolicy": PULL_POLICY,
-                                                       "command": ["/bin/sleep", "3650d"]}],
-                                       **_placement(node)}}}}
-    return [service_account(ns, name), deployment]
+    curl = {"name": "curl", "image": CURL_IMAGE, "imagePullPolicy": PULL_POLICY, "command": ["/bin/sleep", "3650d"]}
+    return [service_account(ns, name), deployment(ns, name, [curl], node=node, terminationGracePeriodSeconds=0)]
 
 
 def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = None,
            headless: bool = False) -> list[dict]:
     """A server that names itself: a stock Python image serving its own pod name at /name
     (Python's http.server), so a test sees which endpoint answered."""
-    labels = {"app": name}
     script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
               f'exec python3 -m http.server {WHOAMI_PORT}')
     container = {"name": "whoami", "image": PYTHON_IMAGE, "imagePullPolicy": PULL_POLICY,
                  "command": ["sh", "-c", script],
                  "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                  "ports": [{"containerPort": WHOAMI_PORT}]}
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
-               "spec": {"selector": labels, "ports": [{"name": "http", "port": WHOAMI_PORT,
-                                                       "targetPort": WHOAMI_PORT}]}}
-    if headless:
-        service["spec"]["clusterIP"] = "None"
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-                  "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                           "template": {"metadata": {"labels": labels},
-                                        "spec": {"serviceAccountName": name, "containers": [container],
-                                                 **_placement(node)}}}}
-    return [service_account(ns, name), service, deployment]
+    return [service_account(ns, name),
+            service(ns, name, [{"name": "http", "port": WHOAMI_PORT, "targetPort": WHOAMI_PORT}], headless),
+            deployment(ns, name, [container], replicas, node)]
 
 
 def authorization_policy(ns: str, name: str, spec: dict, selector_app: str | None = None) -> dict:

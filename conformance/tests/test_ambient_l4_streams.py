@@ -43,19 +43,12 @@ STALL_SECONDS = 3
 
 def stream_server(ns: str, node: str | None) -> list[dict]:
     """The stream server in a stock Python image, behind a Service whose port is TCP by name."""
-    labels = {"app": "stream"}
     container = {"name": "stream", "image": w.PYTHON_IMAGE, "imagePullPolicy": w.PULL_POLICY,
                  "command": ["python3", "-c", (PROBES / "stream_server.py").read_text(), "--port", str(PORT)],
                  "ports": [{"containerPort": PORT}]}
-    spec = {"serviceAccountName": "stream", "terminationGracePeriodSeconds": 0, "containers": [container]}
-    if node:
-        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     return [w.service_account(ns, "stream"),
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "stream", "namespace": ns, "labels": labels},
-             "spec": {"selector": labels, "ports": [{"name": "tcp-stream", "port": PORT, "targetPort": PORT}]}},
-            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stream", "namespace": ns},
-             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                      "template": {"metadata": {"labels": labels}, "spec": spec}}}]
+            w.service(ns, "stream", [{"name": "tcp-stream", "port": PORT, "targetPort": PORT}]),
+            w.deployment(ns, "stream", [container], node=node, terminationGracePeriodSeconds=0)]
 
 
 @dataclass

@@ -43,17 +43,11 @@ HTTP_TO_DENIED = b"GET /denied HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r
 def echo_server(ns: str, node: str | None) -> list[dict]:
     """The echo server in a stock Python image: WebSocket/HTTP on 8080, TCP echo on 9000."""
     source = (PROBES / "echo_server.py").read_text()
-    labels = {"app": "echo"}
-    container = {"name": "echo", "image": w.PYTHON_IMAGE,
+    container = {"name": "echo", "image": w.PYTHON_IMAGE, "imagePullPolicy": w.PULL_POLICY,
                  "command": ["python3", "-c", source, "--http", "8080", "--tcp", "9000"],
                  "ports": [{"containerPort": 8080}, {"containerPort": 9000}]}
-    spec = {"serviceAccountName": "echo", "terminationGracePeriodSeconds": 0, "containers": [container]}
-    if node:
-        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     return [w.service_account(ns, "echo"),
-            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo", "namespace": ns},
-             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                      "template": {"metadata": {"labels": labels}, "spec": spec}}}]
+            w.deployment(ns, "echo", [container], node=node, terminationGracePeriodSeconds=0)]
 
 
 @dataclass
