@@ -118,6 +118,8 @@ class PodCapture(Capture):
         def running() -> bool:
             pod = self.target.core.read_namespaced_pod(self.pod.name, self.pod.namespace)
             last[:] = [pod]
+            if pod.status is None:  # not yet written by the API server's pod strategy
+                return False
             if pod.status.phase in ("Failed", "Succeeded"):
                 raise TargetError(f"the packet-capture pod {self.pod.name} on node {self.node} ended "
                                   f"({pod.status.phase}) before it was used: {_waiting_reason(pod)}")

@@ -111,6 +111,11 @@ class Store:
         meta.setdefault("generation", 1)
         if obj.get("kind") == "Service":
             self._assign_cluster_ip(obj, None)
+        elif obj.get("kind") == "Pod":
+            # as the API server's pod strategy (PrepareForCreate): a new pod is Pending until a
+            # kubelet says otherwise; clients read status.phase at once (the official client's
+            # status is None without it)
+            obj.setdefault("status", {}).setdefault("phase", "Pending")
         return self._commit(obj, "ADDED")
 
     def replace(self, obj: dict) -> dict:

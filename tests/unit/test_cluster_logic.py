@@ -80,6 +80,14 @@ def test_namespaced_objects_need_their_namespace(store):
     store.apply([ns("elsewhere"), service("s", namespace="elsewhere")])  # same batch is fine
 
 
+def test_a_new_pod_is_pending_at_once(store):
+    """As the API server's pod strategy: status.phase is Pending from the create on, before any
+    kubelet writes it (clients read the phase of the pod they just made)."""
+    store.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+                  "spec": {"containers": [{"name": "c", "image": "sleep"}]}}])
+    assert store.get("Pod", "apps", "p")["status"] == {"phase": "Pending"}
+
+
 def test_services_get_stable_cluster_ips_and_headless_stays_none(store):
     store.apply([service("a"), service("b"), service("h", clusterIP="None")])
     a = store.get("Service", "apps", "a")["spec"]["clusterIP"]
