@@ -114,10 +114,18 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
 
 
 def late_pod_story(c, pod: str, sa: str) -> str:
-    """The ztunnels' log lines about a pod and its identity (capture, certificate, refusals)."""
+    """The ztunnels' log lines about a pod and its identity (capture and its errors, certificate,
+    refusals)."""
     lines = []
     for zt in running_pods(c, "istio-system", {"app": "ztunnel"}):
         name = zt["metadata"]["name"]
         lines += [f"{name}: {line}" for line in c.logs("istio-system", name).splitlines()
-                  if f'workload="{pod}"' in line or f"/{pod} (" in line or f"/sa/{sa}" in line][-15:]
+                  if f"/{pod}" in line or f'"{pod}"' in line or f"/sa/{sa}" in line][-15:]
+    for node in NODES:   # what each node proxy holds: the pod's workload and whether it captured it
+        dump = ztunnel_dump(c, node)
+        held = [{k: w.get(k) for k in ("name", "node", "workloadIps", "status")}
+                for w in dump.get("workloads", ()) if w.get("name") == pod]
+        captured = any(p.get("name") == pod for p in dump.get("capturedPods", ()))
+        lines.append(f"{node}'s ztunnel at version {dump.get('version')}: workload {held or 'absent'}, "
+                     f"captured: {captured}")
     return "ztunnel log lines about the late pod:\n" + "\n".join(lines or ["(none)"])
