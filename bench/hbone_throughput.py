@@ -490,6 +490,8 @@ def parse_args(argv=None):
 def _run(coro) -> None:
     """Our HBONE processes run on the ztunnel's event loop (TH_BENCH_LOOP=asyncio: the stdlib's)."""
     from reference_impl.hbone import eventloop
+    from reference_impl.process.allocator import keep_large_buffers
+    keep_large_buffers()  # as the ztunnel's __main__ does
     eventloop.run(coro, os.environ.get("TH_BENCH_LOOP", "uvloop"), "TH_BENCH_LOOP")
 
 

@@ -12,12 +12,14 @@ import logging
 import os
 import sys
 
+from ..process.allocator import keep_large_buffers
 from ..process.serve import configure_logging, until_signalled
 from .capture import CaptureError
 from .run import SidecarProcess, StartupError, drain_deadline
 
 
 def main() -> int:
+    keep_large_buffers()
     configure_logging(os.environ.get("SIDECAR_LOG_LEVEL", "INFO"))
     # The engine's own access line lacks whether the peer came over mTLS; sidecar.access has it.
     logging.getLogger("l7.access").setLevel(logging.WARNING)

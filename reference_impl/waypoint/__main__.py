@@ -15,6 +15,7 @@ import os
 import sys
 
 from ..hbone import eventloop
+from ..process.allocator import keep_large_buffers
 from ..process.serve import configure_logging, until_signalled
 from .run import StartupError, WaypointProcess, drain_deadline
 
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
                         help="the port endpoints' HBONE servers listen on (15008 in a cluster; loopback tests differ)")
     parser.add_argument("--log-level", default=os.environ.get("WAYPOINT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    keep_large_buffers()
     configure_logging(args.log_level)
     static = None
     if args.config:

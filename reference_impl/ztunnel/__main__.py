@@ -14,6 +14,7 @@ import os
 import sys
 
 from ..hbone import eventloop
+from ..process.allocator import keep_large_buffers
 from ..process.serve import configure_logging, until_signalled
 from .run import ZtunnelProcess, drain_deadline
 
@@ -26,6 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--admin-host", default="127.0.0.1")
     parser.add_argument("--log-level", default=os.environ.get("ZTUNNEL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    keep_large_buffers()
     configure_logging(args.log_level)
     if not args.node:
         print("ztunnel: NODE_NAME is not set; the kubelet sets it, or pass --node", file=sys.stderr)
