@@ -32,6 +32,8 @@ _DATA_HEADER = struct.Struct(">HBBBL")
 _JOIN_LIMIT = 16 * 1024  # one TLS record's worth: joining is cheaper than a record of its own
 _END_STREAM = 0x1
 _RECV_DATA_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+_SEND_DATA_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
+_STREAM_CLOSED = h2.stream.StreamState.CLOSED
 
 
 def _short_raw_data_repr(data) -> str:
@@ -94,6 +96,7 @@ class H2Session(asyncio.Protocol):
         self._closed_event = asyncio.Event()
         # a DATA frame cut by a read: its stream, the payload bytes still to come, its END_STREAM
         self._data_sid, self._data_left, self._data_end = 0, 0, False
+        self._open_state = _open_state(self.client_side)
 
     # ---- lifecycle ----
     def start_h2(self, transport: asyncio.Transport) -> None:
@@ -223,6 +226,19 @@ class H2Session(asyncio.Protocol):
         else:
             ours = self.streams.get(sid)
             piece = memoryview(data)[start:stop] if ours is not None and ours._sink is not None else data[start:stop]
+        if not end_stream and conn.state_machine.state is self._open_state:
+            ours = self.streams.get(sid)
+            stream = conn.streams.get(sid)
+            if (ours is not None and ours._sink is not None and stream is not None
+                    and stream.state_machine.state in _RECV_DATA_STATES and stream.state_machine.headers_received
+                    and stream._expected_content_length is None):
+                # A spliced stream's DATA in the steady state: RECV_DATA changes neither state
+                # machine here, and the DataReceived event would only carry the bytes to the
+                # sink; the windows shrink as h2's receive_data() shrinks them.
+                conn._inbound_flow_control_window_manager.window_consumed(size)
+                stream._inbound_window_manager.window_consumed(size)
+                ours._feed(piece, size)
+                return []
         events = conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_DATA)
         conn._inbound_flow_control_window_manager.window_consumed(size)
         stream = conn.streams.get(sid)
@@ -250,8 +266,10 @@ class H2Session(asyncio.Protocol):
 
     # ---- h2 plumbing ----
     def flush(self) -> None:
+        if not self.conn._data_to_send:  # the common case: nothing queued; data_to_send() allocates
+            return
         data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def _dispatch(self, event) -> None:
@@ -336,8 +354,21 @@ class H2Session(asyncio.Protocol):
             self.close("GOAWAY and no streams left")
 
     def return_window(self, stream_id: int, size: int) -> None:
-        if self.closed:
+        if self.closed or size <= 0:
             return
+        # Most returns owe the peer no WINDOW_UPDATE yet (h2 sends one once half a window is
+        # processed, or at a window of 0): then count the bytes as h2's window managers do, without
+        # its acknowledge_received_data() and the frame list it builds.
+        conn_window = self.conn._inbound_flow_control_window_manager
+        stream = self.conn.streams.get(stream_id)
+        if stream is not None and stream.state_machine.state is not _STREAM_CLOSED:
+            stream_window = stream._inbound_window_manager
+            if (conn_window.current_window_size and stream_window.current_window_size
+                    and conn_window._bytes_processed + size < conn_window.max_window_size // 2
+                    and stream_window._bytes_processed + size < stream_window.max_window_size // 2):
+                conn_window._bytes_processed += size
+                stream_window._bytes_processed += size
+                return
         try:
             self.conn.acknowledge_received_data(size, stream_id)
         except h2.exceptions.ProtocolError:
@@ -385,14 +416,19 @@ class H2Session(asyncio.Protocol):
         frame: for 1 MiB frames that was the bulk path's largest cost, and at 1 KiB a fifth of
         a chunk's Python time. The caller checked the windows and the frame size."""
         conn = self.conn
-        conn.state_machine.process_input(h2.connection.ConnectionInputs.SEND_DATA)
-        stream = conn._get_stream_by_id(stream_id)  # raises StreamClosedError as send_data would
-        stream.state_machine.process_input(h2.stream.StreamInputs.SEND_DATA)
+        stream = conn.streams.get(stream_id)
+        if (conn.state_machine.state is not self._open_state or stream is None
+                or stream.state_machine.state not in _SEND_DATA_STATES):
+            # SEND_DATA changes neither state machine in the open states: only elsewhere are
+            # they asked (and raise, as send_data() would)
+            conn.state_machine.process_input(h2.connection.ConnectionInputs.SEND_DATA)
+            stream = conn._get_stream_by_id(stream_id)
+            stream.state_machine.process_input(h2.stream.StreamInputs.SEND_DATA)
         size = len(data)
         stream.outbound_flow_control_window -= size
         conn.outbound_flow_control_window -= size
         header = _DATA_HEADER.pack(size >> 8, size & 0xFF, 0, 0, stream_id)
-        pending = conn.data_to_send()  # what h2 queued before this frame goes first
+        pending = conn.data_to_send() if conn._data_to_send else b""  # what h2 queued before goes first
         if self.transport is None or self.transport.is_closing():
             return
         if size <= _JOIN_LIMIT:  # one TLS record for header and payload
