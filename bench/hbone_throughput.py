@@ -17,7 +17,7 @@ In-cluster paths (--cluster; a 2-node reference cluster, client pod on node-0, s
 
 Per path: round trips of --size bytes on one connection (one in flight), sampled in batches of
 --batch per path per round, the order rotated every round; per hop = (pXX(path) − pXX(direct)) / 2,
-two proxies per path. CPU = user+system seconds of the path's two proxy processes during its
+two proxies per path. CPU = on-CPU seconds (user + system, the scheduler's ns clock) of the path's two proxy processes during its
 batches, per 10,000 round trips. Bulk = --bulk-mb MiB through one connection into a sink that
 answers the count. Everything runs twice: unpinned, then every process (this one, the proxies,
 the apps, the ztunnels) pinned to one CPU with sched_setaffinity (as `taskset`).
@@ -279,14 +279,21 @@ def _round_trip(s: socket.socket, payload: bytes) -> float:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
+    """On-CPU seconds of the processes' threads, from the scheduler's nanosecond clock
+    (/proc/PID/task/TID/schedstat); /proc/PID/stat counts in 10 ms ticks, as coarse as a
+    whole batch of round trips."""
     total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except (OSError, IndexError, ValueError):
+                pass
     return total
 
 
