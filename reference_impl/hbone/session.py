@@ -29,6 +29,7 @@ MAX_STREAMS = 100
 _TRANSPORT_HIGH_WATER = 1024 * 1024
 # DATA frame header: 24-bit length, type 0, flags 0, stream id (RFC 9113 4.1)
 _DATA_HEADER = struct.Struct(">HBBBL")
+_FRAME_HEADER = struct.Struct(">BHBBL")  # the same 9 bytes read back: length split 8 + 16 bits
 _JOIN_LIMIT = 16 * 1024  # one TLS record's worth: joining is cheaper than a record of its own
 _END_STREAM = 0x1
 _RECV_DATA_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
@@ -193,15 +194,16 @@ class H2Session(asyncio.Protocol):
                 events += self._receive_data(self._data_sid, data, 0, take, self._data_end and not self._data_left)
                 pos = take
             while end - pos >= 9:
-                length = int.from_bytes(data[pos:pos + 3], "big")
-                if data[pos + 3] != 0 or data[pos + 4] & ~_END_STREAM or length > max_size:
+                length_high, length_low, frame_type, flags, sid = _FRAME_HEADER.unpack_from(data, pos)
+                length = length_high << 16 | length_low
+                if frame_type != 0 or flags & ~_END_STREAM or length > max_size:
                     break
-                sid = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+                sid &= 0x7FFFFFFF
                 stream = conn.streams.get(sid)
                 if stream is None or sid not in self.streams or stream.state_machine.state not in _RECV_DATA_STATES:
                     break
                 take = min(length, end - pos - 9)
-                end_stream = bool(data[pos + 4] & _END_STREAM)
+                end_stream = bool(flags & _END_STREAM)
                 if take < length:
                     self._data_sid, self._data_left, self._data_end = sid, length - take, end_stream
                 events += self._receive_data(sid, data, pos + 9, pos + 9 + take, end_stream and take == length)
@@ -229,12 +231,12 @@ class H2Session(asyncio.Protocol):
         if not end_stream and conn.state_machine.state is self._open_state:
             ours = self.streams.get(sid)
             stream = conn.streams.get(sid)
-            if (ours is not None and ours._sink is not None and stream is not None
+            if (ours is not None and stream is not None
                     and stream.state_machine.state in _RECV_DATA_STATES and stream.state_machine.headers_received
                     and stream._expected_content_length is None):
-                # A spliced stream's DATA in the steady state: RECV_DATA changes neither state
+                # DATA of an open stream in the steady state: RECV_DATA changes neither state
                 # machine here, and the DataReceived event would only carry the bytes to the
-                # sink; the windows shrink as h2's receive_data() shrinks them.
+                # stream's _feed(); the windows shrink as h2's receive_data() shrinks them.
                 conn._inbound_flow_control_window_manager.window_consumed(size)
                 stream._inbound_window_manager.window_consumed(size)
                 ours._feed(piece, size)
@@ -408,6 +410,23 @@ class H2Session(asyncio.Protocol):
         self.flush()
         if stream._send_bytes <= DRAIN_LOW_WATER or stream._reset is not None:
             stream._wake_writer()
+
+    def send_now(self, stream: HboneStream, data: bytes) -> bool:
+        """``data`` as one DATA frame at once, if the windows and the frame size allow it;
+        False (nothing sent) otherwise, for the queue and send_pending() to take it."""
+        if self.closed:
+            return False
+        conn, size = self.conn, len(data)
+        h2_stream = conn.streams.get(stream.stream_id)
+        if (h2_stream is None or size > conn.max_outbound_frame_size or size > conn.outbound_flow_control_window
+                or size > h2_stream.outbound_flow_control_window):
+            return False
+        try:
+            self._send_data(stream.stream_id, data)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return False  # raised before anything was sent or counted: send_pending() resets the stream
+        stream.bytes_sent += size
+        return True
 
     def _send_data(self, stream_id: int, data: bytes) -> None:
         """One DATA frame (no flags, no padding) straight to the transport, with h2's state

@@ -91,6 +91,10 @@ class HboneStream:
     def send(self, data: bytes) -> None:
         """write() without waiting for the loop turn's end: for a splice, whose every chunk is
         one whole read (nothing to coalesce it with)."""
+        if (not self._send and not self._flush_scheduled and self._reset is None and not self._peer_stopped
+                and not self._eof_wanted and not self._local_done and type(data) is bytes and data
+                and self._session.send_now(self, data)):
+            return  # nothing queued before it and the windows have room: one frame, now
         if self._queue(data) and not self._flush_scheduled:
             self._session.send_pending(self)
 
