@@ -36,6 +36,7 @@ class StreamSplice(asyncio.Protocol):
         self.from_stream = 0
         self.on_done = None
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._ended = False  # _done is done: a plain flag, read per chunk
         self._tcp_eof = False
         self._stream_eof = False
         self._reading_paused = False
@@ -51,7 +52,7 @@ class StreamSplice(asyncio.Protocol):
             self._sock.close()
             self._finish(exc if isinstance(exc, Exception) else ConnectionResetError("splice cancelled"))
             raise
-        if not self._done.done():
+        if not self._ended:
             stream._attach(self)  # hands over what arrived before the splice began
         try:
             exc = await asyncio.shield(self._done)
@@ -76,7 +77,7 @@ class StreamSplice(asyncio.Protocol):
         transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def data_received(self, data):
-        if self._done.done():
+        if self._ended:
             return
         self.to_stream += len(data)
         stream = self.stream
@@ -91,14 +92,14 @@ class StreamSplice(asyncio.Protocol):
 
     def eof_received(self):
         self._tcp_eof = True
-        if not self._done.done():
+        if not self._ended:
             self.stream.write_eof()
             if self._stream_eof:
                 self._finish(None)
         return True
 
     def connection_lost(self, exc):
-        if not self._done.done():
+        if not self._ended:
             self._finish(exc or ConnectionResetError("TCP connection closed before both sides ended"))
 
     def pause_writing(self):
@@ -107,7 +108,7 @@ class StreamSplice(asyncio.Protocol):
     def resume_writing(self):
         self._writing_paused = False
         owed, self._owed = self._owed, 0
-        if owed and not self._done.done():
+        if owed and not self._ended:
             self.stream._session.return_window(self.stream.stream_id, owed)
 
     # ---- the stream side (called by HboneStream) ----
@@ -131,15 +132,16 @@ class StreamSplice(asyncio.Protocol):
 
     def stream_writable(self) -> None:
         stream = self.stream
-        if (self._reading_paused and not self._done.done() and stream._send_bytes <= DRAIN_LOW_WATER
+        if (self._reading_paused and not self._ended and stream._send_bytes <= DRAIN_LOW_WATER
                 and not stream._session.write_paused):
             self._reading_paused = False
             self.transport.resume_reading()
 
     # ---- the end ----
     def _finish(self, exc: BaseException | None) -> None:
-        if self._done.done():
+        if self._ended:
             return
+        self._ended = True
         self._done.set_result(exc)
         stream, transport = self.stream, self.transport
         if stream is not None:
