@@ -11,7 +11,6 @@ from .capture import PROXY_MARK
 from .podns import entered
 
 SO_ORIGINAL_DST = 80
-BUFFER_BYTES = 1 << 20
 UPSTREAM_CONNECT_TIMEOUT = 10.0
 
 
