@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from conformance.targets import reference_ca
 from reference_impl.xds import (CsrRefused, CsrRejected, XdsClient, XdsServer, XdsUnavailable,
                                 debug_query)
 
@@ -150,6 +151,10 @@ def test_rejected_snapshot_is_nacked_and_previous_config_kept(sock_path):
             assert "no address" in stream.nacked["error"]
             assert client.version == good and "poison" not in client.config["workloads"]
             assert stream.acked_version == good
+            # what the reference target's timeout message says of the stream names the NACK
+            summary = await asyncio.get_running_loop().run_in_executor(
+                None, reference_ca.ztunnel_streams_summary, sock_path)
+            assert f"sent {stream.sent_version}, acked {good}, nacked" in summary and "no address" in summary
 
     asyncio.run(scenario())
 
