@@ -196,15 +196,15 @@ async def _run_async(netns: str, steps: list[_Step]) -> None:
         # that pipe, and uvloop then raises RuntimeError on the write instead of the command's
         # own error being reported; a caller that releases a vanished pod got that, not a
         # CaptureError, and the whole snapshot was NACKed.
-        with tempfile.TemporaryFile() as batch:
-            batch.write(step.batch.encode())
-            batch.seek(0)
-            try:
+        try:
+            with tempfile.TemporaryFile() as batch:
+                batch.write(step.batch.encode())
+                batch.seek(0)
                 proc = await asyncio.create_subprocess_exec(
                     *_argv(netns, step), stdin=batch, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            except OSError as exc:
-                raise CaptureError(f"could not {step.what} in netns {netns}: {exc}; check that nftables and "
-                                   f"iproute2 are installed and the namespace exists") from exc
+        except OSError as exc:
+            raise CaptureError(f"could not {step.what} in netns {netns}: {exc}; check that nftables and "
+                               f"iproute2 are installed and the namespace exists") from exc
         try:
             out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
         except TimeoutError:
