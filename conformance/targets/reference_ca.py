@@ -67,7 +67,7 @@ def ztunnel_streams_summary(istiod_sock: str) -> str:
     except Exception as exc:  # the debug call itself failing is the finding then
         return f"istiod's debug answer failed: {type(exc).__name__}: {exc}"
     return "; ".join(f"{p.get('pod')} on {p.get('node')}: sent {p.get('sentVersion')}, acked {p.get('ackedVersion')}"
-                     + (f", nacked {p['nacked']}" if p.get("nacked") else "") for p in streams) or "no ztunnel stream"
+                     + (f", nacked {p['nack']}" if p.get("nack") else "") for p in streams) or "no ztunnel stream"
 
 
 def ztunnels_connected(istiod_sock: str, nodes: int) -> bool:

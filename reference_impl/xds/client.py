@@ -106,11 +106,12 @@ class XdsClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.write(protocol.encode({**message, "id": request_id}))
-            await self._writer.drain()
+            await _send(self._writer, {**message, "id": request_id})
             return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise XdsUnavailable(f"istiod did not answer {message['type']} within {timeout:g}s") from None
+        except ConnectionError:
+            raise XdsUnavailable("connection to istiod lost") from None
         finally:
             self._pending.pop(request_id, None)
 
@@ -130,6 +131,10 @@ class XdsClient:
                 await self._serve(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
                 log.info("stream to istiod lost: %s", exc)
+            except Exception:
+                # Whatever broke this stream, the proxy must connect again: this task ending would
+                # leave it on its last config with no stream for good.
+                log.exception("stream to istiod failed")
             finally:
                 self.connected.clear()
                 self._writer = None
@@ -144,8 +149,7 @@ class XdsClient:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hello = Hello(self.proxy, self.node, self.pod, self.namespace, version=self.version)
-        writer.write(protocol.encode(hello.to_message()))
-        await writer.drain()
+        await _send(writer, hello.to_message())
         self._writer = writer
         self.connects += 1
         self.connected.set()
@@ -179,14 +183,25 @@ class XdsClient:
                     await result
             except Exception as exc:
                 log.exception("snapshot version %d rejected; keeping version %d", version, self.version)
-                writer.write(protocol.encode(protocol.nack(version, f"{type(exc).__name__}: {exc}")))
-                await writer.drain()
+                await _send(writer, protocol.nack(version, f"{type(exc).__name__}: {exc}"))
                 return
         async with self._changed:
             self.config, self.version, self.received_at = config, version, time.time()
             self._changed.notify_all()
-        writer.write(protocol.encode(protocol.ack(version)))
+        await _send(writer, protocol.ack(version))
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict) -> None:
+    """Write one message; a stream that is gone is a ConnectionError. uvloop raises RuntimeError
+    on a write to a transport it already closed (istiod reset the stream, e.g. killed with our last
+    ack unread, while a snapshot was being applied); the stdlib loop raises ConnectionError."""
+    try:
+        writer.write(protocol.encode(message))
         await writer.drain()
+    except RuntimeError as exc:
+        if not writer.transport.is_closing():
+            raise
+        raise ConnectionResetError(f"stream to istiod already closed ({exc})") from None
 
 
 def debug_query(socket_path: str, what: str, timeout: float = 5.0, **params) -> dict:

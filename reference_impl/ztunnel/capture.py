@@ -17,7 +17,9 @@ so the running app is not disturbed.
 """
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 TABLE = "ztunnel"
@@ -33,6 +35,7 @@ TPROXY_MARK = 0x111
 TPROXY_MASK = 0xfff
 ROUTE_TABLE = 100
 RULE_PRIORITY = 32764
+COMMAND_TIMEOUT_S = 10
 
 
 class CaptureError(RuntimeError):
@@ -187,13 +190,30 @@ async def remove_async(netns: str) -> None:
 
 
 async def _run_async(netns: str, steps: list[_Step]) -> None:
-    import asyncio
     for step in steps:
+        # The batch is handed over as a file, never written into a pipe: a command that exits
+        # without reading its input (`ip netns exec` of a pod namespace already deleted) closes
+        # that pipe, and uvloop then raises RuntimeError on the write instead of the command's
+        # own error being reported; a caller that releases a vanished pod got that, not a
+        # CaptureError, and the whole snapshot was NACKed.
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *_argv(netns, step), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(step.batch.encode()), 10)
-        except (OSError, TimeoutError) as exc:
+            with tempfile.TemporaryFile() as batch:
+                batch.write(step.batch.encode())
+                batch.seek(0)
+                proc = await asyncio.create_subprocess_exec(
+                    *_argv(netns, step), stdin=batch, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
             raise CaptureError(f"could not {step.what} in netns {netns}: {exc}; check that nftables and "
                                f"iproute2 are installed and the namespace exists") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            raise CaptureError(f"could not {step.what} in netns {netns}: no answer within "
+                               f"{COMMAND_TIMEOUT_S:g}s") from None
+        finally:
+            # A command given up on must not change the rules afterwards (capture installed
+            # after the proxy gave up on the pod would send its traffic to closed ports).
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         _check(netns, step, proc.returncode, out.decode(), err.decode())

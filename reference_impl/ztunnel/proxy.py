@@ -27,6 +27,8 @@ from .telemetry import Telemetry
 log = logging.getLogger("ztunnel")
 
 NetnsResolver = Callable[[Workload], Awaitable[str | None]]
+# Backoff between attempts to capture a pod whose capture failed.
+CAPTURE_RETRY_INITIAL_S, CAPTURE_RETRY_MAX_S = 0.2, 5.0
 
 
 @dataclass
@@ -61,26 +63,38 @@ class Ztunnel:
         self.draining = False
         self._apply_lock = asyncio.Lock()
         self._first_apply = True
+        self._capture_retry: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ snapshots
     async def apply(self, config: dict, version: int) -> None:
         state = State(config, self.node)  # raises ConfigError → the xDS client NACKs
         async with self._apply_lock:
             self.state, self.version = state, version
-            await self._reconcile()
+            pending = await self._reconcile()
             self.connections.revoke(self.state)
             self._refresh_identities()
             self._first_apply = False
+        if pending:
+            self._retry_captures()
         self.ready.set()
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self) -> list[Workload]:
+        """Capture this node's pods the snapshot names and release the others; returns the pods
+        whose capture failed. One pod's failure never stops the others' reconcile: the snapshot
+        is valid and is acknowledged, and a failed capture is retried (_retry_captures)."""
         if self.draining:
-            return
+            return []
         desired = {w.uid: w for w in self.state.captured_local()}
         for uid in [u for u in self.pods if u not in desired]:
-            await self._stop_pod(self.pods.pop(uid), remove_rules=True)
+            await self._release(self.pods.pop(uid))
+        failed = []
         for uid, workload in desired.items():
             pod = self.pods.get(uid)
+            if pod is not None and not _same_pod(pod, workload):
+                # The same name, another pod (deleted and created again, e.g. while istiod was
+                # away): the proxy held for the old one listens in a namespace that is gone.
+                await self._release(self.pods.pop(uid))
+                pod = None
             if pod is not None:
                 pod.workload = workload
                 continue
@@ -88,6 +102,7 @@ class Ztunnel:
                 await self._start_pod(workload)
             except Exception as exc:
                 log.error("cannot capture pod %s/%s: %s", workload.namespace, workload.name, exc)
+                failed.append(workload)
         if self._first_apply and self.manage_rules:
             # Rules left behind by an earlier ztunnel for pods that are no longer captured.
             for w in self.state.local_workloads():
@@ -99,6 +114,32 @@ class Ztunnel:
                         await capture.remove_async(netns)
                     except capture.CaptureError as exc:
                         log.debug("%s", exc)
+        return failed
+
+    async def _release(self, pod: PodProxy) -> None:
+        try:
+            await self._stop_pod(pod, remove_rules=True)
+        except Exception:
+            log.exception("releasing pod %s/%s failed", pod.workload.namespace, pod.workload.name)
+
+    def _retry_captures(self) -> None:
+        """Keep reconciling, with backoff, until every pod of the snapshot is captured: a capture
+        that failed (the pod's namespace not there yet, a command that timed out) would otherwise
+        wait for the next snapshot, and none may come (istio-cni retries a failed pod add too)."""
+        if self._capture_retry is None or self._capture_retry.done():
+            self._capture_retry = asyncio.get_running_loop().create_task(self._capture_retry_loop())
+
+    async def _capture_retry_loop(self) -> None:
+        delay = CAPTURE_RETRY_INITIAL_S
+        while not self.draining:
+            await asyncio.sleep(delay)
+            async with self._apply_lock:
+                pending = await self._reconcile()
+            if not pending:
+                return
+            delay = min(delay * 2, CAPTURE_RETRY_MAX_S)
+            log.info("capture of %s failed again; retrying in %.1fs",
+                     ", ".join(f"{w.namespace}/{w.name}" for w in pending), delay)
 
     async def _netns_of(self, workload: Workload) -> str | None:
         if workload.netns:
@@ -233,3 +274,12 @@ class Ztunnel:
         dump["certificates"] = certs
         dump["connections"] = len(self.connections)
         return dump
+
+
+def _same_pod(pod: PodProxy, workload: Workload) -> bool:
+    """Whether the captured pod is the one the snapshot names now (a workload's uid is its
+    namespace and name, so a pod created again under the same name has the same uid)."""
+    held = pod.workload
+    if held.pod_uid and workload.pod_uid:
+        return held.pod_uid == workload.pod_uid
+    return (workload.netns or pod.netns) == pod.netns and held.ip == workload.ip

@@ -54,6 +54,7 @@ class Workload:
     labels: dict = field(default_factory=dict)
     waypoint: WaypointRef | None = None
     netns: str | None = None
+    pod_uid: str | None = None          # the Kubernetes pod's own uid: differs for a pod re-created under the same name
     healthy: bool = True
     # The WORKLOAD_SELECTOR policies the control plane bound to it (namespace/name keys).
     authorization_policies: frozenset[str] = frozenset()
@@ -76,7 +77,7 @@ class Workload:
             service_account=resource.service_account, trust_domain=resource.trust_domain,
             captured=captured, hbone=resource.protocol == "HBONE" or captured,
             labels=dict(resource.labels), waypoint=WaypointRef.of(resource.waypoint),
-            netns=resource.netns, healthy=resource.status == HEALTHY,
+            netns=resource.netns, pod_uid=resource.pod_uid, healthy=resource.status == HEALTHY,
             authorization_policies=frozenset(resource.authorization_policies), raw=dict(raw))
 
 

@@ -313,12 +313,14 @@ def istiod_proxies(c) -> list[dict] | None:
 
 
 def ztunnels_in_sync(c, nodes=("node-0", "node-1")) -> bool:
-    """Every node's ztunnel is connected to istiod and has acknowledged the latest version sent."""
+    """Every node's ztunnel is connected to istiod and has acknowledged the latest version sent.
+    Something must have been sent: a restarted istiod that has not derived yet has sent nothing
+    and been acknowledged nothing (0 = 0), and the proxies hold what the one before sent."""
     proxies = istiod_proxies(c)
     if not proxies:
         return False
     if isinstance(proxies, dict):
         proxies = proxies.get("proxies", [])
-    synced = {p["node"] for p in proxies if p["proxy"] == "ztunnel" and p["sentVersion"] is not None
+    synced = {p["node"] for p in proxies if p["proxy"] == "ztunnel" and p["sentVersion"]
               and p["sentVersion"] == p["ackedVersion"]}
     return set(nodes) <= synced

@@ -115,7 +115,7 @@ def test_data_plane_serves_while_istiod_is_down_and_takes_changes_when_it_is_bac
 
 def late_pod_story(c, pod: str, sa: str) -> str:
     """The ztunnels' log lines about a pod and its identity (capture and its errors, certificate,
-    refusals)."""
+    refusals), what each node proxy holds for it, and istiod's view of their streams."""
     lines = []
     for zt in running_pods(c, "istio-system", {"app": "ztunnel"}):
         name = zt["metadata"]["name"]
@@ -128,4 +128,8 @@ def late_pod_story(c, pod: str, sa: str) -> str:
         captured = any(p.get("name") == pod for p in dump.get("capturedPods", ()))
         lines.append(f"{node}'s ztunnel at version {dump.get('version')}: workload {held or 'absent'}, "
                      f"captured: {captured}")
+    for p in (istiod_proxies(c) or {"proxies": []})["proxies"]:   # a NACK names no pod
+        if p["proxy"] == "ztunnel":
+            lines.append(f"istiod's stream to {p['node']}: sent {p['sentVersion']}, acked {p['ackedVersion']}"
+                         + (f", NACK {p['nack']}" if p.get("nack") else ""))
     return "ztunnel log lines about the late pod:\n" + "\n".join(lines or ["(none)"])

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import sys
 import tempfile
 
 import pytest
 
+from conformance.targets import reference_ca
+from reference_impl.hbone import eventloop
 from reference_impl.xds import (CsrRefused, CsrRejected, XdsClient, XdsServer, XdsUnavailable,
                                 debug_query)
 
@@ -115,6 +119,40 @@ def test_client_keeps_last_config_while_server_is_down_and_resyncs_with_higher_v
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("loop", eventloop.KINDS)
+def test_client_reconnects_after_the_stream_is_reset_while_it_applies_a_snapshot(sock_path, loop):
+    # istiod killed with a message of the proxy's unread resets the stream (ECONNRESET); the
+    # proxy was applying a snapshot, and its ack met a transport already closed. On uvloop that
+    # write raised RuntimeError, which ended the client's task: no reconnect, ever.
+    async def scenario():
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(sock_path)
+        server.listen(4)
+        server.setblocking(False)
+        loop_ = asyncio.get_running_loop()
+
+        async def slow_apply(config, version):
+            await asyncio.sleep(0.3)
+
+        client = client_for(sock_path, on_snapshot=slow_apply)
+        await client.start()
+        try:
+            first, _ = await asyncio.wait_for(loop_.sock_accept(server), 5)
+            await poll(lambda: client.connected.is_set())   # its hello is in our queue, unread
+            first.sendall(b'{"type":"snapshot","version":7,"config":{}}\n')
+            await asyncio.sleep(0.05)
+            first.close()                                   # unread data: the client's side is reset
+            second, _ = await asyncio.wait_for(loop_.sock_accept(server), 5)
+            hello = json.loads((await asyncio.wait_for(loop_.sock_recv(second, 4096), 5)).split(b"\n")[0])
+            assert hello["type"] == "hello" and hello["version"] == 7
+            second.close()
+        finally:
+            await client.close()
+            server.close()
+
+    eventloop.run(scenario(), loop)
+
+
 def test_client_started_before_server_connects_with_backoff(sock_path):
     async def scenario():
         client = client_for(sock_path)
@@ -150,6 +188,10 @@ def test_rejected_snapshot_is_nacked_and_previous_config_kept(sock_path):
             assert "no address" in stream.nacked["error"]
             assert client.version == good and "poison" not in client.config["workloads"]
             assert stream.acked_version == good
+            # what the reference target's timeout message says of the stream names the NACK
+            summary = await asyncio.get_running_loop().run_in_executor(
+                None, reference_ca.ztunnel_streams_summary, sock_path)
+            assert f"sent {stream.sent_version}, acked {good}, nacked" in summary and "no address" in summary
 
     asyncio.run(scenario())
 
