@@ -34,9 +34,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, st
 
 from reference_impl.identity import CertificateAuthority
 from reference_impl.identity.certificate import CertificateError
-from reference_impl.identity.spiffe import Identity, IdentityError
+from reference_impl.identity.spiffe import Identity
 
-from .ca_policy import identity_on_node
+from .ca_policy import identity_on_node, parse_mesh_identity
 from .index import TRUST_DOMAIN, MeshIndex, meta, pod_service_account, pod_node, pod_terminating
 
 log = logging.getLogger("controlplane.ca_grpc")
@@ -148,11 +148,9 @@ def authorize_impersonation(index: MeshIndex, caller: Caller, identity_uri: str,
         raise refuse(f"caller {caller.namespace}/{caller.service_account} is not allowed to impersonate "
                      f"(not in {TRUSTED_NODE_ACCOUNTS_ENV})")
     try:
-        identity = Identity.parse(identity_uri)
-    except IdentityError as exc:
-        raise refuse(f"failed to validate impersonated identity {identity_uri!r}: {exc}") from None
-    if identity.trust_domain != TRUST_DOMAIN:
-        raise refuse(f"impersonated identity {identity_uri} is outside the trust domain {TRUST_DOMAIN}")
+        identity = parse_mesh_identity(identity_uri)
+    except ValueError as exc:
+        raise refuse(f"failed to validate impersonated identity: {exc}") from None
     pod = index.get("Pod", caller.namespace, caller.pod_name) if caller.pod_name else None
     if pod is None:
         raise refuse(f"the caller's token is bound to no pod {caller.namespace}/{caller.pod_name or '(none)'}")

@@ -79,15 +79,25 @@ def identity_on_node(index: MeshIndex, identity: Identity, identity_uri: str, no
                for pod in index.pods_by_namespace.get(identity.namespace, ()))
 
 
+def parse_mesh_identity(identity_uri: str) -> Identity:
+    """The identity `identity_uri` names, if it is a SPIFFE identity of this mesh's trust domain;
+    ValueError with the reason otherwise (each CA answers it in its own protocol's terms)."""
+    try:
+        identity = Identity.parse(identity_uri)
+    except IdentityError as exc:
+        raise ValueError(f"{identity_uri!r} is not a mesh identity: {exc}") from None
+    if identity.trust_domain != TRUST_DOMAIN:
+        raise ValueError(f"identity {identity_uri} is outside the mesh trust domain {TRUST_DOMAIN}")
+    return identity
+
+
 def authorize_csr(index: MeshIndex, stream: ProxyStream, identity_uri: str) -> Identity:
     """The Identity to sign for, or CsrRefused naming the identity and node."""
     hello = stream.hello
     try:
-        identity = Identity.parse(identity_uri)
-    except IdentityError as exc:
-        raise CsrRefused(f"cannot sign {identity_uri!r}: {exc}") from None
-    if identity.trust_domain != TRUST_DOMAIN:
-        raise CsrRefused(f"identity {identity_uri} is outside the mesh trust domain {TRUST_DOMAIN}")
+        identity = parse_mesh_identity(identity_uri)
+    except ValueError as exc:
+        raise CsrRefused(f"cannot sign: {exc}") from None
     if hello.proxy not in _PROXY_IMAGES:
         raise CsrRefused(f"a {hello.proxy!r} connection may not request certificates")
     caller = _caller_pod(index, stream)
