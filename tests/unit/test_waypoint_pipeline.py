@@ -196,3 +196,33 @@ def test_a_forged_header_token_does_not_ride_along_with_a_valid_query_token():
     assert valid_query.forwards, valid_query.reason
     both = run(seed_snapshot(), f"/ip?access_token={seed_token()}", tampered(seed_token()))
     assert both.status == 401, both.reason
+
+
+def test_without_policies_or_jwt_rules_the_verdict_is_the_engines_own():
+    # decide() skips authenticate and evaluate_l7 when nothing applies: their answers must stand.
+    verdict = run(seed_snapshot(policies=False), "/ip?a=1", seed_token())
+    assert verdict.forwards and verdict.reason == "allowed: no ALLOW policy applies"
+    assert verdict.request_principal is None   # no rule: the token is not even looked at
+    assert ("authorization", f"Bearer {seed_token()}") in verdict.forward_headers
+
+
+def test_a_verified_token_names_the_principal_when_no_policy_applies():
+    snap = seed_snapshot()
+    snap["authorizationPolicies"] = []
+    claims = json.loads(base64.urlsafe_b64decode(seed_token().split(".")[1] + "=="))
+    verdict = run(snap, "/ip", seed_token())
+    assert verdict.forwards and verdict.reason == "allowed: no ALLOW policy applies"
+    assert verdict.request_principal == f"{claims['iss']}/{claims['sub']}"
+    assert "authorization" not in [name for name, _ in verdict.forward_headers]
+    assert run(snap, "/ip", tampered(seed_token())).status == 401
+
+
+def test_request_ids_are_version_4_uuids_as_uuid_formats_them(monkeypatch):
+    import random
+    import uuid
+
+    from reference_impl.l7 import pipeline
+
+    for bits in (0, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF, random.getrandbits(128)):
+        monkeypatch.setattr(pipeline.random, "getrandbits", lambda n, bits=bits: bits)
+        assert pipeline._request_id() == str(uuid.UUID(int=bits, version=4))
