@@ -226,3 +226,15 @@ def test_request_ids_are_version_4_uuids_as_uuid_formats_them(monkeypatch):
     for bits in (0, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF, random.getrandbits(128)):
         monkeypatch.setattr(pipeline.random, "getrandbits", lambda n, bits=bits: bits)
         assert pipeline._request_id() == str(uuid.UUID(int=bits, version=4))
+
+
+def test_what_applies_to_a_destination_is_found_once_per_config_version():
+    config = WaypointConfig.from_snapshot(seed_snapshot(), 1)
+    first = config.policies_for(HTTPBIN_UID, None)
+    assert [p.key for p in first] == ["ambient-apps/allow-ip-path-with-jwt"]
+    assert config.policies_for(HTTPBIN_UID, None) is first            # no walk of every policy again
+    assert config.jwt_rules_for(HTTPBIN_UID, None) is config.jwt_rules_for(HTTPBIN_UID, None)
+    assert config.policies_for("another-workload", None) == ()
+    # a policy bound while the config is still being built is seen by the next lookup
+    config.authorization.append(config.authorization[0])
+    assert len(config.policies_for(HTTPBIN_UID, None)) == 2
