@@ -238,3 +238,20 @@ def test_what_applies_to_a_destination_is_found_once_per_config_version():
     # a policy bound while the config is still being built is seen by the next lookup
     config.authorization.append(config.authorization[0])
     assert len(config.policies_for(HTTPBIN_UID, None)) == 2
+
+
+def test_endpoints_are_found_once_per_config_version_and_a_new_version_sees_health_changes():
+    from reference_impl.l7 import routing
+
+    snap = seed_snapshot(policies=False)
+    snap["workloads"].append(workload("httpbin-ambient-1", "10.244.1.1",
+                                      "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient"))
+    uid = snap["workloads"][-1]["uid"]
+    snap["allServices"][0]["endpoints"][uid] = {"workloadUid": uid, "port": {"8000": 80}, "status": "Healthy"}
+    config = WaypointConfig.from_snapshot(snap, 1)
+    destination, router = resolve(config, (VIP, PORT)), Router()
+    assert routing._candidates(config, destination.service, PORT) is routing._candidates(config, destination.service, PORT)
+    assert {router.pick(config, destination).workload.ip for _ in range(4)} == {"10.244.0.5", "10.244.1.1"}
+    snap["workloads"][-1]["status"] = "Unhealthy"
+    newer = WaypointConfig.from_snapshot(snap, 2)   # a connection keeps the Destination it resolved
+    assert {router.pick(newer, destination).workload.ip for _ in range(4)} == {"10.244.0.5"}
