@@ -278,6 +278,11 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/stream.py",
            "        elif self.close_stops_reading:\n",
            "        elif False:\n"),
+    # --- the L7 engine's per-request steps (issue 15, round 4: wt-wp) ----------------------------
+    Mutant("the waypoint's policy lookup cache ignores which service a request is for", "waypoint", True,
+           "reference_impl/l7/config.py",
+           '        key = ("authz", workload_uid, service_key, len(self.authorization))\n',
+           '        key = ("authz", workload_uid, len(self.authorization))\n'),
     # --- thin areas of the catalog, one bug each (mutation work, wt-mutants) ---------------------
     Mutant("PeerAuthentication PERMISSIVE treated as STRICT (only DISABLE lets plaintext in)", "peerauth", False,
            "reference_impl/policy/peerauth.py",

@@ -255,3 +255,14 @@ def test_endpoints_are_found_once_per_config_version_and_a_new_version_sees_heal
     snap["workloads"][-1]["status"] = "Unhealthy"
     newer = WaypointConfig.from_snapshot(snap, 2)   # a connection keeps the Destination it resolved
     assert {router.pick(newer, destination).workload.ip for _ in range(4)} == {"10.244.0.5"}
+
+
+def test_a_policy_attached_to_one_service_is_not_found_for_another_service_of_the_same_pod():
+    from reference_impl.l7.config import Bound
+
+    config = WaypointConfig.from_snapshot(seed_snapshot(policies=False), 1)
+    policy = object()
+    config.authorization.append(Bound(policy, None, frozenset({"ns/alpha"})))
+    assert config.policies_for(HTTPBIN_UID, "ns/beta") == ()          # looked up first, then cached
+    assert config.policies_for(HTTPBIN_UID, "ns/alpha") == (policy,)
+    assert config.policies_for(HTTPBIN_UID, "ns/beta") == ()
