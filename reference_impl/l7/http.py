@@ -190,7 +190,11 @@ class TunnelHandler:
         return self._loop
 
     def emit(self, record: AccessRecord) -> None:
-        ACCESS_LOG.write(record, self.loop)
+        try:
+            loop = self.loop
+        except RuntimeError:   # a request's end finalised outside its loop (the loop is gone)
+            loop = None
+        ACCESS_LOG.write(record, loop)
         if self.on_record is not None:
             self.on_record(record)
 

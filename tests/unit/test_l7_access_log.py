@@ -95,3 +95,22 @@ def test_a_line_pending_when_the_loop_stops_is_written_at_exit():
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["loop stopped", "l7.access the last request"]
+
+
+def test_a_record_emitted_outside_any_loop_is_written_at_once():
+    from reference_impl.identity import Identity
+    from reference_impl.l7.http import AccessRecord, TunnelHandler
+    from reference_impl.l7.pipeline import Tunnel
+
+    stream = io.StringIO()
+    _logger("l7.access", stream)
+    try:
+        handler = TunnelHandler(None, None, Tunnel(Identity.parse("spiffe://cluster.local/ns/a/sa/b"), None, None),
+                                lambda: None, None, None)
+        handler.emit(AccessRecord("GET", "/", 200, "-", "allowed"))
+        assert stream.getvalue().endswith('l7.access "GET /" 200 src=- jwt=- upstream=- 0.0ms reason="allowed"\n')
+    finally:
+        logger = logging.getLogger("l7.access")
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
