@@ -75,11 +75,26 @@ class L7Config:
     jwks_by_uri: dict[str, str] = field(default_factory=dict)
     routes: dict[str, Any] = field(default_factory=dict)   # service key -> l7.httproute.RouteTable
 
-    def policies_for(self, workload_uid: str | None, service_key: str | None = None) -> list[AuthorizationPolicy]:
-        return [b.value for b in self.authorization if b.covers(workload_uid, service_key)]
+    # A config is one version, built once and then only read: what applies to a destination is
+    # found once per version, not by walking every bound policy per request. The bound lists'
+    # lengths are part of the key, as they grow while the config is being built.
+    _lookups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def jwt_rules_for(self, workload_uid: str | None, service_key: str | None = None) -> list[JwtRule]:
-        return [rule for b in self.authentication if b.covers(workload_uid, service_key) for rule in b.value]
+    def policies_for(self, workload_uid: str | None, service_key: str | None = None) -> tuple[AuthorizationPolicy, ...]:
+        key = ("authz", workload_uid, service_key, len(self.authorization))
+        found = self._lookups.get(key)
+        if found is None:
+            found = self._lookups[key] = tuple(b.value for b in self.authorization
+                                               if b.covers(workload_uid, service_key))
+        return found
+
+    def jwt_rules_for(self, workload_uid: str | None, service_key: str | None = None) -> tuple[JwtRule, ...]:
+        key = ("authn", workload_uid, service_key, len(self.authentication))
+        found = self._lookups.get(key)
+        if found is None:
+            found = self._lookups[key] = tuple(rule for b in self.authentication
+                                               if b.covers(workload_uid, service_key) for rule in b.value)
+        return found
 
 
 def jwks_text(doc: Any) -> str | None:

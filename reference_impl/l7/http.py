@@ -20,12 +20,12 @@ import h11
 
 from ..hbone import abort, pipe
 from . import limits
+from .access import ACCESS_LOG
 from .config import L7Config
 from .pipeline import HOP_BY_HOP, Tunnel, Verdict, decide
 from .routing import Router, Upstream
 
 log = logging.getLogger("l7.http")
-access_log = logging.getLogger("l7.access")
 
 CHUNK = 64 * 1024
 # A refused request's body is read and dropped up to this size so the connection stays usable.
@@ -79,23 +79,30 @@ def _headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
 
-def head_size(request: h11.Request) -> int:
+def header_pairs(event) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, value) of a parsed h11 message's headers, as a plain list: h11's Headers
+    is a Sequence whose iteration is a Python generator calling __getitem__ per header, so the
+    request's headers are taken out once and every check below walks the list."""
+    return [(name.lower(), value) for name, value in event.headers.raw_items()]
+
+
+def head_size(request: h11.Request, pairs: list[tuple[bytes, bytes]]) -> int:
     """The bytes of the request's head on the wire: request line, header lines, blank line."""
     line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
-    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers) + 2
+    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in pairs) + 2
 
 
-def _bodyless(request: h11.Request) -> bool:
+def _bodyless(pairs: list[tuple[bytes, bytes]]) -> bool:
     """No Content-Length (or 0) and no Transfer-Encoding: h11 has the request's end already."""
-    for name, value in request.headers:
+    for name, value in pairs:
         if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
             return False
     return True
 
 
-def _framing_conflict(request: h11.Request) -> str | None:
+def _framing_conflict(pairs: list[tuple[bytes, bytes]]) -> str | None:
     """Why the request's body framing is ambiguous (h11 already refuses differing Content-Lengths)."""
-    names = {name for name, _ in request.headers}
+    names = {name for name, _ in pairs}
     if b"transfer-encoding" in names and b"content-length" in names:
         return "both Content-Length and Transfer-Encoding are set"
     return None
@@ -103,8 +110,13 @@ def _framing_conflict(request: h11.Request) -> str | None:
 
 def websocket_upgrade(headers: list[tuple[str, str]]) -> str | None:
     """The Upgrade value of a WebSocket upgrade request (lower-case header names), else None."""
-    upgrade = next((value for name, value in headers if name == "upgrade"), None)
-    tokens = {token.strip().lower() for name, value in headers if name == "connection" for token in value.split(",")}
+    upgrade, tokens = None, set()
+    for name, value in headers:   # one pass: this runs for every forwarded request
+        if name == "upgrade":
+            if upgrade is None:
+                upgrade = value
+        elif name == "connection":
+            tokens.update(token.strip().lower() for token in value.split(","))
     if upgrade is not None and "upgrade" in tokens and upgrade.strip().lower() == WEBSOCKET:
         return upgrade
     return None
@@ -168,9 +180,21 @@ class TunnelHandler:
         self.draining = draining
         self.initial = initial
         self.principal = tunnel.peer_identity.uri if tunnel.peer_identity else "-"
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The connection's event loop, looked up once (each lookup is a getpid() system call)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def emit(self, record: AccessRecord) -> None:
-        access_log.info("%s", record.line())
+        try:
+            loop = self.loop
+        except RuntimeError:   # a request's end finalised outside its loop (the loop is gone)
+            loop = None
+        ACCESS_LOG.write(record, loop)
         if self.on_record is not None:
             self.on_record(record)
 
@@ -191,7 +215,7 @@ class HttpConnection(TunnelHandler):
         """A request-body relay that is already done (the request had no body): one per
         connection, as each asyncio.get_running_loop() is a getpid() system call."""
         if self._no_body is None:
-            self._no_body = asyncio.get_running_loop().create_future()
+            self._no_body = self.loop.create_future()
             self._no_body.set_result(None)
         return self._no_body
 
@@ -210,14 +234,15 @@ class HttpConnection(TunnelHandler):
                 self.idle = False
                 if not isinstance(event, h11.Request):
                     break  # ConnectionClosed: the client is done
+                pairs = header_pairs(event)
                 # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
-                if head_size(event) > limits.MAX_REQUEST_HEADERS_BYTES:
+                if head_size(event, pairs) > limits.MAX_REQUEST_HEADERS_BYTES:
                     raise h11.RemoteProtocolError(f"request headers exceed {limits.MAX_REQUEST_HEADERS_BYTES} bytes",
                                                   error_status_hint=431)
-                conflict = _framing_conflict(event)
+                conflict = _framing_conflict(pairs)
                 if conflict:
                     raise h11.RemoteProtocolError(conflict, error_status_hint=400)
-                await self._handle(event)
+                await self._handle(event, pairs)
                 if self.down.our_state is h11.DONE and self.down.their_state is h11.DONE:
                     self.down.start_next_cycle()
                 else:
@@ -247,7 +272,7 @@ class HttpConnection(TunnelHandler):
             if event is not h11.NEED_DATA:
                 return event
             if deadline is None and self.down.trailing_data[0]:
-                loop = asyncio.get_running_loop()   # only now: each call is a getpid() system call
+                loop = self.loop
                 deadline = loop.time() + limits.REQUEST_HEADERS_TIMEOUT
             if deadline is None:
                 data = await self.reader.read(CHUNK)
@@ -259,10 +284,10 @@ class HttpConnection(TunnelHandler):
             self.down.receive_data(data)
 
     # ---- one request ----
-    async def _handle(self, request: h11.Request) -> None:
+    async def _handle(self, request: h11.Request, pairs: list[tuple[bytes, bytes]]) -> None:
         started = time.monotonic()
         method, target = _text(request.method), _text(request.target)
-        headers = [(_text(n), _text(v)) for n, v in request.headers]
+        headers = [(_text(n), _text(v)) for n, v in pairs]
         config = self.get_config()
         if config is None:
             verdict = Verdict(503, "no configuration from istiod yet", body=NO_CONFIG_BODY)
@@ -280,7 +305,7 @@ class HttpConnection(TunnelHandler):
                 upstream = verdict.upstream
                 record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
                                   f"{upstream.address[0]}:{upstream.address[1]}"
-                record.status, failure = await self._forward(request, verdict,
+                record.status, failure = await self._forward(request, pairs, headers, verdict,
                                                              target=verdict.route.target.encode("latin-1"))
                 if failure:
                     record.reason = f"{record.reason}; {failure}"
@@ -293,7 +318,7 @@ class HttpConnection(TunnelHandler):
                 upstream = verdict.upstream
                 record.upstream = f"{upstream.workload.namespace}/{upstream.workload.name}@" \
                                   f"{upstream.address[0]}:{upstream.address[1]}"
-                record.status, failure = await self._forward(request, verdict)
+                record.status, failure = await self._forward(request, pairs, headers, verdict)
                 if failure:
                     record.reason = f"{verdict.reason}; {failure}"
             else:
@@ -380,10 +405,12 @@ class HttpConnection(TunnelHandler):
         finally:
             up.close()
 
-    async def _forward(self, request: h11.Request, verdict: Verdict,
+    async def _forward(self, request: h11.Request, pairs: list[tuple[bytes, bytes]],
+                       headers: list[tuple[str, str]], verdict: Verdict,
                        target: bytes | None = None) -> tuple[int, str]:
         """Relay one request (to `target`, a route's rewritten one, or as sent) and its response;
-        returns (status sent downstream, failure or '')."""
+        `pairs` are its headers as header_pairs() took them and `headers` the same as text.
+        Returns (status sent downstream, failure or '')."""
         try:
             up = await self._upstream_for(verdict.upstream)
         except UpstreamUnavailable as exc:
@@ -393,15 +420,14 @@ class HttpConnection(TunnelHandler):
         body_task = None
         status = 0
         try:
-            upgrade = websocket_upgrade([(_text(n).lower(), _text(v)) for n, v in request.headers]) \
-                if any(name == b"upgrade" for name, _ in request.headers) else None
-            headers = verdict.forward_headers
+            upgrade = websocket_upgrade(headers)
+            forward = verdict.forward_headers
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
-                headers = [*headers, ("connection", "upgrade"), ("upgrade", upgrade)]
+                forward = [*forward, ("connection", "upgrade"), ("upgrade", upgrade)]
             await up.send(h11.Request(method=request.method, target=target or request.target,
-                                      headers=_headers(headers),
+                                      headers=_headers(forward),
                                       _parsed=verdict.forward_validated and target is None))
-            if _bodyless(request):
+            if _bodyless(pairs):
                 # Nothing to relay but its end: no task (nor the wait on it) per GET.
                 event = self.down.next_event()
                 if not isinstance(event, h11.EndOfMessage):
@@ -475,16 +501,16 @@ class HttpConnection(TunnelHandler):
                 event = await self._next_event_or_body_failure(up, body_task)
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101 and upgrade is not None:
-                    headers = [*_strip_hop_by_hop(event.headers), (b"connection", b"upgrade"),
+                    headers = [*_strip_hop_by_hop(event), (b"connection", b"upgrade"),
                                (b"upgrade", upgrade.encode("latin-1"))]
                     await self._send_down(h11.InformationalResponse(status_code=101, headers=headers))
                     return 101
                 if event.status_code != 101:
                     await self._send_down(h11.InformationalResponse(
-                        status_code=event.status_code, headers=_strip_hop_by_hop(event.headers)))
+                        status_code=event.status_code, headers=_strip_hop_by_hop(event)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
-                headers = _strip_hop_by_hop(event.headers)
+                headers = _strip_hop_by_hop(event)
                 if self.draining():  # like Envoy draining: finish this response, then the client reconnects
                     headers.append((b"connection", b"close"))
                 # The upstream's headers were validated when h11 parsed them: not again per response.
@@ -539,10 +565,10 @@ class _DownstreamGone(ConnectionError):
 _HOP_BY_HOP_NAMES = frozenset(name.encode("ascii") for name in HOP_BY_HOP)
 
 
-def _strip_hop_by_hop(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`raw` (h11's lower-case names) without the hop-by-hop headers, those a Connection header
-    lists included: pipeline.hop_by_hop on bytes, as a response's headers are relayed as bytes."""
-    pairs = list(raw)
+def _strip_hop_by_hop(event) -> list[tuple[bytes, bytes]]:
+    """The headers of `event` (an h11 response) without the hop-by-hop ones, those a Connection
+    header lists included: pipeline.hop_by_hop on bytes, as a response's headers are relayed as bytes."""
+    pairs = header_pairs(event)
     drop = _HOP_BY_HOP_NAMES
     for name, value in pairs:
         if name == b"connection":

@@ -244,7 +244,7 @@ def route(tables: dict[str, RouteTable], service_key: str | None, port: int, met
     table = tables.get(service_key) if service_key else None
     if table is None or not table.routes_port(port):
         return None
-    rng = rng or random.Random()
+    rng = rng or random   # the process's PRNG: a new random.Random() per request seeds from getrandom()
     path, _, query = target.partition("?")
     entry = next((e for e in table.entries
                   if (e.ports is None or port in e.ports) and entry_matches(e, method, path, query, headers)), None)

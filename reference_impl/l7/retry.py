@@ -176,7 +176,7 @@ async def _attempt(conn: HttpConnection, request: h11.Request, verdict: Verdict,
                     if not up.reusable():
                         conn._drop_upstream(up)
                     raise _Retry(f"upstream answered {status}")
-                pairs = [(_text(n), _text(v)) for n, v in _strip_hop_by_hop(event.headers)]
+                pairs = [(_text(n), _text(v)) for n, v in _strip_hop_by_hop(event)]
                 pairs = modify_headers(pairs, action.response_headers)
                 if conn.draining():
                     pairs.append(("connection", "close"))

@@ -61,13 +61,25 @@ class Router:
             workload = config.workloads.get(destination.workload.uid, destination.workload)
             return Upstream(workload, destination.port)
         service = destination.service
-        candidates = []
-        for endpoint in service.endpoints:
-            workload = config.workloads.get(endpoint.workload_uid)
-            target = endpoint.ports.get(destination.port) or service.ports.get(destination.port)
-            if workload is not None and endpoint.healthy and workload.healthy and target:
-                candidates.append(Upstream(workload, target))
+        candidates = _candidates(config, service, destination.port)
         if not candidates:
             return None
         counter = self._counters.setdefault(service.key, itertools.count())
         return candidates[next(counter) % len(candidates)]
+
+
+def _candidates(config: L7Config, service: Service, port: int) -> list[Upstream]:
+    """The healthy endpoints of `service` (as resolved at CONNECT time) in `config`'s workloads:
+    found once per config version and service, not per request (L7Config._lookups)."""
+    key = ("endpoints", id(service), port, len(config.workloads))
+    hit = config._lookups.get(key)
+    if hit is not None and hit[0] is service:
+        return hit[1]
+    candidates = []
+    for endpoint in service.endpoints:
+        workload = config.workloads.get(endpoint.workload_uid)
+        target = endpoint.ports.get(port) or service.ports.get(port)
+        if workload is not None and endpoint.healthy and workload.healthy and target:
+            candidates.append(Upstream(workload, target))
+    config._lookups[key] = (service, candidates)
+    return candidates

@@ -160,8 +160,8 @@ MUTANTS: list[Mutant] = [
            "    matching = list(loc_rules)\n"),
     Mutant("the waypoint ignores L7 AuthorizationPolicies", "waypoint", True,
            "reference_impl/l7/pipeline.py",
-           "    decision = evaluate_l7(config.policies_for(workload_uid, service_key), request)\n",
-           "    decision = evaluate_l7([], request)\n"),
+           "    policies = config.policies_for(workload_uid, service_key)\n",
+           "    policies = []\n"),
     Mutant("a JWT of an unknown issuer is treated as no token", "jwt", True,
            "reference_impl/policy/jwt_authn.py",
            '            except _Invalid as exc:\n                return AuthnResult("invalid", str(exc))\n',
@@ -282,6 +282,11 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/stream.py",
            "        elif self.close_stops_reading:\n",
            "        elif False:\n"),
+    # --- the L7 engine's per-request steps (issue 15, round 4: wt-wp) ----------------------------
+    Mutant("the waypoint's policy lookup cache ignores which service a request is for", "waypoint", True,
+           "reference_impl/l7/config.py",
+           '        key = ("authz", workload_uid, service_key, len(self.authorization))\n',
+           '        key = ("authz", workload_uid, len(self.authorization))\n'),
     # --- thin areas of the catalog, one bug each (mutation work, wt-mutants) ---------------------
     Mutant("PeerAuthentication PERMISSIVE treated as STRICT (only DISABLE lets plaintext in)", "peerauth", False,
            "reference_impl/policy/peerauth.py",

@@ -196,3 +196,73 @@ def test_a_forged_header_token_does_not_ride_along_with_a_valid_query_token():
     assert valid_query.forwards, valid_query.reason
     both = run(seed_snapshot(), f"/ip?access_token={seed_token()}", tampered(seed_token()))
     assert both.status == 401, both.reason
+
+
+def test_without_policies_or_jwt_rules_the_verdict_is_the_engines_own():
+    # decide() skips authenticate and evaluate_l7 when nothing applies: their answers must stand.
+    verdict = run(seed_snapshot(policies=False), "/ip?a=1", seed_token())
+    assert verdict.forwards and verdict.reason == "allowed: no ALLOW policy applies"
+    assert verdict.request_principal is None   # no rule: the token is not even looked at
+    assert ("authorization", f"Bearer {seed_token()}") in verdict.forward_headers
+
+
+def test_a_verified_token_names_the_principal_when_no_policy_applies():
+    snap = seed_snapshot()
+    snap["authorizationPolicies"] = []
+    claims = json.loads(base64.urlsafe_b64decode(seed_token().split(".")[1] + "=="))
+    verdict = run(snap, "/ip", seed_token())
+    assert verdict.forwards and verdict.reason == "allowed: no ALLOW policy applies"
+    assert verdict.request_principal == f"{claims['iss']}/{claims['sub']}"
+    assert "authorization" not in [name for name, _ in verdict.forward_headers]
+    assert run(snap, "/ip", tampered(seed_token())).status == 401
+
+
+def test_request_ids_are_version_4_uuids_as_uuid_formats_them(monkeypatch):
+    import random
+    import uuid
+
+    from reference_impl.l7 import pipeline
+
+    for bits in (0, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF, random.getrandbits(128)):
+        monkeypatch.setattr(pipeline.random, "getrandbits", lambda n, bits=bits: bits)
+        assert pipeline._request_id() == str(uuid.UUID(int=bits, version=4))
+
+
+def test_what_applies_to_a_destination_is_found_once_per_config_version():
+    config = WaypointConfig.from_snapshot(seed_snapshot(), 1)
+    first = config.policies_for(HTTPBIN_UID, None)
+    assert [p.key for p in first] == ["ambient-apps/allow-ip-path-with-jwt"]
+    assert config.policies_for(HTTPBIN_UID, None) is first            # no walk of every policy again
+    assert config.jwt_rules_for(HTTPBIN_UID, None) is config.jwt_rules_for(HTTPBIN_UID, None)
+    assert config.policies_for("another-workload", None) == ()
+    # a policy bound while the config is still being built is seen by the next lookup
+    config.authorization.append(config.authorization[0])
+    assert len(config.policies_for(HTTPBIN_UID, None)) == 2
+
+
+def test_endpoints_are_found_once_per_config_version_and_a_new_version_sees_health_changes():
+    from reference_impl.l7 import routing
+
+    snap = seed_snapshot(policies=False)
+    snap["workloads"].append(workload("httpbin-ambient-1", "10.244.1.1",
+                                      "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient"))
+    uid = snap["workloads"][-1]["uid"]
+    snap["allServices"][0]["endpoints"][uid] = {"workloadUid": uid, "port": {"8000": 80}, "status": "Healthy"}
+    config = WaypointConfig.from_snapshot(snap, 1)
+    destination, router = resolve(config, (VIP, PORT)), Router()
+    assert routing._candidates(config, destination.service, PORT) is routing._candidates(config, destination.service, PORT)
+    assert {router.pick(config, destination).workload.ip for _ in range(4)} == {"10.244.0.5", "10.244.1.1"}
+    snap["workloads"][-1]["status"] = "Unhealthy"
+    newer = WaypointConfig.from_snapshot(snap, 2)   # a connection keeps the Destination it resolved
+    assert {router.pick(newer, destination).workload.ip for _ in range(4)} == {"10.244.0.5"}
+
+
+def test_a_policy_attached_to_one_service_is_not_found_for_another_service_of_the_same_pod():
+    from reference_impl.l7.config import Bound
+
+    config = WaypointConfig.from_snapshot(seed_snapshot(policies=False), 1)
+    policy = object()
+    config.authorization.append(Bound(policy, None, frozenset({"ns/alpha"})))
+    assert config.policies_for(HTTPBIN_UID, "ns/beta") == ()          # looked up first, then cached
+    assert config.policies_for(HTTPBIN_UID, "ns/alpha") == (policy,)
+    assert config.policies_for(HTTPBIN_UID, "ns/beta") == ()
