@@ -367,6 +367,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "At the waypoint a request header block over 60 KiB (Envoy's default bound) is 431 while one of "
             "35 KiB is served, and a request with both Content-Length and Transfer-Encoding is 400 and never "
             "reaches the app, while a good client keeps getting 200 during the attack.", CORE, ("AMBIENT-L7",)),
+    Feature("WaypointConnectionCloseEndsCleanly",
+            "A client that asks for `Connection: close` gets the whole response through the waypoint and then a "
+            "clean end of the connection (FIN), not a reset that throws away what it has not read yet: a 4 MiB "
+            "body, and the 403 of a denied path.", CORE, ("AMBIENT-L7",)),
     Feature("WaypointSlowHeadersCutOff",
             "A client that sends its request headers slower than the waypoint's bound (a slowloris: one byte "
             "every half second) is cut off within 15 s, twenty of them at once, while a good client keeps "

@@ -7,8 +7,9 @@ Standalone on purpose: it runs in a stock `python:3.11-slim` container (its sour
 
 On the HTTP port: a WebSocket upgrade (RFC 6455) is answered 101, the server sends the text
 frame `hello` first, then echoes every data frame it receives (text or binary, any length),
-answers pings and closes on close. Any other request is answered 200 with a JSON body of the
-request line and headers it received. On a TCP port every byte is echoed back.
+answers pings and closes on close. `GET /bytes/N` is answered 200 with N bytes (0, 1, ... 255
+repeated; N up to 16 MiB). Any other request is answered 200 with a JSON body of the request line
+and headers it received. On a TCP port every byte is echoed back.
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def frame(opcode: int, payload: bytes) -> bytes:
         head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
     return head + payload
 
+MAX_BYTES = 16 << 20  # GET /bytes/N answers N bytes (a body bigger than every buffer on the way)
+
 
 async def websocket(reader, writer, key: str) -> None:
     accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
@@ -93,7 +96,11 @@ async def serve_http(reader, writer) -> None:
             length = int(headers.get("content-length") or 0)
             if length:
                 await reader.readexactly(length)
-            body = json.dumps({"request": request_line, "headers": headers}).encode()
+            path = request_line.split(" ")[1] if request_line.count(" ") >= 2 else "/"
+            if path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
+                body = bytes(range(256)) * (int(path[7:]) // 256) + bytes(int(path[7:]) % 256)
+            else:
+                body = json.dumps({"request": request_line, "headers": headers}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                          + f"content-length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()

@@ -16,7 +16,8 @@ The spec is `{"attempts": [attempt, ...]}`, run concurrently; each is `{"name", 
   `timeout` or `mismatch`.
 - `raw` (`data_b64`, optional `fill_headers`: [count, length] header lines of `length` bytes
   put after the request line): sends the bytes, reads until the server closes or `timeout`; `status` is
-  the HTTP status of the first response line, outcome `answered`, `reset`, `closed` or `timeout`.
+  the HTTP status of the first response line, `received` the bytes read, outcome `answered` (the
+  server's FIN after its bytes), `reset`, `closed` or `timeout`.
 - `slow` (`head_b64`, `interval`): sends the start of a request head, then one more header byte
   every `interval` seconds, never finishing it; outcome `cut_off` (the server answered or closed;
   `status` if it answered, `seconds` how long it took) or `timeout` (still open at `timeout`).
@@ -167,7 +168,8 @@ def raw(attempt: dict) -> dict:
     except socket.timeout:
         return {"outcome": "timeout" if not got else "answered", "status": _status(got),
                 "detail": got[:200].decode("latin-1")}
-    return {"outcome": "answered" if got else "closed", "status": _status(got), "detail": got[:200].decode("latin-1")}
+    return {"outcome": "answered" if got else "closed", "status": _status(got), "detail": got[:200].decode("latin-1"),
+            "received": len(got)}
 
 
 def slow(attempt: dict) -> dict:

@@ -42,7 +42,7 @@ class KubernetesTarget(Target):
         # -- protocols and bad input at the waypoint (issue 9); not WaypointSlowHeadersCutOff:
         # Istio configures no request-headers timeout on its waypoints by default --
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
-        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP",
+        "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP", "WaypointConnectionCloseEndsCleanly",
         # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
         "SeedWalkthroughSidecar",
         # -- the seed's Step 3 and L7 step (issue 17): as written they end in the article's

@@ -173,6 +173,23 @@ def test_undeclared_port_is_sniffed(world):
     assert http["status"] == 403, f"HTTP on the undeclared port must meet the L7 DENY: {http}"
 
 
+@pytest.mark.features("WaypointConnectionCloseEndsCleanly")
+def test_a_response_before_connection_close_arrives_whole(world):
+    """A client's `Connection: close` MUST end the connection after the whole response, with a FIN:
+    a 4 MiB body (more than every buffer on the way holds, so a reset in place of the FIN would cut
+    it short), and the 403 of a denied path the same way."""
+    size = 4 << 20
+    request = f"GET /bytes/{size} HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n".encode()
+    whole, denied = world.probe([
+        {"name": "whole", "mode": "raw", "data_b64": base64.b64encode(request).decode(), "timeout": 30},
+        {"name": "denied", "mode": "raw", "data_b64": base64.b64encode(HTTP_TO_DENIED).decode(), "timeout": 10}])
+    assert (whole["outcome"], whole["status"]) == ("answered", 200), \
+        f"GET /bytes/{size} with Connection: close must end with the server's FIN after the body: {whole}"
+    assert whole["received"] > size, f"the {size}-byte body arrived short ({whole['received']} bytes with the head)"
+    assert (denied["outcome"], denied["status"]) == ("answered", 403), \
+        f"the denied path's 403 with Connection: close must end with a FIN too: {denied}"
+
+
 def _head(path: str, extra: str = "", body: bytes = b"") -> str:
     raw = f"POST {path} HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n{extra}\r\n".encode() + body
     return base64.b64encode(raw).decode()
