@@ -128,6 +128,13 @@ class StreamSplice(asyncio.Protocol):
             self._finish(None)
 
     def stream_reset(self, exc: BaseException) -> None:
+        if self._stream_eof:
+            # The peer's END_STREAM came first (passed on as FIN): its bytes are complete, and the
+            # reset says only that it reads no more of ours, as an Envoy waypoint does after a
+            # response with `Connection: close`. Deliver them, as a socket closed after its last
+            # write does; an abort here would throw away what the TCP transport still holds.
+            self._finish(None)
+            return
         self._finish(exc)
 
     def stream_writable(self) -> None:

@@ -282,6 +282,12 @@ MUTANTS: list[Mutant] = [
            "reference_impl/hbone/stream.py",
            "        elif self.close_stops_reading:\n",
            "        elif False:\n"),
+    # Envoy's waypoint ends a `Connection: close` tunnel with END_STREAM, then RST_STREAM: a ztunnel
+    # that treats that reset as an abort throws away the response's unsent tail
+    Mutant("a stream reset after the peer's END_STREAM aborts the spliced socket, dropping what it still holds",
+           "hbone-half-close", False, "reference_impl/hbone/splice.py",
+           "        if self._stream_eof:\n            # The peer's END_STREAM came first",
+           "        if False:\n            # The peer's END_STREAM came first", suite_env=(("AC_WAYPOINT", "envoy"),)),
     # --- the L7 engine's per-request steps (issue 15, round 4: wt-wp) ----------------------------
     Mutant("the waypoint's policy lookup cache ignores which service a request is for", "waypoint", True,
            "reference_impl/l7/config.py",

@@ -186,3 +186,47 @@ def test_a_reader_that_does_not_read_holds_the_writer_back(loop, slow):
             sink = held[0][0] if slow == "app" else reader
             assert len(await sink.read(-1)) == total  # and all of it arrives once read
     run(scenario(), loop)
+
+
+@LOOPS
+def test_a_reset_after_the_peers_end_stream_still_delivers_what_came_before_it(loop):
+    """The peer sends its whole answer, END_STREAM, then RST_STREAM(CANCEL) (an Envoy waypoint
+    ending a `Connection: close` tunnel): the spliced socket gets every byte and then a FIN, even
+    when its reader is slow to read them, not an RST that drops what the transport still holds."""
+    answer = os.urandom(3 * 1024 * 1024)  # within the stream window: END_STREAM follows at once
+
+    async def answer_then_reset(stream):
+        assert await stream.read() == b"request"
+        stream.write(answer)
+        stream.write_eof()
+        await poll(lambda: stream._local_done, what="the answer and END_STREAM sent", timeout=10)
+        stream.reset()
+
+    async def scenario():
+        pki = LocalPKI()
+        server = HboneServer(lambda request: _handled(answer_then_reset), pki.context)
+        listener = await server.listen((HOST, 0), SERVER_ID)
+        client = HboneClient(pki.context)
+        try:
+            stream = await client.connect(CLIENT_ID, listener.address, [SERVER_ID], (HOST, 9))
+            with socket.create_server((HOST, 0)) as tcp:
+                tcp.setblocking(False)
+                connecting = asyncio.ensure_future(asyncio.open_connection(*tcp.getsockname()))
+                ours, _ = await asyncio.get_running_loop().sock_accept(tcp)
+                reader, writer = await connecting
+            spliced = asyncio.ensure_future(splice(ours, stream))
+            writer.write(b"request")
+            await poll(lambda: stream._reset is not None, what="the peer's RST_STREAM", timeout=10)
+            got = await reader.read()  # only now: what the splice holds must still be there
+            assert hashlib.sha256(got).hexdigest() == hashlib.sha256(answer).hexdigest(), \
+                f"{len(got)} of {len(answer)} bytes arrived before the end"
+            await asyncio.wait_for(spliced, 10)
+            writer.close()
+        finally:
+            await client.close()
+            await server.close()
+    run(scenario(), loop)
+
+
+async def _handled(handler):
+    return Outcome.handled(handler)
