@@ -53,10 +53,10 @@ class HboneStream:
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (``-1``: one whole DATA payload); ``b''`` at END_STREAM; raises on reset."""
         while not self._recv:
+            if self._recv_eof or self._read_closed:  # before a reset: it came after the whole answer
+                return b""
             if self._reset is not None:
                 raise self._reset
-            if self._recv_eof or self._read_closed:
-                return b""
             self._read_waiter = self._session.loop.create_future()
             try:
                 await self._read_waiter
@@ -182,10 +182,10 @@ class HboneStream:
             sink.stream_data(data, owed)
         if self._sink is not sink:
             return
-        if self._reset is not None:
-            sink.stream_reset(self._reset)
-        elif self._recv_eof:
+        if self._recv_eof:
             sink.stream_eof()
+        if self._reset is not None and self._sink is sink:
+            sink.stream_reset(self._reset)
 
     # ---- called by the session ----
     def _feed(self, data: bytes, flow_length: int) -> None:
@@ -217,7 +217,10 @@ class HboneStream:
             self._reset = exc
         if self.response is not None and not self.response.done():
             self.response.set_exception(exc)
-        self._discard_received()
+        if not self._recv_eof:
+            # After END_STREAM what arrived is the peer's whole answer, and a reset says only that
+            # it reads no more of ours: it stays readable, as a socket's data before FIN then RST.
+            self._discard_received()
         self._send.clear()
         self._send_bytes = 0
         if self._sink is not None:

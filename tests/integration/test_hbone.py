@@ -474,6 +474,34 @@ def test_a_complete_answer_followed_by_rst_no_error_is_kept(then_reset):
     run_bounded(scenario(), TIMEOUT)
 
 
+def test_an_answer_before_end_stream_stays_readable_after_a_cancel():
+    # END_STREAM, then RST_STREAM(CANCEL) before the reader ran (an Envoy waypoint ending a
+    # `Connection: close` tunnel; the waypoint resetting a closed stream the client still writes
+    # to): the answer is whole and then EOF, as a socket's data before its FIN then RST.
+    answer = os.urandom(3 * 1024 * 1024)
+
+    def respond(conn, sid):
+        conn.send_headers(sid, [(":status", "200")])
+        for i in range(0, len(answer), 16384):
+            conn.send_data(sid, answer[i:i + 16384])
+        conn.end_stream(sid)
+        conn.reset_stream(sid, ErrorCodes.CANCEL)
+
+    async def scenario():
+        pki = LocalPKI()
+        peer = await _bare_h2_server(pki, respond)
+        client = HboneClient(pki.context)
+        try:
+            stream = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
+            await poll(lambda: stream._reset is not None, what="the RST_STREAM in")
+            assert await read_all(stream) == answer
+            assert await stream.read() == b""
+        finally:
+            await client.close()
+            peer.close()
+    run_bounded(scenario(), TIMEOUT)
+
+
 def test_closing_a_stream_with_unread_data_returns_its_window_to_the_connection():
     # A stream closed after the peer's END_STREAM with its answer left unread must still hand
     # those bytes back to the connection's flow-control window; otherwise each such close
