@@ -305,7 +305,9 @@ def test_bad_input_is_refused_while_a_good_client_keeps_getting_200(httpbin_port
             assert len(good) >= 5 and all(status == 200 for status, _ in good), good
             assert max(seconds for _, seconds in good) < bound / 2, f"the good client was stalled: {good}"
             slow, big, conflicting = results[:20], results[20:25], results[25:]
-            assert all(out.startswith(b"HTTP/1.1 408 ") and bound <= seconds < bound + 2 for out, seconds in slow), slow[:2]
+            late_or_wrong = [(out[:40], round(seconds, 3)) for out, seconds in slow
+                             if not (out.startswith(b"HTTP/1.1 408 ") and bound <= seconds < bound + 2)]
+            assert not late_or_wrong, f"slow clients not cut off with a 408 in {bound}-{bound + 2} s: {late_or_wrong}"
             assert all(out.startswith(b"HTTP/1.1 431 ") for out, _ in big), big[:1]
             assert all(out.startswith(b"HTTP/1.1 400 ") for out, _ in conflicting), conflicting[:1]
             assert (await mesh.get("/get"))[0] == 200
