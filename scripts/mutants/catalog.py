@@ -284,6 +284,10 @@ MUTANTS: list[Mutant] = [
            "        elif False:\n"),
     # Envoy's waypoint ends a `Connection: close` tunnel with END_STREAM, then RST_STREAM: a ztunnel
     # that treats that reset as an abort throws away the response's unsent tail
+    Mutant("a stream reset after the peer's END_STREAM discards the answer its reader has not read yet",
+           "hbone-half-close", False, "reference_impl/hbone/stream.py",
+           "        if not self._recv_eof:\n            # After END_STREAM what arrived",
+           "        if True:\n            # After END_STREAM what arrived"),
     Mutant("a stream reset after the peer's END_STREAM aborts the spliced socket, dropping what it still holds",
            "hbone-half-close", False, "reference_impl/hbone/splice.py",
            "        if self._stream_eof:\n            # The peer's END_STREAM came first",

@@ -440,23 +440,28 @@ async def _refuse_503():
     return Outcome.refused(503, "no upstream")
 
 
+def _answering(answer: bytes, then_reset: int | None):
+    """A bare server's answer: 200, ``answer`` in 16 KiB DATA frames, END_STREAM, then
+    RST_STREAM(``then_reset``) unless None."""
+    def respond(conn, sid):
+        conn.send_headers(sid, [(":status", "200")])
+        for i in range(0, len(answer), 16384):
+            conn.send_data(sid, answer[i:i + 16384])
+        conn.end_stream(sid)
+        if then_reset is not None:
+            conn.reset_stream(sid, then_reset)
+    return respond
+
+
 @pytest.mark.parametrize("then_reset", [True, False], ids=["END_STREAM+RST_STREAM(NO_ERROR)", "END_STREAM"])
 def test_a_complete_answer_followed_by_rst_no_error_is_kept(then_reset):
     # RFC 9113 §8.1: a server may answer in full, then RST_STREAM(NO_ERROR) so the client stops
     # sending (Envoy does at the end of every tunnel); the client MUST NOT discard the answer.
     answer = os.urandom(3 * 1024 * 1024)  # < the 4 MiB stream window: all of it arrives at once
 
-    def respond(conn, sid):
-        conn.send_headers(sid, [(":status", "200")])
-        for i in range(0, len(answer), 16384):
-            conn.send_data(sid, answer[i:i + 16384])
-        conn.end_stream(sid)
-        if then_reset:
-            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
-
     async def scenario():
         pki = LocalPKI()
-        peer = await _bare_h2_server(pki, respond)
+        peer = await _bare_h2_server(pki, _answering(answer, ErrorCodes.NO_ERROR if then_reset else None))
         client = HboneClient(pki.context)
         try:
             stream = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
@@ -480,16 +485,9 @@ def test_an_answer_before_end_stream_stays_readable_after_a_cancel():
     # to): the answer is whole and then EOF, as a socket's data before its FIN then RST.
     answer = os.urandom(3 * 1024 * 1024)
 
-    def respond(conn, sid):
-        conn.send_headers(sid, [(":status", "200")])
-        for i in range(0, len(answer), 16384):
-            conn.send_data(sid, answer[i:i + 16384])
-        conn.end_stream(sid)
-        conn.reset_stream(sid, ErrorCodes.CANCEL)
-
     async def scenario():
         pki = LocalPKI()
-        peer = await _bare_h2_server(pki, respond)
+        peer = await _bare_h2_server(pki, _answering(answer, ErrorCodes.CANCEL))
         client = HboneClient(pki.context)
         try:
             stream = await client.connect(CLIENT_ID, peer.sockets[0].getsockname(), [SERVER_ID], ("127.0.0.2", 9))
