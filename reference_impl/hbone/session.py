@@ -223,13 +223,12 @@ class H2Session(asyncio.Protocol):
         size = stop - start
         if not size and not end_stream:  # a frame's header alone: its payload comes with the next read
             return []
+        ours = self.streams.get(sid)
         if size == len(data):
             piece = data
         else:
-            ours = self.streams.get(sid)
             piece = memoryview(data)[start:stop] if ours is not None and ours._sink is not None else data[start:stop]
         if not end_stream and conn.state_machine.state is self._open_state:
-            ours = self.streams.get(sid)
             stream = conn.streams.get(sid)
             if (ours is not None and stream is not None
                     and stream.state_machine.state in _RECV_DATA_STATES and stream.state_machine.headers_received
