@@ -18,6 +18,10 @@ ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
 DEFAULT_WORKLOAD_TTL = 24 * 3600
 ROOT_TTL = timedelta(days=3650)
+# Istio's ClockSkewGracePeriod (security/pkg/pki/util/generate_cert.go): a workload certificate is
+# valid from two minutes before it was issued, so a verifier whose clock is a little behind the
+# CA's (or a clock stepped back by NTP) does not refuse it as "not yet valid".
+CLOCK_SKEW_GRACE = timedelta(minutes=2)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -142,7 +146,7 @@ class CertificateAuthority:
                 .issuer_name(self.root_cert.subject)
                 .public_key(public_key)
                 .serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(not_after)
+                .not_valid_before(now - CLOCK_SKEW_GRACE).not_valid_after(not_after)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                              content_commitment=False, data_encipherment=False,

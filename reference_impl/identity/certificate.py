@@ -64,6 +64,9 @@ class WorkloadCertificate:
     root_pem: str
     not_before: float = field(compare=False)
     not_after: float = field(compare=False)
+    # When this process got it: renewal is timed from here (Istio's SecretItem.CreatedTime), not
+    # from not_before, which CAs backdate for clock skew (by two minutes: ca.CLOCK_SKEW_GRACE).
+    received_at: float = field(default=0.0, compare=False)
 
     @classmethod
     def from_pem(cls, identity: Identity, key_pem: str, chain: str | list[str], root_pem: str) -> WorkloadCertificate:
@@ -74,12 +77,13 @@ class WorkloadCertificate:
                 f"certificate chain for {identity} names {uri_sans(leaf)} instead; the signer issued the wrong identity")
         load_pem_certificates(root_pem, f"root certificate for {identity}")
         return cls(identity, key_pem, chain_pem, root_pem,
-                   leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp())
+                   leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp(), time.time())
 
     @property
     def refresh_at(self) -> float:
-        """Half-life: the moment a new certificate is asked for."""
-        return self.not_before + (self.not_after - self.not_before) / 2
+        """Half of the lifetime left when it was received: the moment a new certificate is asked for."""
+        start = min(max(self.received_at, self.not_before), self.not_after)
+        return start + (self.not_after - start) / 2
 
     def needs_refresh(self, now: float | datetime | None = None) -> bool:
         return (time.time() if now is None else _epoch(now)) >= self.refresh_at

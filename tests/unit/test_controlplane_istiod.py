@@ -19,6 +19,7 @@ from cryptography import x509
 from reference_impl.cluster.apiserver import APIServer
 from reference_impl.cluster.store import Store
 from reference_impl.controlplane.istiod import Istiod
+from reference_impl.identity.ca import CLOCK_SKEW_GRACE
 from reference_impl.identity import Identity, make_csr
 from reference_impl.xds import CsrRejected, XdsClient, debug_query
 
@@ -183,7 +184,7 @@ def test_csr_signed_for_a_workload_on_the_node_and_refused_for_another_node():
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.UniformResourceIdentifier) == [local.uri]
         assert root == h.istiod.ca.root_pem
-        assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds() <= 60
+        assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc - CLOCK_SKEW_GRACE).total_seconds() <= 60
 
         remote = Identity.parse("spiffe://cluster.local/ns/ambient-apps/sa/remote-sa")
         _key, csr = make_csr(remote)

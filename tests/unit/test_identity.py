@@ -1,6 +1,6 @@
 """SPIFFE ids, the mesh CA and workload certificates (reference_impl.identity)."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
@@ -9,6 +9,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from reference_impl.identity import (CertificateAuthority, CertificateError, Identity, IdentityError,
                                      WorkloadCertificate, identities_of, make_csr)
+from reference_impl.identity.ca import CLOCK_SKEW_GRACE
 
 
 # ---- SPIFFE ids ----
@@ -69,7 +70,7 @@ def test_sign_csr_issues_the_requested_spiffe_identity(ca):
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert leaf.public_key().curve.name == "secp256r1"
-    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc - CLOCK_SKEW_GRACE
     assert lifetime.total_seconds() == 24 * 3600
 
 
@@ -77,7 +78,7 @@ def test_ttl_is_configurable_down_to_seconds(ca):
     identity = Identity.for_workload("a")
     _, csr_pem = make_csr(identity)
     leaf = _leaf(ca.sign_csr(csr_pem, identity, ttl_seconds=3))
-    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds() == 3
+    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc - CLOCK_SKEW_GRACE).total_seconds() == 3
     with pytest.raises(CertificateError, match="TTL"):
         ca.sign_csr(csr_pem, identity, ttl_seconds=0)
 
@@ -127,14 +128,25 @@ def _workload_cert(ca, identity, ttl):
     return WorkloadCertificate.from_pem(identity, key_pem, ca.sign_csr(csr_pem, identity, ttl), ca.root_pem)
 
 
-def test_refresh_is_due_at_half_life(ca):
+def test_refresh_is_due_at_half_the_lifetime_left_on_receipt(ca):
     cert = _workload_cert(ca, Identity.for_workload("a"), 100)
-    assert cert.not_after - cert.not_before == 100
-    assert cert.refresh_at == cert.not_before + 50
-    assert not cert.needs_refresh(cert.not_before + 49.9)
-    assert cert.needs_refresh(cert.not_before + 50)
-    assert cert.needs_refresh(datetime.fromtimestamp(cert.not_before + 60, timezone.utc))
+    grace = CLOCK_SKEW_GRACE.total_seconds()
+    # valid from two minutes before issue (Istio's ClockSkewGracePeriod), for 100 s after it
+    assert cert.not_after - cert.not_before == 100 + grace
+    assert cert.not_after - 101 <= cert.received_at <= cert.not_after - 99
+    assert cert.refresh_at == cert.received_at + (cert.not_after - cert.received_at) / 2
+    assert not cert.needs_refresh(cert.refresh_at - 0.1)
+    assert cert.needs_refresh(cert.refresh_at)
+    assert cert.needs_refresh(datetime.fromtimestamp(cert.refresh_at + 10, timezone.utc))
     assert not cert.is_expired(cert.not_after - 0.1) and cert.is_expired(cert.not_after)
+
+
+def test_a_certificate_from_a_verifier_whose_clock_is_behind_still_verifies(ca):
+    """The backdating's point: a peer whose clock is a minute behind the CA's accepts the leaf."""
+    cert = _workload_cert(ca, Identity.for_workload("a"), 100)
+    leaf = x509.load_pem_x509_certificate(cert.chain_pem.encode())
+    a_minute_behind = datetime.now(timezone.utc) - timedelta(minutes=1)
+    assert leaf.not_valid_before_utc <= a_minute_behind <= leaf.not_valid_after_utc
 
 
 def test_workload_certificate_must_name_its_identity(ca):
