@@ -33,6 +33,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -346,7 +347,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def measure(paths: list[Path_], args, label: str) -> None:
+def measure(paths: list[Path_], args, label: str) -> dict:
     payload = os.urandom(args.size)
     for p in paths:
         p.samples, p.cpu, p.trips, p.bulk = [], 0.0, 0, []
@@ -369,10 +370,11 @@ def measure(paths: list[Path_], args, label: str) -> None:
             if time.monotonic() < deadline + 60:
                 p.bulk.append(_bulk(p, args.bulk_mb))
     load_after = os.getloadavg()
-    report(paths, args, label, rounds, load_before, load_after)
+    return report(paths, args, label, rounds, load_before, load_after)
 
 
-def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_after) -> None:
+def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_after) -> dict:
+    """Prints one phase's table; returns its figures for the targets summary."""
     by = {p.name: p for p in paths}
     print(f"\n== {label}: {args.size} B round trips on one connection per path, {rounds} rounds x {args.batch} "
           f"per path interleaved; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
@@ -380,6 +382,7 @@ def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_
     print(f"{'path':<11} {'p50':>7} {'p90':>7} {'p99':>7}  {'per hop p50':>11} {'p90':>6} {'p99':>6}   "
           f"{'CPU s/10k':>9}  {'bulk MB/s':>9}")
     hops = {}
+    figures = {"load": (load_before[0], load_after[0]), "hop": hops, "cpu": {}, "bulk": {}}
     for p in paths:
         q = [pct(p.samples, x) for x in (50, 90, 99)]
         if p.direct:
@@ -391,6 +394,10 @@ def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_
         cpu = f"{p.cpu / p.trips * 1e4:9.2f}" if p.pids and p.trips else f"{'—':>9}"
         bulk = f"{max(p.bulk):9.0f}" if p.bulk else f"{'—':>9}"
         print(f"{p.name:<11} {q[0]:7.0f} {q[1]:7.0f} {q[2]:7.0f}  {hop}   {cpu}  {bulk}")
+        if p.pids and p.trips:
+            figures["cpu"][p.name] = p.cpu / p.trips * 1e4
+        if p.bulk:
+            figures["bulk"][p.name] = max(p.bulk)
     if "ours" in by and "envoy" in by:
         o, e = by["ours"], by["envoy"]
         ratios = [f"{a / b:.2f}x" if b > 0 else "—" for a, b in zip(hops["ours"], hops["envoy"])]
@@ -403,6 +410,38 @@ def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_
         print(f"ztunnel / envoy: hop p50 {z[0] / e[0]:.2f}x, p99 {z[2] / e[2]:.2f}x; CPU per round trip "
               f"{(zt.cpu / zt.trips) / (by['envoy'].cpu / by['envoy'].trips):.2f}x"
               + (f"; bulk {max(zt.bulk) / max(by['envoy'].bulk):.2f}x" if zt.bulk and by["envoy"].bulk else ""))
+    sys.stdout.flush()
+    return figures
+
+
+# Issue 15's targets, each (what, how to read it from one phase's figures, the bound, at most or at least)
+TARGETS = [
+    ("in-cluster ztunnel hop p50 ≤ 110 µs", lambda f: f["hop"]["ztunnel"][0], 110, "max"),
+    ("in-cluster ztunnel hop p99 ≤ 300 µs", lambda f: f["hop"]["ztunnel"][2], 300, "max"),
+    ("our HBONE hop p50 ≤ 1.3x Envoy's", lambda f: f["hop"]["ours"][0] / f["hop"]["envoy"][0], 1.3, "max"),
+    ("our CPU per round trip ≤ 2x Envoy's", lambda f: f["cpu"]["ours"] / f["cpu"]["envoy"], 2.0, "max"),
+    ("ztunnel pair's CPU per round trip ≤ 2x Envoy's", lambda f: f["cpu"]["ztunnel"] / f["cpu"]["envoy"], 2.0, "max"),
+    ("our bulk through one tunnel ≥ Envoy's", lambda f: f["bulk"]["ours"] / f["bulk"]["envoy"], 1.0, "min"),
+    ("in-cluster ztunnel bulk ≥ Envoy's (loopback) pair's", lambda f: f["bulk"]["ztunnel"] / f["bulk"]["envoy"], 1.0, "min"),
+]
+
+
+def summarize(phases: dict[str, list[dict]]) -> None:
+    """The median over the runs of each phase, with the spread, against each target."""
+    for label, runs in phases.items():
+        loads = [x for f in runs for x in f["load"]]
+        print(f"\n== targets, {label}: median of {len(runs)} run(s) (min–max); load average "
+              f"{min(loads):.2f}–{max(loads):.2f}")
+        for what, read, bound, kind in TARGETS:
+            try:
+                values = sorted(read(f) for f in runs)
+            except (KeyError, ZeroDivisionError):
+                continue  # a path this invocation did not run (no --cluster) or no bulk
+            median = statistics.median(values)
+            met = median <= bound if kind == "max" else median >= bound
+            fmt = ".2f" if bound < 10 else ".0f"
+            print(f"  {what:<52} {median:{fmt}} ({values[0]:{fmt}}–{values[-1]:{fmt}})  "
+                  f"{'met' if met else 'NOT met'}")
     sys.stdout.flush()
 
 
@@ -447,14 +486,19 @@ def main(args) -> None:
             print(f"data-plane hop benchmark: paths {', '.join(p.name for p in paths)}; payload {args.size} B; "
                   f"CPU of: ours = our HBONE client + server, envoy = both Envoys, ztunnel = both node ztunnels")
             all_cpus = os.sched_getaffinity(0)
-            if not args.pinned_only:
-                measure(paths, args, "unpinned")
-            if args.pin_cpu >= 0:
-                _pin(_descendants(everyone), {args.pin_cpu})
-                try:
-                    measure(paths, args, f"pinned: every process on CPU {args.pin_cpu}")
-                finally:
-                    _pin(_descendants(everyone), all_cpus)
+            phases: dict[str, list[dict]] = {}
+            for run in range(args.repeat):
+                suffix = f" (run {run + 1} of {args.repeat})" if args.repeat > 1 else ""
+                if not args.pinned_only:
+                    phases.setdefault("unpinned", []).append(measure(paths, args, "unpinned" + suffix))
+                if args.pin_cpu >= 0:
+                    _pin(_descendants(everyone), {args.pin_cpu})
+                    try:
+                        label = f"pinned: every process on CPU {args.pin_cpu}"
+                        phases.setdefault(label, []).append(measure(paths, args, label + suffix))
+                    finally:
+                        _pin(_descendants(everyone), all_cpus)
+            summarize(phases)
         finally:
             for c in children:
                 if c.stdin:
@@ -480,6 +524,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-seconds", type=float, default=120, help="stop sampling a phase after this long (120)")
     parser.add_argument("--pin-cpu", type=int, default=1, help="the CPU of the pinned phase; -1: no pinned phase")
     parser.add_argument("--pinned-only", action="store_true", help="skip the unpinned phase")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run both phases this many times (alternating) and print each target's median (1)")
     parser.add_argument("--cluster", action="store_true", help="also the in-cluster ztunnel path (root)")
     parser.add_argument("--cluster-name", default=f"thb{os.getpid() % 1000}")
     parser.add_argument("--child-prefix", default=os.environ.get("TH_BENCH_CHILD_PREFIX", ""),
@@ -489,8 +535,10 @@ def parse_args(argv=None):
     parser.add_argument("--hbone-server", metavar="CA_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--hbone-client", nargs=3, metavar=("CA_DIR", "SERVER_PORT", "APP_PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.rounds * args.batch > 200_000 or args.max_seconds > MAX_SECONDS or args.bulk_mb > 4096:
-        parser.error(f"--rounds x --batch ≤ 200000, --max-seconds ≤ {MAX_SECONDS}, --bulk-mb ≤ 4096")
+    if (args.rounds * args.batch > 200_000 or args.max_seconds > MAX_SECONDS or args.bulk_mb > 4096
+            or not 1 <= args.repeat <= 20):
+        parser.error(f"--rounds x --batch ≤ 200000, --max-seconds ≤ {MAX_SECONDS}, --bulk-mb ≤ 4096, "
+                     f"1 ≤ --repeat ≤ 20")
     return args
 
 
