@@ -371,6 +371,12 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "A client that asks for `Connection: close` gets the whole response through the waypoint and then a "
             "clean end of the connection (FIN), not a reset that throws away what it has not read yet: a 4 MiB "
             "body, and the 403 of a denied path.", CORE, ("AMBIENT-L7",)),
+    # --- a slow reader behind Connection: close (issue 15 session, found with the Envoy waypoint) ---
+    Feature("WaypointConnectionCloseWaitsForSlowReader",
+            "A client that asks for `Connection: close` and starts reading only after 1.5 s still gets the "
+            "whole 4 MiB response and then a FIN, though the response waited meanwhile for the client's "
+            "HBONE flow-control window after the server's side of the tunnel had ended.", EXTENDED,
+            ("AMBIENT-L7",)),
     Feature("WaypointSlowHeadersCutOff",
             "A client that sends its request headers slower than the waypoint's bound (a slowloris: one byte "
             "every half second) is cut off within 15 s, twenty of them at once, while a good client keeps "

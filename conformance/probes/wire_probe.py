@@ -161,7 +161,8 @@ def raw(attempt: dict) -> dict:
         data = line + b"\r\n" + b"".join(b"x-fill-%d: %s\r\n" % (i, b"a" * length) for i in range(count)) + rest
     sock = _connect(attempt)
     sock.sendall(data)
-    got = b""
+    time.sleep(float(attempt.get("read_after", 0)))  # a client slow to read: the answer waits in buffers
+    got = bytearray()
     try:
         while chunk := sock.recv(65536):
             got += chunk

@@ -29,7 +29,12 @@ UP_TIMEOUT = 180
 WAYPOINT_ENV = "AC_WAYPOINT"
 #: what the Envoy waypoint's translation cannot express (feature -> reason), reported
 #: NOT_SUPPORTED; kept equal to reference_impl.waypoint_envoy.translate.NOT_EXPRESSED by a unit test
-ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {}   # every AMBIENT-L7 / MESH-HTTP feature translates
+ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {
+    "WaypointConnectionCloseWaitsForSlowReader": (
+        "Envoy resets a CONNECT-terminated stream whose upstream (the inner listener) ends before the "
+        "client's request has, dropping what still waits for the client's flow-control window: "
+        "RST_STREAM INTERNAL_ERROR with the upstream half-close guard off, CONNECT_ERROR with it on"),
+}
 
 
 def waypoint_implementation() -> str:

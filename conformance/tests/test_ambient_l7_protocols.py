@@ -190,6 +190,28 @@ def test_a_response_before_connection_close_arrives_whole(world):
         f"the denied path's 403 with Connection: close must end with a FIN too: {denied}"
 
 
+@pytest.mark.features("WaypointConnectionCloseWaitsForSlowReader")
+def test_a_slow_reader_still_gets_the_whole_response_before_connection_close(world):
+    """A client that asks for `Connection: close` and starts reading only after 1.5 s MUST still get the
+    whole 4 MiB response, then a FIN. Meanwhile the response fills the client's HBONE window and every
+    buffer on the way, and the server's side of the tunnel ends while the client's has not: a waypoint
+    that gives up then on the bytes still queued (a reset, or a close with its write buffer unflushed
+    after a grace time) cuts the response short. The same client reading at once gets it whole (the
+    positive control: what differs is only the pause)."""
+    size = 4 << 20
+    request = base64.b64encode(f"GET /bytes/{size} HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n"
+                               .encode()).decode()
+    prompt, slow = world.probe([
+        {"name": "prompt", "mode": "raw", "data_b64": request, "timeout": 30},
+        {"name": "slow", "mode": "raw", "data_b64": request, "timeout": 30, "read_after": 1.5}])
+    assert (prompt["outcome"], prompt["status"]) == ("answered", 200) and prompt["received"] > size, \
+        f"the prompt reader must get the whole {size}-byte body and a FIN: {prompt}"
+    assert (slow["outcome"], slow["status"]) == ("answered", 200), \
+        f"a reader that waits 1.5 s before reading must still get the response and then a FIN, not a reset: {slow}"
+    assert slow["received"] == prompt["received"], \
+        f"the slow reader got {slow['received']} bytes, the prompt one {prompt['received']}"
+
+
 def _head(path: str, extra: str = "", body: bytes = b"") -> str:
     raw = f"POST {path} HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n{extra}\r\n".encode() + body
     return base64.b64encode(raw).decode()

@@ -292,6 +292,13 @@ MUTANTS: list[Mutant] = [
            "hbone-half-close", False, "reference_impl/hbone/splice.py",
            "        if self._stream_eof:\n            # The peer's END_STREAM came first",
            "        if False:\n            # The peer's END_STREAM came first", suite_env=(("AC_WAYPOINT", "envoy"),)),
+    # What Envoy does to a slow reader: its CONNECT termination resets a tunnel whose upstream ended
+    # while the answer still waited for the client's window (WaypointConnectionCloseWaitsForSlowReader)
+    Mutant("a handled stream's close() resets it while its answer still waits for the peer's window",
+           "hbone-half-close", False, "reference_impl/hbone/stream.py",
+           "        elif self.close_stops_reading:\n",
+           "        elif self.close_stops_reading and self._send_bytes:\n            self.reset()\n"
+           "        elif self.close_stops_reading:\n"),
     # --- the L7 engine's per-request steps (issue 15, round 4: wt-wp) ----------------------------
     Mutant("the waypoint's policy lookup cache ignores which service a request is for", "waypoint", True,
            "reference_impl/l7/config.py",
