@@ -1,5 +1,6 @@
 """bench/hbone_throughput.py's targets summary: the median of the runs against each of issue 15's
-bounds, "at most" and "at least" both ways, and a path the run did not measure left out."""
+bounds, "at most" and "at least" both ways, and a path the run did not measure left out; and
+bench/hbone_python_cost.py runs through the real data path."""
 
 import importlib.util
 from pathlib import Path
@@ -47,3 +48,14 @@ def test_an_at_least_target_is_met_at_or_above_its_bound_and_missing_paths_are_l
     assert verdicts["our bulk through one tunnel ≥ Envoy's"] == "met"
     assert verdicts["our HBONE hop p50 ≤ 1.3x Envoy's"] == "met"
     assert "ztunnel" not in out.split("load average", 1)[1]
+
+
+def test_the_python_cost_benchmark_runs_the_real_data_path_and_prints_both_directions():
+    """bench/hbone_python_cost.py, tiny: it fails itself when a chunk is not written through."""
+    import subprocess
+    import sys
+    script = BENCH.parent / "hbone_python_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--chunks", "200", "--repeat", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "receive  DATA frame -> TCP write" in out.stdout and "send     TCP read -> DATA frame" in out.stdout
