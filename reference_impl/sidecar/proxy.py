@@ -42,6 +42,7 @@ class Sidecar:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Future] = set()
         self._http: dict[asyncio.Future, object] = {}
+        self._config_applied = asyncio.Event()   # set (and replaced) by each applied snapshot
 
     # ---- config ----
     def apply(self, snapshot: dict, version: int) -> None:
@@ -51,10 +52,22 @@ class Sidecar:
             log.warning("snapshot %d names identity %s for this pod but the proxy is %s",
                         version, config.identity, self.identity)
         self.config = config
+        self._config_applied.set()
+        self._config_applied = asyncio.Event()
         log.info("config version %d: %s, %d workload(s), %d service VIP(s), %d authorization and %d "
                  "authentication polic(ies)", version, "pod known" if config.own else "pod not known yet",
                  len(config.workloads), len(config.mesh_services_by_vip), len(config.authorization),
                  len(config.authentication))
+
+    async def config_changed(self, timeout: float) -> bool:
+        """Whether a newer config is applied within `timeout` seconds."""
+        if timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._config_applied.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     # ---- connections ----
     def spawn(self, coro) -> asyncio.Future:
