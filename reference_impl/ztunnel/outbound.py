@@ -24,6 +24,14 @@ log = logging.getLogger("ztunnel")
 UNPROCESSED_RETRIES = 2
 
 
+class _Refused(Exception):
+    """A service endpoint refused the CONNECT before anything of the client's was sent."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
 class Outbound:
     def __init__(self, proxy: Ztunnel):
         self.proxy = proxy
@@ -56,7 +64,22 @@ class Outbound:
                 raise Refusal("connect_failed", f"connect to {route.target} failed: {exc!r}") from None
             await self.proxy.connections.splice(sock, upstream, conn, pod.workload.uid)
             return
-        await self._hbone(pod, source, route, sock, peer, conn)
+        try:
+            await self._hbone(pod, source, route, sock, peer, conn)
+        except _Refused as refused:
+            # A service endpoint that refused before anything was sent (its app not accepting:
+            # a pod deleted a moment ago, whose removal has not arrived yet) is not the
+            # service's answer: one other ready endpoint is tried, as a sidecar's outbound does.
+            failed = frozenset({route.dst_workload.uid})
+            other = self.proxy.state.route_outbound(source, *dst, exclude=failed)
+            if other.kind != "hbone" or other.via_waypoint:
+                raise refused.refusal from None
+            log.debug("%s; trying %s", refused.refusal.reason, other.target)
+            conn.dst_workload = other.dst_workload.raw if other.dst_workload else None
+            try:
+                await self._hbone(pod, source, other, sock, peer, conn)
+            except _Refused as again:
+                raise again.refusal from None
 
     async def _hbone(self, pod: PodProxy, source: Workload, route: Route, sock, peer, conn: Connection) -> None:
         conn.hbone_target = f"{route.target[0]}:{route.target[1]}"
@@ -72,7 +95,11 @@ class Outbound:
             stream = await self._open_tunnel(pod, source, route, headers)
         except HboneError as exc:
             outcome = "denied" if exc.status == 401 else "error"
-            raise Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}") from None
+            refusal = Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}")
+            if route.dst_service is not None and not route.via_waypoint and route.dst_workload is not None \
+                    and (exc.status == 503 or exc.status is None and exc.unreachable):
+                raise _Refused(refusal) from None
+            raise refusal from None
         except Exception as exc:
             raise Refusal("error", f"HBONE to {conn.hbone_target} failed: {exc!r}") from None
         splice = StreamSplice(sock)
