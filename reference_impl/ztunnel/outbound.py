@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ztunnel")
 
 UNPROCESSED_RETRIES = 2
+#: how long a connection whose service endpoint refused waits for a snapshot naming another
+STALE_STATE_SECONDS = 1.0
 
 
 class _Refused(Exception):
@@ -70,9 +72,8 @@ class Outbound:
             # A service endpoint that refused before anything was sent (its app not accepting:
             # a pod deleted a moment ago, whose removal has not arrived yet) is not the
             # service's answer: one other ready endpoint is tried, as a sidecar's outbound does.
-            failed = frozenset({route.dst_workload.uid})
-            other = self.proxy.state.route_outbound(source, *dst, exclude=failed)
-            if other.kind != "hbone" or other.via_waypoint:
+            other = await self._another_endpoint(source, dst, route)
+            if other is None:
                 raise refused.refusal from None
             log.debug("%s; trying %s", refused.refusal.reason, other.target)
             conn.dst_workload = other.dst_workload.raw if other.dst_workload else None
@@ -80,6 +81,20 @@ class Outbound:
                 await self._hbone(pod, source, other, sock, peer, conn)
             except _Refused as again:
                 raise again.refusal from None
+
+    async def _another_endpoint(self, source: Workload, dst: tuple[str, int], route: Route) -> Route | None:
+        """Another ready endpoint of the service than the one that refused; when the snapshot has
+        none, the next snapshots are awaited for up to STALE_STATE_SECONDS (the refusing pod's
+        replacement was Ready a moment before it was deleted, and is on its way from istiod)."""
+        failed = frozenset({route.dst_workload.uid})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALE_STATE_SECONDS
+        while True:
+            other = self.proxy.state.route_outbound(source, *dst, exclude=failed)
+            if other.kind == "hbone" and not other.via_waypoint:
+                return other
+            if other.kind != "fail" or not await self.proxy.state_changed(deadline - loop.time()):
+                return None
 
     async def _hbone(self, pod: PodProxy, source: Workload, route: Route, sock, peer, conn: Connection) -> None:
         conn.hbone_target = f"{route.target[0]}:{route.target[1]}"

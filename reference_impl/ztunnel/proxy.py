@@ -60,6 +60,7 @@ class Ztunnel:
         self.inbound_passthrough = InboundPassthrough(self)
         self.inbound = Inbound(self)
         self.ready = asyncio.Event()
+        self._state_applied = asyncio.Event()   # set (and replaced) by each applied snapshot
         self.draining = False
         self._apply_lock = asyncio.Lock()
         self._first_apply = True
@@ -70,6 +71,8 @@ class Ztunnel:
         state = State(config, self.node)  # raises ConfigError → the xDS client NACKs
         async with self._apply_lock:
             self.state, self.version = state, version
+            self._state_applied.set()
+            self._state_applied = asyncio.Event()
             pending = await self._reconcile()
             self.connections.revoke(self.state)
             self._refresh_identities()
@@ -77,6 +80,16 @@ class Ztunnel:
         if pending:
             self._retry_captures()
         self.ready.set()
+
+    async def state_changed(self, timeout: float) -> bool:
+        """Whether a newer snapshot is applied within `timeout` seconds."""
+        if timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._state_applied.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _reconcile(self) -> list[Workload]:
         """Capture this node's pods the snapshot names and release the others; returns the pods
