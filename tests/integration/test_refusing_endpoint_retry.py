@@ -19,17 +19,18 @@ from meshkit import call, namespace, pinned_pod, service_account, until
 INJECT = {"istio-injection": "enabled"}
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 REQUESTS = 12
+CLIENTS = ("side", "amb")
 #: one new connection per request, so that each one picks an endpoint
 CLOSE = {"Connection": "close"}
 
 
-def _service(name: str, app: str) -> dict:
+def _service(name: str, selector: dict) -> dict:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "srv"},
-            "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 8000, "targetPort": 80}]}}
+            "spec": {"selector": selector, "ports": [{"name": "http", "port": 8000, "targetPort": 80}]}}
 
 
-def _httpbin(name: str, app: str) -> dict:
-    return pinned_pod(name, "srv", "node-1", "web", image="docker.io/kennethreitz/httpbin", labels={"app": app})
+def _httpbin(name: str, labels: dict) -> dict:
+    return pinned_pod(name, "srv", "node-1", "web", image="docker.io/kennethreitz/httpbin", labels=labels)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,16 @@ def mesh(cluster_factory):
     c.apply([
         # "gone" runs a sidecar in front of an app that never listens on 80: its sidecar answers
         # every CONNECT with 503, as a deleted pod's does until its endpoint's removal arrives.
-        _httpbin("live", "web"), pinned_pod("gone", "srv", "node-1", "web", labels={"app": "web"}),
-        pinned_pod("solo-gone", "srv", "node-1", "web", labels={"app": "solo"}),
-        _httpbin("solo-next", "not-yet"),
+        _httpbin("live", {"app": "web"}), pinned_pod("gone", "srv", "node-1", "web", labels={"app": "web"}),
         pinned_pod("cli", "side", "node-0", "cli"), pinned_pod("cli", "amb", "node-0", "cli"),
-        _service("web", "web"), _service("solo", "solo")])
+        _service("web", {"app": "web"})])
+    for client in CLIENTS:
+        # Per client, a service whose only endpoint refuses, and its replacement, which joins the
+        # service when the selector widens to their common label (a pod is not relabelled: an
+        # applied Pod would lose what injection added).
+        c.apply([pinned_pod(f"{client}-gone", "srv", "node-1", "web", labels={"app": f"gone-{client}", "set": client}),
+                 _httpbin(f"{client}-next", {"app": f"next-{client}", "set": client}),
+                 _service(f"solo-{client}", {"app": f"gone-{client}"})])
     c.wait_ready(90)
     return c
 
@@ -66,25 +72,25 @@ def test_a_service_endpoint_that_refuses_is_skipped_for_another(mesh, client):
     assert outcomes == [200] * REQUESTS, f"{client} client: {outcomes}"
 
 
-def test_a_sidecar_whose_every_endpoint_refuses_waits_for_the_config_naming_a_new_one(mesh):
+@pytest.mark.parametrize("client", CLIENTS, ids=["sidecar-client", "ambient-client"])
+def test_a_proxy_whose_every_endpoint_refuses_waits_for_the_config_naming_a_new_one(mesh, client):
+    url, gone = f"http://solo-{client}.srv:8000/get", f"{client}-gone"
     # Positive control first: with no other endpoint, ever, the connection is refused (a reset),
     # promptly (within the bounded wait), not stalled until curl gives up.
     started = time.monotonic()
-    alone = call(mesh, "side", "cli", "http://solo.srv:8000/get", timeout=curl.DEFAULT_MAX_TIME)[0]
-    assert alone.outcome in curl.L4_REFUSALS, f"a service whose only endpoint refuses: {alone}"
+    alone = call(mesh, client, "cli", url, timeout=curl.DEFAULT_MAX_TIME)[0]
+    assert alone.outcome in curl.L4_REFUSALS, f"{client} client, a service whose only endpoint refuses: {alone}"
     assert time.monotonic() - started < curl.DEFAULT_MAX_TIME, "the refusal must not stall until curl's limit"
 
-    before = _refusals(mesh, "solo-gone")
+    before = _refusals(mesh, gone)
     result: list = []
     request = threading.Thread(target=lambda: result.extend(
-        call(mesh, "side", "cli", "http://solo.srv:8000/get", timeout=curl.DEFAULT_MAX_TIME)))
+        call(mesh, client, "cli", url, timeout=curl.DEFAULT_MAX_TIME)))
     request.start()
-    # Once the only endpoint the client's sidecar knows has refused, the replacement joins the
+    # Once the only endpoint the client's proxy knows has refused, the replacement joins the
     # service (as a rollout's new pod does, Ready a moment before the old one is deleted).
-    until(lambda: _refusals(mesh, "solo-gone") > before, 10, what="the refusal of solo-gone")
-    mesh.apply([_httpbin("solo-next", "solo")])
+    until(lambda: _refusals(mesh, gone) > before, 10, what=f"the refusal of {gone}")
+    mesh.apply([_service(f"solo-{client}", {"set": client})])
     request.join(curl.DEFAULT_MAX_TIME + 10)
-    try:
-        assert [r.outcome for r in result] == [200], f"the request refused before the new endpoint arrived: {result}"
-    finally:
-        mesh.apply([_httpbin("solo-next", "not-yet")])
+    assert [r.outcome for r in result] == [200], \
+        f"{client} client: the request refused before the new endpoint arrived: {result}"
