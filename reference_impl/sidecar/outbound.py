@@ -90,7 +90,7 @@ class Outbound:
                 # picks again from the load-balancing set of its time, wait (bounded) for that.
                 loop = asyncio.get_running_loop()
                 stale_until = stale_until or loop.time() + STALE_CONFIG_SECONDS
-                if await self.proxy.config_changed(stale_until - loop.time()):
+                if await self.proxy.changes.wait(stale_until - loop.time()):
                     continue
             dest = workload.identity.uri if workload is not None and workload.identity else None
             if how == "no_endpoint":

@@ -93,7 +93,7 @@ class Outbound:
             other = self.proxy.state.route_outbound(source, *dst, exclude=failed)
             if other.kind == "hbone" and not other.via_waypoint:
                 return other
-            if other.kind != "fail" or not await self.proxy.state_changed(deadline - loop.time()):
+            if other.kind != "fail" or not await self.proxy.changes.wait(deadline - loop.time()):
                 return None
 
     async def _hbone(self, pod: PodProxy, source: Workload, route: Route, sock, peer, conn: Connection) -> None:

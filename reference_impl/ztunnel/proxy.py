@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..hbone import HboneClient, HboneServer
 from ..identity import CertificateManager, Identity
 from ..netns import write_sysctls
+from ..process.changes import ConfigChanges
 from . import capture, sockets
 from .connection_manager import ConnectionManager
 from .inbound import Inbound
@@ -60,7 +61,7 @@ class Ztunnel:
         self.inbound_passthrough = InboundPassthrough(self)
         self.inbound = Inbound(self)
         self.ready = asyncio.Event()
-        self._state_applied = asyncio.Event()   # set (and replaced) by each applied snapshot
+        self.changes = ConfigChanges()   # wakes connections waiting for a newer config
         self.draining = False
         self._apply_lock = asyncio.Lock()
         self._first_apply = True
@@ -71,8 +72,7 @@ class Ztunnel:
         state = State(config, self.node)  # raises ConfigError → the xDS client NACKs
         async with self._apply_lock:
             self.state, self.version = state, version
-            self._state_applied.set()
-            self._state_applied = asyncio.Event()
+            self.changes.applied()
             pending = await self._reconcile()
             self.connections.revoke(self.state)
             self._refresh_identities()
@@ -80,16 +80,6 @@ class Ztunnel:
         if pending:
             self._retry_captures()
         self.ready.set()
-
-    async def state_changed(self, timeout: float) -> bool:
-        """Whether a newer snapshot is applied within `timeout` seconds."""
-        if timeout <= 0:
-            return False
-        try:
-            await asyncio.wait_for(self._state_applied.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     async def _reconcile(self) -> list[Workload]:
         """Capture this node's pods the snapshot names and release the others; returns the pods
