@@ -29,6 +29,8 @@ access_log = logging.getLogger("sidecar.access")
 
 #: other endpoints a refused connection to a service VIP may try (Istio's default num_retries)
 CONNECT_RETRIES = 2
+#: how long a connection that every endpoint of its config refused waits for a newer config
+STALE_CONFIG_SECONDS = 1.0
 
 
 def _retriable(exc: Exception) -> bool:
@@ -78,8 +80,18 @@ class Outbound:
             return
         me = self.proxy.identity
         tried: set = set()
+        stale_until = None
         while True:
             workload, address, how = self.route(ip, port, frozenset(tried))
+            if how == "no_endpoint" and tried:
+                # Every endpoint this config lists refused before acting on anything. A deleted
+                # pod's app stops at once, while its removal and its replacement (ready a moment
+                # before it was deleted) are still on their way from istiod: as Envoy's retry
+                # picks again from the load-balancing set of its time, wait (bounded) for that.
+                loop = asyncio.get_running_loop()
+                stale_until = stale_until or loop.time() + STALE_CONFIG_SECONDS
+                if await self.proxy.changes.wait(stale_until - loop.time()):
+                    continue
             dest = workload.identity.uri if workload is not None and workload.identity else None
             if how == "no_endpoint":
                 access_log.info("outbound %s:%d no healthy endpoint%s", ip, port,

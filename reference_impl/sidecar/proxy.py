@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from ..hbone import HboneClient, HboneServer
 from ..identity import Identity
 from ..l7 import Router
+from ..process.changes import ConfigChanges
 from . import net
 from .config import SidecarConfig
 from .inbound import Inbound
@@ -42,6 +43,7 @@ class Sidecar:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Future] = set()
         self._http: dict[asyncio.Future, object] = {}
+        self.changes = ConfigChanges()   # wakes connections waiting for a newer config
 
     # ---- config ----
     def apply(self, snapshot: dict, version: int) -> None:
@@ -51,6 +53,7 @@ class Sidecar:
             log.warning("snapshot %d names identity %s for this pod but the proxy is %s",
                         version, config.identity, self.identity)
         self.config = config
+        self.changes.applied()
         log.info("config version %d: %s, %d workload(s), %d service VIP(s), %d authorization and %d "
                  "authentication polic(ies)", version, "pod known" if config.own else "pod not known yet",
                  len(config.workloads), len(config.mesh_services_by_vip), len(config.authorization),

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("ztunnel")
 
 UNPROCESSED_RETRIES = 2
+#: how long a connection whose service endpoint refused waits for a snapshot naming another
+STALE_STATE_SECONDS = 1.0
+
+
+class _Refused(Exception):
+    """A service endpoint refused the CONNECT before anything of the client's was sent."""
+
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
 
 class Outbound:
@@ -56,7 +66,35 @@ class Outbound:
                 raise Refusal("connect_failed", f"connect to {route.target} failed: {exc!r}") from None
             await self.proxy.connections.splice(sock, upstream, conn, pod.workload.uid)
             return
-        await self._hbone(pod, source, route, sock, peer, conn)
+        try:
+            await self._hbone(pod, source, route, sock, peer, conn)
+        except _Refused as refused:
+            # A service endpoint that refused before anything was sent (its app not accepting:
+            # a pod deleted a moment ago, whose removal has not arrived yet) is not the
+            # service's answer: one other ready endpoint is tried, as a sidecar's outbound does.
+            other = await self._another_endpoint(source, dst, route)
+            if other is None:
+                raise refused.refusal from None
+            log.debug("%s; trying %s", refused.refusal.reason, other.target)
+            conn.dst_workload = other.dst_workload.raw if other.dst_workload else None
+            try:
+                await self._hbone(pod, source, other, sock, peer, conn)
+            except _Refused as again:
+                raise again.refusal from None
+
+    async def _another_endpoint(self, source: Workload, dst: tuple[str, int], route: Route) -> Route | None:
+        """Another ready endpoint of the service than the one that refused; when the snapshot has
+        none, the next snapshots are awaited for up to STALE_STATE_SECONDS (the refusing pod's
+        replacement was Ready a moment before it was deleted, and is on its way from istiod)."""
+        failed = frozenset({route.dst_workload.uid})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALE_STATE_SECONDS
+        while True:
+            other = self.proxy.state.route_outbound(source, *dst, exclude=failed)
+            if other.kind == "hbone" and not other.via_waypoint:
+                return other
+            if other.kind != "fail" or not await self.proxy.changes.wait(deadline - loop.time()):
+                return None
 
     async def _hbone(self, pod: PodProxy, source: Workload, route: Route, sock, peer, conn: Connection) -> None:
         conn.hbone_target = f"{route.target[0]}:{route.target[1]}"
@@ -72,7 +110,11 @@ class Outbound:
             stream = await self._open_tunnel(pod, source, route, headers)
         except HboneError as exc:
             outcome = "denied" if exc.status == 401 else "error"
-            raise Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}") from None
+            refusal = Refusal(outcome, f"HBONE to {conn.hbone_target} ({route.authority}): {exc}")
+            if route.dst_service is not None and not route.via_waypoint and route.dst_workload is not None \
+                    and (exc.status == 503 or exc.status is None and exc.unreachable):
+                raise _Refused(refusal) from None
+            raise refusal from None
         except Exception as exc:
             raise Refusal("error", f"HBONE to {conn.hbone_target} failed: {exc!r}") from None
         splice = StreamSplice(sock)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..hbone import HboneClient, HboneServer
 from ..identity import CertificateManager, Identity
 from ..netns import write_sysctls
+from ..process.changes import ConfigChanges
 from . import capture, sockets
 from .connection_manager import ConnectionManager
 from .inbound import Inbound
@@ -60,6 +61,7 @@ class Ztunnel:
         self.inbound_passthrough = InboundPassthrough(self)
         self.inbound = Inbound(self)
         self.ready = asyncio.Event()
+        self.changes = ConfigChanges()   # wakes connections waiting for a newer config
         self.draining = False
         self._apply_lock = asyncio.Lock()
         self._first_apply = True
@@ -70,6 +72,7 @@ class Ztunnel:
         state = State(config, self.node)  # raises ConfigError → the xDS client NACKs
         async with self._apply_lock:
             self.state, self.version = state, version
+            self.changes.applied()
             pending = await self._reconcile()
             self.connections.revoke(self.state)
             self._refresh_identities()

@@ -194,7 +194,8 @@ class State:
 
     # ---- outbound (section 4) ----
     def route_outbound(self, source: Workload | None, ip: str, port: int,
-                       rng: random.Random | None = None) -> Route:
+                       rng: random.Random | None = None, exclude: frozenset = frozenset()) -> Route:
+        """`exclude`: uids of a service's endpoints that refused this connection already."""
         rng = rng or random
         service = self.service_at(ip, port)
         if service is not None:
@@ -205,7 +206,8 @@ class State:
                              reason=f"service {service.hostname} has no port {port}")
             ready = [(e, self.by_uid.get(e.workload_uid)) for e in service.endpoints if e.ready]
             ready = [(e, w) for e, w in ready if w is not None and w.ip and w.healthy
-                     and (service.ports[port] or port in e.ports)]  # named targetPort: per endpoint
+                     and (service.ports[port] or port in e.ports)  # named targetPort: per endpoint
+                     and w.uid not in exclude]
             if not ready:
                 return Route("fail", dst_service=service, reason=f"service {service.hostname} has no ready endpoints")
             endpoint, workload = rng.choice(ready)

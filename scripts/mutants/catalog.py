@@ -327,4 +327,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/policy/authz_l7.py",
            "    def header(self, name: str) -> str | None:\n        name = name.lower()\n",
            "    def header(self, name: str) -> str | None:\n"),
+    # --- a service endpoint that refuses (its app gone) during a rollout (wt-flake) -------------
+    Mutant("a sidecar whose every endpoint refused resets at once instead of waiting for a newer config",
+           "sidecar", False, "reference_impl/sidecar/outbound.py",
+           '            if how == "no_endpoint" and tried:\n',
+           "            if False:\n"),
+    Mutant("ztunnel resets a connection a service endpoint refused instead of trying another endpoint",
+           "ztunnel-outbound", False, "reference_impl/ztunnel/outbound.py",
+           "                raise _Refused(refusal) from None\n",
+           "                raise refusal from None\n"),
 ]

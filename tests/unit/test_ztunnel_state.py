@@ -63,6 +63,18 @@ def test_service_vip_is_load_balanced_over_ready_endpoints_with_target_port():
     assert route.expected_identities == ("spiffe://cluster.local/ns/apps/sa/httpbin",)
 
 
+def test_an_endpoint_that_refused_is_excluded_from_the_next_pick():
+    state = snapshot()
+    src = state.by_uid["sleep"]
+    first = state.route_outbound(src, "10.96.0.10", 8000, random.Random(1))
+    refused = frozenset({first.dst_workload.uid})
+    others = {state.route_outbound(src, "10.96.0.10", 8000, random.Random(i), exclude=refused).authority
+              for i in range(20)}
+    assert others == {"10.244.1.6:80", "10.244.0.7:80"} - {first.authority}
+    every = frozenset(w.uid for w in state.by_uid.values())
+    assert state.route_outbound(src, "10.96.0.10", 8000, exclude=every).kind == "fail"
+
+
 def test_pod_ip_goes_to_that_pod_over_hbone():
     state = snapshot()
     route = state.route_outbound(state.by_uid["sleep"], "10.244.1.6", 80)
