@@ -131,11 +131,69 @@ async def _next_event(conn: h11.Connection, reader) -> object:
         conn.receive_data(data)   # b"" is EOF, which h11 turns into ConnectionClosed or an error
 
 
+class _Outbox:
+    """The bytes of the message being sent on one writer, held until the message ends and then
+    handed over at once: an HBONE stream's send() puts them in one DATA frame now, where write()
+    sends at the loop turn's end, after the rest of the request's work (its access record, the
+    next request's read). What is held also goes out once CHUNK is held, and at the end of the
+    loop turn in which it was held, so a message whose end has not arrived (a streamed body, a
+    head before a slow body) leaves as soon as before and a writer's drain() still sees it."""
+
+    def __init__(self, writer, loop: asyncio.AbstractEventLoop | None = None):
+        self.writer = writer
+        self._loop = loop
+        self._now = getattr(writer, "send", writer.write)   # a socket's write() already sends now
+        self._held: list[bytes] = []
+        self._size = 0
+        self._release_scheduled = False
+
+    def put(self, data: bytes, end: bool) -> bool:
+        """Hold `data`; True when it was handed to the writer (then drain() has something to see)."""
+        self._held.append(data)
+        self._size += len(data)
+        if end or self._size >= CHUNK:
+            self.release()
+            return True
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._release_at_turn_end)
+        return False
+
+    def release(self) -> None:
+        """Hand what is held to the writer now (before anything else is written or closed)."""
+        if not self._size:
+            self._held.clear()
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held.clear()
+        self._size = 0
+        self._now(data)
+
+    def discard(self) -> None:
+        self._held.clear()
+        self._size = 0
+
+    def _release_at_turn_end(self) -> None:
+        self._release_scheduled = False
+        try:
+            self.release()
+        except (ConnectionError, OSError, RuntimeError) as exc:   # reset or closed meanwhile
+            log.debug("held bytes not sent: %r", exc)
+            self.discard()
+
+
+# A message's last event (or a 1xx, after which the client waits): its bytes go out now.
+_MESSAGE_ENDS = (h11.EndOfMessage, h11.InformationalResponse)
+
+
 class _UpstreamConnection:
-    def __init__(self, upstream: Upstream, reader, writer):
+    def __init__(self, upstream: Upstream, reader, writer, loop: asyncio.AbstractEventLoop | None = None):
         self.upstream = upstream
         self.reader, self.writer = reader, writer
         self.conn = h11.Connection(h11.CLIENT)
+        self.out = _Outbox(writer, loop)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -143,8 +201,7 @@ class _UpstreamConnection:
 
     async def send(self, event) -> None:
         data = self.conn.send(event)
-        if data:
-            self.writer.write(data)
+        if (data or type(event) is h11.EndOfMessage) and self.out.put(data, type(event) in _MESSAGE_ENDS):
             await self.writer.drain()
 
     async def next_event(self):
@@ -157,6 +214,7 @@ class _UpstreamConnection:
         return self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE and not at_eof
 
     def close(self) -> None:
+        self.out.discard()   # a connection closed mid-message: the rest of it is not sent
         try:
             self.writer.close()
         except Exception:  # closing a half-dead stream must never mask the request's outcome
@@ -208,6 +266,7 @@ class HttpConnection(TunnelHandler):
         if self.initial:
             self.down.receive_data(self.initial)
         self.upstreams: dict[tuple[str, str, int], _UpstreamConnection] = {}
+        self.out = _Outbox(self.writer)
         self.idle = True   # between requests: safe to close when draining
         self._no_body: asyncio.Future | None = None
 
@@ -333,8 +392,7 @@ class HttpConnection(TunnelHandler):
 
     async def _send_down(self, event) -> None:
         data = self.down.send(event)
-        if data:
-            self.writer.write(data)
+        if (data or type(event) is h11.EndOfMessage) and self.out.put(data, type(event) in _MESSAGE_ENDS):
             await self.writer.drain()
 
     async def _local_reply(self, status: int, body: bytes, extra: list[tuple[str, str]] = ()) -> None:
@@ -380,7 +438,7 @@ class HttpConnection(TunnelHandler):
                 return existing
             existing.close()
         reader, writer = await self.open_upstream(upstream, self.tunnel)
-        connection = _UpstreamConnection(upstream, reader, writer)
+        connection = _UpstreamConnection(upstream, reader, writer, self.loop)
         self.upstreams[key] = connection
         return connection
 
@@ -396,6 +454,8 @@ class HttpConnection(TunnelHandler):
         """After a 101: both connections carry the upgraded protocol; copy bytes both ways until
         either side closes, then close both."""
         early_down, early_up = self.down.trailing_data[0], up.conn.trailing_data[0]
+        self.out.release()
+        up.out.release()
         try:
             if early_down:
                 up.writer.write(early_down)
@@ -537,16 +597,19 @@ class HttpConnection(TunnelHandler):
         head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n"
                 f"date: {email.utils.formatdate(usegmt=True)}\r\nconnection: close\r\n\r\n")
         try:
+            self.out.release()
             self.writer.write(head.encode("latin-1") + body)
             await self.writer.drain()
         except (ConnectionError, OSError):
             pass
 
     def _abort_downstream(self) -> None:
+        self.out.discard()
         abort(self.writer)
 
     def _close_downstream(self) -> None:
         try:
+            self.out.release()
             if self.writer.can_write_eof() and not self.writer.is_closing():
                 self.writer.write_eof()
         except (ConnectionError, OSError, RuntimeError):
