@@ -199,9 +199,10 @@ class _UpstreamConnection:
     def key(self) -> tuple[str, str, int]:
         return (self.upstream.workload.uid, *self.upstream.address)
 
-    async def send(self, event) -> None:
+    async def send(self, event, whole: bool = False) -> None:
+        """`whole`: the event's bytes complete the message (a request head without a body)."""
         data = self.conn.send(event)
-        if (data or type(event) is h11.EndOfMessage) and self.out.put(data, type(event) in _MESSAGE_ENDS):
+        if (data or type(event) is h11.EndOfMessage) and self.out.put(data, whole or type(event) in _MESSAGE_ENDS):
             await self.writer.drain()
 
     async def next_event(self):
@@ -484,10 +485,13 @@ class HttpConnection(TunnelHandler):
             forward = verdict.forward_headers
             if upgrade is not None:  # hop-by-hop, so the pipeline dropped them: this hop upgrades too
                 forward = [*forward, ("connection", "upgrade"), ("upgrade", upgrade)]
+            bodyless = _bodyless(pairs)
+            # Without a body the head is the whole message: it leaves before the request's end is
+            # taken from h11 (whose EndOfMessage adds no bytes).
             await up.send(h11.Request(method=request.method, target=target or request.target,
                                       headers=_headers(forward),
-                                      _parsed=verdict.forward_validated and target is None))
-            if _bodyless(pairs):
+                                      _parsed=verdict.forward_validated and target is None), whole=bodyless)
+            if bodyless:
                 # Nothing to relay but its end: no task (nor the wait on it) per GET.
                 event = self.down.next_event()
                 if not isinstance(event, h11.EndOfMessage):
