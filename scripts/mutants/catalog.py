@@ -304,6 +304,11 @@ MUTANTS: list[Mutant] = [
            "reference_impl/l7/config.py",
            '        key = ("authz", workload_uid, service_key, len(self.authorization))\n',
            '        key = ("authz", workload_uid, len(self.authorization))\n'),
+    # --- the L7 engine's outbox (issue 15, round 5: wt-waypoint) ---------------------------------
+    Mutant("the waypoint holds a response head until its body ends (no release at the loop turn's end)",
+           "waypoint", False, "reference_impl/l7/http.py",
+           "            self._loop.call_soon(self._release_at_turn_end)\n",
+           "            pass\n"),
     # --- thin areas of the catalog, one bug each (mutation work, wt-mutants) ---------------------
     Mutant("PeerAuthentication PERMISSIVE treated as STRICT (only DISABLE lets plaintext in)", "peerauth", False,
            "reference_impl/policy/peerauth.py",
