@@ -2,6 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
+import time
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -129,11 +131,15 @@ def _workload_cert(ca, identity, ttl):
 
 
 def test_refresh_is_due_at_half_the_lifetime_left_on_receipt(ca):
+    before = time.time()
     cert = _workload_cert(ca, Identity.for_workload("a"), 100)
+    after = time.time()
     grace = CLOCK_SKEW_GRACE.total_seconds()
-    # valid from two minutes before issue (Istio's ClockSkewGracePeriod), for 100 s after it
+    # valid from two minutes before issue (Istio's ClockSkewGracePeriod), for 100 s after it (whole
+    # seconds: the issue time is truncated, so not_after may be up to a second before issue + 100)
     assert cert.not_after - cert.not_before == 100 + grace
-    assert cert.not_after - 101 <= cert.received_at <= cert.not_after - 99
+    assert before <= cert.received_at <= after
+    assert before + 99 <= cert.not_after <= after + 100
     assert cert.refresh_at == cert.received_at + (cert.not_after - cert.received_at) / 2
     assert not cert.needs_refresh(cert.refresh_at - 0.1)
     assert cert.needs_refresh(cert.refresh_at)
