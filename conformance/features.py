@@ -377,6 +377,11 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "whole 4 MiB response and then a FIN, though the response waited meanwhile for the client's "
             "HBONE flow-control window after the server's side of the tunnel had ended.", EXTENDED,
             ("AMBIENT-L7",)),
+    Feature("WaypointStreamsResponses",
+            "The waypoint passes a response on as it comes: a head and the first KiB of a body that the "
+            "server sends at once reach the client while the server is still pausing 2.5 s before the rest, "
+            "as server-sent events, long polls and gRPC server streams need (Envoy streams by default); a "
+            "waypoint that holds a message until its end delivers both at once.", CORE, ("AMBIENT-L7",)),
     Feature("WaypointSlowHeadersCutOff",
             "A client that sends its request headers slower than the waypoint's bound (a slowloris: one byte "
             "every half second) is cut off within 15 s, twenty of them at once, while a good client keeps "

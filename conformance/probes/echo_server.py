@@ -8,7 +8,9 @@ Standalone on purpose: it runs in a stock `python:3.11-slim` container (its sour
 On the HTTP port: a WebSocket upgrade (RFC 6455) is answered 101, the server sends the text
 frame `hello` first, then echoes every data frame it receives (text or binary, any length),
 answers pings and closes on close. `GET /bytes/N` is answered 200 with N bytes (0, 1, ... 255
-repeated; N up to 16 MiB). Any other request is answered 200 with a JSON body of the request line
+repeated; N up to 16 MiB). `GET /pause/MS` is answered 200 with a 2 KiB body whose first KiB
+goes out with the head and whose second follows MS milliseconds later (up to 10 s), as a server
+that streams a response it is still producing. Any other request is answered 200 with a JSON body of the request line
 and headers it received. On a TCP port every byte is echoed back.
 """
 from __future__ import annotations
@@ -59,6 +61,8 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + payload
 
 MAX_BYTES = 16 << 20  # GET /bytes/N answers N bytes (a body bigger than every buffer on the way)
+MAX_PAUSE_MS = 10_000  # GET /pause/MS: the pause between the two halves of its body
+HALF = bytes(range(256)) * 4  # one KiB
 
 
 async def websocket(reader, writer, key: str) -> None:
@@ -97,6 +101,14 @@ async def serve_http(reader, writer) -> None:
             if length:
                 await reader.readexactly(length)
             path = request_line.split(" ")[1] if request_line.count(" ") >= 2 else "/"
+            if path.startswith("/pause/") and path[7:].isdigit() and int(path[7:]) <= MAX_PAUSE_MS:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                             + f"content-length: {2 * len(HALF)}\r\n\r\n".encode() + HALF)
+                await writer.drain()
+                await asyncio.sleep(int(path[7:]) / 1000)
+                writer.write(HALF)
+                await writer.drain()
+                continue
             if path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
                 body = bytes(range(256)) * (int(path[7:]) // 256) + bytes(int(path[7:]) % 256)
             else:

@@ -17,7 +17,8 @@ The spec is `{"attempts": [attempt, ...]}`, run concurrently; each is `{"name", 
 - `raw` (`data_b64`, optional `fill_headers`: [count, length] header lines of `length` bytes
   put after the request line): sends the bytes, reads until the server closes or `timeout`; `status` is
   the HTTP status of the first response line, `received` the bytes read, outcome `answered` (the
-  server's FIN after its bytes), `reset`, `closed` or `timeout`.
+  server's FIN after its bytes), `reset`, `closed` or `timeout`; `first_byte_after` and
+  `last_byte_after`: seconds from the request's last byte to the response's first and last.
 - `slow` (`head_b64`, `interval`): sends the start of a request head, then one more header byte
   every `interval` seconds, never finishing it; outcome `cut_off` (the server answered or closed;
   `status` if it answered, `seconds` how long it took) or `timeout` (still open at `timeout`).
@@ -161,16 +162,21 @@ def raw(attempt: dict) -> dict:
         data = line + b"\r\n" + b"".join(b"x-fill-%d: %s\r\n" % (i, b"a" * length) for i in range(count)) + rest
     sock = _connect(attempt)
     sock.sendall(data)
+    sent = time.monotonic()
     time.sleep(float(attempt.get("read_after", 0)))  # a client slow to read: the answer waits in buffers
     got = bytearray()
+    first = last = None
     try:
         while chunk := sock.recv(65536):
+            last = time.monotonic()
+            first = first or last
             got += chunk
     except socket.timeout:
         return {"outcome": "timeout" if not got else "answered", "status": _status(got),
                 "detail": got[:200].decode("latin-1")}
+    timing = {"first_byte_after": round(first - sent, 3), "last_byte_after": round(last - sent, 3)} if got else {}
     return {"outcome": "answered" if got else "closed", "status": _status(got), "detail": got[:200].decode("latin-1"),
-            "received": len(got)}
+            "received": len(got), **timing}
 
 
 def slow(attempt: dict) -> dict:

@@ -212,6 +212,25 @@ def test_a_slow_reader_still_gets_the_whole_response_before_connection_close(wor
         f"the slow reader got {slow['received']} bytes, the prompt one {prompt['received']}"
 
 
+@pytest.mark.features("WaypointStreamsResponses")
+def test_a_response_reaches_the_client_while_the_server_still_writes_it(world):
+    """A response whose head and first KiB the server sends at once, then its second KiB 2.5 s later,
+    MUST reach the client in two parts: the first at least a second before the second. The end MUST
+    come after the server's pause (the control: the server did pause, so the first part's lead is
+    the waypoint's doing). A waypoint that holds a message until it ends delivers both at once."""
+    pause = 2.5
+    request = base64.b64encode(f"GET /pause/{int(pause * 1000)} HTTP/1.1\r\nHost: echo\r\n"
+                               "Connection: close\r\n\r\n".encode()).decode()
+    streamed, = world.probe([{"name": "paused", "mode": "raw", "data_b64": request, "timeout": 30}])
+    assert (streamed["outcome"], streamed["status"]) == ("answered", 200) and streamed["received"] > 2048, \
+        f"GET /pause must be answered 200 with its whole 2 KiB body: {streamed}"
+    assert streamed["last_byte_after"] >= pause - 0.2, \
+        f"the body's second KiB came before the server's {pause} s pause ended: {streamed}"
+    lead = streamed["last_byte_after"] - streamed["first_byte_after"]
+    assert lead >= 1.0, (f"the head and first KiB reached the client only {lead:.3f} s before the rest, which the "
+                         f"server sent {pause} s after them: the waypoint held the response ({streamed})")
+
+
 def _head(path: str, extra: str = "", body: bytes = b"") -> str:
     raw = f"POST {path} HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n{extra}\r\n".encode() + body
     return base64.b64encode(raw).decode()
