@@ -267,6 +267,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7AuthorizationSource",
             "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
             "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7AuthorizationSourceAddress",
+            "At the waypoint, `ipBlocks`, `notIpBlocks` and `remoteIpBlocks` match the original client's pod "
+            "address (a /32 tells two clients apart, a CIDR holds both), and an `X-Forwarded-For` header the "
+            "client writes changes neither (no trusted proxy hops, Istio's default).", EXTENDED, _L7),
     Feature("L7WaypointIdentityAtDestination",
             "Behind a waypoint the destination's node proxy sees the waypoint's identity: a selector "
             "policy allowing only the client refuses waypoint traffic, one allowing the waypoint admits "

@@ -30,6 +30,10 @@ WAYPOINT_ENV = "AC_WAYPOINT"
 #: what the Envoy waypoint's translation cannot express (feature -> reason), reported
 #: NOT_SUPPORTED; kept equal to reference_impl.waypoint_envoy.translate.NOT_EXPRESSED by a unit test
 ENVOY_WAYPOINT_NOT_SUPPORTED: dict[str, str] = {
+    "L7AuthorizationSourceAddress": (
+        "the client's address reaches this waypoint in the HBONE `forwarded` header, which Envoy's RBAC "
+        "cannot read (its connection's peer is the inner listener): `ipBlocks` and `remoteIpBlocks` are "
+        "translated to match every request in a DENY rule and none in an ALLOW rule"),
     "WaypointConnectionCloseWaitsForSlowReader": (
         "Envoy resets a CONNECT-terminated stream whose upstream (the inner listener) ends before the "
         "client's request has, dropping what still waits for the client's flow-control window: "

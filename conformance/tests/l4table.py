@@ -4,6 +4,7 @@ Modelled on the Gateway API suite's mesh tests: data first, one helper that wait
 eventual consistency."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,12 +49,22 @@ _KIND = {"principals": "principal", "notPrincipals": "principal", "namespaces": 
          "notNamespaces": "namespace", "ipBlocks": "address", "notIpBlocks": "address"}
 
 
+def common_cidr(*ips: str) -> str:
+    """The longest prefix that holds every address: a block, not an address, both clients are in."""
+    addrs = [ipaddress.ip_address(ip) for ip in ips]
+    prefix = addrs[0].max_prefixlen
+    while prefix > 0 and len({ipaddress.ip_network(f"{a}/{prefix}", strict=False) for a in addrs}) > 1:
+        prefix -= 1
+    return str(ipaddress.ip_network(f"{addrs[0]}/{prefix}", strict=False))
+
+
 def _resolve(l4: L4World, source: dict) -> dict:
     """`principals=["a"]` -> client-a's principal, `namespaces=["a"]` -> its namespace,
-    `ipBlocks=["a"]` -> its address as a /32 (and the same for the `not*` fields)."""
+    `ipBlocks=["a"]` -> its address as a /32, `ipBlocks=["ab"]` -> the CIDR holding both clients
+    (and the same for the `not*` fields)."""
     of = {"principal": {"a": l4.principal_a, "b": l4.principal_b},
           "namespace": {"a": l4.a_ns, "b": l4.b_ns},
-          "address": {"a": f"{l4.a.ip}/32", "b": f"{l4.b.ip}/32"}}
+          "address": {"a": f"{l4.a.ip}/32", "b": f"{l4.b.ip}/32", "ab": common_cidr(l4.a.ip, l4.b.ip)}}
     return {field: [of[_KIND[field]][client] for client in clients] for field, clients in source.items()}
 
 

@@ -43,11 +43,14 @@ CASES = [
                   (("a", PORT, DENIED), ("b", PORT, ALLOWED))))),
     Case("ip-blocks", "L4AuthorizationIPBlocks",
          "An ALLOW policy with `source.ipBlocks` MUST admit only clients whose address is in those "
-         "blocks, and one with `notIpBlocks` MUST admit every client outside them.", (
+         "blocks, and one with `notIpBlocks` MUST admit every client outside them; a block is a CIDR, "
+         "not an address (`notIpBlocks` of the block holding both clients admits neither).", (
              Step("ipBlocks: [a/32]", on_server("by-ip", allow_from(ipBlocks=["a"])),
                   (("b", PORT, DENIED), ("a", PORT, ALLOWED))),
              Step("notIpBlocks: [a/32]", on_server("by-ip", allow_from(notIpBlocks=["a"])),
-                  (("a", PORT, DENIED), ("b", PORT, ALLOWED))))),
+                  (("a", PORT, DENIED), ("b", PORT, ALLOWED))),
+             Step("notIpBlocks: [the CIDR of a and b]", on_server("by-ip", allow_from(notIpBlocks=["ab"])),
+                  (("a", PORT, DENIED), ("b", PORT, DENIED))))),
     Case("ports", "L4AuthorizationPorts",
          "An ALLOW policy with `to.operation.ports` MUST admit connections only to those destination "
          "ports, and one with `notPorts` MUST admit connections to every other port only.", (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.tests.l4table import common_cidr
 from conformance.tests.l7world import UPSTREAM_REFUSED, Row
 
 OK, DENY = 200, 403
@@ -131,6 +132,41 @@ SOURCE_ROWS = [
     Row("a", "/anything/proxy-identity", DENY, "the waypoint's or ztunnel's identity is not the source"),
     Row("b", "/anything/proxy-identity", DENY, "the waypoint's or ztunnel's identity is not the source"),
 ]
+
+
+def source_ip_rows(l7) -> list[Row]:
+    def xff(ip):
+        return (("X-Forwarded-For", ip),)
+    a, b = l7.a.ip, l7.b.ip
+    return [
+        Row("a", "/anything/ip-block", DENY, "ipBlocks client-a/32"),
+        Row("b", "/anything/ip-block", OK, "ipBlocks client-a/32 does not match client-b"),
+        Row("a", "/anything/ip-block", DENY, "a client's X-Forwarded-For does not change its address",
+            headers=xff(b)),
+        Row("a", "/anything/remote-ip-block", DENY, "remoteIpBlocks client-a/32"),
+        Row("a", "/anything/remote-ip-block", DENY, "remoteIpBlocks: a client's X-Forwarded-For is not trusted",
+            headers=xff(b)),
+        Row("b", "/anything/remote-ip-block", OK, "remoteIpBlocks: client-b naming client-a is still client-b",
+            headers=xff(a)),
+        Row("a", "/anything/not-ip-block", OK, "notIpBlocks client-a/32 admits client-a"),
+        Row("b", "/anything/not-ip-block", DENY, "notIpBlocks client-a/32 denies client-b"),
+        Row("a", "/anything/cidr", DENY, "a CIDR holding both clients: client-a"),
+        Row("b", "/anything/cidr", DENY, "a CIDR holding both clients: client-b"),
+        Row("a", "/anything/other", OK, "a path no rule names"),
+    ]
+
+
+@pytest.mark.features("L7AuthorizationSourceAddress")
+def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
+    """At the waypoint, `ipBlocks`, `notIpBlocks` and `remoteIpBlocks` MUST match the ORIGINAL
+    client's pod address: a /32 of client-a denies client-a and not client-b, a CIDR holding both
+    denies both, and an `X-Forwarded-For` the client writes MUST change nothing (client-a naming
+    client-b is still denied; client-b naming client-a still admitted)."""
+    assert l7.a.ip != l7.b.ip, f"the two clients share an address: {l7.a.ip}"
+    rows = source_ip_rows(l7)
+    l7.converge_unrestricted(rows, "before the source-address policy")
+    with l7.applied("match-source-ip", a_ip=l7.a.ip, both_cidr=common_cidr(l7.a.ip, l7.b.ip)):
+        l7.converge(rows, "source addresses at the waypoint")
 
 
 @pytest.mark.features("L7AuthorizationSource")

@@ -62,6 +62,10 @@ SECRET_TYPE = T + "envoy.extensions.transport_sockets.tls.v3.Secret"
 #: What this translation cannot express, by conformance feature (reported NOT_SUPPORTED for an
 #: Envoy waypoint: conformance/targets/reference.py keeps an equal copy, checked by a unit test).
 NOT_EXPRESSED: dict[str, str] = {
+    "L7AuthorizationSourceAddress": (
+        "the client's address reaches this waypoint in the HBONE `forwarded` header, which Envoy's RBAC "
+        "cannot read (its connection's peer is the inner listener): `ipBlocks` and `remoteIpBlocks` are "
+        "translated to match every request in a DENY rule and none in an ALLOW rule"),
     # not a translation gap: Envoy's own CONNECT termination (tried: delayed_close_timeout 0, a 16 MiB
     # connection buffer, the upstream half-close guard either way; each still cut the slow reader off)
     "WaypointConnectionCloseWaitsForSlowReader": (

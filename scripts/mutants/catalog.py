@@ -341,4 +341,20 @@ MUTANTS: list[Mutant] = [
            "ztunnel-outbound", False, "reference_impl/ztunnel/outbound.py",
            "                raise _Refused(refusal) from None\n",
            "                raise refusal from None\n"),
+    # --- source addresses (L7AuthorizationSourceAddress, L4AuthorizationIPBlocks) ----------------
+    Mutant("the waypoint trusts the client's X-Forwarded-For for remoteIpBlocks", "waypoint", True,
+           "reference_impl/l7/pipeline.py",
+           "source_ip=tunnel.client_address, dest_ip=tunnel.destination_address, auth=authn)",
+           "source_ip=tunnel.client_address, dest_ip=tunnel.destination_address, auth=authn,\n"
+           "                            remote_ip=next((v.split(',')[0].strip() for k, v in headers\n"
+           "                                            if k == 'x-forwarded-for'), None))"),
+    Mutant("the waypoint takes a request's source address from the client's X-Forwarded-For", "waypoint", True,
+           "reference_impl/l7/pipeline.py",
+           "source_ip=tunnel.client_address, dest_ip",
+           "source_ip=next((parse_ip(v.split(',')[0].strip()) for k, v in headers if k == 'x-forwarded-for'),\n"
+           "                                          tunnel.client_address), dest_ip"),
+    Mutant("an ipBlocks CIDR matches only its network address (a block read as one address)", "l4-authz", True,
+           "reference_impl/policy/match.py",
+           "    return ip is not None and ip.version == network.version and ip in network\n",
+           "    return ip is not None and ip.version == network.version and ip == network.network_address\n"),
 ]
