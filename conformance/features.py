@@ -63,6 +63,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "AuthorizationPolicy `source.ipBlocks` / `notIpBlocks` enforced at ztunnel.", CORE, _L4),
     Feature("L4AuthorizationPorts",
             "AuthorizationPolicy `to.operation.ports` / `notPorts` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationServiceAccounts",
+            "AuthorizationPolicy `source.serviceAccounts` / `notServiceAccounts` (Istio 1.25 and later) enforced "
+            "at ztunnel: `namespace/name`, or a bare name in the policy's namespace, matched exactly (a dot "
+            "is a dot: `build.bot` does not admit `build-bot`, CVE-2026-39350).", EXTENDED, _L4),
     Feature("L4AuthorizationDenyOverAllow",
             "A matching DENY policy wins over a matching ALLOW policy.", CORE, _L4),
     Feature("L4AuthorizationAllowNothing",

@@ -30,9 +30,12 @@ class KubernetesTarget(Target):
     #: suite's own (kube_capture.py); the CA is asked as a ztunnel asks it, over gRPC with a token
     #: bound to the ztunnel pod (`request_certificate_as_node_proxy`). Not here: restarting istiod and
     #: every ztunnel with a new certificate TTL (WorkloadCertificateRenewal), only with
-    #: --allow-mesh-restart (`supported_features`, `set_workload_certificate_ttl`)
+    #: --allow-mesh-restart (`supported_features`, `set_workload_certificate_ttl`). Nor
+    #: L4AuthorizationServiceAccounts: the field is Istio 1.25's (the kind workflows default to 1.24),
+    #: and 1.25.0-1.29.1 fail it by design (CVE-2026-39350); claim it with --supported-features
     SUPPORTED_FEATURES = frozenset(f.name for f in registry.features_in("AMBIENT-L4")
-                                   if f.name not in ("WorkloadCertificateRenewal",)) | {
+                                   if f.name not in ("WorkloadCertificateRenewal",
+                                                     "L4AuthorizationServiceAccounts")) | {
         # -- waypoints: provisioning, binding, policy attachment, availability (issue 9): plain
         # Gateway API / Istio objects, pod deletes and Deployment scales, which any cluster has
         "WaypointProvisioning", "WaypointBindingLabels", "WaypointBogusUseWaypoint", "WaypointForWorkload",

@@ -353,6 +353,14 @@ MUTANTS: list[Mutant] = [
            "source_ip=tunnel.client_address, dest_ip",
            "source_ip=next((parse_ip(v.split(',')[0].strip()) for k, v in headers if k == 'x-forwarded-for'),\n"
            "                                          tunnel.client_address), dest_ip"),
+    Mutant("ztunnel matches a serviceAccounts name as a regular expression (a dot admits any character, "
+           "CVE-2026-39350)", "l4-authz", True, "reference_impl/policy/authz_l4.py",
+           "                                  and sa.name == ident.service_account)",
+           "                                  and __import__('re').fullmatch(sa.name, ident.service_account) is not None)"),
+    Mutant("ztunnel matches serviceAccounts by name in any namespace (a bare name is not the policy's namespace)",
+           "l4-authz", True, "reference_impl/policy/authz_l4.py",
+           "lambda sa: ident is not None and sa.namespace == ident.namespace\n",
+           "lambda sa: ident is not None\n"),
     Mutant("an ipBlocks CIDR matches only its network address (a block read as one address)", "l4-authz", True,
            "reference_impl/policy/match.py",
            "    return ip is not None and ip.version == network.version and ip in network\n",
