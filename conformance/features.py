@@ -63,6 +63,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "AuthorizationPolicy `source.ipBlocks` / `notIpBlocks` enforced at ztunnel.", CORE, _L4),
     Feature("L4AuthorizationPorts",
             "AuthorizationPolicy `to.operation.ports` / `notPorts` enforced at ztunnel.", CORE, _L4),
+    Feature("L4AuthorizationConditions",
+            "AuthorizationPolicy `when` conditions on `source.principal`, `source.namespace`, `source.ip` and "
+            "`destination.port` (`values` and `notValues`) enforced at ztunnel.", CORE, _L4),
     Feature("L4AuthorizationServiceAccounts",
             "AuthorizationPolicy `source.serviceAccounts` / `notServiceAccounts` (Istio 1.25 and later) enforced "
             "at ztunnel: `namespace/name`, or a bare name in the policy's namespace, matched exactly (a dot "

@@ -17,6 +17,12 @@ from conformance.tests.l4table import (ALLOWED, ALT, DENIED, PORT, Step, allow_f
 from conformance.tests.l4world import L4World
 
 
+def when(action: str, key: str, values, negate: bool = False):
+    """A policy of one rule with one `when` condition (`values`, or with `negate` `notValues`)."""
+    return lambda l4: {"action": action, "rules": [{"when": [
+        {"key": key, ("notValues" if negate else "values"): values(l4)}]}]}
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -71,6 +77,23 @@ CASES = [
                   (("a", PORT, DENIED), ("b", PORT, DENIED))),
              Step("spec: {} removed", lambda l4: [w.authorization_policy(l4.server_ns, "allow-nothing", {})],
                   (("a", PORT, ALLOWED),), delete=True))),
+    Case("conditions", "L4AuthorizationConditions",
+         "A rule's `when` conditions on `source.principal`, `source.namespace`, `source.ip` and "
+         "`destination.port` MUST each hold for the rule to match, with `values` and `notValues` alike.", (
+             Step("DENY when source.principal [a]", on_server("by-when", when("DENY", "source.principal",
+                                                                             lambda l4: [l4.principal_a])),
+                  (("a", PORT, DENIED), ("b", PORT, ALLOWED))),
+             Step("DENY when source.namespace notValues [a's]",
+                  on_server("by-when", when("DENY", "source.namespace", lambda l4: [l4.a_ns], negate=True)),
+                  (("b", PORT, DENIED), ("a", PORT, ALLOWED))),
+             Step("DENY when source.ip [a]", on_server("by-when", when("DENY", "source.ip", lambda l4: [l4.a.ip])),
+                  (("a", PORT, DENIED), ("b", PORT, ALLOWED))),
+             Step("ALLOW when destination.port [80]",
+                  on_server("by-when", when("ALLOW", "destination.port", lambda l4: ["80"])),
+                  (("a", ALT, DENIED), ("a", PORT, ALLOWED))),
+             Step("ALLOW when destination.port notValues [80]",
+                  on_server("by-when", when("ALLOW", "destination.port", lambda l4: ["80"], negate=True)),
+                  (("a", PORT, DENIED), ("a", ALT, ALLOWED)))), two_ports=True),
     Case("allow-with-l7-fields", "L4AuthorizationL7FieldsAtZtunnel",
          "At ztunnel, an ALLOW rule that holds an L7 field (here `paths`) MUST be dropped whole, so a "
          "policy made only of such rules MUST deny every connection, even one the rule would match.", (

@@ -353,6 +353,17 @@ MUTANTS: list[Mutant] = [
            "source_ip=tunnel.client_address, dest_ip",
            "source_ip=next((parse_ip(v.split(',')[0].strip()) for k, v in headers if k == 'x-forwarded-for'),\n"
            "                                          tunnel.client_address), dest_ip"),
+    Mutant("ztunnel ignores a `when` condition's notValues", "l4-authz", True, "reference_impl/policy/authz_l4.py",
+           "    for values, negate in ((cond.values, False), (cond.not_values, True)):\n",
+           "    for values, negate in ((cond.values, False),):\n"),
+    Mutant("ztunnel reads a `when: source.principal` condition as a namespace", "l4-authz", True,
+           "reference_impl/policy/authz_l4.py",
+           '            setattr(m, prefix + "principals", [StringMatch.parse(v) for v in values])\n',
+           '            setattr(m, prefix + "namespaces", [StringMatch.parse(v) for v in values])\n'),
+    Mutant("ztunnel matches a `when: source.ip` condition against the destination address", "l4-authz", True,
+           "reference_impl/policy/authz_l4.py",
+           '            setattr(m, prefix + "source_ips", [parse_cidr(v, cond.key) for v in values])\n',
+           '            setattr(m, prefix + "destination_ips", [parse_cidr(v, cond.key) for v in values])\n'),
     Mutant("ztunnel matches a serviceAccounts name as a regular expression (a dot admits any character, "
            "CVE-2026-39350)", "l4-authz", True, "reference_impl/policy/authz_l4.py",
            "                                  and sa.name == ident.service_account)",
