@@ -274,6 +274,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7AuthorizationSource",
             "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
             "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7AuthorizationServiceAccounts",
+            "At the waypoint, `source.serviceAccounts` / `notServiceAccounts` (Istio 1.25 and later) match the "
+            "original client's service account, `namespace/name` or a bare name in the policy's namespace.",
+            EXTENDED, _L7),
     Feature("L7AuthorizationSourceAddress",
             "At the waypoint, `ipBlocks`, `notIpBlocks` and `remoteIpBlocks` match the original client's pod "
             "address (a /32 tells two clients apart, a CIDR holds both), and an `X-Forwarded-For` header the "

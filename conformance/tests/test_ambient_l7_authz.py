@@ -169,6 +169,25 @@ def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
         l7.converge(rows, "source addresses at the waypoint")
 
 
+SERVICE_ACCOUNT_ROWS = [
+    Row("a", "/anything/sa", OK, "serviceAccounts: client-a's namespace/client-a"),
+    Row("b", "/anything/sa", DENY, "serviceAccounts: not client-b"),
+    Row("a", "/anything/not-sa", DENY, "notServiceAccounts client-a"),
+    Row("b", "/anything/not-sa", OK, "notServiceAccounts client-a admits client-b"),
+    Row("a", "/anything/bare-sa", DENY, "a bare name is the policy's namespace, not client-a's"),
+    Row("a", "/anything/other", DENY, "a path no rule names"),
+]
+
+
+@pytest.mark.features("L7AuthorizationServiceAccounts")
+def test_source_service_accounts_are_the_original_clients(l7):
+    """At the waypoint, `serviceAccounts` and `notServiceAccounts` MUST match the ORIGINAL client's
+    service account as `namespace/name`, and a bare name MUST mean the policy's namespace."""
+    l7.converge_unrestricted(SERVICE_ACCOUNT_ROWS, "before the service-account policy")
+    with l7.applied("match-service-accounts"):
+        l7.converge(SERVICE_ACCOUNT_ROWS, "service accounts at the waypoint")
+
+
 @pytest.mark.features("L7AuthorizationSource")
 def test_source_principals_and_namespaces_are_the_original_clients(l7):
     """At the waypoint, `source.principals`, `namespaces` and their `not*` forms MUST match the

@@ -353,6 +353,11 @@ MUTANTS: list[Mutant] = [
            "source_ip=tunnel.client_address, dest_ip",
            "source_ip=next((parse_ip(v.split(',')[0].strip()) for k, v in headers if k == 'x-forwarded-for'),\n"
            "                                          tunnel.client_address), dest_ip"),
+    Mutant("the waypoint matches serviceAccounts by name in any namespace", "waypoint", True,
+           "reference_impl/policy/authz_l7.py",
+           "                   lambda sa: ident is not None and (sa.namespace, sa.name)\n"
+           "                   == (ident.namespace, ident.service_account)))",
+           "                   lambda sa: ident is not None and sa.name == ident.service_account))"),
     Mutant("ztunnel ignores a `when` condition's notValues", "l4-authz", True, "reference_impl/policy/authz_l4.py",
            "    for values, negate in ((cond.values, False), (cond.not_values, True)):\n",
            "    for values, negate in ((cond.values, False),):\n"),
