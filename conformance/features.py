@@ -72,6 +72,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "is a dot: `build.bot` does not admit `build-bot`, CVE-2026-39350).", EXTENDED, _L4),
     Feature("L4AuthorizationDenyOverAllow",
             "A matching DENY policy wins over a matching ALLOW policy.", CORE, _L4),
+    Feature("L4AuthorizationAnyAllowPolicy",
+            "With several ALLOW policies on a workload, a connection any one of them matches is admitted.",
+            CORE, _L4),
     Feature("L4AuthorizationAllowNothing",
             "An AuthorizationPolicy with an empty spec (`spec: {}`) denies every connection.", CORE, _L4),
     Feature("L4AuthorizationL7FieldsAtZtunnel",
@@ -274,6 +277,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7AuthorizationSource",
             "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
             "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7AuthorizationAnyAllowPolicy",
+            "At the waypoint, with several ALLOW policies, a request any one of them matches is served; one "
+            "none matches is 403.", CORE, _L7),
     Feature("L7AuthorizationServiceAccounts",
             "At the waypoint, `source.serviceAccounts` / `notServiceAccounts` (Istio 1.25 and later) match the "
             "original client's service account, `namespace/name` or a bare name in the policy's namespace.",

@@ -70,6 +70,15 @@ CASES = [
                   (("b", PORT, ALLOWED),)),
              Step("plus DENY b", on_server("deny-b", deny_from(principals=["b"])),
                   (("b", PORT, DENIED), ("a", PORT, ALLOWED))))),
+    Case("allow-policies-combine", "L4AuthorizationAnyAllowPolicy",
+         "When several ALLOW policies cover a workload, a connection that any one of them matches MUST be "
+         "admitted (they are not all required), and one that none matches MUST be denied.", (
+             Step("ALLOW a", on_server("allow-a", allow_from(principals=["a"])),
+                  (("b", PORT, DENIED), ("a", PORT, ALLOWED))),
+             Step("plus a second policy ALLOW b", on_server("allow-b", allow_from(principals=["b"])),
+                  (("b", PORT, ALLOWED), ("a", PORT, ALLOWED))),
+             Step("ALLOW a removed", on_server("allow-a", allow_from(principals=["a"])),
+                  (("a", PORT, DENIED), ("b", PORT, ALLOWED)), delete=True))),
     Case("allow-nothing", "L4AuthorizationAllowNothing",
          "An AuthorizationPolicy with an empty spec MUST deny every connection to the workloads it "
          "covers, and removing it MUST let connections through again.", (

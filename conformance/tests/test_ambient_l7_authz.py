@@ -169,6 +169,22 @@ def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
         l7.converge(rows, "source addresses at the waypoint")
 
 
+@pytest.mark.features("L7AuthorizationAnyAllowPolicy")
+def test_several_allow_policies_admit_whoever_any_one_names(l7):
+    """With two ALLOW policies on the waypoint, one naming client-a and one client-b, a request
+    either one matches MUST be served (they are not all required); with only client-a's, client-b
+    MUST get 403."""
+    path = "/anything/any-allow"
+    only_a = [Row("a", path, OK, "ALLOW client-a"), Row("b", path, DENY, "ALLOW client-a only")]
+    both = [Row("a", path, OK, "two ALLOW policies: client-a's"), Row("b", path, OK, "two ALLOW policies: client-b's")]
+    l7.converge_unrestricted(only_a, "before the ALLOW policies")
+    with l7.applied("allow-one-client", which="a", principal=l7.principal_a):
+        l7.converge(only_a, "client-a's ALLOW policy alone")
+        with l7.applied("allow-one-client", which="b", principal=l7.principal_b):
+            l7.converge(both, "client-a's and client-b's ALLOW policies")
+        l7.converge(only_a, "client-b's ALLOW policy removed")
+
+
 SERVICE_ACCOUNT_ROWS = [
     Row("a", "/anything/sa", OK, "serviceAccounts: client-a's namespace/client-a"),
     Row("b", "/anything/sa", DENY, "serviceAccounts: not client-b"),

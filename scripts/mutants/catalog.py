@@ -353,6 +353,14 @@ MUTANTS: list[Mutant] = [
            "source_ip=tunnel.client_address, dest_ip",
            "source_ip=next((parse_ip(v.split(',')[0].strip()) for k, v in headers if k == 'x-forwarded-for'),\n"
            "                                          tunnel.client_address), dest_ip"),
+    Mutant("ztunnel admits a connection only if every ALLOW policy matches it (ALLOW policies AND'ed)",
+           "l4-authz", False, "reference_impl/policy/authz_l4.py",
+           "    for p in allows:\n        if p.matches(conn):\n",
+           "    for p in allows:\n        if all(q.matches(conn) for q in allows):\n"),
+    Mutant("the waypoint serves a request only if every ALLOW policy matches it (ALLOW policies AND'ed)",
+           "waypoint", False, "reference_impl/policy/authz_l7.py",
+           "    for p in allows:\n        if policy_matches(p, request):\n",
+           "    for p in allows:\n        if all(policy_matches(q, request) for q in allows):\n"),
     Mutant("the waypoint matches serviceAccounts by name in any namespace", "waypoint", True,
            "reference_impl/policy/authz_l7.py",
            "                   lambda sa: ident is not None and (sa.namespace, sa.name)\n"
