@@ -72,6 +72,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "is a dot: `build.bot` does not admit `build-bot`, CVE-2026-39350).", EXTENDED, _L4),
     Feature("L4AuthorizationDenyOverAllow",
             "A matching DENY policy wins over a matching ALLOW policy.", CORE, _L4),
+    Feature("L4AuthorizationRuleParts",
+            "Within a rule `from` and `to` must both match, the entries of a `from` are alternatives, and so "
+            "are the rules of a policy (ztunnel).", CORE, _L4),
     Feature("L4AuthorizationAnyAllowPolicy",
             "With several ALLOW policies on a workload, a connection any one of them matches is admitted.",
             CORE, _L4),

@@ -70,6 +70,20 @@ CASES = [
                   (("b", PORT, ALLOWED),)),
              Step("plus DENY b", on_server("deny-b", deny_from(principals=["b"])),
                   (("b", PORT, DENIED), ("a", PORT, ALLOWED))))),
+    Case("rule-parts", "L4AuthorizationRuleParts",
+         "Within a rule, `from` and `to` MUST both match (client-a to port 80 only), the entries of one `from` "
+         "MUST be alternatives (either client), and so MUST the rules of one policy.", (
+             Step("ALLOW from [a] to ports [80]", on_server("by-parts", lambda l4: {"action": "ALLOW", "rules": [
+                 {"from": [{"source": {"principals": [l4.principal_a]}}], "to": [{"operation": {"ports": ["80"]}}]}]}),
+                  (("b", PORT, DENIED), ("a", ALT, DENIED), ("a", PORT, ALLOWED))),
+             Step("ALLOW from [{a}, {b}] to ports [80]", on_server("by-parts", lambda l4: {"action": "ALLOW", "rules": [
+                 {"from": [{"source": {"principals": [l4.principal_a]}}, {"source": {"principals": [l4.principal_b]}}],
+                  "to": [{"operation": {"ports": ["80"]}}]}]}),
+                  (("b", PORT, ALLOWED), ("a", PORT, ALLOWED), ("b", ALT, DENIED))),
+             Step("rules [from a] and [to port 8080]", on_server("by-parts", lambda l4: {"action": "ALLOW", "rules": [
+                 {"from": [{"source": {"principals": [l4.principal_a]}}]},
+                 {"to": [{"operation": {"ports": [str(w.ALT_PORT)]}}]}]}),
+                  (("b", PORT, DENIED), ("b", ALT, ALLOWED), ("a", PORT, ALLOWED)))), two_ports=True),
     Case("allow-policies-combine", "L4AuthorizationAnyAllowPolicy",
          "When several ALLOW policies cover a workload, a connection that any one of them matches MUST be "
          "admitted (they are not all required), and one that none matches MUST be denied.", (
