@@ -280,6 +280,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7AuthorizationSource",
             "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
             "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7AuthorizationRuleParts",
+            "At the waypoint the entries of a rule's `from` (or `to`) are alternatives, while `from`, `to` and "
+            "every `when` condition must all hold.", CORE, _L7),
     Feature("L7AuthorizationAnyAllowPolicy",
             "At the waypoint, with several ALLOW policies, a request any one of them matches is served; one "
             "none matches is 403.", CORE, _L7),

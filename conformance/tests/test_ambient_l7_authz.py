@@ -169,6 +169,30 @@ def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
         l7.converge(rows, "source addresses at the waypoint")
 
 
+RULE_PART_ROWS = [
+    Row("a", "/anything/either-client", OK, "two from entries: client-a's"),
+    Row("b", "/anything/either-client", OK, "two from entries: client-b's"),
+    Row("a", "/anything/op-one", OK, "two to entries: the first"),
+    Row("a", "/anything/op-two", OK, "two to entries: the second"),
+    Row("a", "/anything/both-conditions", OK, "both when conditions hold",
+        headers=(("x-one", "1"), ("x-two", "2"))),
+    Row("a", "/anything/both-conditions", DENY, "only the first when condition holds", headers=(("x-one", "1"),)),
+    Row("a", "/anything/both-conditions", DENY, "only the second when condition holds", headers=(("x-two", "2"),)),
+    Row("a", "/anything/from-and-to", OK, "from and to both hold"),
+    Row("b", "/anything/from-and-to", DENY, "to holds, from does not"),
+    Row("a", "/anything/none", DENY, "a path no rule names"),
+]
+
+
+@pytest.mark.features("L7AuthorizationRuleParts")
+def test_rule_parts_combine_entries_as_alternatives_and_parts_as_all_required(l7):
+    """At the waypoint, the entries of a rule's `from` (or `to`) MUST be alternatives, while its
+    `from`, `to` and every `when` condition MUST all hold: one of two conditions is not enough."""
+    l7.converge_unrestricted(RULE_PART_ROWS, "before the rule-parts policy")
+    with l7.applied("rule-parts"):
+        l7.converge(RULE_PART_ROWS, "rule parts at the waypoint")
+
+
 @pytest.mark.features("L7AuthorizationAnyAllowPolicy")
 def test_several_allow_policies_admit_whoever_any_one_names(l7):
     """With two ALLOW policies on the waypoint, one naming client-a and one client-b, a request
