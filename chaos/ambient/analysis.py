@@ -1,5 +1,6 @@
 """Pure arithmetic over traffic records ([start epoch s, latency s, outcome]): success rates,
-failures after a moment, recovery time, the per-second timeline. No I/O, unit-tested."""
+failures after a moment, recovery time, when a change took effect, the per-second timeline. No
+I/O, unit-tested."""
 from __future__ import annotations
 
 import math
@@ -29,6 +30,21 @@ def recovery_seconds(records: list, fault_start: float | None) -> float:
     recovered_at = records[last_failed + 1][0]
     start = fault_start if fault_start is not None else records[0][0]
     return round(max(0.0, recovered_at - start), 3)
+
+
+def first_streak(records: list, matches, count: int) -> tuple[float, float | None] | None:
+    """The first run of `count` consecutive records whose outcome `matches`: (start of its first
+    request, start of the last request before it that did not match, or None), so a change
+    landed between the two; None when there is no such run."""
+    run, last_other = 0, None
+    for i, (t, _, outcome) in enumerate(records):
+        if not matches(outcome):
+            run, last_other = 0, t
+            continue
+        run += 1
+        if run >= count:
+            return records[i - count + 1][0], last_other
+    return None
 
 
 def per_second(streams: dict[str, list], origin: float) -> list[dict]:

@@ -2,9 +2,13 @@
 experiment's method to show that its hypothesis catches the bug (the experiment deviates)."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import threading
 
 from reference_impl.cluster import client as cluster_client
+from reference_impl.cluster import naming
 
 NAMESPACE = "chaos-apps"
 
@@ -19,3 +23,37 @@ def fail_open_capture(client: str, configuration: dict = None) -> str:
     subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "ztunnel"], check=True,
                    capture_output=True, timeout=10)
     return netns
+
+
+def _istiod_pids(cluster: str) -> list[int]:
+    want = f"AC_RUN_DIR={naming.run_dir(cluster)}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"reference_impl.controlplane" not in f.read():
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if want in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def freeze_control_plane(seconds: float, configuration: dict = None) -> list[int]:
+    """Stop the istiod process for `seconds` (SIGSTOP, then SIGCONT): a control plane that is Ready
+    but pushes nothing yet, so what changed while it was down lands late."""
+    pids = _istiod_pids(configuration["ambient_cluster"])
+    assert pids, "no istiod process of this cluster to freeze"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw():
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    threading.Timer(float(seconds), thaw).start()
+    return pids

@@ -141,6 +141,23 @@ def test_istiod_down_keeps_traffic_and_lands_changes_after_its_return(chaos_clus
     assert events["fault-end"] - events["fault-start"] >= 2, "istiod was not down for the bounded time"
 
 
+def test_istiod_down_deviates_when_the_returned_istiod_pushes_late(chaos_cluster, tmp_path):
+    """istiod Ready again but frozen for 7 s: the policy made while it was down lands past its
+    5 s bound, and the experiment deviates."""
+    breakage = {"type": "action", "name": "freeze-istiod-for-7s",
+                "provider": {"type": "python", "module": "chaos_breakage", "func": "freeze_control_plane",
+                             "arguments": {"seconds": 7}}}
+
+    def change(experiment):
+        steps = experiment["method"]
+        at = next(i for i, s in enumerate(steps) if s["name"] == "scale-istiod-back-to-1")
+        steps.insert(at + 1, breakage)
+    run = chaoskit.run("istiod-down", chaos_cluster, tmp_path, change=change, extra_pythonpath=str(HERE))
+    assert run.journal["deviated"], run.log[-3000:]
+    checks = {c["check"]: c for c in json.loads((run.out / "checks.json").read_text())}
+    assert checks["client-1>server-1 denied"]["seconds"] > 5, checks
+
+
 def test_cert_rotation_renews_at_least_twice_without_a_failed_request(chaos_cluster, tmp_path):
     run = chaoskit.run("cert-rotation", chaos_cluster, tmp_path)
     run.assert_held()

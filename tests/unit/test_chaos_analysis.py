@@ -26,6 +26,13 @@ def test_recovery_runs_from_the_fault_to_the_first_request_of_the_final_run_of_s
     assert analysis.recovery_seconds(flaky, 11.9) == 2.1
 
 
+def test_first_streak_is_timed_by_its_first_request_and_bounded_by_the_last_other():
+    assert analysis.first_streak(RECORDS, lambda o: o != 200, 3) == (12.0, 11.0)
+    assert analysis.first_streak(RECORDS, analysis.ok, 2) == (10.0, None)   # in force from the start
+    assert analysis.first_streak(RECORDS, analysis.ok, 3) is None           # 2 then 2: never 3 in a row
+    assert analysis.first_streak([], analysis.ok, 1) is None
+
+
 def test_per_second_rows_cover_every_second_of_every_stream():
     rows = analysis.per_second({"a": RECORDS, "b": [[10.2, 0.004, 200], [12.1, 0.006, 200]]}, origin=10.0)
     assert [r["second"] for r in rows] == [0, 1, 2, 3, 4, 5]
