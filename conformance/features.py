@@ -95,6 +95,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("PolicyUpdateWithoutRestart",
             "A new or changed AuthorizationPolicy applies to running pods without restarting them.",
             CORE, _L4),
+    Feature("PolicySelectorFollowsPodLabels",
+            "A policy's workload selector follows a running pod's labels: labelling the pod brings the policy "
+            "into force, removing the label lifts it, without a restart.", CORE, _L4),
     Feature("LiveConnectionRevocation",
             "A policy change closes established connections that the new policy denies.", CORE, _L4),
     Feature("UncapturedInterop",

@@ -32,6 +32,27 @@ def test_policy_change_applies_to_running_pods(l4):
     assert _pods_state(sc, l4.server_ns, l4.a_ns, l4.b_ns) == before, "a policy change restarted pods"
 
 
+@pytest.mark.features("PolicySelectorFollowsPodLabels")
+def test_a_selector_policy_follows_the_running_pods_labels(l4):
+    """A DENY whose selector is `app: httpbin, tier: locked` MUST deny client-a while the running
+    server pod carries `tier=locked`, MUST stop applying once the label is removed, and MUST apply
+    again once it is put back, each within the published bound and without restarting the pod."""
+    sc = l4.sc
+    sc.expect_allowed(l4.a, l4.url, "before any policy")
+    before = _pods_state(sc, l4.server_ns)
+    sc.label("Pod", l4.server_ns, l4.server.name, {"tier": "locked"})
+    sc.apply([w.authorization_policy(l4.server_ns, "deny-a-locked", {
+        "selector": {"matchLabels": {"app": "httpbin", "tier": "locked"}}, "action": "DENY",
+        "rules": [{"from": [{"source": {"principals": [l4.principal_a]}}]}]})])
+    sc.expect_denied(l4.a, l4.url, "the DENY selects the server pod by its tier=locked label")
+    sc.expect_allowed(l4.b, l4.url, "the DENY names client-a only")
+    sc.label("Pod", l4.server_ns, l4.server.name, {"tier": None})
+    sc.expect_allowed(l4.a, l4.url, "tier removed from the running pod: the selector no longer matches it")
+    sc.label("Pod", l4.server_ns, l4.server.name, {"tier": "locked"})
+    sc.expect_denied(l4.a, l4.url, "tier=locked put back on the running pod")
+    assert _pods_state(sc, l4.server_ns) == before, "relabelling restarted the server pod"
+
+
 @pytest.mark.features("LiveConnectionRevocation", "PolicyUpdateWithoutRestart")
 def test_policy_change_closes_live_connections_it_denies(l4):
     """An established connection that a new policy denies MUST be closed within the published

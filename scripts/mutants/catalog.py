@@ -341,6 +341,13 @@ MUTANTS: list[Mutant] = [
            "ztunnel-outbound", False, "reference_impl/ztunnel/outbound.py",
            "                raise _Refused(refusal) from None\n",
            "                raise refusal from None\n"),
+    # --- selector policies and a running pod's labels (PolicySelectorFollowsPodLabels) ------------
+    Mutant("istiod keeps a workload's selector-policy bindings from the first time it computed them "
+           "(a relabelled pod keeps its old policies)", "scope", True, "reference_impl/controlplane/derive.py",
+           "            if authz_l4.binds(scope, policy_ns, policy.selector, workload.namespace, workload.labels,\n"
+           "                              ROOT_NAMESPACE):\n",
+           '            if globals().setdefault("_BOUND", {}).setdefault((uid, policy.key), authz_l4.binds(\n'
+           "                    scope, policy_ns, policy.selector, workload.namespace, workload.labels, ROOT_NAMESPACE)):\n"),
     # --- source addresses (L7AuthorizationSourceAddress, L4AuthorizationIPBlocks) ----------------
     Mutant("the waypoint trusts the client's X-Forwarded-For for remoteIpBlocks", "waypoint", True,
            "reference_impl/l7/pipeline.py",
