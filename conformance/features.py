@@ -283,6 +283,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("L7AuthorizationSource",
             "At the waypoint, `source.principals` and `namespaces` match the original client's identity, "
             "never the waypoint's own or a node proxy's.", CORE, _L7),
+    Feature("L7AuthorizationConditions",
+            "At the waypoint, `when` conditions on `source.principal` and `source.namespace` match the original "
+            "client (values and notValues) and `destination.port` the port the client called.", CORE, _L7),
     Feature("L7AuthorizationRuleParts",
             "At the waypoint the entries of a rule's `from` (or `to`) are alternatives, while `from`, `to` and "
             "every `when` condition must all hold.", CORE, _L7),
@@ -295,8 +298,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             EXTENDED, _L7),
     Feature("L7AuthorizationSourceAddress",
             "At the waypoint, `ipBlocks`, `notIpBlocks` and `remoteIpBlocks` match the original client's pod "
-            "address (a /32 tells two clients apart, a CIDR holds both), and an `X-Forwarded-For` header the "
-            "client writes changes neither (no trusted proxy hops, Istio's default).", EXTENDED, _L7),
+            "address (a /32 tells two clients apart, a CIDR holds both), and so do `when` conditions on "
+            "`source.ip` and `remote.ip`; an `X-Forwarded-For` header the client writes changes none of them "
+            "(no trusted proxy hops, Istio's default).", EXTENDED, _L7),
     Feature("L7WaypointIdentityAtDestination",
             "Behind a waypoint the destination's node proxy sees the waypoint's identity: a selector "
             "policy allowing only the client refuses waypoint traffic, one allowing the waypoint admits "

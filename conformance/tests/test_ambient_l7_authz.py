@@ -152,6 +152,10 @@ def source_ip_rows(l7) -> list[Row]:
         Row("b", "/anything/not-ip-block", DENY, "notIpBlocks client-a/32 denies client-b"),
         Row("a", "/anything/cidr", DENY, "a CIDR holding both clients: client-a"),
         Row("b", "/anything/cidr", DENY, "a CIDR holding both clients: client-b"),
+        Row("a", "/anything/when-source-ip", DENY, "when source.ip client-a"),
+        Row("b", "/anything/when-source-ip", OK, "when source.ip client-a does not match client-b"),
+        Row("a", "/anything/when-remote-ip", DENY, "when remote.ip: a client's X-Forwarded-For is not trusted",
+            headers=xff(b)),
         Row("a", "/anything/other", OK, "a path no rule names"),
     ]
 
@@ -167,6 +171,28 @@ def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
     l7.converge_unrestricted(rows, "before the source-address policy")
     with l7.applied("match-source-ip", a_ip=l7.a.ip, both_cidr=common_cidr(l7.a.ip, l7.b.ip)):
         l7.converge(rows, "source addresses at the waypoint")
+
+
+CONDITION_ROWS = [
+    Row("a", "/anything/when-principal", OK, "when source.principal client-a"),
+    Row("b", "/anything/when-principal", DENY, "when source.principal: not client-b"),
+    Row("a", "/anything/when-namespace", OK, "when source.namespace client-a's"),
+    Row("b", "/anything/when-namespace", DENY, "when source.namespace: not client-b's"),
+    Row("a", "/anything/when-not-principal", DENY, "when source.principal notValues client-a"),
+    Row("b", "/anything/when-not-principal", OK, "when source.principal notValues client-a admits client-b"),
+    Row("a", "/anything/when-port", OK, "when destination.port 8080", port=8080),
+    Row("a", "/anything/when-port", DENY, "when destination.port 8080 does not admit 8000"),
+    Row("a", "/anything/none", DENY, "a path no rule names"),
+]
+
+
+@pytest.mark.features("L7AuthorizationConditions")
+def test_conditions_on_the_source_and_the_destination_port(l7):
+    """At the waypoint, `when` conditions on `source.principal` and `source.namespace` MUST match
+    the ORIGINAL client (values and notValues), and `destination.port` the port the client called."""
+    l7.converge_unrestricted(CONDITION_ROWS, "before the condition policy")
+    with l7.applied("match-conditions"):
+        l7.converge(CONDITION_ROWS, "conditions at the waypoint")
 
 
 RULE_PART_ROWS = [

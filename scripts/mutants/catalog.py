@@ -402,6 +402,10 @@ MUTANTS: list[Mutant] = [
            "waypoint", False, "reference_impl/policy/authz_l7.py",
            "    for p in allows:\n        if policy_matches(p, request):\n",
            "    for p in allows:\n        if all(policy_matches(q, request) for q in allows):\n"),
+    Mutant("the waypoint reads a `when: source.principal` condition as the client's namespace", "waypoint", True,
+           "reference_impl/policy/authz_l7.py",
+           '"source.namespace": ("str", req.namespace), "source.principal": ("str", req.principal),',
+           '"source.namespace": ("str", req.namespace), "source.principal": ("str", req.namespace),'),
     Mutant("the waypoint matches serviceAccounts by name in any namespace", "waypoint", True,
            "reference_impl/policy/authz_l7.py",
            "                   lambda sa: ident is not None and (sa.namespace, sa.name)\n"
