@@ -317,7 +317,8 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "match the verified JWT.", CORE, _L7),
     Feature("L7AuthorizationClaims",
             "At the waypoint, `when: request.auth.claims[...]` matches nested claims and any element of "
-            "a list claim.", CORE, _L7),
+            "a list claim, and `request.auth.principal`, `request.auth.audiences` and "
+            "`request.auth.presenter` match the verified token's `iss/sub`, any `aud` and `azp`.", CORE, _L7),
     Feature("L7JWTForgedTokens",
             "Every forged or malformed JWT gets 401: alg none, unknown kid, another key's signature, HS256 "
             "keyed with the RSA public key, tampered header or payload, truncated or empty signature, "

@@ -291,7 +291,9 @@ def test_request_principals_and_claims(jwt_world):
     """`requestPrincipals` MUST match `iss/sub` of the verified token (`*` any token, `iss/*` any
     subject of one issuer, never no token), `notRequestPrincipals` MUST exclude only what it names
     (no token passes it); `request.auth.claims[org][team]` MUST match a nested claim and
-    `request.auth.claims[groups]` any element of a list claim, each against a token without it."""
+    `request.auth.claims[groups]` any element of a list claim, each against a token without it; and
+    `when` on `request.auth.principal`, `request.auth.audiences` (any of the token's `aud`) and
+    `request.auth.presenter` (`azp`) MUST match the verified token, each against a near miss."""
     rows = [
         Row("a", "/anything/any-jwt", DENY, "requestPrincipals *: no token"),
         Row("a", "/anything/any-jwt", OK, "requestPrincipals *: a token", headers=bearer(token(sub="carol"))),
@@ -307,5 +309,15 @@ def test_request_principals_and_claims(jwt_world):
         Row("a", "/anything/claims/nested", DENY, "claims[org][team]: no token"),
         Row("a", "/anything/claims/list", OK, "claims[groups] has admins", headers=bearer(token())),
         Row("a", "/anything/claims/list", DENY, "claims[groups] without admins", headers=bearer(token(groups=["dev"]))),
+        Row("a", "/anything/when-rp", OK, "when request.auth.principal iss/alice", headers=bearer(token())),
+        Row("a", "/anything/when-rp", DENY, "when request.auth.principal: another sub", headers=bearer(token(sub="bob"))),
+        Row("a", "/anything/when-rp", DENY, "when request.auth.principal: no token"),
+        Row("a", "/anything/when-aud", OK, "when request.auth.audiences: one of the token's",
+            headers=bearer(token(aud=["ac-suite-other", "ac-suite-reports"]))),
+        Row("a", "/anything/when-aud", DENY, "when request.auth.audiences: not the token's",
+            headers=bearer(token(aud="ac-suite-other"))),
+        Row("a", "/anything/when-azp", OK, "when request.auth.presenter: azp", headers=bearer(token(azp="ac-suite-cli"))),
+        Row("a", "/anything/when-azp", DENY, "when request.auth.presenter: another azp",
+            headers=bearer(token(azp="ac-suite-web"))),
     ]
     jwt_world.converge(rows, "requestPrincipals and claims")
