@@ -412,6 +412,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "whole 4 MiB response and then a FIN, though the response waited meanwhile for the client's "
             "HBONE flow-control window after the server's side of the tunnel had ended.", EXTENDED,
             ("AMBIENT-L7",)),
+    Feature("WaypointRemovesHopByHopHeaders",
+            "The waypoint does not forward hop-by-hop headers (RFC 9110 7.6.1): those the client's `Connection` "
+            "header names, `Keep-Alive`, `Proxy-Connection`; an end-to-end header beside them arrives.",
+            CORE, ("AMBIENT-L7",)),
     Feature("WaypointStreamsResponses",
             "The waypoint passes a response on as it comes: a head and the first KiB of a body that the "
             "server sends at once reach the client while the server is still pausing 2.5 s before the rest, "

@@ -212,6 +212,22 @@ def test_a_slow_reader_still_gets_the_whole_response_before_connection_close(wor
         f"the slow reader got {slow['received']} bytes, the prompt one {prompt['received']}"
 
 
+@pytest.mark.features("WaypointRemovesHopByHopHeaders")
+def test_hop_by_hop_headers_end_at_the_waypoint(world):
+    """A header the client's `Connection` header names, and `Keep-Alive` and `Proxy-Connection`, are
+    hop-by-hop (RFC 9110 section 7.6.1): the waypoint MUST NOT forward them to the app, while an
+    end-to-end header sent beside them MUST arrive (and so must a header the waypoint adds, the sign
+    that the request went through it)."""
+    options = ("-H", "Connection: keep-alive, x-hop-secret", "-H", "x-hop-secret: for-the-next-hop-only",
+               "-H", "Keep-Alive: timeout=5", "-H", "Proxy-Connection: keep-alive", "-H", "x-end-to-end: kept")
+    status, headers = world.echoed_headers("/get", options)
+    assert status == 200, f"GET /get with hop-by-hop headers: {status}"
+    assert headers.get("x-end-to-end") == "kept" and all(h in headers for h in PROXY_HEADERS), \
+        f"the end-to-end header and the waypoint's own must reach the app: {headers}"
+    forwarded = sorted({"x-hop-secret", "keep-alive", "proxy-connection"} & set(headers))
+    assert not forwarded, f"hop-by-hop headers reached the app through the waypoint: {forwarded} ({headers})"
+
+
 @pytest.mark.features("WaypointStreamsResponses")
 def test_a_response_reaches_the_client_while_the_server_still_writes_it(world):
     """A response whose head and first KiB the server sends at once, then its second KiB 2.5 s later,

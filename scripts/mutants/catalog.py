@@ -348,6 +348,10 @@ MUTANTS: list[Mutant] = [
            "                              ROOT_NAMESPACE):\n",
            '            if globals().setdefault("_BOUND", {}).setdefault((uid, policy.key), authz_l4.binds(\n'
            "                    scope, policy_ns, policy.selector, workload.namespace, workload.labels, ROOT_NAMESPACE)):\n"),
+    Mutant("the waypoint forwards the headers a client's Connection header names (hop-by-hop)",
+           "waypoint-protocols", False, "reference_impl/l7/pipeline.py",
+           '            names.update(token.strip().lower() for token in value.split(",") if token.strip())\n',
+           "            pass\n"),
     # --- source addresses (L7AuthorizationSourceAddress, L4AuthorizationIPBlocks) ----------------
     Mutant("the waypoint trusts the client's X-Forwarded-For for remoteIpBlocks", "waypoint", True,
            "reference_impl/l7/pipeline.py",
