@@ -412,6 +412,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "whole 4 MiB response and then a FIN, though the response waited meanwhile for the client's "
             "HBONE flow-control window after the server's side of the tunnel had ended.", EXTENDED,
             ("AMBIENT-L7",)),
+    Feature("WaypointHTTP1Framing",
+            "Through the waypoint a chunked request body reaches the app whole, and a request pipelined behind "
+            "it on the same HTTP/1.1 connection is answered after it, in order.", CORE, ("AMBIENT-L7",)),
     Feature("WaypointRemovesHopByHopHeaders",
             "The waypoint does not forward hop-by-hop headers (RFC 9110 7.6.1): those the client's `Connection` "
             "header names, `Keep-Alive`, `Proxy-Connection`; an end-to-end header beside them arrives.",

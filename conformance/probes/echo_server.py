@@ -11,7 +11,8 @@ answers pings and closes on close. `GET /bytes/N` is answered 200 with N bytes (
 repeated; N up to 16 MiB). `GET /pause/MS` is answered 200 with a 2 KiB body whose first KiB
 goes out with the head and whose second follows MS milliseconds later (up to 10 s), as a server
 that streams a response it is still producing. Any other request is answered 200 with a JSON body of the request line
-and headers it received. On a TCP port every byte is echoed back.
+and headers it received, and the length and SHA-256 of the request body (Content-Length or chunked).
+On a TCP port every byte is echoed back.
 """
 from __future__ import annotations
 
@@ -84,6 +85,19 @@ async def websocket(reader, writer, key: str) -> None:
         await writer.drain()
 
 
+async def read_chunked(reader) -> bytes:
+    """A chunked request body (RFC 9112 section 7.1), trailers read and dropped."""
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
 async def serve_http(reader, writer) -> None:
     try:
         while True:
@@ -97,9 +111,11 @@ async def serve_http(reader, writer) -> None:
             if "websocket" in headers.get("upgrade", "").lower() and "sec-websocket-key" in headers:
                 await websocket(reader, writer, headers["sec-websocket-key"])
                 return
-            length = int(headers.get("content-length") or 0)
-            if length:
-                await reader.readexactly(length)
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                request_body = await read_chunked(reader)
+            else:
+                length = int(headers.get("content-length") or 0)
+                request_body = await reader.readexactly(length) if length else b""
             path = request_line.split(" ")[1] if request_line.count(" ") >= 2 else "/"
             if path.startswith("/pause/") and path[7:].isdigit() and int(path[7:]) <= MAX_PAUSE_MS:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
@@ -112,7 +128,8 @@ async def serve_http(reader, writer) -> None:
             if path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
                 body = bytes(range(256)) * (int(path[7:]) // 256) + bytes(int(path[7:]) % 256)
             else:
-                body = json.dumps({"request": request_line, "headers": headers}).encode()
+                body = json.dumps({"request": request_line, "headers": headers, "body_length": len(request_body),
+                                   "body_sha256": hashlib.sha256(request_body).hexdigest()}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                          + f"content-length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()

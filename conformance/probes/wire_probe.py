@@ -18,7 +18,8 @@ The spec is `{"attempts": [attempt, ...]}`, run concurrently; each is `{"name", 
   put after the request line): sends the bytes, reads until the server closes or `timeout`; `status` is
   the HTTP status of the first response line, `received` the bytes read, outcome `answered` (the
   server's FIN after its bytes), `reset`, `closed` or `timeout`; `first_byte_after` and
-  `last_byte_after`: seconds from the request's last byte to the response's first and last.
+  `last_byte_after`: seconds from the request's last byte to the response's first and last; with
+  `keep: true`, `data_b64`: everything received (at most 64 KiB).
 - `slow` (`head_b64`, `interval`): sends the start of a request head, then one more header byte
   every `interval` seconds, never finishing it; outcome `cut_off` (the server answered or closed;
   `status` if it answered, `seconds` how long it took) or `timeout` (still open at `timeout`).
@@ -176,7 +177,8 @@ def raw(attempt: dict) -> dict:
                 "detail": got[:200].decode("latin-1")}
     timing = {"first_byte_after": round(first - sent, 3), "last_byte_after": round(last - sent, 3)} if got else {}
     return {"outcome": "answered" if got else "closed", "status": _status(got), "detail": got[:200].decode("latin-1"),
-            "received": len(got), **timing}
+            "received": len(got), **timing,
+            **({"data_b64": base64.b64encode(bytes(got[:65536])).decode()} if attempt.get("keep") else {})}
 
 
 def slow(attempt: dict) -> dict:

@@ -46,7 +46,7 @@ class KubernetesTarget(Target):
         # Istio configures no request-headers timeout on its waypoints by default --
         "WaypointHTTP2PriorKnowledge", "WaypointWebSocketUpgrade", "WaypointTCPPassthrough",
         "WaypointUndeclaredPortSniffing", "WaypointRejectsMalformedHTTP", "WaypointConnectionCloseEndsCleanly",
-        "WaypointStreamsResponses", "WaypointRemovesHopByHopHeaders",
+        "WaypointStreamsResponses", "WaypointRemovesHopByHopHeaders", "WaypointHTTP1Framing",
         # -- sidecar interop (issue 11): the seed's Step 2 reads the sidecar's Envoy metrics
         "SeedWalkthroughSidecar",
         # -- the seed's Step 3 and L7 step (issue 17): as written they end in the article's

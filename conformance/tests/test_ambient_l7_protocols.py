@@ -16,6 +16,7 @@ received, and an L7 proxy that re-originates a request adds `x-request-id` and `
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -210,6 +211,53 @@ def test_a_slow_reader_still_gets_the_whole_response_before_connection_close(wor
         f"a reader that waits 1.5 s before reading must still get the response and then a FIN, not a reset: {slow}"
     assert slow["received"] == prompt["received"], \
         f"the slow reader got {slow['received']} bytes, the prompt one {prompt['received']}"
+
+
+def http1_responses(data: bytes) -> list[tuple[int, dict, bytes]]:
+    """The HTTP/1.1 responses in `data`, in order (Content-Length or chunked bodies)."""
+    out = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError(f"a response head without its end: {head[:200]!r}")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size_line, _, data = data.partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    data = data.partition(b"\r\n")[2]
+                    break
+                body, data = body + data[:size], data[size + 2:]
+        else:
+            length = int(headers.get("content-length", "0"))
+            body, data = data[:length], data[length:]
+        out.append((int(lines[0].split(" ")[1]), headers, body))
+    return out
+
+
+@pytest.mark.features("WaypointHTTP1Framing")
+def test_a_chunked_body_and_pipelined_requests_arrive_whole_and_in_order(world):
+    """A chunked request body MUST reach the app whole (its length and digest as sent), and a second
+    request pipelined behind it on the same connection MUST be answered after it, in order."""
+    body_chunks = (b"hello ", b"chunked ", b"world")
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in body_chunks) + b"0\r\n\r\n"
+    pipelined = (b"POST /anything/chunked HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+                 + b"GET /anything/second HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+    result, = world.probe([{"name": "pipelined", "mode": "raw", "timeout": 20, "keep": True,
+                            "data_b64": base64.b64encode(pipelined).decode()}])
+    assert result["outcome"] == "answered", f"the pipelined requests were not answered and closed: {result}"
+    answers = http1_responses(base64.b64decode(result["data_b64"]))
+    assert [status for status, _, _ in answers] == [200, 200], f"two 200s, in order: {answers}"
+    first, second = (json.loads(body) for _, _, body in answers)
+    whole = b"".join(body_chunks)
+    assert first["request"].startswith("POST /anything/chunked") and all(h in first["headers"] for h in PROXY_HEADERS), \
+        f"the first answer must be the POST's, through the waypoint: {first}"
+    assert (first["body_length"], first["body_sha256"]) == (len(whole), hashlib.sha256(whole).hexdigest()), \
+        f"the chunked body must reach the app whole: {first}"
+    assert second["request"].startswith("GET /anything/second"), f"the second answer must be the GET's: {second}"
 
 
 @pytest.mark.features("WaypointRemovesHopByHopHeaders")

@@ -348,6 +348,11 @@ MUTANTS: list[Mutant] = [
            "                              ROOT_NAMESPACE):\n",
            '            if globals().setdefault("_BOUND", {}).setdefault((uid, policy.key), authz_l4.binds(\n'
            "                    scope, policy_ns, policy.selector, workload.namespace, workload.labels, ROOT_NAMESPACE)):\n"),
+    Mutant("the waypoint ends a request body at its first chunk (the rest never reaches the app)",
+           "waypoint-protocols", False, "reference_impl/l7/http.py",
+           "                await up.send(h11.Data(data=event.data))\n",
+           "                await up.send(h11.Data(data=event.data))\n"
+           "                await up.send(h11.EndOfMessage())\n                return\n"),
     Mutant("the waypoint forwards the headers a client's Connection header names (hop-by-hop)",
            "waypoint-protocols", False, "reference_impl/l7/pipeline.py",
            '            names.update(token.strip().lower() for token in value.split(",") if token.strip())\n',
