@@ -164,8 +164,9 @@ def source_ip_rows(l7) -> list[Row]:
 def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
     """At the waypoint, `ipBlocks`, `notIpBlocks` and `remoteIpBlocks` MUST match the ORIGINAL
     client's pod address: a /32 of client-a denies client-a and not client-b, a CIDR holding both
-    denies both, and an `X-Forwarded-For` the client writes MUST change nothing (client-a naming
-    client-b is still denied; client-b naming client-a still admitted)."""
+    denies both, and so do `when` conditions on `source.ip` and `remote.ip`; an `X-Forwarded-For`
+    the client writes MUST change nothing (client-a naming client-b is still denied; client-b naming
+    client-a still admitted)."""
     assert l7.a.ip != l7.b.ip, f"the two clients share an address: {l7.a.ip}"
     rows = source_ip_rows(l7)
     l7.converge_unrestricted(rows, "before the source-address policy")
