@@ -10,9 +10,9 @@ frame `hello` first, then echoes every data frame it receives (text or binary, a
 answers pings and closes on close. `GET /bytes/N` is answered 200 with N bytes (0, 1, ... 255
 repeated; N up to 16 MiB). `GET /pause/MS` is answered 200 with a 2 KiB body whose first KiB
 goes out with the head and whose second follows MS milliseconds later (up to 10 s), as a server
-that streams a response it is still producing. Any other request is answered 200 with a JSON body of the request line
-and headers it received, and the length and SHA-256 of the request body (Content-Length or chunked).
-On a TCP port every byte is echoed back.
+that streams a response it is still producing. Any other request is answered 200 with a JSON
+body of the request line and headers it received, and the length and SHA-256 of the request body
+(Content-Length or chunked). On a TCP port every byte is echoed back.
 """
 from __future__ import annotations
 
