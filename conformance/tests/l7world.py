@@ -111,6 +111,14 @@ class L7World(L4World):
                    what=f"{what}: expected every row of the table", n_consecutive=n_consecutive,
                    timeout=timeout)
 
+    def converge_under(self, rows: Iterable[Row], manifest: str, what: str, **extra: str) -> None:
+        """A policy table: the rows reach the app before `manifest`, then each gets what it MUST
+        while the manifest is applied (it is deleted afterwards)."""
+        rows = list(rows)
+        self.converge_unrestricted(rows, f"before {what}")
+        with self.applied(manifest, **extra):
+            self.converge(rows, what)
+
     def converge_unrestricted(self, rows: Iterable[Row], what: str) -> None:
         """Before a policy (or once it is gone): every row reaches the app, none is refused by
         the mesh (no 401, 403 or 503), so the denies seen afterwards are the policy's."""

@@ -21,9 +21,7 @@ def test_allow_nothing_policy_on_the_waypoint_denies_every_request(l7):
     with 403 `RBAC: access denied`, from every client and on every port; removing it MUST restore 200."""
     rows = [Row(c, p, DENY, "allow-nothing", port=port)
             for c in "ab" for p in ("/get", "/ip") for port in (8000, 8080)]
-    l7.converge_unrestricted(rows, "before allow-nothing")
-    with l7.applied("allow-nothing"):
-        l7.converge(rows, "with allow-nothing on the waypoint")
+    l7.converge_under(rows, "allow-nothing", "with allow-nothing on the waypoint")
     l7.converge([Row(r.client, r.path, OK, "allow-nothing removed", port=r.port) for r in rows],
                 "after deleting allow-nothing", n_consecutive=1)
 
@@ -69,18 +67,14 @@ def test_paths_exact_prefix_suffix_and_deny_over_allow(l7):
     `/IP` nor a child; the query string is not part of the path), as a prefix `x*` (not its parent)
     and as a suffix `*x`; a request no rule admits MUST get 403, and a DENY policy MUST win over a
     matching ALLOW."""
-    l7.converge_unrestricted(PATH_ROWS, "before the path policies")
-    with l7.applied("match-paths"):
-        l7.converge(PATH_ROWS, "paths at the waypoint")
+    l7.converge_under(PATH_ROWS, "match-paths", "paths at the waypoint")
 
 
 @pytest.mark.features("L7AuthorizationPathTemplates")
 def test_path_templates(l7):
     """At the waypoint, a `paths` value with Istio's `{*}` MUST match exactly one non-empty path
     segment and `{**}` any rest (also empty), each against its near misses."""
-    l7.converge_unrestricted(TEMPLATE_ROWS, "before the path templates")
-    with l7.applied("match-paths"):
-        l7.converge(TEMPLATE_ROWS, "path templates at the waypoint")
+    l7.converge_under(TEMPLATE_ROWS, "match-paths", "path templates at the waypoint")
 
 
 def request_rows(l7) -> list[Row]:
@@ -115,9 +109,7 @@ def test_methods_hosts_ports_headers_and_not_forms(l7):
     `notPaths`, `notMethods`, `notPorts`, `notHosts` and `notValues` MUST admit and deny exactly as
     written, each against its near miss."""
     rows = request_rows(l7)
-    l7.converge_unrestricted(rows, "before the request policies")
-    with l7.applied("match-request"):
-        l7.converge(rows, "request fields at the waypoint")
+    l7.converge_under(rows, "match-request", "request fields at the waypoint")
 
 
 SOURCE_ROWS = [
@@ -168,10 +160,8 @@ def test_source_addresses_are_the_original_clients_and_not_a_header(l7):
     the client writes MUST change nothing (client-a naming client-b is still denied; client-b naming
     client-a still admitted)."""
     assert l7.a.ip != l7.b.ip, f"the two clients share an address: {l7.a.ip}"
-    rows = source_ip_rows(l7)
-    l7.converge_unrestricted(rows, "before the source-address policy")
-    with l7.applied("match-source-ip", a_ip=l7.a.ip, both_cidr=common_cidr(l7.a.ip, l7.b.ip)):
-        l7.converge(rows, "source addresses at the waypoint")
+    l7.converge_under(source_ip_rows(l7), "match-source-ip", "source addresses at the waypoint",
+                      a_ip=l7.a.ip, both_cidr=common_cidr(l7.a.ip, l7.b.ip))
 
 
 CONDITION_ROWS = [
@@ -191,9 +181,7 @@ CONDITION_ROWS = [
 def test_conditions_on_the_source_and_the_destination_port(l7):
     """At the waypoint, `when` conditions on `source.principal` and `source.namespace` MUST match
     the ORIGINAL client (values and notValues), and `destination.port` the port the client called."""
-    l7.converge_unrestricted(CONDITION_ROWS, "before the condition policy")
-    with l7.applied("match-conditions"):
-        l7.converge(CONDITION_ROWS, "conditions at the waypoint")
+    l7.converge_under(CONDITION_ROWS, "match-conditions", "conditions at the waypoint")
 
 
 RULE_PART_ROWS = [
@@ -215,9 +203,7 @@ RULE_PART_ROWS = [
 def test_rule_parts_combine_entries_as_alternatives_and_parts_as_all_required(l7):
     """At the waypoint, the entries of a rule's `from` (or `to`) MUST be alternatives, while its
     `from`, `to` and every `when` condition MUST all hold: one of two conditions is not enough."""
-    l7.converge_unrestricted(RULE_PART_ROWS, "before the rule-parts policy")
-    with l7.applied("rule-parts"):
-        l7.converge(RULE_PART_ROWS, "rule parts at the waypoint")
+    l7.converge_under(RULE_PART_ROWS, "rule-parts", "rule parts at the waypoint")
 
 
 @pytest.mark.features("L7AuthorizationAnyAllowPolicy")
@@ -250,9 +236,7 @@ SERVICE_ACCOUNT_ROWS = [
 def test_source_service_accounts_are_the_original_clients(l7):
     """At the waypoint, `serviceAccounts` and `notServiceAccounts` MUST match the ORIGINAL client's
     service account as `namespace/name`, and a bare name MUST mean the policy's namespace."""
-    l7.converge_unrestricted(SERVICE_ACCOUNT_ROWS, "before the service-account policy")
-    with l7.applied("match-service-accounts"):
-        l7.converge(SERVICE_ACCOUNT_ROWS, "service accounts at the waypoint")
+    l7.converge_under(SERVICE_ACCOUNT_ROWS, "match-service-accounts", "service accounts at the waypoint")
 
 
 @pytest.mark.features("L7AuthorizationSource")
@@ -260,9 +244,7 @@ def test_source_principals_and_namespaces_are_the_original_clients(l7):
     """At the waypoint, `source.principals`, `namespaces` and their `not*` forms MUST match the
     ORIGINAL client's identity (two clients told apart), never the waypoint's own nor a node
     proxy's."""
-    l7.converge_unrestricted(SOURCE_ROWS, "before the source policies")
-    with l7.applied("match-source"):
-        l7.converge(SOURCE_ROWS, "source identities at the waypoint")
+    l7.converge_under(SOURCE_ROWS, "match-source", "source identities at the waypoint")
 
 
 @pytest.mark.features("L7WaypointIdentityAtDestination")
