@@ -31,6 +31,10 @@ _TRANSPORT_HIGH_WATER = 1024 * 1024
 _DATA_HEADER = struct.Struct(">HBBBL")
 _FRAME_HEADER = struct.Struct(">BHBBL")  # the same 9 bytes read back: length split 8 + 16 bits
 _JOIN_LIMIT = 16 * 1024  # one TLS record's worth: joining is cheaper than a record of its own
+# The TLS transport decrypts into the session's buffer (BufferedProtocol): at most what one TCP
+# read holds (uvloop reads 256 KiB of records at a time), so one buffer takes a read whole.
+_READ_BUFFER_MAX = 256 * 1024 + 1024
+_READ_BUFFER_MIN = 16 * 1024 + 256
 _END_STREAM = 0x1
 _RECV_DATA_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
 _SEND_DATA_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
@@ -78,8 +82,14 @@ class StreamReset(ConnectionResetError):
         self.unprocessed = unprocessed
 
 
-class H2Session(asyncio.Protocol):
-    """Drives h2 from transport callbacks; subclasses handle requests (server) or responses (client)."""
+class H2Session(asyncio.BufferedProtocol):
+    """Drives h2 from transport callbacks; subclasses handle requests (server) or responses (client).
+
+    A BufferedProtocol: the TLS transport decrypts a read's records straight into the session's
+    buffer, where a Protocol gets each record as its own bytes object and then their join (two
+    copies of every byte received), and DATA for a spliced stream leaves as a view of that buffer.
+    A view the TCP transport could not write at once stays in its queue, so the buffer is then
+    given to it and the next read gets a new one (``lent_to()``)."""
 
     client_side = False
 
@@ -98,6 +108,8 @@ class H2Session(asyncio.Protocol):
         # a DATA frame cut by a read: its stream, the payload bytes still to come, its END_STREAM
         self._data_sid, self._data_left, self._data_end = 0, 0, False
         self._open_state = _open_state(self.client_side)
+        self._rbuf = memoryview(bytearray(0))
+        self._rbuf_lent: list[asyncio.Transport] = []  # transports that may still hold views of it
 
     # ---- lifecycle ----
     def start_h2(self, transport: asyncio.Transport) -> None:
@@ -154,8 +166,27 @@ class H2Session(asyncio.Protocol):
     def on_closed(self, reason: str) -> None:
         pass
 
-    # ---- asyncio.Protocol ----
-    def data_received(self, data: bytes) -> None:
+    # ---- asyncio.BufferedProtocol ----
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = self._rbuf
+        lent = self._rbuf_lent
+        if lent:
+            if any(transport.get_write_buffer_size() for transport in lent):
+                buf = self._rbuf = memoryview(bytearray(len(buf)))
+            lent.clear()
+        if len(buf) < sizehint and len(buf) < _READ_BUFFER_MAX or not buf:
+            buf = self._rbuf = memoryview(bytearray(min(max(sizehint, _READ_BUFFER_MIN), _READ_BUFFER_MAX)))
+        return buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rbuf[:nbytes])
+
+    def lent_to(self, transport: asyncio.Transport) -> None:
+        """``transport`` kept a view of the read buffer in its write queue: until it has written
+        it out, reads go to a new buffer."""
+        self._rbuf_lent.append(transport)
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.closed or self.transport is None:
             return
         try:
@@ -181,7 +212,7 @@ class H2Session(asyncio.Protocol):
         conn = self.conn
         buf = conn.incoming_buffer
         if buf._preamble_len or buf._headers_buffer:
-            return conn.receive_data(data)
+            return conn.receive_data(bytes(data))
         if buf._data:  # the part of a frame h2 kept from the last read: ours again if it is DATA
             data = bytes(buf._data) + data
             buf._data = bytearray()
@@ -212,22 +243,22 @@ class H2Session(asyncio.Protocol):
             conn._terminate_connection(exc.error_code)
             raise
         if pos < end:
-            events += conn.receive_data(data[pos:] if pos else data)
+            events += conn.receive_data(bytes(data[pos:]))
         return events
 
     def _receive_data(self, sid: int, data: bytes, start: int, stop: int, end_stream: bool) -> list:
         """``data[start:stop]``: one DATA frame's payload, or the piece of it one read holds, for
-        stream ``sid``. A stream spliced to a socket gets a view of the read, not a copy: the
-        TCP transport writes it straight out."""
+        stream ``sid``. A stream spliced to a socket gets a view of the read buffer, not a copy:
+        the TCP transport writes it straight out (and says if it kept it: ``lent_to()``)."""
         conn = self.conn
         size = stop - start
         if not size and not end_stream:  # a frame's header alone: its payload comes with the next read
             return []
         ours = self.streams.get(sid)
-        if size == len(data):
-            piece = data
+        if ours is not None and ours._sink is not None:
+            piece = data if size == len(data) else memoryview(data)[start:stop]
         else:
-            piece = memoryview(data)[start:stop] if ours is not None and ours._sink is not None else data[start:stop]
+            piece = bytes(data[start:stop])  # kept until read: its own bytes, not a view of the read buffer
         if not end_stream and conn.state_machine.state is self._open_state:
             stream = conn.streams.get(sid)
             if (ours is not None and stream is not None

@@ -112,9 +112,12 @@ class StreamSplice(asyncio.Protocol):
             self.stream._session.return_window(self.stream.stream_id, owed)
 
     # ---- the stream side (called by HboneStream) ----
-    def stream_data(self, data: bytes, flow_length: int) -> None:
+    def stream_data(self, data: bytes | memoryview, flow_length: int) -> None:
         self.from_stream += len(data)
-        self.transport.write(data)
+        transport = self.transport
+        transport.write(data)
+        if type(data) is memoryview and transport.get_write_buffer_size():
+            self.stream._session.lent_to(transport)  # the view waits in its queue
         if self._writing_paused:
             self._owed += flow_length
         elif flow_length:

@@ -202,7 +202,7 @@ class HboneStream:
         if self._sink is not None:
             self._sink.stream_data(data, flow_length)
             return
-        self._recv.append([data, flow_length])
+        self._recv.append([bytes(data), flow_length])  # a view of the read buffer would change under it
         self._wake_reader()
 
     def _feed_eof(self) -> None:

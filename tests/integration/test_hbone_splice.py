@@ -145,6 +145,20 @@ def test_a_reset_on_either_side_resets_the_other(loop):
     run(scenario(), loop)
 
 
+def _app_with_small_buffer(held: list, rcvbuf: int, then=None):
+    """A Tunnel upstream: the app's end of a socketpair with a small receive buffer, appended to
+    ``held`` as asyncio streams (and given to ``then``); the proxy splices the other end."""
+    async def upstream(request):
+        app_end, proxy_end = socket.socketpair()
+        proxy_end.setblocking(False)
+        app_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        held.append(await asyncio.open_connection(sock=app_end))
+        if then is not None:
+            then(held[-1])
+        return proxy_end
+    return upstream
+
+
 @LOOPS
 @pytest.mark.parametrize("slow", ["client", "app"])
 def test_a_reader_that_does_not_read_holds_the_writer_back(loop, slow):
@@ -161,17 +175,8 @@ def test_a_reader_that_does_not_read_holds_the_writer_back(loop, slow):
 
     async def scenario():
         held = []
-
-        async def upstream(request):
-            app_end, proxy_end = socket.socketpair()
-            proxy_end.setblocking(False)
-            app_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            held.append(await asyncio.open_connection(sock=app_end))
-            if slow == "client":
-                asyncio.ensure_future(produce(held[0][1]))
-            return proxy_end
-
-        async with Tunnel(upstream) as tunnel:
+        then = (lambda app: asyncio.ensure_future(produce(app[1]))) if slow == "client" else None
+        async with Tunnel(_app_with_small_buffer(held, 64 * 1024, then)) as tunnel:
             reader, writer = await tunnel.open((HOST, 9))
             writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
             if slow == "app":
@@ -186,6 +191,54 @@ def test_a_reader_that_does_not_read_holds_the_writer_back(loop, slow):
             sink = held[0][0] if slow == "app" else reader
             assert len(await sink.read(-1)) == total  # and all of it arrives once read
     run(scenario(), loop)
+
+
+@LOOPS
+@pytest.mark.parametrize("slow", ["client", "app"])
+def test_a_slow_reader_gets_every_byte_intact(loop, slow):
+    """Random bytes to a reader that takes them in small bites with pauses: its socket's writes
+    come up short, so the TCP transport keeps what it could not write, and what it keeps must stay
+    as it was while the session reads on (a received DATA frame leaves as a view of the session's
+    read buffer, so that buffer must not be reused under it)."""
+    payload = os.urandom(12 * 1024 * 1024 + 5)
+
+    async def slowly(reader) -> bytes:
+        got = bytearray()
+        while chunk := await reader.read(48 * 1024):
+            got += chunk
+            if len(got) % 7 == 0:  # pauses at no fixed place: the sender's reads and writes vary
+                await asyncio.sleep(0.002)
+        return bytes(got)
+
+    async def scenario():
+        held = []
+        async with Tunnel(_app_with_small_buffer(held, 32 * 1024)) as tunnel:
+            reader, writer = await tunnel.open((HOST, 9))
+            await poll(lambda: held, what="the server side spliced to the app")
+            app_reader, app_writer = held[0]
+            if slow == "app":   # client → HBONE → the server's splice → a slow app
+                sender, receiver = writer, app_reader
+            else:               # the app → HBONE → the client's splice → a slow client
+                writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+                sender, receiver = app_writer, reader
+
+            async def send():
+                for i in range(0, len(payload), 256 * 1024):
+                    sender.write(payload[i:i + 256 * 1024])
+                    await sender.drain()
+                sender.write_eof()
+
+            sending = asyncio.ensure_future(send())
+            got = await slowly(receiver)
+            await sending
+            assert len(got) == len(payload), f"{len(got)} of {len(payload)} bytes arrived"
+            assert hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest(), \
+                f"the bytes changed on the way: first difference at {_first_difference(got, payload)}"
+    run(scenario(), loop)
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 @LOOPS
