@@ -33,12 +33,16 @@ PID = f"{CAPTURE_DIR}/tcpdump.pid"
 SENTINEL_PORT = 9           # discard: nothing answers, the datagram only has to be seen
 POD_START_SECONDS = 120     # a pull of the capture image if the node lacks it
 MARK_SECONDS = 10           # how long a sentinel is resent until tcpdump has written it
+TCPDUMP_BUFFER_KIB = 65536  # tcpdump's ring: 256 frames of 256 KiB
 
 # The container: tcpdump in the background (its filter from the environment, so no quoting),
 # its pid kept for stop(), then sleep, so the pod stays up for the read-back after tcpdump ends.
 # `-Z root`: a tcpdump built to drop privileges would lose the emptyDir it writes into.
+# `-B`: in immediate mode every ring frame holds a whole snaplen (256 KiB at -s 0), so the default
+# 2 MiB ring holds about 8 packets, and a busy node that is slow to schedule tcpdump drops the rest.
 _CONTAINER_SCRIPT = (
-    f'tcpdump -i any -n -U --immediate-mode -s 0 -Z root -w {PCAP} "$CAPTURE_FILTER" >{LOG} 2>&1 & '
+    f'tcpdump -i any -n -U --immediate-mode -s 0 -B {TCPDUMP_BUFFER_KIB} -Z root -w {PCAP} "$CAPTURE_FILTER" '
+    f'>{LOG} 2>&1 & '
     f'echo $! >{PID}; wait; exec sleep infinity')
 
 # Send the sentinel ($1) to the node's loopback until it is in the file; 1 when it never is.

@@ -19,6 +19,7 @@ from conformance import manifests as mf
 from conformance.targets.base import Capture, CertificateAnswer, ExecResult, Info, Pod, PodRef, Target, Usage
 from conformance.targets.base import TargetError, selector_matches, wait_until
 from conformance.targets import mesh_ca, reference_ca
+from conformance.targets.kube_capture import TCPDUMP_BUFFER_KIB
 
 NODES = 2
 UP_TIMEOUT = 180
@@ -483,8 +484,11 @@ class _TcpdumpCapture(Capture):
         self.sentinel = b"cf-capture-sentinel-" + os.urandom(8).hex().encode()
         capture_filter = f"({bpf_filter}) or (udp and host 127.0.0.1 and dst port {self.SENTINEL_PORT})"
         self.proc = subprocess.Popen(
+            # -B: in immediate mode every ring frame holds a whole snaplen (256 KiB at -s 0), so the
+            # default 2 MiB ring holds about 8 packets, and a busy machine that is slow to schedule tcpdump
+            # drops the rest ("dropped by kernel"): a control capture then misses the plaintext.
             ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-s", "0",
-             "-w", str(self.path), capture_filter], stdout=subprocess.DEVNULL, stderr=self._err)
+             "-B", str(TCPDUMP_BUFFER_KIB), "-w", str(self.path), capture_filter], stdout=subprocess.DEVNULL, stderr=self._err)
         deadline = time.monotonic() + 10
         while "listening on" not in self._stderr():
             if self.proc.poll() is not None or time.monotonic() > deadline:
