@@ -35,6 +35,7 @@ from reference_impl.hbone import eventloop  # noqa: E402
 from reference_impl.hbone.session import _DATA_HEADER, H2Session  # noqa: E402
 from reference_impl.hbone.splice import StreamSplice  # noqa: E402
 from reference_impl.hbone.stream import HboneStream  # noqa: E402
+from load import interpreter  # noqa: E402
 
 
 class _Recorder:
@@ -134,7 +135,7 @@ async def main(args) -> None:
         s.close()
     print(f"Python per {args.size} B chunk on the spliced HBONE path (best of {args.repeat} x {args.chunks:,}, "
           f"event loop {os.environ.get('TH_BENCH_LOOP', 'uvloop')}, "
-          f"Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores):")
+          f"{interpreter.describe()}, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores):")
     print(f"  receive  DATA frame -> TCP write     {receive:6.2f} µs")
     print(f"  send     TCP read -> DATA frame      {send:6.2f} µs")
     print(f"  one round trip through one proxy     {receive + send:6.2f} µs")

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # hbone_testing: the loopback PKI
 
 from reference_impl.identity import CertificateAuthority, Identity  # noqa: E402
+from load import interpreter  # noqa: E402
 
 HOST = "127.0.0.7"
 APP_PORT = 8090  # in the cluster's server pods
@@ -525,7 +526,7 @@ def main(args) -> None:
                 everyone += [a.pid for a in cluster.apps] + cluster.ztunnels
             print(f"data-plane hop benchmark: paths {', '.join(p.name for p in paths)}; payload {args.size} B; "
                   f"CPU of: ours = our HBONE client + server, envoy = both Envoys, ztunnel = both node ztunnels, "
-                  f"k8s-envoy = the Envoy pair in the plain client and server pods")
+                  f"k8s-envoy = the Envoy pair in the plain client and server pods; {interpreter.describe()}")
             all_cpus = os.sched_getaffinity(0)
             phases: dict[str, list[dict]] = {}
             for run in range(args.repeat):

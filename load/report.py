@@ -136,7 +136,8 @@ def table(summary: dict) -> str:
              f"{c['rounds']} interleaved rounds of {c['slot_seconds']:g} s per path after a "
              f"{c['warmup_seconds']:g} s warm-up; client {c['client_node']} → server {c['server_node']}",
              f"load average before/after (1, 5, 15 min): {c['load_average_before']} / {c['load_average_after']} "
-             f"on {c['cores']} cores" + ("  — BUSY MACHINE: latencies are pessimistic"
+             f"on {c['cores']} cores; the suite's {c.get('interpreter', 'Python')} (the reference mesh's too)"
+             + ("  — BUSY MACHINE: latencies are pessimistic"
                                          if max(c['load_average_after'][0], c['load_average_before'][0]) > c['cores']
                                          else ""),
              "latency from the scheduled start, µs:",

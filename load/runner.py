@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.targets.base import PodRef, TargetError, wait_until
-from load import scenario, sidecar_proof
+from load import interpreter, scenario, sidecar_proof
 
 GAP_S = 0.15
 #: Locust's start (gevent, imports) on a busy 2-core machine; the warm-up round absorbs a late one
@@ -275,7 +275,7 @@ def run(target, opts: Options, placed: list[scenario.Placed], proxies: list, log
     conditions = {
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
-        "cores": os.cpu_count(), "rate": opts.rate, "users": opts.users, "payload": opts.payload,
+        "cores": os.cpu_count(), "interpreter": interpreter.describe(), "rate": opts.rate, "users": opts.users, "payload": opts.payload,
         "connections_per_path": opts.users, "slot_seconds": opts.slot_s, "rounds": opts.rounds,
         "warmup_seconds": opts.warmup_s, "client_node": active[0].client_pod.node if active else "",
         "server_node": next((p.node for p in target.pods(scenario.DIRECT, {"app": "server"})), ""),
