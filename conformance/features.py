@@ -239,6 +239,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("MeshHTTPRouteBackendRequestHeaderModifier",
             "A RequestHeaderModifier on a backendRef applies to the requests sent to that backend only.",
             EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendResponseHeaderModifier",
+            "A ResponseHeaderModifier on a backendRef applies to the answers of that backend only.",
+            EXTENDED, _MESH),
     Feature("MeshHTTPRouteWeight",
             "Weighted backendRefs split requests by weight (500 requests within 5 points of 70/30), a "
             "backendRef of weight 0 gets none and a rule whose every backendRef weighs 0 answers 500, and "

@@ -1,11 +1,13 @@
 """MESH-HTTP: what an HTTPRoute's filters do to a request and its answer (Gateway API conformance
 tests/mesh/: httproute-request-header-modifier, -request-header-modifier-backend,
 httproute-redirect-*, httproute-30x-redirect, httproute-rewrite-path; and the core suite's
-response header modifier and httproute-rewrite-host). Each filter is shown against the unrouted `echo` Service (meshworld.py)."""
+response header modifier and httproute-rewrite-host). Each filter is shown against the unrouted
+`echo` Service (meshworld.py)."""
 from __future__ import annotations
 
 import pytest
 
+from conformance.convergence import eventually
 from conformance.tests.meshworld import (Case, all_of, backend_is, echoed_host, echoed_path, redirect_to,
                                          request_headers, response_headers, status_is)
 
@@ -57,6 +59,18 @@ def test_response_header_modifier(mesh):
         Case("no route", "/response", all_of(status_is(200), response_headers(
             {"Content-Type": "application/json"}, absent=["X-Header-Set"])), host="echo"),
     ], "MeshHTTPRouteResponseHeaderModifier")
+
+
+@pytest.mark.features("MeshHTTPRouteBackendResponseHeaderModifier")
+def test_backend_response_header_modifier(mesh):
+    """A ResponseHeaderModifier on a backendRef MUST apply to the answers of that backend, and not
+    to those of the rule's other backend."""
+    def seen() -> set:
+        answers = mesh.ask(Case("split", "/response-split", status_is(200), host="echo-backend-headers"), count=24)
+        return {(a.backend, a.headers.get("x-backend"), a.headers.get("content-type")) for a in answers}
+    eventually(lambda: [seen()], lambda s: s == {("echo-v1", "v1", None), ("echo-v2", None, "application/json")},
+               "MeshHTTPRouteBackendResponseHeaderModifier: echo-v1's answers with X-Backend: v1 and no "
+               "Content-Type, echo-v2's as it sent them", n_consecutive=1)
 
 
 @pytest.mark.features("MeshHTTPRouteBackendRequestHeaderModifier")

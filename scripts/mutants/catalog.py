@@ -272,6 +272,10 @@ MUTANTS: list[Mutant] = [
            "reference_impl/controlplane/routes.py",
            "    elif per_try:\n",
            "    elif False:\n"),
+    Mutant("a backendRef's ResponseHeaderModifier is accepted but never applied", "mesh-http", False,
+           "reference_impl/l7/httproute.py",
+           "    action.backend_response_headers = backend.response_headers\n",
+           ""),
     Mutant("an HTTPRoute of another namespace (a consumer route) routes every client's calls", "mesh-http", True,
            "reference_impl/controlplane/routes.py",
            "        if route_ns != service.namespace:\n"
