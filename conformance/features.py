@@ -271,6 +271,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("MeshFrontend",
             "A route bound to a Service applies to calls addressed to the Service, not to calls addressed to "
             "one of its pods by IP.", EXTENDED, _MESH),
+    Feature("MeshClusterIPMatching",
+            "A route bound to a Service applies to calls to that Service's address whatever Host they carry, "
+            "not to calls to another Service that name it in Host (Gateway API MeshFrontendHostname; Istio "
+            "skips that test, istio/istio#44702).", EXTENDED, _MESH),
     Feature("MeshHTTPRouteRequestTimeout",
             "`timeouts.request` answers 504 once the bound passes without a response; `0s` disables it.",
             EXTENDED, _MESH),

@@ -1,7 +1,7 @@
 """MESH-HTTP: where an HTTPRoute bound to a Service sends its traffic (Gateway API conformance
 tests/mesh/: mesh-basic, httproute-simple-same-namespace, httproute-matching,
-httproute-query-param-matching, httproute-weight, mesh-split, mesh-ports, mesh-frontend, the
-producer side of mesh-consumer-route; and of the core suite: httproute-header-matching,
+httproute-query-param-matching, httproute-weight, mesh-split, mesh-ports, mesh-frontend,
+mesh-frontend-hostname, the producer side of mesh-consumer-route; and of the core suite: httproute-header-matching,
 httproute-all-backends-weight-zero).
 
 Each route binds its own parent Service (meshworld.py); `echo`, bound to the same waypoint with no
@@ -269,6 +269,19 @@ def test_route_applies_to_service_not_pod_ip(mesh):
              host="echo-front"),
         Case("to the pod IP", "/", all_of(backend_is("echo-v2"), response_headers(absent=["X-Header-Set"])),
              host=f"{pod.ip}:8080")], "MeshFrontend")
+
+
+@pytest.mark.features("MeshClusterIPMatching")
+def test_route_follows_the_service_address_not_the_host_header(mesh):
+    """A route bound to Service echo-front MUST apply to calls to echo-front's address whatever
+    Host they carry, and MUST NOT apply to a call to another Service's address that names
+    echo-front in Host (Gateway API MeshFrontendHostname)."""
+    mesh.expect([
+        Case("to echo-front, Host naming echo-v1", "/", all_of(backend_is("echo-v2"), response_headers(
+            {"X-Header-Set": "set"})), host="echo-front", headers={"Host": mesh.host("echo-v1")}),
+        Case("to echo-v1, Host naming echo-front", "/", all_of(backend_is("echo-v1"), response_headers(
+            absent=["X-Header-Set"])), host="echo-v1", headers={"Host": mesh.host("echo-front")}),
+    ], "MeshClusterIPMatching")
 
 
 @pytest.mark.features("MeshHTTPRouteBackendNotFound")

@@ -276,6 +276,13 @@ MUTANTS: list[Mutant] = [
            "reference_impl/l7/httproute.py",
            "    action.backend_response_headers = backend.response_headers\n",
            ""),
+    Mutant("the waypoint picks a request's routes by its Host header, not by the Service it was sent to "
+           "(what Istio does, istio/istio#44702)", "mesh-http", True,
+           "reference_impl/l7/httproute.py",
+           "    routed = route(config.routes, service.key if service else None, destination.port, method, target,\n",
+           "    host = (header_value(headers, \"host\") or \"\").partition(\":\")[0]\n"
+           "    routed = route(config.routes, f\"{service.key.partition('/')[0]}/{host}\" if service else None,\n"
+           "                   destination.port, method, target,\n"),
     Mutant("an HTTPRoute of another namespace (a consumer route) routes every client's calls", "mesh-http", True,
            "reference_impl/controlplane/routes.py",
            "        if route_ns != service.namespace:\n"
