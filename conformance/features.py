@@ -214,10 +214,23 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "only; deleting it restores the Service's own endpoints.", CORE, _MESH),
     Feature("MeshHTTPRouteMatching",
             "HTTPRoute path (Exact, PathPrefix by path segment) and header matches (names case-insensitive, "
-            "values exact), with Gateway API's precedence between rules.", CORE, _MESH),
-    Feature("MeshHTTPRouteMethodMatching", "HTTPRoute `method` matches.", EXTENDED, _MESH),
+            "values exact; the headers of one match AND'ed, a rule's matches OR'ed), with Gateway API's "
+            "precedence between rules.", CORE, _MESH),
+    Feature("MeshHTTPRouteMethodMatching",
+            "HTTPRoute `method` matches; a method match outranks header matches.", EXTENDED, _MESH),
     Feature("MeshHTTPRouteQueryParamMatching",
-            "HTTPRoute `queryParams` matches (names and values exact).", EXTENDED, _MESH),
+            "HTTPRoute `queryParams` matches (names and values exact); header matches outrank them.",
+            EXTENDED, _MESH),
+    Feature("MeshHTTPRoutePrecedenceAcrossRoutes",
+            "Of two HTTPRoutes of one Service whose matches tie, the older (creationTimestamp) takes the "
+            "request, whatever their names.", CORE, _MESH),
+    Feature("MeshHTTPRouteConsumerRouteScope",
+            "An HTTPRoute in another namespace than its parent Service (a consumer route) leaves the calls "
+            "of clients in other namespaces alone; the same route in the Service's namespace changes them.",
+            CORE, _MESH),
+    Feature("MeshHTTPRouteRegularExpressionMatching",
+            "HTTPRoute RegularExpression path, header and query matches match the whole path or value "
+            "(RE2 full match, as Istio's Envoy), not a part of it.", EXTENDED, _MESH),
     Feature("MeshHTTPRouteRequestHeaderModifier",
             "The RequestHeaderModifier filter sets, adds and removes request headers (names case-insensitive).",
             CORE, _MESH),
@@ -226,9 +239,13 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("MeshHTTPRouteBackendRequestHeaderModifier",
             "A RequestHeaderModifier on a backendRef applies to the requests sent to that backend only.",
             EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendResponseHeaderModifier",
+            "A ResponseHeaderModifier on a backendRef applies to the answers of that backend only.",
+            EXTENDED, _MESH),
     Feature("MeshHTTPRouteWeight",
-            "Weighted backendRefs split requests by weight (500 requests within 5 points of 70/30), and rules "
-            "split a Service's traffic by path (MeshTrafficSplit).", CORE, _MESH),
+            "Weighted backendRefs split requests by weight (500 requests within 5 points of 70/30), a "
+            "backendRef of weight 0 gets none and a rule whose every backendRef weighs 0 answers 500, and "
+            "rules split a Service's traffic by path (MeshTrafficSplit).", CORE, _MESH),
     Feature("MeshHTTPRouteRedirectHostAndStatus",
             "RequestRedirect answers locally with a Location naming the new host, 302 by default, or the "
             "status given (301, 303, 307, 308).", CORE, _MESH),
@@ -240,8 +257,11 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             "RequestRedirect `scheme` sets the Location's scheme, and its well-known port is left out.",
             EXTENDED, _MESH),
     Feature("MeshHTTPRouteRewritePath",
-            "URLRewrite ReplaceFullPath and ReplacePrefixMatch change the path the backend receives.",
+            "URLRewrite ReplaceFullPath and ReplacePrefixMatch change the path the backend receives "
+            "(a PathPrefix's trailing '/' ignored).",
             EXTENDED, _MESH),
+    Feature("MeshHTTPRouteHostRewrite",
+            "URLRewrite `hostname` replaces the Host the backend receives.", EXTENDED, _MESH),
     Feature("MeshHTTPRouteBackendNotFound",
             "Requests a rule would send to a backendRef naming a Service that does not exist get HTTP 500; "
             "the route's other rules keep serving.", CORE, _MESH),
@@ -251,9 +271,16 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("MeshFrontend",
             "A route bound to a Service applies to calls addressed to the Service, not to calls addressed to "
             "one of its pods by IP.", EXTENDED, _MESH),
+    Feature("MeshClusterIPMatching",
+            "A route bound to a Service applies to calls to that Service's address whatever Host they carry, "
+            "not to calls to another Service that name it in Host (Gateway API MeshFrontendHostname; Istio "
+            "skips that test, istio/istio#44702).", EXTENDED, _MESH),
     Feature("MeshHTTPRouteRequestTimeout",
             "`timeouts.request` answers 504 once the bound passes without a response; `0s` disables it.",
             EXTENDED, _MESH),
+    Feature("MeshHTTPRouteBackendRequestTimeout",
+            "`timeouts.backendRequest` answers 504 once a request to the backend outlasts it, in a rule "
+            "without `retry` too.", EXTENDED, _MESH),
     Feature("MeshHTTPRouteRetry",
             "`retry` retries the listed status codes up to `attempts` times (with backoff) and relays any "
             "other status, 503 included, after one try.", EXTENDED, _MESH),

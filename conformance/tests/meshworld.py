@@ -31,11 +31,13 @@ ECHO_PORT = 8080
 #: parents of the tests' routes; each selects both echo versions (like `echo`)
 PARENTS = ("echo-simple", "echo-match", "echo-headers", "echo-backend-headers", "echo-redirect",
            "echo-rewrite", "echo-weight", "echo-split", "echo-ports-a", "echo-ports-b", "echo-front",
-           "echo-missing", "echo-timeout", "echo-retry", "echo-fault")
-#: the route manifests applied when the world is built (echo-simple's is applied by its test)
+           "echo-missing", "echo-timeout", "echo-retry", "echo-fault", "echo-precedence", "echo-regex",
+           "echo-age", "echo-consumer")
+#: the route manifests applied when the world is built (echo-simple's, echo-age's and
+#: echo-consumer's are applied by their tests)
 ROUTES = ("matching.yaml", "headers.yaml", "backend-headers.yaml", "redirect.yaml", "rewrite.yaml",
           "weight.yaml", "split.yaml", "ports.yaml", "frontend.yaml", "missing-backend.yaml",
-          "timeout.yaml", "retry.yaml", "fault.yaml")
+          "timeout.yaml", "retry.yaml", "fault.yaml", "precedence.yaml", "regex.yaml")
 ROUNDS = convergence.CONSECUTIVE
 
 
@@ -183,10 +185,23 @@ def response_headers(expected: dict[str, str] | None = None, absent=()) -> Calla
     return check
 
 
+def rule_is(name: str) -> Callable[[Answer], str | None]:
+    """Answered by echo-v1 through the rule that names itself `name` in X-Rule (precedence.yaml,
+    regex.yaml)."""
+    return all_of(backend_is("echo-v1"), request_headers({"X-Rule": name}))
+
+
 def echoed_path(path: str) -> Callable[[Answer], str | None]:
     def check(a: Answer) -> str | None:
         got = (a.echo or {}).get("path")
         return None if got == path else f"expected the backend to see path {path!r}, it saw {got!r}"
+    return check
+
+
+def echoed_host(host: str) -> Callable[[Answer], str | None]:
+    def check(a: Answer) -> str | None:
+        got = (a.echo or {}).get("host")
+        return None if got == host else f"expected the backend to see Host {host!r}, it saw {got!r}"
     return check
 
 

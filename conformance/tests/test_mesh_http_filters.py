@@ -1,13 +1,15 @@
 """MESH-HTTP: what an HTTPRoute's filters do to a request and its answer (Gateway API conformance
 tests/mesh/: httproute-request-header-modifier, -request-header-modifier-backend,
 httproute-redirect-*, httproute-30x-redirect, httproute-rewrite-path; and the core suite's
-response header modifier). Each filter is shown against the unrouted `echo` Service (meshworld.py)."""
+response header modifier and httproute-rewrite-host). Each filter is shown against the unrouted
+`echo` Service (meshworld.py)."""
 from __future__ import annotations
 
 import pytest
 
-from conformance.tests.meshworld import (Case, all_of, backend_is, echoed_path, redirect_to, request_headers,
-                                         response_headers, status_is)
+from conformance.convergence import eventually
+from conformance.tests.meshworld import (Case, all_of, backend_is, echoed_host, echoed_path, redirect_to,
+                                         request_headers, response_headers, status_is)
 
 
 def v1_with(expected=None, absent=()):
@@ -57,6 +59,18 @@ def test_response_header_modifier(mesh):
         Case("no route", "/response", all_of(status_is(200), response_headers(
             {"Content-Type": "application/json"}, absent=["X-Header-Set"])), host="echo"),
     ], "MeshHTTPRouteResponseHeaderModifier")
+
+
+@pytest.mark.features("MeshHTTPRouteBackendResponseHeaderModifier")
+def test_backend_response_header_modifier(mesh):
+    """A ResponseHeaderModifier on a backendRef MUST apply to the answers of that backend, and not
+    to those of the rule's other backend."""
+    def seen() -> set:
+        answers = mesh.ask(Case("split", "/response-split", status_is(200), host="echo-backend-headers"), count=24)
+        return {(a.backend, a.headers.get("x-backend"), a.headers.get("content-type")) for a in answers}
+    eventually(lambda: [seen()], lambda s: s == {("echo-v1", "v1", None), ("echo-v2", None, "application/json")},
+               "MeshHTTPRouteBackendResponseHeaderModifier: echo-v1's answers with X-Backend: v1 and no "
+               "Content-Type, echo-v2's as it sent them", n_consecutive=1)
 
 
 @pytest.mark.features("MeshHTTPRouteBackendRequestHeaderModifier")
@@ -131,10 +145,24 @@ def test_redirect_scheme(mesh):
     ], "MeshHTTPRouteSchemeRedirect")
 
 
+@pytest.mark.features("MeshHTTPRouteHostRewrite")
+def test_rewrite_host(mesh):
+    """URLRewrite `hostname` MUST replace the Host the backend receives (one Host, the new name);
+    the route's other rules, and the unrouted Service, pass the Host the client sent."""
+    r = "echo-rewrite"
+    mesh.expect([
+        Case("rewritten", "/rewrite-host", all_of(backend_is("echo-v1"), echoed_host("rewritten.example"),
+                                                  request_headers({"Host": "rewritten.example"})), host=r),
+        Case("another rule", "/prefix/one", echoed_host(mesh.host(r)), host=r),
+        Case("no route", "/rewrite-host", echoed_host(mesh.host("echo")), host="echo"),
+    ], "MeshHTTPRouteHostRewrite")
+
+
 @pytest.mark.features("MeshHTTPRouteRewritePath")
 def test_rewrite_path(mesh):
     """URLRewrite MUST change the path the backend receives (ReplacePrefixMatch by path segment,
-    ReplaceFullPath whole), and may be combined with a header modifier."""
+    ReplaceFullPath whole), and may be combined with a header modifier. A PathPrefix written with
+    a trailing '/' (`/trailing-slash/`) matches and is replaced as if written without it."""
     r = "echo-rewrite"
     mesh.expect([
         Case("prefix", "/prefix/one/two", all_of(backend_is("echo-v1"), echoed_path("/one/two")), host=r),
@@ -145,5 +173,12 @@ def test_rewrite_path(mesh):
         Case("full + headers", "/full/rewrite-path-and-modify-headers/test", all_of(echoed_path("/test"), request_headers(
             {"X-Header-Set": "set-overwrites-values", "X-Header-Add": "header-val-1"}, absent=["X-Header-Remove"])),
              host=r, headers={"X-Header-Remove": "remove-val"}),
+        Case("prefix with a trailing slash", "/trailing-slash/two", all_of(backend_is("echo-v1"), echoed_path("/one/two")),
+             host=r),
+        Case("prefix with a trailing slash, the path without it", "/trailing-slash",
+             all_of(backend_is("echo-v1"), echoed_path("/one")), host=r),
+        Case("prefix with a trailing slash, the path with it", "/trailing-slash/",
+             all_of(backend_is("echo-v1"), echoed_path("/one/")), host=r),
+        Case("not a path-segment prefix: no rule", "/trailing-slashes", status_is(404), host=r),
         Case("no route", "/prefix/one/two", echoed_path("/prefix/one/two"), host="echo"),
     ], "MeshHTTPRouteRewritePath")

@@ -15,7 +15,7 @@ import pytest
 from conformance.convergence import CONSECUTIVE, eventually
 from conformance.tests.meshworld import Case, all_of, backend_is, status_is
 
-TIMEOUT = 0.5       # timeout.yaml: timeouts.request 500ms
+TIMEOUT = 0.5       # timeout.yaml: timeouts.request 500ms, timeouts.backendRequest 500ms
 SLOW = 1.5          # a backend this slow outlives it, with room for a loaded machine
 FAULT_DELAY = 1.0   # fault.yaml: fixedDelay 1s
 
@@ -66,6 +66,17 @@ def retry_round(mesh) -> list[str]:
     if a.status != 500:
         complaints.append(f"no route: expected the backend's 500, got {a!r}")
     return complaints
+
+
+@pytest.mark.features("MeshHTTPRouteBackendRequestTimeout")
+def test_backend_request_timeout(mesh):
+    """`timeouts.backendRequest: 500ms` in a rule without retry MUST answer 504 when the backend
+    takes longer, well before the backend answers, and pass a fast answer."""
+    mesh.expect([
+        Case("bounded, slow backend", f"/backend-bounded?delay={SLOW}", all_of(status_is(504), took(TIMEOUT * 0.9, SLOW)),
+             host="echo-timeout"),
+        Case("bounded, fast backend", "/backend-bounded", backend_is("echo-v1"), host="echo-timeout"),
+    ], "MeshHTTPRouteBackendRequestTimeout: 504 after the bound")
 
 
 @pytest.mark.features("MeshHTTPRouteRetry")

@@ -168,12 +168,14 @@ def _httproute_rule(rule: dict, source: str, namespace: str, services: dict[str,
 def _backend(ref: dict, route_ns: str, services: dict[str, Service]) -> RouteBackend:
     namespace = ref.get("namespace") or route_ns
     name, port, weight = ref["name"], ref.get("port") or 0, ref.get("weight", 1)
-    headers = None
+    headers = {}
     for flt in ref.get("filters") or ():
         if flt["type"] == "RequestHeaderModifier":
-            headers = _header_modifier(flt.get("requestHeaderModifier"))
+            headers["request_headers"] = _header_modifier(flt.get("requestHeaderModifier"))
+        elif flt["type"] == "ResponseHeaderModifier":
+            headers["response_headers"] = _header_modifier(flt.get("responseHeaderModifier"))
     def unresolved(why: str) -> RouteBackend:
-        return RouteBackend(service=None, port=port, weight=weight, request_headers=headers, error=why)
+        return RouteBackend(service=None, port=port, weight=weight, error=why, **headers)
     if ref.get("kind", "Service") != "Service" or ref.get("group", "") not in ("", "core"):
         return unresolved(f"backendRef kind {ref.get('group', '')}/{ref.get('kind')} is not supported")
     if namespace != route_ns:
@@ -185,7 +187,7 @@ def _backend(ref: dict, route_ns: str, services: dict[str, Service]) -> RouteBac
         return unresolved(f"Service {namespace}/{name} does not exist")
     if str(port) not in service.ports:
         return unresolved(f"Service {namespace}/{name} has no port {port}")
-    return RouteBackend(service=key, port=port, weight=weight, request_headers=headers)
+    return RouteBackend(service=key, port=port, weight=weight, **headers)
 
 
 # -- VirtualService ----------------------------------------------------------------------------

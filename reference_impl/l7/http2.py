@@ -27,7 +27,6 @@ import h2.settings
 from . import limits
 from .http import (CHUNK, NO_CONFIG_BODY, UPSTREAM_CONNECT_FAILURE, UPSTREAM_RESET, AccessRecord,
                    TunnelHandler, UpstreamUnavailable, _UpstreamClosed, _UpstreamConnection)
-from .httproute import modify_headers
 from .pipeline import Verdict, decide, hop_by_hop
 
 log = logging.getLogger("l7.http2")
@@ -336,7 +335,7 @@ class Http2Connection(TunnelHandler):
                 pairs = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in event.headers]
                 drop = hop_by_hop(pairs) | _CONNECTION_SPECIFIC
                 if route is not None:
-                    pairs = modify_headers(pairs, route.response_headers)
+                    pairs = route.modify_response(pairs)
                 self.h2.send_headers(stream.stream_id, [(":status", str(status)),
                                                         *[(n, v) for n, v in pairs if n not in drop]])
                 stream.response_started = True

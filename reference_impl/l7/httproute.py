@@ -36,6 +36,7 @@ class Backend:
     port: int                    # 0: the port the request was sent to
     weight: int
     request_headers: RouteHeaderModifier | None
+    response_headers: RouteHeaderModifier | None
     error: str | None
 
 
@@ -76,7 +77,8 @@ def bind(resources: list[ServiceRoutes], services: dict[str, Service], where: st
                 if ref.service and service is None:
                     raise RouteConfigError(f"{where}[{i}].rules[{r}].backends[{b}].service: "
                                            f"{ref.service!r} is not among `allServices`")
-                backends.append(Backend(service, ref.port, ref.weight, ref.request_headers, ref.error))
+                backends.append(Backend(service, ref.port, ref.weight, ref.request_headers, ref.response_headers,
+                                        ref.error))
             rules.append(Rule(rule, tuple(backends)))
         entries = []
         for m, entry in enumerate(res.matches):
@@ -212,10 +214,16 @@ class RouteAction:
     source: str
     target: str
     response_headers: RouteHeaderModifier | None = None
+    backend_response_headers: RouteHeaderModifier | None = None   # the picked backendRef's own filter
     timeout: float | None = None
     retry: RouteRetry | None = None
     delay: float | None = None
     repick: Callable[[], Upstream | None] | None = None   # another endpoint of the backend, for a retry
+
+    def modify_response(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The answer's headers through the backendRef's ResponseHeaderModifier, then the rule's (as
+        Envoy applies a weighted cluster's headers before the route's)."""
+        return modify_headers(modify_headers(headers, self.backend_response_headers), self.response_headers)
 
 
 @dataclass
@@ -276,6 +284,7 @@ def route(tables: dict[str, RouteTable], service_key: str | None, port: int, met
     if backend.service is None:
         return Routed(500, f"{rule.source}: {backend.error}", action)
     headers = modify_headers(headers, backend.request_headers)
+    action.backend_response_headers = backend.response_headers
     return Routed(None, f"{rule.source} -> {backend.service.hostname}", action, backend=backend.service,
                   backend_port=backend.port or port, headers=headers)
 

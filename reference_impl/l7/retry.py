@@ -22,7 +22,6 @@ import h11
 
 from .http import (UPSTREAM_CONNECT_FAILURE, UPSTREAM_RESET, AccessRecord, HttpConnection, UpstreamUnavailable,
                    _Abort, _headers, _next_event, _strip_hop_by_hop, _text, _UpstreamClosed)
-from .httproute import modify_headers
 from .pipeline import Verdict
 
 RETRY_BUFFER = 1024 * 1024
@@ -177,7 +176,7 @@ async def _attempt(conn: HttpConnection, request: h11.Request, verdict: Verdict,
                         conn._drop_upstream(up)
                     raise _Retry(f"upstream answered {status}")
                 pairs = [(_text(n), _text(v)) for n, v in _strip_hop_by_hop(event)]
-                pairs = modify_headers(pairs, action.response_headers)
+                pairs = action.modify_response(pairs)
                 if conn.draining():
                     pairs.append(("connection", "close"))
                 state["sent"] = True

@@ -156,7 +156,8 @@ def _route(entry: Entry, port: int, cluster_for) -> dict:
         if b.weight <= 0:
             continue
         name = cluster_for(b.service, b.port or port) if b.service is not None else f"{MISSING_BACKEND}{i}"
-        weighted.append({"name": name, "weight": b.weight, **_headers(b.request_headers, "request")})
+        weighted.append({"name": name, "weight": b.weight, **_headers(b.request_headers, "request"),
+                         **_headers(b.response_headers, "response")})
     if not weighted:
         route["direct_response"] = {"status": 500}
         return route

@@ -289,6 +289,7 @@ class RouteBackend(Resource):
     port: int                         # 0: the port the request was sent to (a VirtualService without one)
     weight: int = 1
     request_headers: RouteHeaderModifier | None = None
+    response_headers: RouteHeaderModifier | None = None
     error: str | None = None
 
 

@@ -232,6 +232,62 @@ MUTANTS: list[Mutant] = [
            "reference_impl/l7/retry.py",
            "        if action.timeout:\n",
            "        if False:\n"),
+    # a hunt for holes in the mesh HTTPRoute area (2026-12-02, wt-meshhttp): each survived the
+    # MESH-HTTP profile until the test its docs/MUTANTS.md row names
+    Mutant("a backendRef of weight 0 is given the default weight 1", "mesh-http", False,
+           "reference_impl/controlplane/routes.py",
+           '    name, port, weight = ref["name"], ref.get("port") or 0, ref.get("weight", 1)\n',
+           '    name, port, weight = ref["name"], ref.get("port") or 0, ref.get("weight") or 1\n'),
+    Mutant("the header matches of one HTTPRoute match are OR'ed (any one admits the request)", "mesh-http", False,
+           "reference_impl/l7/httproute.py",
+           "    for h in match.headers:\n"
+           "        if not _value_matches(h.type, h.value, header_value(headers, h.name), "
+           "entry.value_regexes.get(\"h:\" + h.name)):\n"
+           "            return False\n",
+           "    if match.headers and not any(_value_matches(h.type, h.value, header_value(headers, h.name),\n"
+           "                                                entry.value_regexes.get(\"h:\" + h.name))\n"
+           "                                 for h in match.headers):\n"
+           "        return False\n"),
+    Mutant("route precedence ranks the number of header matches above a method match", "mesh-http", False,
+           "reference_impl/controlplane/routes.py",
+           "    return (kind_rank, -length, match.method is None, -len(match.headers), -len(match.query_params))\n",
+           "    return (kind_rank, -length, -len(match.headers), match.method is None, -len(match.query_params))\n"),
+    Mutant("ReplacePrefixMatch keeps a PathPrefix's trailing '/' (/trailing-slash/two -> /onetwo)", "mesh-http",
+           False, "reference_impl/l7/httproute.py",
+           '    prefix = match.path.rstrip("/") if match.path_type in ("PathPrefix", "StringPrefix") else ""\n',
+           '    prefix = match.path if match.path_type in ("PathPrefix", "StringPrefix") else ""\n'),
+    Mutant("a RegularExpression header or query match admits a value the pattern matches only part of",
+           "mesh-http", False, "reference_impl/l7/httproute.py",
+           "    return regex.fullmatch(actual) is not None\n",
+           "    return regex.search(actual) is not None\n"),
+    Mutant("tied routes of one Service are ordered by name, not by creationTimestamp", "mesh-http", False,
+           "reference_impl/controlplane/routes.py",
+           "    for route_order, (route, ports) in enumerate(sorted(bound, key=lambda b: _age(b[0]))):\n",
+           "    for route_order, (route, ports) in enumerate(sorted(bound, key=lambda b: ns_name(b[0]))):\n"),
+    Mutant("URLRewrite hostname adds a second Host instead of replacing the client's", "mesh-http", False,
+           "reference_impl/l7/httproute.py",
+           '            headers = [(n, v) for n, v in headers if n != "host"] + [("host", rule.rewrite.hostname)]\n',
+           '            headers = headers + [("host", rule.rewrite.hostname)]\n'),
+    Mutant("timeouts.backendRequest is applied only in a rule that also has retry", "mesh-http", False,
+           "reference_impl/controlplane/routes.py",
+           "    elif per_try:\n",
+           "    elif False:\n"),
+    Mutant("a backendRef's ResponseHeaderModifier is accepted but never applied", "mesh-http", False,
+           "reference_impl/l7/httproute.py",
+           "    action.backend_response_headers = backend.response_headers\n",
+           ""),
+    Mutant("the waypoint picks a request's routes by its Host header, not by the Service it was sent to "
+           "(what Istio does, istio/istio#44702)", "mesh-http", True,
+           "reference_impl/l7/httproute.py",
+           "    routed = route(config.routes, service.key if service else None, destination.port, method, target,\n",
+           "    host = (header_value(headers, \"host\") or \"\").partition(\":\")[0]\n"
+           "    routed = route(config.routes, f\"{service.key.partition('/')[0]}/{host}\" if service else None,\n"
+           "                   destination.port, method, target,\n"),
+    Mutant("an HTTPRoute of another namespace (a consumer route) routes every client's calls", "mesh-http", True,
+           "reference_impl/controlplane/routes.py",
+           "        if route_ns != service.namespace:\n"
+           "            continue  # a consumer route: not applied by this mesh\n",
+           ""),
     # --- sidecar (issue 11) ---------------------------------------------------------------------
     Mutant("the sidecar accepts plaintext under PeerAuthentication STRICT", "sidecar", True,
            "reference_impl/sidecar/inbound.py",
