@@ -110,8 +110,12 @@ def test_target_refs_policies_are_not_enforced_by_ztunnel(scope):
         scope.remove(by_ref, by_selector)
 
 
-def _peer_auth(ns: str, name: str, mode: str, selector_app: str | None = None, ports: dict | None = None) -> dict:
-    pa = w.peer_authentication(ns, name, mode)
+def _peer_auth(ns: str, name: str, mode: str | None, selector_app: str | None = None,
+               ports: dict | None = None) -> dict:
+    """A PeerAuthentication; `mode` None leaves out `mtls` (the mode is UNSET: inherited)."""
+    pa = w.peer_authentication(ns, name, mode or "UNSET")
+    if mode is None:
+        del pa["spec"]["mtls"]
     if selector_app:
         pa["spec"]["selector"] = {"matchLabels": {"app": selector_app}}
     if ports:
@@ -123,13 +127,19 @@ def _peer_auth(ns: str, name: str, mode: str, selector_app: str | None = None, p
 def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
     """For plaintext from outside the mesh: a mesh-wide STRICT (root namespace) MUST drop it; a
     namespace PERMISSIVE MUST override that; a workload STRICT MUST override the namespace's; and
-    removing each in turn MUST restore the level below, while a mesh client keeps working."""
+    removing each in turn MUST restore the level below, while a mesh client keeps working. A
+    workload STRICT whose selector matches no pod MUST change nothing throughout, and a workload
+    policy that leaves the mode UNSET (only a PERMISSIVE port) MUST inherit the mesh's STRICT on
+    every other port."""
     sc, out, url = scope.sc, scope.outsider, scope.url(scope.one)
     mesh = _peer_auth(scope.root, f"cf-mesh-{sc.suffix}", "STRICT")
     namespace = _peer_auth(scope.one, "default", "PERMISSIVE")
     workload = _peer_auth(scope.one, "httpbin-strict", "STRICT", selector_app="httpbin")
+    selects_nothing = _peer_auth(scope.one, "selects-nothing", "STRICT", selector_app="no-such-app")
+    unset = _peer_auth(scope.one, "httpbin-unset", None, selector_app="httpbin", ports={w.ALT_PORT: "PERMISSIVE"})
     sc.expect_allowed(out, url, "plaintext, no PeerAuthentication")
     try:
+        sc.apply([selects_nothing])
         sc.apply([mesh])
         sc.expect_denied(out, url, "mesh STRICT")
         sc.apply([namespace])
@@ -141,8 +151,11 @@ def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
         sc.expect_allowed(out, url, "workload policy removed: namespace PERMISSIVE again")
         scope.remove(namespace)
         sc.expect_denied(out, url, "namespace policy removed: mesh STRICT again")
+        sc.apply([unset])
+        sc.expect_allowed(out, scope.url(scope.one, port=w.ALT_PORT), "workload mode UNSET, PERMISSIVE on the second port")
+        sc.expect_denied(out, url, "workload mode UNSET under mesh STRICT: the main port inherits STRICT")
     finally:
-        scope.remove(mesh, namespace, workload)
+        scope.remove(mesh, namespace, workload, selects_nothing, unset)
     sc.expect_allowed(out, url, "every PeerAuthentication removed")
 
 
@@ -150,7 +163,8 @@ def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
 def test_port_level_mtls_overrides_the_workload_mode_per_port(scope):
     """A workload PeerAuthentication STRICT with `portLevelMtls` PERMISSIVE on one port MUST drop
     plaintext to the other port only, and PERMISSIVE with STRICT on that port MUST drop plaintext to
-    that port only."""
+    that port only. A `portLevelMtls` port is the pod's (the Service's targetPort): PERMISSIVE on 80
+    MUST let plaintext through the service port 8000 that targets it, and PERMISSIVE on 8000 MUST NOT."""
     sc, out = scope.sc, scope.outsider
     main, alt = scope.url(scope.one), scope.url(scope.one, port=w.ALT_PORT)
     sc.expect_allowed(out, alt, "second port, no PeerAuthentication")
@@ -161,5 +175,11 @@ def test_port_level_mtls_overrides_the_workload_mode_per_port(scope):
         sc.apply([_peer_auth(scope.one, "ports", "PERMISSIVE", "httpbin", {w.ALT_PORT: "STRICT"})])
         sc.expect_denied(out, alt, "PERMISSIVE with STRICT on the second port")
         sc.assert_allowed_now(out, main, "PERMISSIVE, main port")
+        sc.apply([_peer_auth(scope.one, "ports", "STRICT", "httpbin", {w.HTTP_TARGET_PORT: "PERMISSIVE"})])
+        sc.expect_allowed(out, main, f"STRICT with PERMISSIVE on the pod's port {w.HTTP_TARGET_PORT}, "
+                                     f"through service port {w.HTTP_PORT}")
+        sc.expect_denied(out, alt, f"STRICT with PERMISSIVE on {w.HTTP_TARGET_PORT} only: the second port")
+        sc.apply([_peer_auth(scope.one, "ports", "STRICT", "httpbin", {w.HTTP_PORT: "PERMISSIVE"})])
+        sc.expect_denied(out, main, f"STRICT with PERMISSIVE on the service port {w.HTTP_PORT}, which is no pod port")
     finally:
         scope.remove(_peer_auth(scope.one, "ports", "STRICT"))
