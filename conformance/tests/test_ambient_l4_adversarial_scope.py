@@ -2,6 +2,7 @@
 after a barrier (a later change whose effect is seen), so it is not just a slow push."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -157,6 +158,48 @@ def test_peer_authentication_workload_beats_namespace_beats_mesh(scope):
     finally:
         scope.remove(mesh, namespace, workload, selects_nothing, unset)
     sc.expect_allowed(out, url, "every PeerAuthentication removed")
+
+
+def _created(sc: Scenario, obj: dict) -> str:
+    meta = obj["metadata"]
+    return ((sc.get(obj["kind"], meta["namespace"], meta["name"]) or {}).get("metadata") or {}).get(
+        "creationTimestamp") or ""
+
+
+def _apply_after(sc: Scenario, obj: dict, earlier: dict, timeout: float = 10) -> None:
+    """Create `obj` with a creationTimestamp later than `earlier`'s (whole seconds, so a tie is
+    possible): re-created until the API server stamps it later."""
+    first, deadline = _created(sc, earlier), time.monotonic() + timeout
+    while True:
+        sc.apply([obj])
+        if _created(sc, obj) > first:
+            return
+        assert time.monotonic() < deadline, f"{obj['metadata']['name']} kept {earlier['metadata']['name']}'s timestamp"
+        sc.delete([obj])
+        time.sleep(0.5)   # not an assertion: the next second of the API server's clock
+
+
+@pytest.mark.features("PeerAuthenticationPrecedence", "PeerAuthenticationStrict", "PeerAuthenticationPermissive")
+def test_the_oldest_peer_authentication_of_a_level_wins(scope):
+    """When two namespace PeerAuthentications compete, the older MUST govern: an older STRICT MUST
+    keep dropping plaintext after a newer PERMISSIVE lands beside it, and the newer MUST govern once
+    the older is deleted."""
+    sc, out, url, alt = scope.sc, scope.outsider, scope.url(scope.one), scope.url(scope.one, port=w.ALT_PORT)
+    older = _peer_auth(scope.one, "older-strict", "STRICT")
+    newer = _peer_auth(scope.one, "newer-permissive", "PERMISSIVE")
+    barrier = _peer_auth(scope.one, "httpbin-alt-permissive", None, selector_app="httpbin", ports={w.ALT_PORT: "PERMISSIVE"})
+    sc.expect_allowed(out, url, "plaintext, no PeerAuthentication")
+    try:
+        sc.apply([older])
+        sc.expect_denied(out, url, "namespace STRICT")
+        _apply_after(sc, newer, older)
+        sc.apply([barrier])
+        sc.expect_allowed(out, alt, "barrier, applied after the newer policy: PERMISSIVE on the second port")
+        sc.expect_denied(out, url, "a newer namespace PERMISSIVE beside the older STRICT: the older governs")
+        scope.remove(older)
+        sc.expect_allowed(out, url, "the older policy deleted: the newer PERMISSIVE governs")
+    finally:
+        scope.remove(older, newer, barrier)
 
 
 @pytest.mark.features("PeerAuthenticationPortLevel", "PeerAuthenticationStrict", "PeerAuthenticationPermissive")
