@@ -184,8 +184,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("CARefusesForeignIdentity",
             "The mesh CA signs a certificate request made with a node proxy's own credentials only for "
             "the identity of a workload scheduled on that proxy's node: another node's workload, an "
-            "identity no pod has, and another trust domain are refused, while the proxy's own node's "
-            "workload is signed. Needs a target that can ask the mesh CA as a node proxy.", EXTENDED, _L4),
+            "identity no pod has, the same service account name in another namespace, and another trust "
+            "domain are refused, while the proxy's own node's workload is signed. Needs a target that can "
+            "ask the mesh CA as a node proxy.", EXTENDED, _L4),
     Feature("WorkloadCertificateRenewal",
             "With a short workload certificate TTL, the certificate a captured pod's 15008 serves is "
             "replaced before the old one expires, again and again, and calls between captured pods never "

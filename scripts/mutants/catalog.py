@@ -485,4 +485,11 @@ MUTANTS: list[Mutant] = [
            "peerauth", True, "reference_impl/policy/peerauth.py",
            "all(\n                labels.get(k) == v for k, v in pa.selector.items()):",
            "True:"),
+    Mutant("the CA signs a node proxy's request for its workload's service account name in any namespace",
+           "ca", True, "reference_impl/controlplane/ca_policy.py",
+           "    return any(pod_node(pod) == node and not pod_terminating(pod) and pod_identity(pod) == identity_uri\n"
+           "               for pod in index.pods_by_namespace.get(identity.namespace, ()))\n",
+           "    return any(pod_node(pod) == node and not pod_terminating(pod)\n"
+           '               and pod_identity(pod).rsplit("/sa/", 1)[-1] == identity.service_account\n'
+           "               for pods in index.pods_by_namespace.values() for pod in pods)\n"),
 ]
