@@ -49,6 +49,10 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("AmbientEnrollmentByNamespaceLabel",
             "Labelling a namespace `istio.io/dataplane-mode=ambient` captures its running pods without "
             "restarting them or adding containers; removing the label releases them.", CORE, _L4),
+    Feature("AmbientEnrollmentByPodLabel",
+            "A pod's own `istio.io/dataplane-mode` label beats its namespace's: `none` keeps a pod of an ambient "
+            "namespace out of the mesh, `ambient` brings a pod of another namespace in, and relabelling a running "
+            "pod moves it without a restart.", CORE, _L4),
     Feature("MeshMutualTLSIdentity",
             "Traffic between ambient pods on different nodes carries the client workload's SPIFFE "
             "identity, so an L4 policy can tell two clients apart.", CORE, _L4),
@@ -167,6 +171,12 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
             CORE, _L4),
     Feature("ServiceReachesEveryEndpoint",
             "Calls to a service VIP reach every ready endpoint (the server names itself).", CORE, _L4),
+    Feature("ServiceNamedTargetPort",
+            "A Service port whose `targetPort` is a name reaches each pod on the container port that pod gives "
+            "the name (two pods, two numbers), and no pod that has no port of that name.", CORE, _L4),
+    Feature("ServiceExcludesUnreadyEndpoints",
+            "A pod a Service selects that runs but is not Ready gets no connections made to the service's "
+            "VIP, while its ready pods answer them all.", CORE, _L4),
     Feature("ControlPlaneOutage",
             "With the control plane scaled to zero, traffic and the last policy keep being enforced, and a "
             "policy applied during the outage takes effect once it is back. Needs a target that can stop "
@@ -174,8 +184,9 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("CARefusesForeignIdentity",
             "The mesh CA signs a certificate request made with a node proxy's own credentials only for "
             "the identity of a workload scheduled on that proxy's node: another node's workload, an "
-            "identity no pod has, and another trust domain are refused, while the proxy's own node's "
-            "workload is signed. Needs a target that can ask the mesh CA as a node proxy.", EXTENDED, _L4),
+            "identity no pod has, the same service account name in another namespace, and another trust "
+            "domain are refused, while the proxy's own node's workload is signed. Needs a target that can "
+            "ask the mesh CA as a node proxy.", EXTENDED, _L4),
     Feature("WorkloadCertificateRenewal",
             "With a short workload certificate TTL, the certificate a captured pod's 15008 serves is "
             "replaced before the old one expires, again and again, and calls between captured pods never "

@@ -44,21 +44,21 @@ def _placement(node: str | None) -> dict:
 
 
 def deployment(ns: str, name: str, containers: list[dict], replicas: int = 1, node: str | None = None,
-               **pod_spec) -> dict:
-    """A Deployment of pods labelled app=`name` running as ServiceAccount `name`."""
+               pod_labels: dict | None = None, **pod_spec) -> dict:
+    """A Deployment of pods labelled app=`name` (plus `pod_labels`) running as ServiceAccount `name`."""
     labels = {"app": name}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
+                     "template": {"metadata": {"labels": {**(pod_labels or {}), **labels}},
                                   "spec": {"serviceAccountName": name, "containers": containers,
                                            **pod_spec, **_placement(node)}}}}
 
 
-def service(ns: str, name: str, ports: list[dict], headless: bool = False) -> dict:
-    """A Service selecting app=`name`."""
+def service(ns: str, name: str, ports: list[dict], headless: bool = False, selector: dict | None = None) -> dict:
+    """A Service selecting app=`name` (or `selector`)."""
     labels = {"app": name}
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
-           "spec": {"selector": labels, "ports": ports}}
+           "spec": {"selector": selector or labels, "ports": ports}}
     if headless:
         svc["spec"]["clusterIP"] = "None"
     return svc
@@ -94,19 +94,31 @@ def client(ns: str, name: str, node: str | None = None) -> list[dict]:
     return [service_account(ns, name), deployment(ns, name, [curl], node=node, terminationGracePeriodSeconds=0)]
 
 
+def whoami_deployment(ns: str, name: str, replicas: int = 1, node: str | None = None, port: int = WHOAMI_PORT,
+                      port_name: str | None = None, pod_labels: dict | None = None,
+                      ready_port: int | None = None) -> list[dict]:
+    """ServiceAccount and Deployment of the server that names itself (below), listening on `port`
+    (its container port, named `port_name` if given); `ready_port` gives it a TCP readinessProbe on
+    that port instead, so a port nothing listens on keeps the pod running but never Ready."""
+    script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
+              f'exec python3 -m http.server {port}')
+    container = {"name": "whoami", "image": PYTHON_IMAGE, "imagePullPolicy": PULL_POLICY,
+                 "command": ["sh", "-c", script],
+                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                 "ports": [{"containerPort": port, **({"name": port_name} if port_name else {})}]}
+    if ready_port is not None:
+        container["readinessProbe"] = {"tcpSocket": {"port": ready_port}, "periodSeconds": 1}
+    return [service_account(ns, name),
+            deployment(ns, name, [container], replicas, node, pod_labels)]
+
+
 def whoami(ns: str, name: str = "whoami", replicas: int = 1, node: str | None = None,
            headless: bool = False) -> list[dict]:
     """A server that names itself: a stock Python image serving its own pod name at /name
     (Python's http.server), so a test sees which endpoint answered."""
-    script = ('d=$(mktemp -d) && printf %s "$POD_NAME" > "$d/name" && cd "$d" && '
-              f'exec python3 -m http.server {WHOAMI_PORT}')
-    container = {"name": "whoami", "image": PYTHON_IMAGE, "imagePullPolicy": PULL_POLICY,
-                 "command": ["sh", "-c", script],
-                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                 "ports": [{"containerPort": WHOAMI_PORT}]}
-    return [service_account(ns, name),
-            service(ns, name, [{"name": "http", "port": WHOAMI_PORT, "targetPort": WHOAMI_PORT}], headless),
-            deployment(ns, name, [container], replicas, node)]
+    [account, dep] = whoami_deployment(ns, name, replicas, node)
+    return [account, service(ns, name, [{"name": "http", "port": WHOAMI_PORT, "targetPort": WHOAMI_PORT}], headless),
+            dep]
 
 
 def authorization_policy(ns: str, name: str, spec: dict, selector_app: str | None = None) -> dict:

@@ -40,21 +40,25 @@ def _refused(answer, spiffe_id: str, what: str) -> None:
 def test_node_proxy_gets_only_its_own_nodes_identities(scenario):
     """A certificate request made with a node proxy's own credentials MUST be signed for a workload
     on that proxy's node and MUST be refused for a workload on another node, for an identity no
-    pod has and for another trust domain; the same proxy's own workload is signed again after the
-    refusals, and the other node's proxy gets the mirror image."""
+    pod has, for the same service account name in another namespace and for another trust
+    domain; the same proxy's own workload is signed again after the refusals, and the other node's
+    proxy gets the mirror image."""
     sc = scenario
     node_x, node_y = _two_nodes(sc)
-    ns = sc.namespace("ca")
+    ns, other_ns = sc.namespace("ca"), sc.namespace("ca-other")
     sc.deploy(w.client(ns, "on-x", node=node_x) + w.client(ns, "on-y", node=node_y), ns)
     on_x, on_y = adv.spiffe(ns, "on-x"), adv.spiffe(ns, "on-y")
     nobody = adv.spiffe(ns, "nobody")
+    namesake = adv.spiffe(other_ns, "on-x")   # on-x's service account name, in a namespace without it
     elsewhere = adv.spiffe(ns, "on-x", trust_domain="evil.example")
 
-    own, foreign, no_pod, other_domain, own_again = sc.request_certificate_as_node_proxy(
-        node_x, [on_x, on_y, nobody, elsewhere, on_x])
+    own, foreign, no_pod, other_namespace, other_domain, own_again = sc.request_certificate_as_node_proxy(
+        node_x, [on_x, on_y, nobody, namesake, elsewhere, on_x])
     _signed_for(own, on_x, f"{node_x}'s node proxy for its own node's workload")
     _refused(foreign, on_y, f"{node_x}'s node proxy for a workload on {node_y}")
     _refused(no_pod, nobody, f"{node_x}'s node proxy for an identity no pod has")
+    _refused(other_namespace, namesake, f"{node_x}'s node proxy for its workload's service account name in "
+                                        f"another namespace")
     _refused(other_domain, elsewhere, f"{node_x}'s node proxy for another trust domain")
     _signed_for(own_again, on_x, f"{node_x}'s node proxy for its own node's workload, after the refusals")
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from conformance import convergence
 from conformance import workloads as w
+from conformance.targets.base import wait_until
 from conformance.tests.l4world import spread_nodes
 
 REPLICAS = 3
 CALLS = 24
+UNREADY_PROBE_PORT = 9   # nothing listens there: the readinessProbe fails for as long as the pod runs
 
 
 def _deploy(scenario, headless: bool):
@@ -52,3 +55,65 @@ def test_service_vip_reaches_every_ready_endpoint(scenario):
     assert len(ready) == REPLICAS, f"expected {REPLICAS} ready pods, found {sorted(ready)}"
     assert set(names) <= ready, f"some calls were not answered by a ready pod: {names}"
     assert set(names) == ready, f"over {CALLS} calls only {sorted(set(names))} answered, not every one of {sorted(ready)}"
+
+
+@pytest.mark.features("ServiceNamedTargetPort")
+def test_a_named_target_port_is_resolved_per_pod(scenario):
+    """A Service port whose `targetPort` is a name MUST reach each selected pod on the container port
+    that pod gives that name (two pods, two numbers, both answering), and MUST NOT send a connection
+    to a selected pod that has no port of that name, although that pod answers on the service port's
+    own number when called by its IP."""
+    server_node, client_node = spread_nodes(scenario)
+    srv, cli = scenario.namespace("nsrv"), scenario.namespace("ncli")
+    group = {"whoami-group": "named"}
+    scenario.deploy(w.whoami_deployment(srv, "web-a", node=server_node, port=8081, port_name="web", pod_labels=group)
+                    + w.whoami_deployment(srv, "web-b", node=server_node, port=8082, port_name="web", pod_labels=group)
+                    + w.whoami_deployment(srv, "unnamed", node=server_node, port=w.WHOAMI_PORT, port_name="other",
+                                          pod_labels=group)
+                    + [w.service(srv, "named", [{"name": "http", "port": w.WHOAMI_PORT, "targetPort": "web"}],
+                                 selector=group)]
+                    + w.client(cli, "client-a", node=client_node), srv, cli)
+    client, pods = scenario.pod(cli, "client-a"), {app: scenario.pod(srv, app) for app in ("web-a", "web-b", "unnamed")}
+    unnamed = pods["unnamed"]
+    own_ip = f"http://{unnamed.ip}:{w.WHOAMI_PORT}/name"
+    scenario.expect_allowed(client, own_ip, "the pod without the port name, by its own IP")
+    assert scenario.bodies(client, own_ip, 2) == [unnamed.name] * 2, f"{unnamed.ip} did not answer as {unnamed.name}"
+
+    url = f"http://named.{srv}:{w.WHOAMI_PORT}/name"
+    scenario.expect_allowed(client, url, "service port 80 -> targetPort `web`")
+    names = scenario.bodies(client, url, CALLS)
+    named = {pods["web-a"].name, pods["web-b"].name}
+    assert unnamed.name not in names, \
+        f"{unnamed.name}, which has no port named `web`, answered calls to the service: {names}"
+    assert set(names) <= named, f"some calls were not answered by a pod naming the port: {names}"
+    assert set(names) == named, (f"over {CALLS} calls only {sorted(set(names))} answered, not both pods that "
+                                 f"name the port `web` (8081 on one, 8082 on the other)")
+
+
+@pytest.mark.features("ServiceExcludesUnreadyEndpoints")
+def test_a_pod_that_is_not_ready_gets_no_service_connections(scenario):
+    """A pod a Service selects that runs but is not Ready (its readinessProbe fails) MUST NOT get
+    connections made to the service's VIP, which its two ready pods MUST all answer, although the
+    pod answers calls made to its own IP."""
+    server_node, client_node = spread_nodes(scenario)
+    srv, cli = scenario.namespace("rsrv"), scenario.namespace("rcli")
+    group = {"whoami-group": "ready"}
+    scenario.deploy(w.whoami_deployment(srv, "ready", replicas=2, node=server_node, pod_labels=group)
+                    + [w.service(srv, "whoami", [{"name": "http", "port": w.WHOAMI_PORT, "targetPort": w.WHOAMI_PORT}],
+                                 selector=group)]
+                    + w.client(cli, "client-a", node=client_node), srv, cli)
+    # Its readinessProbe asks a port nothing listens on: running, serving on 80, never Ready.
+    scenario.apply(w.whoami_deployment(srv, "unready", node=server_node, pod_labels=group, ready_port=UNREADY_PROBE_PORT))
+    [unready] = wait_until(lambda: [p for p in scenario.pods(srv, {"app": "unready"}) if p.ip and p.phase == "Running"],
+                           convergence.READY_SECONDS, 0.5, f"the unready pod of {srv} to run with an IP")
+    client = scenario.pod(cli, "client-a")
+    own_ip = f"http://{unready.ip}:{w.WHOAMI_PORT}/name"
+    scenario.expect_allowed(client, own_ip, "the unready pod, by its own IP")
+    assert scenario.bodies(client, own_ip, 2) == [unready.name] * 2, f"{unready.ip} did not answer as {unready.name}"
+    assert not any(p.ready for p in scenario.pods(srv, {"app": "unready"})), "the unready pod became Ready"
+
+    names = scenario.bodies(client, f"http://whoami.{srv}:{w.WHOAMI_PORT}/name", CALLS)
+    ready = {p.name for p in scenario.pods(srv, {"app": "ready"}) if p.ready}
+    assert len(ready) == 2, f"expected 2 ready pods, found {sorted(ready)}"
+    assert unready.name not in names, f"{unready.name}, which is not Ready, answered calls to the service: {names}"
+    assert set(names) == ready, f"over {CALLS} calls the answers were {names}, not every one of {sorted(ready)}"

@@ -81,3 +81,43 @@ def test_ambient_and_uncaptured_pods_call_each_other(l4):
              (("outsider", PORT, DENIED), ("a", PORT, ALLOWED))),
         Step("notPrincipals: [a]", on_server("mesh-only", allow_from(notPrincipals=["a"])),
              (("outsider", PORT, ALLOWED), ("a", PORT, DENIED)))), clients={"outsider": outsider})
+
+
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+
+@pytest.mark.features("AmbientEnrollmentByPodLabel")
+def test_a_pods_own_dataplane_mode_label_beats_its_namespaces(scenario):
+    """A pod's own `istio.io/dataplane-mode` label MUST beat its namespace's: under an allow-nothing
+    policy in each namespace, a pod labelled `none` in an ambient namespace MUST stay reachable (outside
+    the mesh) while its unlabelled neighbour is denied, and a pod labelled `ambient` in a namespace
+    outside the mesh MUST be denied (enrolled) while its neighbour stays reachable. Labelling a running
+    pod `none` MUST release it and removing the label MUST enroll it again, without a restart."""
+    server_node, client_node = spread_nodes(scenario)
+    amb, plain, cli = scenario.namespace("pamb"), scenario.namespace("pplain", ambient=False), scenario.namespace("pcli")
+    scenario.deploy(w.whoami_deployment(amb, "member", node=server_node)
+                    + w.whoami_deployment(amb, "optout", node=server_node, pod_labels={DATAPLANE_MODE: "none"})
+                    + w.whoami_deployment(plain, "optin", node=server_node, pod_labels={DATAPLANE_MODE: "ambient"})
+                    + w.whoami_deployment(plain, "bystander", node=server_node)
+                    + w.client(cli, "client-a", node=client_node), amb, plain, cli)
+    client = scenario.pod(cli, "client-a")
+    pods = {app: scenario.pod(ns, app) for ns, app in
+            ((amb, "member"), (amb, "optout"), (plain, "optin"), (plain, "bystander"))}
+    url = {app: f"http://{pod.ip}:{w.WHOAMI_PORT}/name" for app, pod in pods.items()}
+    for app in pods:
+        scenario.expect_allowed(client, url[app], f"{app}, before any policy")
+    before = _pod_identity(scenario.pods(amb) + scenario.pods(plain))
+
+    scenario.apply([w.authorization_policy(amb, "allow-nothing", {}), w.authorization_policy(plain, "allow-nothing", {})])
+    scenario.expect_denied(client, url["member"], "ambient namespace, allow-nothing: the unlabelled pod")
+    scenario.assert_allowed_now(client, url["optout"], "ambient namespace, allow-nothing: the pod labelled `none`")
+    scenario.expect_denied(client, url["optin"], "namespace outside the mesh: the pod labelled `ambient`")
+    scenario.assert_allowed_now(client, url["bystander"], "namespace outside the mesh: the unlabelled pod")
+
+    member = pods["member"]
+    scenario.label("Pod", amb, member.name, {DATAPLANE_MODE: "none"})
+    scenario.expect_allowed(client, url["member"], "the running pod labelled `none`: released from the mesh")
+    scenario.label("Pod", amb, member.name, {DATAPLANE_MODE: None})
+    scenario.expect_denied(client, url["member"], "the label removed from the running pod: enrolled again")
+    assert _pod_identity(scenario.pods(amb) + scenario.pods(plain)) == before, \
+        "a pod's enrolment label restarted, replaced or changed pods"

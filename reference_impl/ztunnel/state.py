@@ -107,7 +107,7 @@ class Service:
         endpoints = [Endpoint(e.workload_uid, {int(k): v for k, v in e.port.items()}, e.status == HEALTHY)
                      for e in resource.endpoints.values()]
         return cls(resource.name, resource.namespace, resource.hostname, tuple(resource.vips),
-                   {int(k): int(v or k) for k, v in resource.ports.items()}, endpoints,
+                   {int(k): int(v or 0) for k, v in resource.ports.items()}, endpoints,
                    WaypointRef.of(resource.waypoint), dict(raw))
 
 

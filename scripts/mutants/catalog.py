@@ -507,4 +507,45 @@ MUTANTS: list[Mutant] = [
            "reference_impl/policy/match.py",
            "    return ip is not None and ip.version == network.version and ip in network\n",
            "    return ip is not None and ip.version == network.version and ip == network.network_address\n"),
+    # --- services, PeerAuthentication and enrolment: the thin AMBIENT-L4 areas (wt-l4svc) --------
+    Mutant("ztunnel reads a named targetPort as the service port's number (a pod without that port name still "
+           "gets connections)", "routing", False, "reference_impl/ztunnel/state.py",
+           "{int(k): int(v or 0) for k, v in resource.ports.items()}",
+           "{int(k): int(v or k) for k, v in resource.ports.items()}"),
+    Mutant("istiod counts a running pod as Ready whatever its Ready condition says (an unready pod gets "
+           "service connections)", "routing", False, "reference_impl/controlplane/index.py",
+           '        if condition.get("type") == "Ready":\n            return str(condition.get("status")) == "True"\n',
+           '        if condition.get("type") == "Ready":\n            return True\n'),
+    Mutant("a pod's own istio.io/dataplane-mode=none is ignored in an ambient namespace (the pod is captured)",
+           "enrollment", False, "reference_impl/controlplane/index.py",
+           '    if own == "none":\n        return "none"\n',
+           ""),
+    Mutant("a pod's own istio.io/dataplane-mode=ambient is ignored outside an ambient namespace (the pod stays "
+           "out of the mesh, its policies unenforced)", "enrollment", True, "reference_impl/controlplane/index.py",
+           '    if own == "ambient" or namespace_labels.get(DATAPLANE_MODE_LABEL) == "ambient":\n',
+           '    if namespace_labels.get(DATAPLANE_MODE_LABEL) == "ambient":\n'),
+    Mutant("ztunnel looks portLevelMtls up by the service port a plaintext connection came through, not the "
+           "pod's port", "peerauth", True, "reference_impl/ztunnel/inbound_passthrough.py",
+           "            if not state.plaintext_allowed(dest, dst_port):\n",
+           "            if not state.plaintext_allowed(dest, next((sp for sp, tp in service.ports.items()\n"
+           "                                                       if tp == dst_port), dst_port) if service else dst_port):\n"),
+    Mutant("a PeerAuthentication mode UNSET is read as PERMISSIVE (it does not inherit a STRICT parent)",
+           "peerauth", True, "reference_impl/policy/peerauth.py",
+           '        if chosen.mode != "UNSET":\n',
+           "        if True:\n"),
+    Mutant("when PeerAuthentications compete at one level the newest wins, not the oldest", "peerauth", True,
+           "reference_impl/policy/peerauth.py",
+           "    return min(objs, key=lambda pa: (pa.created, pa.name)) if objs else None\n",
+           "    return max(objs, key=lambda pa: (pa.created, pa.name)) if objs else None\n"),
+    Mutant("a workload PeerAuthentication's selector is not matched (it governs every workload of its namespace)",
+           "peerauth", True, "reference_impl/policy/peerauth.py",
+           "all(\n                labels.get(k) == v for k, v in pa.selector.items()):",
+           "True:"),
+    Mutant("the CA signs a node proxy's request for its workload's service account name in any namespace",
+           "ca", True, "reference_impl/controlplane/ca_policy.py",
+           "    return any(pod_node(pod) == node and not pod_terminating(pod) and pod_identity(pod) == identity_uri\n"
+           "               for pod in index.pods_by_namespace.get(identity.namespace, ()))\n",
+           "    return any(pod_node(pod) == node and not pod_terminating(pod)\n"
+           '               and pod_identity(pod).rsplit("/sa/", 1)[-1] == identity.service_account\n'
+           "               for pods in index.pods_by_namespace.values() for pod in pods)\n"),
 ]

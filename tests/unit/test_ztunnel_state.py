@@ -63,6 +63,19 @@ def test_service_vip_is_load_balanced_over_ready_endpoints_with_target_port():
     assert route.expected_identities == ("spiffe://cluster.local/ns/apps/sa/httpbin",)
 
 
+def test_a_named_target_port_goes_to_each_endpoints_own_port_and_skips_endpoints_without_it():
+    # The control plane sends a named targetPort as 0 and each endpoint's resolved number; an
+    # endpoint whose pod has no port of that name carries none and is no endpoint for that port.
+    named = Service(name="named", namespace="apps", hostname="named.apps.svc.cluster.local", vips=["10.96.0.50"],
+                    ports={"80": 0}, endpoints={"httpbin-1": Endpoint(workload_uid="httpbin-1", port={"80": 8081}),
+                                                "httpbin-2": Endpoint(workload_uid="httpbin-2", port={"80": 8082}),
+                                                "sleep": Endpoint(workload_uid="sleep", port={})})
+    state = snapshot(services=[named])
+    src = state.by_uid["sleep"]
+    seen = {state.route_outbound(src, "10.96.0.50", 80, random.Random(i)).authority for i in range(40)}
+    assert seen == {"10.244.1.6:8081", "10.244.0.7:8082"}
+
+
 def test_an_endpoint_that_refused_is_excluded_from_the_next_pick():
     state = snapshot()
     src = state.by_uid["sleep"]
