@@ -392,11 +392,13 @@ FEATURES: dict[str, Feature] = {f.name: f for f in [
     Feature("WaypointForWorkload",
             "A waypoint labelled `istio.io/waypoint-for: workload` serves the pods labelled for it (traffic to "
             "the pod's IP passes it) and refuses a Service (WaypointBound False, UnsupportedTrafficType; its "
-            "traffic stays L4).", EXTENDED, _L7),
+            "traffic stays L4); one labelled `all` serves both the pods and the Services labelled for it.", EXTENDED, _L7),
     Feature("WaypointCrossNamespace",
             "`istio.io/use-waypoint-namespace` binds a Service to a waypoint in another namespace whose mesh "
             "listener allows it (`allowedRoutes.namespaces.from: All`); without that label the name is looked "
-            "up in the Service's own namespace.", EXTENDED, _L7),
+            "up in the Service's own namespace. A mesh listener without allowedRoutes admits only its own "
+            "namespace: a Service of another one stays on L4 with WaypointBound False (AttachmentDenied).",
+            EXTENDED, _L7),
     Feature("WaypointPolicyTargetRefsGateway",
             "An AuthorizationPolicy attached with `targetRefs` to the waypoint Gateway is enforced by the "
             "waypoint: a request it does not allow gets HTTP 403 `RBAC: access denied`, one it allows 200.",

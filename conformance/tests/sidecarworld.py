@@ -6,6 +6,7 @@ from conformance import workloads as w
 from conformance.scenario import Scenario
 
 INJECTION = {"istio-injection": "enabled"}
+INJECT = "sidecar.istio.io/inject"   # the pod label that opts one pod in or out
 PROXY = "istio-proxy"
 OTHER = "someone-else"   # a service account no pod runs as: a policy naming it admits nobody here
 

@@ -12,18 +12,21 @@ from conformance.scenario import Scenario
 from conformance.tests.waypointworld import (ECHO, L4, L7, USE_WAYPOINT, WaypointWorld, build_world, manifest,
                                              waypoint)
 
-WP, WORKLOAD_WP, SHARED_WP = "wp", "wl", "shared"
+WP, WORKLOAD_WP, ALL_WP, SHARED_WP, PRIVATE_WP = "wp", "wl", "every", "shared", "private"
 
 
 @pytest.fixture(scope="module")
 def world(target):
     sc = Scenario(target, "waypoint-binding")
     try:
-        world = build_world(sc, "wbind", waypoints=[(WP, "service"), (WORKLOAD_WP, "workload")])
+        world = build_world(sc, "wbind", waypoints=[(WP, "service"), (WORKLOAD_WP, "workload"), (ALL_WP, "all")])
         # a waypoint other namespaces may use, in a namespace of its own
         world.other_ns = sc.namespace("wbindw")
         sc.apply(manifest("waypoint-shared.yaml", namespace=world.other_ns, name=SHARED_WP))
+        # and one beside it whose mesh listener says nothing of allowedRoutes (Gateway API: Same)
+        sc.apply(waypoint(world.other_ns, PRIVATE_WP))
         sc.await_waypoint(world.other_ns, SHARED_WP)
+        sc.await_waypoint(world.other_ns, PRIVATE_WP)
         yield world
     finally:
         sc.cleanup()
@@ -176,13 +179,47 @@ def test_workload_waypoint_serves_labelled_pods_and_refuses_services(world: Wayp
     assert sc.pod(world.srv, "beta").uid == beta.uid, "labelling the pod replaced it"
 
 
+@pytest.mark.features("WaypointForWorkload")
+def test_waypoint_for_all_serves_both_labelled_pods_and_services(world: WaypointWorld):
+    """A waypoint labelled istio.io/waypoint-for: all MUST carry the traffic addressed to a pod
+    labelled for it (L7 by pod IP) and that of a Service labelled for it (L7, WaypointBound True);
+    once the labels are removed both MUST be back on L4."""
+    sc = world.sc
+    beta = sc.pod(world.srv, "beta")
+    pod_url, service_url = f"http://{beta.ip}:{w.HTTP_TARGET_PORT}{ECHO}", world.url("alpha")
+    world.expect(pod_url, L4, "beta's pod by IP, before the label")
+    sc.label("Pod", world.srv, beta.name, {USE_WAYPOINT: ALL_WP})
+    world.use_waypoint("alpha", ALL_WP)
+    try:
+        world.expect(pod_url, L7, f"beta's pod by IP, labelled use-waypoint={ALL_WP} (waypoint-for: all)")
+        world.expect(service_url, L7, f"Service alpha, labelled use-waypoint={ALL_WP} (waypoint-for: all)")
+        world.expect_bound_condition("alpha", "True", "WaypointAccepted", f"Service alpha on the waypoint {ALL_WP}",
+                                     message_has=f"{world.srv}/{ALL_WP}")
+    finally:
+        world.use_waypoint("alpha", None)
+        sc.label("Pod", world.srv, beta.name, {USE_WAYPOINT: None})
+    world.expect(pod_url, L4, "beta's pod by IP after the label was removed")
+    world.expect(service_url, L4, "Service alpha after the label was removed")
+
+
 @pytest.mark.features("WaypointCrossNamespace")
 def test_use_waypoint_namespace_binds_a_waypoint_of_another_namespace(world: WaypointWorld):
     """use-waypoint naming a waypoint of another namespace MUST bind only with
     istio.io/use-waypoint-namespace naming that namespace (its mesh listener allows all
     namespaces): without it the name is looked up in the Service's own namespace (WaypointBound
-    False, WaypointIsNotReady, traffic on L4); with it the traffic passes that waypoint."""
+    False, WaypointIsNotReady, traffic on L4); with it the traffic passes that waypoint. A waypoint
+    of that namespace whose mesh listener has no allowedRoutes admits only its own namespace: a
+    Service of another one labelled for it MUST get WaypointBound False (AttachmentDenied) and stay
+    on L4."""
     url = world.url("alpha")
+    world.use_waypoint("alpha", PRIVATE_WP, waypoint_namespace=world.other_ns)
+    try:
+        world.expect_bound_condition("alpha", "False", "AttachmentDenied",
+                                     "a waypoint of another namespace without allowedRoutes",
+                                     message_has=f"{world.other_ns}/{PRIVATE_WP}")
+        world.assert_now(url, L4, f"alpha labelled for {world.other_ns}/{PRIVATE_WP}, which does not admit it")
+    finally:
+        world.use_waypoint("alpha", None)
     world.use_waypoint("alpha", SHARED_WP)
     try:
         world.expect_bound_condition("alpha", "False", "WaypointIsNotReady", "use-waypoint without its namespace",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conformance import workloads as w
-from conformance.tests.sidecarworld import (OTHER, PROXY, allow_principals, forbidden,
+from conformance.tests.sidecarworld import (INJECT, OTHER, PROXY, allow_principals, forbidden,
                                             sidecar_namespace)
 
 
@@ -64,3 +64,30 @@ def test_plaintext_into_sidecar_follows_peer_authentication(scenario):
     sc.assert_allowed_now(amb_cli, url, "ambient -> sidecar under STRICT (mutual TLS)")
     sc.apply([w.peer_authentication(side, "mtls", "PERMISSIVE")])
     sc.expect_allowed(plain_cli, url, "uncaptured -> sidecar back under PERMISSIVE")
+
+
+def _with_pod_label(objects: list[dict], key: str, value: str) -> list[dict]:
+    """The manifests with `key: value` added to the Deployment's pod template labels."""
+    for obj in objects:
+        if obj.get("kind") == "Deployment":
+            obj["spec"]["template"]["metadata"]["labels"][key] = value
+    return objects
+
+
+@pytest.mark.features("SidecarInjection")
+def test_pod_label_opts_out_of_and_into_injection(scenario):
+    """In an `istio-injection=enabled` namespace a pod labelled `sidecar.istio.io/inject: "false"`
+    MUST NOT get an `istio-proxy` container while its neighbour without the label MUST; in a
+    namespace without the injection label a pod labelled `sidecar.istio.io/inject: "true"` MUST get
+    one while its neighbour without the label MUST NOT."""
+    sc = scenario
+    side, plain = sidecar_namespace(sc, "iside"), sc.namespace("iplain", ambient=False)
+    sc.deploy(w.client(side, "default-cli") + _with_pod_label(w.client(side, "opt-out"), INJECT, "false")
+              + w.client(plain, "plain-cli") + _with_pod_label(w.client(plain, "opt-in"), INJECT, "true"),
+              side, plain)
+    for ns, name, injected in ((side, "default-cli", True), (side, "opt-out", False),
+                               (plain, "plain-cli", False), (plain, "opt-in", True)):
+        pod = sc.pod(ns, name)
+        assert (PROXY in pod.containers) == injected and pod.ready, \
+            f"{ns}/{name}: containers {pod.containers}, ready {pod.ready}; expected " \
+            f"{'an' if injected else 'no'} {PROXY} container"

@@ -548,4 +548,17 @@ MUTANTS: list[Mutant] = [
            "    return any(pod_node(pod) == node and not pod_terminating(pod)\n"
            '               and pod_identity(pod).rsplit("/sa/", 1)[-1] == identity.service_account\n'
            "               for pods in index.pods_by_namespace.values() for pod in pods)\n"),
+    # --- sidecar injection and waypoint binding (hunt for holes, wt-sidecar) ----------------------
+    Mutant("a pod labelled sidecar.istio.io/inject=false in an injection namespace gets a sidecar anyway",
+           "sidecar", False, "reference_impl/cluster/admission.py",
+           '    if own == "false":\n        return False\n',
+           ""),
+    Mutant("a waypoint whose mesh listener has no allowedRoutes admits Services of every namespace",
+           "waypoint-binding", False, "reference_impl/controlplane/waypoints.py",
+           "        return namespace == self.namespace\n",
+           "        return True\n"),
+    Mutant("a waypoint-for: all waypoint serves Services only (pod-addressed traffic skips it)",
+           "waypoint-binding", True, "reference_impl/controlplane/waypoints.py",
+           '        return self.waypoint_for in ("workload", "all")\n',
+           '        return self.waypoint_for == "workload"\n'),
 ]
