@@ -155,7 +155,8 @@ def test_killed_istiod_pod_is_replaced_and_the_proxy_reconnects(cluster, proxy):
     old = wait_istiod_running(cluster)
     connects = proxy.client.connects
     cluster.delete_pod("istio-system", old["metadata"]["name"], grace_period=0)
-    cluster.apply([policy("tp-after-kill")])
+    # the policy's namespace with it: on its own worker this test may run before the one that made it
+    cluster.apply([APP[0], policy("tp-after-kill")])
     proxy.wait_for(lambda c: "tp-after-kill" in policy_names(c), 30, "config from the replacement istiod")
     assert proxy.client.connects > connects
     assert wait_istiod_running(cluster)["metadata"]["name"] != old["metadata"]["name"]
