@@ -168,14 +168,14 @@ class H2Session(asyncio.BufferedProtocol):
 
     # ---- asyncio.BufferedProtocol ----
     def get_buffer(self, sizehint: int) -> memoryview:
-        buf = self._rbuf
-        lent = self._rbuf_lent
+        buf, lent = self._rbuf, self._rbuf_lent
+        busy = False
         if lent:
-            if any(transport.get_write_buffer_size() for transport in lent):
-                buf = self._rbuf = memoryview(bytearray(len(buf)))
+            busy = any(transport.get_write_buffer_size() for transport in lent)
             lent.clear()
-        if len(buf) < sizehint and len(buf) < _READ_BUFFER_MAX or not buf:
-            buf = self._rbuf = memoryview(bytearray(min(max(sizehint, _READ_BUFFER_MIN), _READ_BUFFER_MAX)))
+        want = min(max(sizehint, _READ_BUFFER_MIN), _READ_BUFFER_MAX)
+        if busy or len(buf) < want:  # one allocation, big enough for the read and never shrinking
+            buf = self._rbuf = memoryview(bytearray(max(len(buf), want)))
         return buf
 
     def buffer_updated(self, nbytes: int) -> None:
