@@ -83,3 +83,34 @@ def test_a_repeated_apply_changes_nothing(cluster_factory, tmp_path):
     _, after = _entries(k)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["metadata"]["managedFields"] == before["metadata"]["managedFields"]
+
+
+def _peer_authentication(ports: dict) -> str:
+    levels = ", ".join(f"{port}: {{mode: {mode}}}" for port, mode in ports.items())
+    return f"""
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: ports, namespace: mf-test}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  mtls: {{mode: STRICT}}
+  portLevelMtls: {{{levels}}}
+"""
+
+
+def test_an_apply_removes_the_map_keys_its_manager_no_longer_applies(cluster_factory, tmp_path):
+    """As kube-apiserver: a field the manager applied before and leaves out now is removed (a merge
+    would keep port 80 in portLevelMtls for good, and a PeerAuthentication would keep its mode)."""
+    cluster = cluster_factory("kmf3", nodes=1)
+    k = Kubectl(KUBECTLS[0], cluster.name, tmp_path)
+    k("create", "ns", "mf-test")
+
+    def ports() -> set[str]:
+        got = json.loads(k("get", "peerauthentication", "ports", "-n", "mf-test", "-o", "json").stdout)
+        return {str(p) for p in got["spec"].get("portLevelMtls") or {}}
+
+    k("apply", "--server-side", "-f", "-", input=_peer_authentication({80: "PERMISSIVE"}))
+    k("apply", "--server-side", "-f", "-", input=_peer_authentication({8000: "PERMISSIVE"}))
+    assert ports() == {"8000"}
+    k("apply", "--server-side", "-f", "-", input=_peer_authentication({80: "PERMISSIVE", 9000: "DISABLE"}))
+    assert ports() == {"80", "9000"}

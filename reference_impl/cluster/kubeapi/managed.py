@@ -99,6 +99,39 @@ def _strip(fields: dict, taken: set[tuple], prefix: tuple = ()) -> dict:
     return out
 
 
+def released(current: list[dict], manager: str, entry: dict) -> set[tuple]:
+    """The fields `manager` applied before and leaves out now that no other manager owns: an apply
+    removes them from the object, as kube-apiserver does (a map key dropped from the applied
+    configuration goes). Only fields reached through map keys (`f:`); an item of a keyed list or
+    set stays until its list is applied whole."""
+    previous = next((m for m in current if m.get("manager") == manager and m.get("operation") == "Apply"), None)
+    if previous is None:
+        return set()
+    others = set()
+    for other in current:
+        if other is not previous:
+            others |= leaves(other.get("fieldsV1") or {})
+    gone = leaves(previous.get("fieldsV1") or {}) - leaves(entry["fieldsV1"]) - others
+    return {path for path in gone if all(part.startswith("f:") for part in path)}
+
+
+def remove_fields(obj: dict, paths: set[tuple]) -> None:
+    """Removes each path's field, and then each map on its way that it left empty (the dropped
+    `portLevelMtls` key goes, not only the `mode` under it); top-level fields stay."""
+    for path in paths:
+        _remove(obj, path, top=True)
+
+
+def _remove(node, path: tuple, top: bool = False) -> None:
+    if not isinstance(node, dict):
+        return
+    for key in [k for k in node if str(k) == path[0][2:]]:
+        if len(path) > 1:
+            _remove(node[key], path[1:])
+        if len(path) == 1 or (not top and node[key] == {}):
+            del node[key]
+
+
 def apply_entries(current: list[dict], manager: str, entry: dict, applied: dict, live: dict,
                   force: bool, group_resource: str, name: str) -> list[dict]:
     """The managedFields after `manager` applies `applied` to `live`; ApiError 409 on conflicts

@@ -561,6 +561,8 @@ class KubeAPIServer:
             return 201, self._out(t, stored), JSON
         merge = patch.json_merge if r.crd else patch.strategic_merge
         new = merge(current, applied)
+        managed.remove_fields(new, managed.released(current["metadata"].get("managedFields") or [],
+                                                     manager, entry))
         new["metadata"]["managedFields"] = managed.apply_entries(
             current["metadata"].get("managedFields") or [], manager, entry, applied, current,
             req.flag("force"), r.group_resource, t.name)
